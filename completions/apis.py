@@ -1,0 +1,216 @@
+"""
+The HTTP endpoints. Each view validates with a serializer, awaits one service call, and
+returns a `Response` or a `StreamingHttpResponse`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from completions import services
+from completions.registry import get_model_spec
+from completions.serializers import ChatResponseSerializer, ErrorSerializer, TextChatRequestSerializer
+from completions.streaming import streaming_response, wants_event_stream
+
+
+class AsyncApiView(APIView):
+    """
+    DRF's APIView, dispatched natively on the event loop.
+
+    Authentication, permissions, parsing, the exception handler and rendering are DRF's own;
+    only the handler call is awaited. Nothing in DRF's request cycle here touches a database,
+    so running it on the loop (rather than hopping to a thread per request) is safe and fast.
+    """
+
+    async def dispatch(self, request, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            method = request.method.lower()
+            if method in self.http_method_names:
+                handler = getattr(self, method, self.http_method_not_allowed)
+            else:
+                handler = self.http_method_not_allowed
+            response = handler(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:  # noqa: BLE001 (DRF's handler decides what each one means)
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return self.response
+
+
+class FirstRendererNegotiation(DefaultContentNegotiation):
+    """Stream endpoints choose their framing from Accept themselves; errors are always JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
+ERROR_RESPONSES = {
+    400: OpenApiResponse(ErrorSerializer, description="Invalid input; `detail` names the field."),
+    401: OpenApiResponse(ErrorSerializer, description="No X-API-Key header."),
+    403: OpenApiResponse(ErrorSerializer, description="Wrong API key."),
+    429: OpenApiResponse(ErrorSerializer, description="The model is busy; see Retry-After."),
+    502: OpenApiResponse(ErrorSerializer, description="The model server failed."),
+    503: OpenApiResponse(ErrorSerializer, description="The model is not configured."),
+    504: OpenApiResponse(ErrorSerializer, description="The model server took too long."),
+}
+
+TEXT_EXAMPLES = [
+    OpenApiExample(
+        "A simple question",
+        value={
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": 0.7,
+            "max_tokens": 100,
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Multi-turn conversation",
+        value={
+            "messages": [
+                {"role": "user", "content": "What is Python?"},
+                {"role": "assistant", "content": "Python is a programming language..."},
+                {"role": "user", "content": "What are its main features?"},
+            ]
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Creative writing",
+        value={
+            "messages": [{"role": "user", "content": "Write a creative story"}],
+            "temperature": 1.5,
+            "frequency_penalty": 0.5,
+            "presence_penalty": 0.6,
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Deterministic answer",
+        value={
+            "messages": [{"role": "user", "content": "Calculate 2+2"}],
+            "temperature": 0.0,
+            "seed": 42,
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "JSON mode",
+        value={
+            "messages": [{"role": "user", "content": "List three colours as JSON."}],
+            "response_format": {"type": "json_object"},
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Structured output (product review)",
+        value={
+            "messages": [{"role": "user", "content": "Analyze this product review: great value"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "product_review",
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "sentiment": {
+                                "type": "string",
+                                "enum": ["positive", "negative", "neutral"],
+                            },
+                            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
+                            "summary": {"type": "string"},
+                        },
+                        "required": ["sentiment", "rating", "summary"],
+                    },
+                },
+            },
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Answer",
+        value={
+            "response": "The capital of France is Paris.",
+            "model": "my-model",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 14, "completion_tokens": 8, "total_tokens": 22},
+        },
+        response_only=True,
+    ),
+]
+
+
+class TextChatCompletionApi(AsyncApiView):
+    @extend_schema(
+        tags=["Text model"],
+        summary="Ask the text model; get the whole answer",
+        request=TextChatRequestSerializer,
+        responses={200: ChatResponseSerializer, **ERROR_RESPONSES},
+        examples=TEXT_EXAMPLES,
+    )
+    async def post(self, request):
+        serializer = TextChatRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        messages = data.pop("messages")
+        result = await services.chat_completion(
+            spec=get_model_spec("text"), messages=messages, params=data
+        )
+        return Response(ChatResponseSerializer(result).data)
+
+
+class TextChatStreamApi(AsyncApiView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        tags=["Text model"],
+        summary="Ask the text model; watch the answer arrive",
+        description="Plain text by default (`curl -N` prints it live). Send "
+        "`Accept: text/event-stream` for Server-Sent Events: `data: {\"delta\": ...}` events, a "
+        "last event with `finish_reason`, `usage` and `model`, then `data: [DONE]`. A failure "
+        "after the first byte ends plain text abruptly, or sends an `event: error` over SSE.",
+        request=TextChatRequestSerializer,
+        responses={
+            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="The answer, streamed."),
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="Server-Sent Events."
+            ),
+            **ERROR_RESPONSES,
+        },
+        examples=[
+            OpenApiExample(
+                "A short story",
+                value={
+                    "messages": [{"role": "user", "content": "Tell me a short story"}],
+                    "temperature": 0.8,
+                },
+                request_only=True,
+            ),
+            *TEXT_EXAMPLES[:-1],
+        ],
+    )
+    async def post(self, request):
+        serializer = TextChatRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        messages = data.pop("messages")
+        events = await services.open_chat_stream(
+            spec=get_model_spec("text"), messages=messages, params=data
+        )
+        return streaming_response(events, sse=wants_event_stream(request.headers.get("Accept", "")))

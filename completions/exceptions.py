@@ -1,0 +1,126 @@
+"""
+The gateway's exceptions and the one DRF exception handler that renders them.
+
+    LlmApiError (rest_framework APIException)
+    ├── ModelNotConfigured ........ 503  the model has no server configured
+    ├── ModelBusy ................. 429  no concurrency slot within QUEUE_TIMEOUT (Retry-After)
+    ├── UnsupportedImage .......... 415
+    ├── PayloadTooLarge ........... 413
+    └── UpstreamError ............. 502  anything that went wrong talking to the model server
+        ├── UpstreamUnavailable ... 502  connection refused, reset, DNS failure
+        ├── UpstreamTimeout ....... 504  connect or read timeout
+        ├── UpstreamProtocolError . 502  the server answered something that is not the OpenAI API
+        └── UpstreamStatusError ... the server answered an error status:
+                                    4xx passes through, 5xx becomes 502, 429 keeps Retry-After
+
+Every error reaches the client as `{"detail": "..."}`. Unexpected exceptions become a 500 with
+a generic detail; the traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class LlmApiError(drf_exceptions.APIException):
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    default_detail = "The gateway could not complete the request."
+    retry_after: int | None = None
+
+
+class ModelNotConfigured(LlmApiError):
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ModelBusy(LlmApiError):
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class UnsupportedImage(LlmApiError):
+    status_code = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class PayloadTooLarge(LlmApiError):
+    status_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UpstreamError(LlmApiError):
+    status_code = HTTPStatus.BAD_GATEWAY
+    default_detail = "The model server failed."
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    status_code = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamStatusError(UpstreamError):
+    """The model server answered with an error status; `upstream_status` keeps it."""
+
+    def __init__(self, detail: str, *, upstream_status: int, retry_after: int | None = None):
+        super().__init__(detail)
+        self.upstream_status = upstream_status
+        self.retry_after = retry_after
+        if upstream_status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
+            # The gateway's own credentials were refused: not something the client can fix.
+            self.status_code = HTTPStatus.BAD_GATEWAY
+        elif upstream_status == HTTPStatus.TOO_MANY_REQUESTS or 400 <= upstream_status < 500:
+            self.status_code = upstream_status
+        else:
+            self.status_code = HTTPStatus.BAD_GATEWAY
+
+
+def exception_handler(exc: Exception, context: dict) -> Response:
+    """Render every exception as `{"detail": ...}` and log it once."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.error("Unhandled error", exc_info=exc)
+        return Response(
+            {"detail": "Internal server error."}, status=HTTPStatus.INTERNAL_SERVER_ERROR
+        )
+    if isinstance(response.data, dict) and "detail" not in response.data:
+        # Field validation errors: keep the per-field messages and add one readable summary.
+        response.data = {"detail": _summarize_validation(response.data), "errors": response.data}
+    elif isinstance(response.data, list):
+        response.data = {"detail": " ".join(str(item) for item in response.data)}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    level = logging.WARNING if response.status_code >= 500 else logging.INFO
+    logger.log(level, "%s %s", response.status_code, response.data.get("detail"))
+    return response
+
+
+def _summarize_validation(errors: dict, prefix: str = "") -> str:
+    parts = []
+    for field, messages in errors.items():
+        name = f"{prefix}{field}" if field != "non_field_errors" else prefix.rstrip(".") or "body"
+        if isinstance(messages, dict):
+            parts.append(_summarize_validation(messages, prefix=f"{name}."))
+        elif isinstance(messages, list) and messages and isinstance(messages[0], dict | list):
+            for index, item in enumerate(messages):
+                if item:
+                    nested = item if isinstance(item, dict) else {"": item}
+                    parts.append(_summarize_validation(nested, prefix=f"{name}[{index}]."))
+        else:
+            text = " ".join(str(m) for m in messages) if isinstance(messages, list) else messages
+            parts.append(f"{name}: {text}")
+    return " ".join(parts)

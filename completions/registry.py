@@ -1,0 +1,63 @@
+"""
+The configured models, read once from settings.
+
+Two models exist: `text` (an LLM) and `image` (a VLM). Each is either served by an
+OpenAI-compatible server (`*_MODEL__BASE_URL`) or, for the text model only, by the embedded
+local model when no server is configured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+
+from django.conf import settings
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    kind: str  # "text" or "image"
+    env_prefix: str  # "TEXT_MODEL" or "IMAGE_MODEL", for messages that name variables
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    max_concurrency: int
+    timeout: float
+    connect_timeout: float
+    queue_timeout: float
+    defaults: dict
+    max_image_bytes: int = 0
+    max_image_side: int = 0
+
+    @property
+    def is_local(self) -> bool:
+        return not self.base_url and self.kind == "text" and settings.LOCAL_MODEL["enabled"]
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} model"
+
+
+@cache
+def get_model_spec(kind: str) -> ModelSpec:
+    raw = settings.LLMAPI_MODELS[kind]
+    prefix = f"{kind.upper()}_MODEL"
+    name = raw["model_name"]
+    if not name:
+        name = LOCAL_MODEL_NAME if (kind == "text" and not raw["base_url"]) else "default"
+    return ModelSpec(
+        kind=kind,
+        env_prefix=prefix,
+        name=name,
+        base_url=raw["base_url"].strip(),
+        api_key=raw["api_key"],
+        max_concurrency=max(1, raw["max_concurrency"]),
+        timeout=raw["timeout"],
+        connect_timeout=raw["connect_timeout"],
+        queue_timeout=max(0.0, raw["queue_timeout"]),
+        defaults=dict(raw["defaults"]),
+        max_image_bytes=raw.get("max_image_bytes", 0),
+        max_image_side=raw.get("max_image_side", 0),
+    )

@@ -1,0 +1,186 @@
+"""Input and output shapes of the API, with the ranges and defaults users see in /docs."""
+
+from __future__ import annotations
+
+import math
+
+import jsonschema
+from django.conf import settings
+from jsonschema import Draft202012Validator
+from rest_framework import serializers
+
+TEXT_DEFAULTS = settings.LLMAPI_MODELS["text"]["defaults"]
+
+ROLES = ("system", "user", "assistant")
+MAX_MESSAGES = 1000
+
+
+class StrictCharField(serializers.CharField):
+    """A CharField that refuses numbers and booleans instead of turning them into text."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A FloatField that refuses booleans, NaN and infinity."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    def to_internal_value(self, data):
+        if isinstance(data, bool):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class RejectUnknownFieldsMixin:
+    """Unknown fields are a 400: a typo such as `max_token` must not be silently ignored."""
+
+    def validate(self, attrs):
+        initial = getattr(self, "initial_data", None)
+        if hasattr(initial, "keys"):
+            unknown = sorted(set(initial.keys()) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: ["Unknown field."] for name in unknown}
+                )
+        return super().validate(attrs)
+
+
+class MessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    role = serializers.ChoiceField(
+        choices=ROLES,
+        help_text="Who says it: `system` (standing instructions), `user` (you) or `assistant` "
+        "(the model's earlier answers).",
+    )
+    content = StrictCharField(
+        allow_blank=True, trim_whitespace=False, help_text="What is said, as plain text."
+    )
+
+
+def _sampling_fields(defaults: dict) -> dict[str, serializers.Field]:
+    """The optional sampling parameters shared by every chat endpoint, documented for newcomers."""
+    return {
+        "temperature": FiniteFloatField(
+            required=False,
+            min_value=0.0,
+            max_value=2.0,
+            help_text="Randomness, 0 to 2. 0 gives the most likely answer every time; 0.7-1.5 "
+            f"suits creative writing. Default: {defaults['temperature']}.",
+        ),
+        "max_tokens": StrictIntegerField(
+            required=False,
+            min_value=1,
+            help_text="The longest answer allowed, in tokens (a token is about 3/4 of a word). "
+            f"Default: {defaults['max_tokens']}.",
+        ),
+        "top_p": FiniteFloatField(
+            required=False,
+            min_value=0.0,
+            max_value=1.0,
+            help_text="Nucleus sampling, 0 to 1: only the likeliest words whose chances add up "
+            f"to top_p are considered. Change this or temperature, rarely both. Default: "
+            f"{defaults['top_p']}.",
+        ),
+        "frequency_penalty": FiniteFloatField(
+            required=False,
+            min_value=-2.0,
+            max_value=2.0,
+            help_text="-2 to 2. Positive values make the model repeat the same words less. "
+            f"Default: {defaults['frequency_penalty']}.",
+        ),
+        "presence_penalty": FiniteFloatField(
+            required=False,
+            min_value=-2.0,
+            max_value=2.0,
+            help_text="-2 to 2. Positive values push the model towards new topics. "
+            f"Default: {defaults['presence_penalty']}.",
+        ),
+        "seed": StrictIntegerField(
+            required=False,
+            min_value=-(2**63),
+            max_value=2**63 - 1,
+            help_text="Fixes the random choices: the same seed and input give the same answer "
+            f"on servers that support it. Default: {defaults['seed']}.",
+        ),
+        "response_format": serializers.JSONField(
+            required=False,
+            help_text='The answer\'s format: {"type": "text"} (default), {"type": "json_object"} '
+            'for any JSON object, or {"type": "json_schema", "json_schema": {"name": ..., '
+            '"schema": {...}}} for JSON that follows your schema.',
+        ),
+    }
+
+
+class ChatParamsMixin(RejectUnknownFieldsMixin):
+    def validate_response_format(self, value):
+        return validate_response_format(value)
+
+
+def chat_params_serializer(name: str, defaults: dict) -> type[serializers.Serializer]:
+    """A serializer class with the sampling parameters, their help naming these defaults."""
+    return type(name, (ChatParamsMixin, serializers.Serializer), _sampling_fields(defaults))
+
+
+class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DEFAULTS)):
+    messages = serializers.ListField(
+        child=MessageSerializer(),
+        allow_empty=False,
+        max_length=MAX_MESSAGES,
+        help_text="The conversation so far, oldest first. Send the whole history every time: "
+        "the model remembers nothing between requests.",
+    )
+
+
+def validate_response_format(value):
+    if not isinstance(value, dict):
+        raise serializers.ValidationError('Expected an object such as {"type": "json_object"}.')
+    kind = value.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise serializers.ValidationError(
+            'type must be "text", "json_object" or "json_schema".'
+        )
+    if kind == "json_schema":
+        spec = value.get("json_schema")
+        if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
+            raise serializers.ValidationError(
+                'json_schema needs an object with a "schema" (a JSON Schema object).'
+            )
+        schema = spec["schema"]
+        validator = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+        try:
+            validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            where = "/".join(str(part) for part in exc.path) or "(root)"
+            raise serializers.ValidationError(
+                f"json_schema.schema is not a valid JSON Schema at {where}: {exc.message}"
+            ) from None
+    return value
+
+
+class ChatResponseSerializer(serializers.Serializer):
+    response = serializers.CharField(help_text="The model's answer.")
+    model = serializers.CharField(help_text="The model that answered.")
+    finish_reason = serializers.CharField(
+        allow_null=True,
+        help_text='Why the answer ended: "stop" (finished) or "length" (hit max_tokens).',
+    )
+    usage = serializers.DictField(
+        child=serializers.IntegerField(),
+        allow_null=True,
+        help_text="Tokens used: prompt_tokens, completion_tokens, total_tokens.",
+    )
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField(help_text="What went wrong, in words.")

@@ -1,0 +1,12 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+
+from completions import apis
+
+urlpatterns = [
+    path("text_model/chat/completion", apis.TextChatCompletionApi.as_view(), name="text-completion"),
+    path("text_model/chat/stream", apis.TextChatStreamApi.as_view(), name="text-stream"),
+    path("openapi.json", SpectacularAPIView.as_view(), name="schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+]

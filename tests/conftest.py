@@ -1,0 +1,124 @@
+"""Shared fixtures: a real gateway under uvicorn and a real fake model server, both on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fake_upstream import FakeUpstream, _free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+API_KEY = "test-key-0123456789"
+OTHER_KEY = "rotated-key-abcdef"
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server():
+    server = FakeUpstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
+    """The fake model server, reset to answer normally."""
+    fake_upstream_server.reset()
+    return fake_upstream_server
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def client(self, key: str | None = API_KEY, **kwargs) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+class GatewayPool:
+    """Starts one gateway process per distinct configuration and reuses it."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        self.tmp_dir = tmp_dir
+        self.gateways: dict[tuple, Gateway] = {}
+
+    def get(self, **env: str) -> Gateway:
+        key = tuple(sorted(env.items()))
+        gateway = self.gateways.get(key)
+        if gateway is None or gateway.process.poll() is not None:
+            gateway = self.gateways[key] = self._start(env)
+        return gateway
+
+    def _start(self, env: dict[str, str]) -> Gateway:
+        port = _free_port()
+        log_path = self.tmp_dir / f"gateway-{port}.log"
+        full_env = {
+            **os.environ,
+            "ENV_FILE": "/dev/null",
+            "API_KEY": f"{API_KEY},{OTHER_KEY}",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "serve", "--port", str(port)],
+                cwd=ROOT,
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"gateway exited:\n{gateway.log()}")
+            try:
+                httpx.get(f"{gateway.url}/openapi.json", timeout=1)
+                return gateway
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
+                time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        for gateway in self.gateways.values():
+            if gateway.process.poll() is None:
+                gateway.process.send_signal(signal.SIGTERM)
+        for gateway in self.gateways.values():
+            try:
+                gateway.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                gateway.process.kill()
+
+
+@pytest.fixture(scope="session")
+def gateways(tmp_path_factory):
+    pool = GatewayPool(tmp_path_factory.mktemp("gateways"))
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def gateway(gateways: GatewayPool, upstream: FakeUpstream) -> Gateway:
+    """A gateway whose text and image models are served by the fake upstream."""
+    return gateways.get(
+        TEXT_MODEL__BASE_URL=upstream.url,
+        TEXT_MODEL__MODEL_NAME="fake-llm",
+        TEXT_MODEL__API_KEY="upstream-secret-token",
+        IMAGE_MODEL__BASE_URL=upstream.url + "/v1",
+        IMAGE_MODEL__MODEL_NAME="fake-vlm",
+    )

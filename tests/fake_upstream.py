@@ -1,0 +1,233 @@
+"""
+An OpenAI-compatible model server for tests, served by uvicorn on loopback.
+
+It answers `POST /v1/chat/completions` like vLLM or llama.cpp would: a JSON
+`chat.completion`, or real Server-Sent Events when `stream` is true. Tests script its
+behaviour with `FakeUpstream.behave(...)` (status, delays, chunk count, a mid-stream drop) and
+read back every request it received and whether its clients disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+
+@dataclass
+class Behaviour:
+    status: int = 200
+    error_body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    content: str = "The capital of France is Paris."
+    chunks: list[str] | None = None  # streamed pieces; default: content split into words
+    chunk_interval: float = 0.0
+    delay: float = 0.0  # before the status line
+    drop_after: int | None = None  # streamed chunks sent before the connection is cut
+    raw_body: bytes | None = None  # sent as is (for protocol errors)
+    contents: list[str] | None = None  # successive answers, one per request (then `content`)
+
+
+@dataclass
+class ReceivedRequest:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.behaviour = Behaviour()
+        self.requests: list[ReceivedRequest] = []
+        self.disconnects: list[float] = []
+        self.open_streams = 0
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control --------------------------------------------------------------------------
+
+    def behave(self, **kwargs: Any) -> None:
+        self.behaviour = Behaviour(**kwargs)
+
+    def reset(self) -> None:
+        self.behaviour = Behaviour()
+        self.requests.clear()
+        self.disconnects.clear()
+
+    @property
+    def last_request(self) -> ReceivedRequest:
+        return self.requests[-1]
+
+    def start(self) -> None:
+        config = uvicorn.Config(
+            self, host="127.0.0.1", port=self.port, log_level="critical", lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=5)
+
+    # --- ASGI -----------------------------------------------------------------------------
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        payload = json.loads(body) if body else {}
+        self.requests.append(ReceivedRequest(scope["path"], headers, payload))
+        behaviour = self.behaviour
+        answer = behaviour.content
+        if behaviour.contents:
+            index = len(self.requests) - 1
+            answer = behaviour.contents[min(index, len(behaviour.contents) - 1)]
+
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)
+        if scope["path"] != "/v1/chat/completions":
+            await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
+            return
+        if behaviour.status >= 400:
+            error = behaviour.error_body or {"error": {"message": f"injected {behaviour.status}"}}
+            await _send_json(send, behaviour.status, error, behaviour.headers)
+            return
+        if behaviour.raw_body is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": behaviour.raw_body})
+            return
+        if payload.get("stream"):
+            await self._stream(payload, answer, behaviour, receive, send)
+        else:
+            await _send_json(send, 200, _completion(payload, answer))
+
+    async def _stream(self, payload, answer, behaviour: Behaviour, receive, send) -> None:
+        pieces = behaviour.chunks if behaviour.chunks is not None else _words(answer)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnects.append(time.monotonic())
+                disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        self.open_streams += 1
+        try:
+            model = payload.get("model", "fake")
+            for index, piece in enumerate(pieces):
+                if behaviour.drop_after is not None and index >= behaviour.drop_after:
+                    raise ConnectionAbortedError("injected mid-stream drop")
+                if disconnected.is_set():
+                    return
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                }
+                await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
+                if behaviour.chunk_interval:
+                    try:
+                        await asyncio.wait_for(disconnected.wait(), behaviour.chunk_interval)
+                        return
+                    except TimeoutError:
+                        pass
+            final = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            }
+            usage = {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "model": model,
+                "choices": [],
+                "usage": _usage(payload, pieces),
+            }
+            body = _sse(final) + _sse(usage) + b"data: [DONE]\n\n"
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        finally:
+            self.open_streams -= 1
+            watcher.cancel()
+
+
+def _completion(payload: dict, answer: str) -> dict:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "model": payload.get("model", "fake"),
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(payload, _words(answer)),
+    }
+
+
+def _usage(payload: dict, pieces: list[str]) -> dict:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in payload.get("messages", []))
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": len(pieces),
+        "total_tokens": prompt + len(pieces),
+    }
+
+
+def _words(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def _sse(data: dict) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _send_json(send, status: int, data: Any, headers: dict | None = None) -> None:
+    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *extra],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
