@@ -16,7 +16,11 @@ from rest_framework.views import APIView
 
 from completions import services
 from completions.registry import get_model_spec
-from completions.serializers import ChatResponseSerializer, ErrorSerializer, TextChatRequestSerializer
+from completions.serializers import (
+    ChatResponseSerializer,
+    ErrorSerializer,
+    TextChatRequestSerializer,
+)
 from completions.streaming import streaming_response, wants_event_stream
 
 
@@ -182,12 +186,14 @@ class TextChatStreamApi(AsyncApiView):
         tags=["Text model"],
         summary="Ask the text model; watch the answer arrive",
         description="Plain text by default (`curl -N` prints it live). Send "
-        "`Accept: text/event-stream` for Server-Sent Events: `data: {\"delta\": ...}` events, a "
+        '`Accept: text/event-stream` for Server-Sent Events: `data: {"delta": ...}` events, a '
         "last event with `finish_reason`, `usage` and `model`, then `data: [DONE]`. A failure "
         "after the first byte ends plain text abruptly, or sends an `event: error` over SSE.",
         request=TextChatRequestSerializer,
         responses={
-            (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="The answer, streamed."),
+            (200, "text/plain"): OpenApiResponse(
+                OpenApiTypes.STR, description="The answer, streamed."
+            ),
             (200, "text/event-stream"): OpenApiResponse(
                 OpenApiTypes.STR, description="Server-Sent Events."
             ),

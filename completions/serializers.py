@@ -51,9 +51,7 @@ class RejectUnknownFieldsMixin:
         if hasattr(initial, "keys"):
             unknown = sorted(set(initial.keys()) - set(self.fields))
             if unknown:
-                raise serializers.ValidationError(
-                    {name: ["Unknown field."] for name in unknown}
-                )
+                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().validate(attrs)
 
 
@@ -147,9 +145,7 @@ def validate_response_format(value):
         raise serializers.ValidationError('Expected an object such as {"type": "json_object"}.')
     kind = value.get("type")
     if kind not in ("text", "json_object", "json_schema"):
-        raise serializers.ValidationError(
-            'type must be "text", "json_object" or "json_schema".'
-        )
+        raise serializers.ValidationError('type must be "text", "json_object" or "json_schema".')
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):

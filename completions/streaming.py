@@ -72,7 +72,11 @@ async def sse_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]
                     yield _sse({"delta": event.text})
             elif isinstance(event, StreamEnd):
                 yield _sse(
-                    {"finish_reason": event.finish_reason, "usage": event.usage, "model": event.model}
+                    {
+                        "finish_reason": event.finish_reason,
+                        "usage": event.usage,
+                        "model": event.model,
+                    }
                 )
         yield b"data: [DONE]\n\n"
     except LlmApiError as exc:

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
+import aiohttp
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
@@ -126,7 +127,10 @@ class OpenAICompatibleBackend:
         """Send a non-streaming chat completion and return the decoded answer."""
         with self._mapped_errors():
             response = await self.client.post(
-                self.url, content=orjson.dumps(payload), headers=self._json_headers(), timeout=self._timeout
+                self.url,
+                content=orjson.dumps(payload),
+                headers=self._json_headers(),
+                timeout=self._timeout,
             )
         if response.status_code >= 400:
             raise self._status_error(response.status_code, response.headers, response.content)
@@ -136,7 +140,11 @@ class OpenAICompatibleBackend:
             raise UpstreamProtocolError(
                 f"The {self.spec.label} server answered with something that is not JSON."
             ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("choices"), list)
+            or not data["choices"]
+        ):
             raise UpstreamProtocolError(
                 f"The {self.spec.label} server's answer has no choices; is it OpenAI-compatible?"
             )
@@ -157,6 +165,10 @@ class OpenAICompatibleBackend:
                 with self._mapped_errors():
                     body = await response.aread()
                 raise self._status_error(response.status_code, response.headers, body)
+            if "text/event-stream" not in response.headers.get("content-type", ""):
+                raise UpstreamProtocolError(
+                    f"The {self.spec.label} server did not answer with an event stream."
+                )
             yield self._chunks(response)
         finally:
             await response.aclose()
@@ -217,6 +229,10 @@ class OpenAICompatibleBackend:
                     f"({_timeout_kind(exc)}; see {self.spec.env_prefix}__TIMEOUT and "
                     f"{self.spec.env_prefix}__CONNECT_TIMEOUT)."
                 ) from None
+            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                raise UpstreamUnavailable(
+                    f"Could not connect to the {self.spec.label} server at {where}."
+                ) from None
             raise UpstreamUnavailable(
                 f"The connection to the {self.spec.label} server at {where} was lost."
             ) from None
@@ -229,7 +245,9 @@ class OpenAICompatibleBackend:
                 f"The connection to the {self.spec.label} server at {where} failed mid-request."
             ) from None
 
-    def _status_error(self, status: int, headers: httpx.Headers, body: bytes) -> UpstreamStatusError:
+    def _status_error(
+        self, status: int, headers: httpx.Headers, body: bytes
+    ) -> UpstreamStatusError:
         message = _error_message_from_body(body)
         if status in (401, 403):
             detail = (
@@ -241,13 +259,15 @@ class OpenAICompatibleBackend:
         else:
             detail = f"The {self.spec.label} server rejected the request ({status}): {message}"
         return UpstreamStatusError(
-            detail, upstream_status=status, retry_after=_retry_after(headers) if status == 429 else None
+            detail,
+            upstream_status=status,
+            retry_after=_retry_after(headers) if status == 429 else None,
         )
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:
-    # The aiohttp transport reports some dropped connections as ConnectTimeout; only a
-    # timeout whose cause is a timeout is one.
+    # The aiohttp transport reports refused and dropped connections as ConnectTimeout; only
+    # a timeout whose cause is a timeout is one.
     cause = exc.__cause__
     return cause is None or isinstance(cause, TimeoutError)
 

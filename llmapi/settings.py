@@ -117,8 +117,8 @@ LLMAPI_MODELS = {
     "text": _model_settings("TEXT_MODEL", default_concurrency=1 if _text_is_local else 10),
     "image": _model_settings("IMAGE_MODEL", default_concurrency=10),
 }
-LLMAPI_MODELS["image"]["max_image_bytes"] = _setting("int", 
-    "IMAGE_MODEL__MAX_IMAGE_BYTES", 20 * 1024 * 1024
+LLMAPI_MODELS["image"]["max_image_bytes"] = _setting(
+    "int", "IMAGE_MODEL__MAX_IMAGE_BYTES", 20 * 1024 * 1024
 )
 LLMAPI_MODELS["image"]["max_image_side"] = _setting("int", "IMAGE_MODEL__MAX_IMAGE_SIDE", 2048)
 

@@ -4,7 +4,9 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from completions import apis
 
 urlpatterns = [
-    path("text_model/chat/completion", apis.TextChatCompletionApi.as_view(), name="text-completion"),
+    path(
+        "text_model/chat/completion", apis.TextChatCompletionApi.as_view(), name="text-completion"
+    ),
     path("text_model/chat/stream", apis.TextChatStreamApi.as_view(), name="text-stream"),
     path("openapi.json", SpectacularAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

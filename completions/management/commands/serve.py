@@ -28,7 +28,9 @@ class Command(BaseCommand):
         )
         parser.add_argument("--access-log", action="store_true", help="Log every request.")
 
-    def handle(self, *args, host: str, port: int, workers: int, access_log: bool, **options) -> None:
+    def handle(
+        self, *args, host: str, port: int, workers: int, access_log: bool, **options
+    ) -> None:
         if not settings.API_KEYS:
             # Workers are started from this process's environment, so they all share this key.
             key = secrets.token_urlsafe(24)
@@ -41,7 +43,11 @@ class Command(BaseCommand):
             )
         text = get_model_spec("text")
         if text.is_local:
-            from completions.local_model import LocalModelError, check_model_file, resolve_model_path
+            from completions.local_model import (
+                LocalModelError,
+                check_model_file,
+                resolve_model_path,
+            )
 
             try:
                 check_model_file(*resolve_model_path())

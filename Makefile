@@ -1,0 +1,11 @@
+.PHONY: serve test check bench
+
+# Install everything and start the server (embedded model unless TEXT_MODEL__BASE_URL is set).
+serve:
+	scripts/serve
+
+# Install everything, lint, and run all tests (what CI runs).
+test:
+	scripts/test
+
+check: test

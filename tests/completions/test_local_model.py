@@ -1,0 +1,70 @@
+import hashlib
+from dataclasses import replace
+
+import pytest
+
+from completions import local_model, services
+from completions.exceptions import ModelNotConfigured
+from completions.local_model import LocalModelError, check_model_file, llama_response_format
+from completions.registry import LOCAL_MODEL_NAME, get_model_spec
+
+
+def gguf(tmp_path, body=b"GGUF" + b"\0" * 64):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(body)
+    return path, hashlib.sha256(body).hexdigest()
+
+
+def test_valid_file_with_matching_hash_passes(tmp_path):
+    path, digest = gguf(tmp_path)
+    check_model_file(path, digest)
+
+
+def test_wrong_hash_names_path_and_is_clear(tmp_path):
+    path, _ = gguf(tmp_path)
+    with pytest.raises(LocalModelError) as caught:
+        check_model_file(path, "0" * 64)
+    assert str(path) in str(caught.value) and "corrupted" in str(caught.value)
+
+
+def test_missing_file_names_path_and_variable(tmp_path):
+    with pytest.raises(LocalModelError) as caught:
+        check_model_file(tmp_path / "absent.gguf", None)
+    assert "absent.gguf" in str(caught.value) and "LOCAL_MODEL__PATH" in str(caught.value)
+
+
+def test_non_gguf_file_is_refused(tmp_path):
+    path, _ = gguf(tmp_path, body=b"<html>not a model</html>")
+    with pytest.raises(LocalModelError, match="not a GGUF"):
+        check_model_file(path, None)
+
+
+def test_configured_path_is_used_without_hash(settings, tmp_path):
+    settings.LOCAL_MODEL = {**settings.LOCAL_MODEL, "path": str(tmp_path / "mine.gguf")}
+    assert local_model.resolve_model_path() == (tmp_path / "mine.gguf", None)
+
+
+def test_default_path_is_the_packaged_model_with_its_hash(settings):
+    settings.LOCAL_MODEL = {**settings.LOCAL_MODEL, "path": ""}
+    path, digest = local_model.resolve_model_path()
+    assert path.name == local_model.PACKAGED_MODEL_FILE
+    assert digest == local_model.PACKAGED_MODEL_SHA256
+
+
+def test_no_base_url_selects_the_local_model_by_default():
+    text = replace(get_model_spec("text"), base_url="", name=LOCAL_MODEL_NAME)
+    assert text.is_local
+
+
+def test_unloadable_local_model_is_a_503_naming_the_variable(settings, tmp_path, monkeypatch):
+    monkeypatch.setattr(local_model, "_backend", None)
+    settings.LOCAL_MODEL = {**settings.LOCAL_MODEL, "path": str(tmp_path / "absent.gguf")}
+    with pytest.raises(ModelNotConfigured) as caught:
+        services.get_backend(replace(get_model_spec("text"), base_url=""))
+    assert "LOCAL_MODEL__PATH" in str(caught.value.detail)
+
+
+def test_json_schema_format_becomes_a_llama_grammar_request():
+    schema = {"type": "object"}
+    converted = llama_response_format({"type": "json_schema", "json_schema": {"schema": schema}})
+    assert converted == {"type": "json_object", "schema": schema}

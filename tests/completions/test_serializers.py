@@ -1,0 +1,94 @@
+import pytest
+
+from completions.serializers import TextChatRequestSerializer
+
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+def errors_for(data: dict) -> dict:
+    serializer = TextChatRequestSerializer(data=data)
+    assert not serializer.is_valid()
+    return serializer.errors
+
+
+def test_minimal_request_is_valid_and_leaves_defaults_to_the_service():
+    serializer = TextChatRequestSerializer(data={"messages": MESSAGES})
+    assert serializer.is_valid(), serializer.errors
+    assert serializer.validated_data == {"messages": MESSAGES}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", -0.1),
+        ("temperature", 2.01),
+        ("max_tokens", 0),
+        ("top_p", 1.5),
+        ("frequency_penalty", -2.5),
+        ("presence_penalty", 2.5),
+        ("temperature", "hot"),
+        ("temperature", True),
+        ("seed", 1.5),
+        ("temperature", "NaN"),
+    ],
+)
+def test_out_of_range_parameter_is_named(field, value):
+    assert field in errors_for({"messages": MESSAGES, field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", 0), ("temperature", 2), ("top_p", 0), ("frequency_penalty", -2), ("seed", -5)],
+)
+def test_boundaries_are_accepted(field, value):
+    serializer = TextChatRequestSerializer(data={"messages": MESSAGES, field: value})
+    assert serializer.is_valid(), serializer.errors
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [],
+        "hello",
+        [{"role": "robot", "content": "x"}],
+        [{"role": "user"}],
+        [{"role": "user", "content": 5}],
+    ],
+)
+def test_bad_messages_are_rejected(messages):
+    assert "messages" in errors_for({"messages": messages})
+
+
+def test_unknown_fields_are_rejected_so_typos_surface():
+    assert "max_token" in errors_for({"messages": MESSAGES, "max_token": 5})
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "yaml"},
+        {"type": "json_schema"},
+        {"type": "json_schema", "json_schema": {"name": "x"}},
+        {"type": "json_schema", "json_schema": {"schema": {"type": "not-a-type"}}},
+        "json",
+    ],
+)
+def test_invalid_response_format_is_rejected(response_format):
+    assert "response_format" in errors_for(
+        {"messages": MESSAGES, "response_format": response_format}
+    )
+
+
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "text"},
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "object"}}},
+    ],
+)
+def test_valid_response_formats_are_accepted(response_format):
+    serializer = TextChatRequestSerializer(
+        data={"messages": MESSAGES, "response_format": response_format}
+    )
+    assert serializer.is_valid(), serializer.errors

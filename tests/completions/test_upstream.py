@@ -1,0 +1,176 @@
+import json
+from dataclasses import replace
+from http import HTTPStatus
+
+import httpx
+import pytest
+
+from completions.exceptions import (
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from completions.registry import get_model_spec
+from completions.upstream import OpenAICompatibleBackend, chat_completions_url, public_location
+
+COMPLETION = {
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+}
+
+
+def backend_with(handler, **spec_changes) -> OpenAICompatibleBackend:
+    spec = replace(get_model_spec("text"), base_url="http://model:8000", **spec_changes)
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return OpenAICompatibleBackend(spec, client=client)
+
+
+def sse_body(*chunks: dict, done: bool = True) -> bytes:
+    body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    return body + (b"data: [DONE]\n\n" if done else b"")
+
+
+@pytest.mark.parametrize(
+    ("base", "url"),
+    [
+        ("http://h:8000", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000/", "http://h:8000/v1/chat/completions"),
+        ("http://h:8000/v1", "http://h:8000/v1/chat/completions"),
+        ("https://api.example.com/v1/", "https://api.example.com/v1/chat/completions"),
+    ],
+)
+def test_base_url_with_or_without_v1(base, url):
+    assert chat_completions_url(base) == url
+
+
+def test_public_location_hides_credentials_and_path():
+    assert public_location("http://user:pw@h:8000/v1?key=x") == "http://h:8000"
+
+
+async def test_create_posts_payload_with_bearer_token():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"] = str(request.url)
+        seen["auth"] = request.headers.get("Authorization")
+        seen["body"] = json.loads(request.content)
+        return httpx.Response(200, json=COMPLETION)
+
+    backend = backend_with(handler, api_key="sk-upstream")
+    data = await backend.create({"model": "m", "messages": [], "temperature": 0.3})
+    assert data["choices"][0]["message"]["content"] == "Hi"
+    assert seen["url"] == "http://model:8000/v1/chat/completions"
+    assert seen["auth"] == "Bearer sk-upstream"
+    assert seen["body"]["temperature"] == 0.3
+
+
+async def test_no_authorization_header_without_api_key():
+    def handler(request):
+        assert "Authorization" not in request.headers
+        return httpx.Response(200, json=COMPLETION)
+
+    await backend_with(handler, api_key="").create({})
+
+
+@pytest.mark.parametrize(
+    ("status", "client_status"),
+    [(500, HTTPStatus.BAD_GATEWAY), (400, HTTPStatus.BAD_REQUEST), (404, HTTPStatus.NOT_FOUND)],
+)
+async def test_error_status_carries_upstream_message(status, client_status):
+    backend = backend_with(
+        lambda r: httpx.Response(status, json={"error": {"message": "model exploded"}})
+    )
+    with pytest.raises(UpstreamStatusError) as caught:
+        await backend.create({})
+    assert caught.value.status_code == client_status
+    assert "model exploded" in str(caught.value.detail)
+
+
+async def test_429_keeps_retry_after():
+    backend = backend_with(
+        lambda r: httpx.Response(429, headers={"Retry-After": "9"}, text="slow down")
+    )
+    with pytest.raises(UpstreamStatusError) as caught:
+        await backend.create({})
+    assert caught.value.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert caught.value.retry_after == 9
+
+
+async def test_rejected_credentials_name_the_variable_not_the_token():
+    backend = backend_with(lambda r: httpx.Response(401, text="bad token"), api_key="sk-secret")
+    with pytest.raises(UpstreamStatusError) as caught:
+        await backend.create({})
+    assert caught.value.status_code == HTTPStatus.BAD_GATEWAY
+    assert "TEXT_MODEL__API_KEY" in str(caught.value.detail)
+    assert "sk-secret" not in str(caught.value.detail)
+
+
+async def test_timeout_becomes_upstream_timeout():
+    def handler(request):
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    with pytest.raises(UpstreamTimeout):
+        await backend_with(handler).create({})
+
+
+async def test_connect_error_becomes_unavailable():
+    def handler(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(UpstreamUnavailable) as caught:
+        await backend_with(handler).create({})
+    assert "http://model:8000" in str(caught.value.detail)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"no": "choices"}', b'{"choices": []}'])
+async def test_non_openai_answer_is_a_protocol_error(body):
+    with pytest.raises(UpstreamProtocolError):
+        await backend_with(lambda r: httpx.Response(200, content=body)).create({})
+
+
+async def test_stream_yields_chunks_until_done():
+    chunks = [
+        {"choices": [{"delta": {"content": "Hel"}, "finish_reason": None}]},
+        {"choices": [{"delta": {"content": "lo"}, "finish_reason": "stop"}]},
+    ]
+    backend = backend_with(
+        lambda r: httpx.Response(
+            200, content=sse_body(*chunks), headers={"content-type": "text/event-stream"}
+        )
+    )
+    async with backend.stream({"stream": True}) as events:
+        received = [chunk async for chunk in events]
+    assert received == chunks
+
+
+async def test_stream_checks_status_before_yielding():
+    backend = backend_with(lambda r: httpx.Response(503, json={"error": "overloaded"}))
+    with pytest.raises(UpstreamStatusError) as caught:
+        async with backend.stream({}):
+            pytest.fail("must not open a failed stream")
+    assert "overloaded" in str(caught.value.detail)
+
+
+async def test_stream_cut_before_finish_is_an_error():
+    chunk = {"choices": [{"delta": {"content": "Hel"}, "finish_reason": None}]}
+    backend = backend_with(
+        lambda r: httpx.Response(
+            200, content=sse_body(chunk, done=False), headers={"content-type": "text/event-stream"}
+        )
+    )
+    with pytest.raises(UpstreamUnavailable):
+        async with backend.stream({}) as events:
+            async for _ in events:
+                pass
+
+
+async def test_stream_that_is_not_sse_is_a_protocol_error():
+    backend = backend_with(lambda r: httpx.Response(200, json=COMPLETION))
+    with pytest.raises(UpstreamProtocolError):
+        async with backend.stream({}) as events:
+            async for _ in events:
+                pass
