@@ -1,5 +1,9 @@
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from drf_spectacular.views import (
+    SpectacularJSONAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
 
 from completions import apis
 
@@ -8,7 +12,11 @@ urlpatterns = [
         "text_model/chat/completion", apis.TextChatCompletionApi.as_view(), name="text-completion"
     ),
     path("text_model/chat/stream", apis.TextChatStreamApi.as_view(), name="text-stream"),
-    path("openapi.json", SpectacularAPIView.as_view(), name="schema"),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("redoc", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "redoc",
+        SpectacularRedocView.as_view(url_name="schema", template_name="completions/redoc.html"),
+        name="redoc",
+    ),
 ]
