@@ -10,15 +10,17 @@ import inspect
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from completions import services
-from completions.registry import get_model_spec
+from completions.registry import ModelSpec, get_model_spec
 from completions.serializers import (
     ChatResponseSerializer,
     ErrorSerializer,
+    ImageChatRequestSerializer,
     TextChatRequestSerializer,
 )
 from completions.streaming import streaming_response, wants_event_stream
@@ -159,6 +161,37 @@ TEXT_EXAMPLES = [
 ]
 
 
+def validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+STREAM_DESCRIPTION = (
+    "Plain text by default (`curl -N` prints it live). Send `Accept: text/event-stream` for "
+    'Server-Sent Events: `data: {"delta": ...}` events, a last event with `finish_reason`, '
+    "`usage` and `model`, then `data: [DONE]`. A failure after the first byte ends plain text "
+    "abruptly, or sends an `event: error` over SSE."
+)
+STREAM_RESPONSES = {
+    (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="The answer, streamed."),
+    (200, "text/event-stream"): OpenApiResponse(
+        OpenApiTypes.STR, description="Server-Sent Events."
+    ),
+    **ERROR_RESPONSES,
+}
+
+
+class StreamingApiView(AsyncApiView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
+
+    def stream(self, events):
+        return streaming_response(
+            events, sse=wants_event_stream(self.request.headers.get("Accept", ""))
+        )
+
+
 class TextChatCompletionApi(AsyncApiView):
     @extend_schema(
         tags=["Text model"],
@@ -168,9 +201,7 @@ class TextChatCompletionApi(AsyncApiView):
         examples=TEXT_EXAMPLES,
     )
     async def post(self, request):
-        serializer = TextChatRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
+        data = validated(TextChatRequestSerializer, request)
         messages = data.pop("messages")
         result = await services.chat_completion(
             spec=get_model_spec("text"), messages=messages, params=data
@@ -212,11 +243,78 @@ class TextChatStreamApi(AsyncApiView):
         ],
     )
     async def post(self, request):
-        serializer = TextChatRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = dict(serializer.validated_data)
+        data = validated(TextChatRequestSerializer, request)
         messages = data.pop("messages")
         events = await services.open_chat_stream(
             spec=get_model_spec("text"), messages=messages, params=data
         )
-        return streaming_response(events, sse=wants_event_stream(request.headers.get("Accept", "")))
+        return self.stream(events)
+
+
+IMAGE_ERROR_RESPONSES = {
+    **ERROR_RESPONSES,
+    413: OpenApiResponse(ErrorSerializer, description="The image is too large."),
+    415: OpenApiResponse(ErrorSerializer, description="Not JPEG, PNG, WebP or GIF."),
+}
+IMAGE_EXAMPLES = [
+    OpenApiExample(
+        "Objects in a photo",
+        value={"prompt": "What objects are in this image?", "temperature": 0.3},
+        request_only=True,
+    ),
+    OpenApiExample(
+        "Answer",
+        value={
+            "response": "The image contains a laptop, coffee mug, and notebook on a wooden desk.",
+            "model": "my-vlm",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 620, "completion_tokens": 17, "total_tokens": 637},
+        },
+        response_only=True,
+    ),
+]
+
+
+async def image_chat_request(request) -> tuple[ModelSpec, list[dict], dict]:
+    data = validated(ImageChatRequestSerializer, request)
+    spec = get_model_spec("image")
+    messages = await services.image_chat_messages(
+        spec=spec,
+        prompt=data.pop("prompt"),
+        system=data.pop("system", None),
+        images=data.pop("image"),
+    )
+    return spec, messages, data
+
+
+class ImageChatCompletionApi(AsyncApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        tags=["Image model"],
+        summary="Ask the vision model about a picture; get the whole answer",
+        request={"multipart/form-data": ImageChatRequestSerializer},
+        responses={200: ChatResponseSerializer, **IMAGE_ERROR_RESPONSES},
+        examples=IMAGE_EXAMPLES,
+    )
+    async def post(self, request):
+        spec, messages, params = await image_chat_request(request)
+        result = await services.chat_completion(spec=spec, messages=messages, params=params)
+        return Response(ChatResponseSerializer(result).data)
+
+
+class ImageChatStreamApi(StreamingApiView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(
+        tags=["Image model"],
+        summary="Ask the vision model about a picture; watch the answer arrive",
+        description=STREAM_DESCRIPTION,
+        request={"multipart/form-data": ImageChatRequestSerializer},
+        responses={**STREAM_RESPONSES, **IMAGE_ERROR_RESPONSES},
+        examples=IMAGE_EXAMPLES[:1],
+    )
+    async def post(self, request):
+        spec, messages, params = await image_chat_request(request)
+        events = await services.open_chat_stream(spec=spec, messages=messages, params=params)
+        return self.stream(events)

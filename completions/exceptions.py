@@ -4,7 +4,8 @@ The gateway's exceptions and the one DRF exception handler that renders them.
     LlmApiError (rest_framework APIException)
     ├── ModelNotConfigured ........ 503  the model has no server configured
     ├── ModelBusy ................. 429  no concurrency slot within QUEUE_TIMEOUT (Retry-After)
-    ├── UnsupportedImage .......... 415
+    ├── InvalidImage .............. 400  the upload is not an image
+    ├── UnsupportedImage .......... 415  an image, but not JPEG, PNG, WebP or GIF
     ├── PayloadTooLarge ........... 413
     └── UpstreamError ............. 502  anything that went wrong talking to the model server
         ├── UpstreamUnavailable ... 502  connection refused, reset, DNS failure
@@ -45,6 +46,10 @@ class ModelBusy(LlmApiError):
     def __init__(self, detail: str, *, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class InvalidImage(LlmApiError):
+    status_code = HTTPStatus.BAD_REQUEST
 
 
 class UnsupportedImage(LlmApiError):

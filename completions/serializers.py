@@ -10,6 +10,8 @@ from jsonschema import Draft202012Validator
 from rest_framework import serializers
 
 TEXT_DEFAULTS = settings.LLMAPI_MODELS["text"]["defaults"]
+IMAGE_DEFAULTS = settings.LLMAPI_MODELS["image"]["defaults"]
+MAX_IMAGES = 16
 
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = 1000
@@ -137,6 +139,22 @@ class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DE
         max_length=MAX_MESSAGES,
         help_text="The conversation so far, oldest first. Send the whole history every time: "
         "the model remembers nothing between requests.",
+    )
+
+
+class ImageChatRequestSerializer(chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS)):
+    image = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=False),
+        allow_empty=False,
+        max_length=MAX_IMAGES,
+        help_text="The picture: JPEG, PNG, WebP or GIF (first frame). Repeat the field to send "
+        "several pictures; they reach the model in order.",
+    )
+    prompt = StrictCharField(help_text="Your question or instruction about the picture.")
+    system = StrictCharField(
+        required=False,
+        allow_blank=True,
+        help_text='Optional standing instructions, e.g. "Answer in one sentence."',
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from completions.exceptions import ModelBusy, ModelNotConfigured, UpstreamProtocolError
+from completions.images import prepare_image
 from completions.registry import ModelSpec
 from completions.upstream import ChatBackend, OpenAICompatibleBackend
 
@@ -191,6 +192,23 @@ async def _stream_events(
                     yield TextDelta(delta)
                 finish_reason = choice.get("finish_reason") or finish_reason
         yield StreamEnd(model=model, finish_reason=finish_reason, usage=usage)
+
+
+async def image_chat_messages(
+    *, spec: ModelSpec, prompt: str, system: str | None, images: list[Any]
+) -> list[dict[str, Any]]:
+    """The OpenAI vision message for a prompt and uploaded images (checked, upright, downscaled)."""
+    prepared = await asyncio.to_thread(
+        lambda: [
+            prepare_image(upload, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side)
+            for upload in images
+        ]
+    )
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    content += [{"type": "image_url", "image_url": {"url": image.data_url}} for image in prepared]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": content})
+    return messages
 
 
 def _usage(raw: Any) -> dict[str, int] | None:
