@@ -209,27 +209,13 @@ class TextChatCompletionApi(AsyncApiView):
         return Response(ChatResponseSerializer(result).data)
 
 
-class TextChatStreamApi(AsyncApiView):
-    renderer_classes = [JSONRenderer]
-    content_negotiation_class = FirstRendererNegotiation
-
+class TextChatStreamApi(StreamingApiView):
     @extend_schema(
         tags=["Text model"],
         summary="Ask the text model; watch the answer arrive",
-        description="Plain text by default (`curl -N` prints it live). Send "
-        '`Accept: text/event-stream` for Server-Sent Events: `data: {"delta": ...}` events, a '
-        "last event with `finish_reason`, `usage` and `model`, then `data: [DONE]`. A failure "
-        "after the first byte ends plain text abruptly, or sends an `event: error` over SSE.",
+        description=STREAM_DESCRIPTION,
         request=TextChatRequestSerializer,
-        responses={
-            (200, "text/plain"): OpenApiResponse(
-                OpenApiTypes.STR, description="The answer, streamed."
-            ),
-            (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, description="Server-Sent Events."
-            ),
-            **ERROR_RESPONSES,
-        },
+        responses=STREAM_RESPONSES,
         examples=[
             OpenApiExample(
                 "A short story",

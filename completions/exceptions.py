@@ -11,6 +11,7 @@ The gateway's exceptions and the one DRF exception handler that renders them.
         ├── UpstreamUnavailable ... 502  connection refused, reset, DNS failure
         ├── UpstreamTimeout ....... 504  connect or read timeout
         ├── UpstreamProtocolError . 502  the server answered something that is not the OpenAI API
+        ├── InvalidModelOutput .... 502  the answer broke the requested JSON format, even after repair
         └── UpstreamStatusError ... the server answered an error status:
                                     4xx passes through, 5xx becomes 502, 429 keeps Retry-After
 
@@ -77,6 +78,14 @@ class UpstreamProtocolError(UpstreamError):
     pass
 
 
+class InvalidModelOutput(UpstreamError):
+    """The model's answer is not the JSON that was asked for; `extra` carries the evidence."""
+
+    def __init__(self, detail: str, *, errors: list[dict[str, str]], output: str) -> None:
+        super().__init__(detail)
+        self.extra = {"errors": errors, "output": output}
+
+
 class UpstreamStatusError(UpstreamError):
     """The model server answered with an error status; `upstream_status` keeps it."""
 
@@ -106,6 +115,9 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         response.data = {"detail": _summarize_validation(response.data), "errors": response.data}
     elif isinstance(response.data, list):
         response.data = {"detail": " ".join(str(item) for item in response.data)}
+    extra = getattr(exc, "extra", None)
+    if extra:
+        response.data.update(extra)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 
@@ -28,6 +29,8 @@ class ModelSpec:
     connect_timeout: float
     queue_timeout: float
     defaults: dict
+    json_retries: int = 1
+    json_schema_mode: str = "auto"  # native | prompt | auto
     max_image_bytes: int = 0
     max_image_side: int = 0
 
@@ -58,6 +61,17 @@ def get_model_spec(kind: str) -> ModelSpec:
         connect_timeout=raw["connect_timeout"],
         queue_timeout=max(0.0, raw["queue_timeout"]),
         defaults=dict(raw["defaults"]),
+        json_retries=max(0, raw["json_retries"]),
+        json_schema_mode=_schema_mode(prefix, raw["json_schema_mode"]),
         max_image_bytes=raw.get("max_image_bytes", 0),
         max_image_side=raw.get("max_image_side", 0),
     )
+
+
+def _schema_mode(prefix: str, value: str) -> str:
+    mode = value.strip().lower()
+    if mode not in ("native", "prompt", "auto"):
+        raise ImproperlyConfigured(
+            f"{prefix}__JSON_SCHEMA_MODE must be native, prompt or auto, not {value!r}."
+        )
+    return mode

@@ -194,6 +194,16 @@ class ChatResponseSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Tokens used: prompt_tokens, completion_tokens, total_tokens.",
     )
+    parsed = serializers.JSONField(
+        required=False,
+        help_text="Only with a JSON response_format: the answer, already decoded and validated.",
+    )
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        if data.get("parsed") is None:
+            data.pop("parsed", None)
+        return data
 
 
 class ErrorSerializer(serializers.Serializer):

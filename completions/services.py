@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from completions.exceptions import ModelBusy, ModelNotConfigured, UpstreamProtocolError
+from completions import structured
+from completions.exceptions import (
+    InvalidModelOutput,
+    ModelBusy,
+    ModelNotConfigured,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+)
 from completions.images import prepare_image
 from completions.registry import ModelSpec
 from completions.upstream import ChatBackend, OpenAICompatibleBackend
+
+logger = logging.getLogger(__name__)
 
 SAMPLING_PARAMS = (
     "temperature",
@@ -38,6 +48,7 @@ class ChatResult:
     model: str
     finish_reason: str | None
     usage: dict[str, int] | None
+    parsed: Any = None  # the decoded JSON, when a JSON response_format was asked for
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class StreamEnd:
     model: str
     finish_reason: str | None
     usage: dict[str, int] | None = field(default=None)
+    # For JSON response formats: {"valid": bool, "errors": [...]}. Streams are not repaired.
+    validation: dict[str, Any] | None = field(default=None)
 
 
 StreamEvent = TextDelta | StreamEnd
@@ -140,21 +153,45 @@ def build_payload(
 async def chat_completion(
     *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
 ) -> ChatResult:
-    """Ask the model for a whole answer."""
+    """
+    Ask the model for a whole answer.
+
+    With a JSON `response_format`, the answer is validated; an invalid one is sent back to the
+    model with the errors, up to `JSON_RETRIES` times, and a final failure is an honest 502.
+    """
     backend = get_backend(spec)
+    response_format = params.get("response_format")
     payload = build_payload(spec=spec, messages=messages, params=params, stream=False)
     async with concurrency_slot(spec):
-        data = await backend.create(payload)
-    choice = data["choices"][0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise UpstreamProtocolError(f"The {spec.label} server's answer has no message.")
-    return ChatResult(
-        response=message.get("content") or "",
-        model=data.get("model") or spec.name,
-        finish_reason=choice.get("finish_reason"),
-        usage=_usage(data.get("usage")),
-    )
+        result = _chat_result(spec, await _create(spec, backend, payload))
+        if not structured.wants_json(response_format):
+            return result
+        check = structured.check_output(result.response, response_format)
+        for attempt in range(1, spec.json_retries + 1):
+            if check.valid:
+                break
+            logger.info(
+                "Invalid JSON from the %s (attempt %d of repair): %s",
+                spec.label,
+                attempt,
+                structured.describe_errors(check.errors),
+            )
+            repair = structured.repair_messages(
+                messages, output=result.response, check=check, response_format=response_format
+            )
+            result = _chat_result(
+                spec, await _create(spec, backend, {**payload, "messages": repair})
+            )
+            check = structured.check_output(result.response, response_format)
+    if not check.valid:
+        raise InvalidModelOutput(
+            f"The model did not produce valid {response_format['type']} output "
+            f"(after {spec.json_retries} repair attempt(s)): "
+            f"{structured.describe_errors(check.errors)}",
+            errors=check.errors,
+            output=result.response,
+        )
+    return replace(result, response=check.text, parsed=check.parsed)
 
 
 async def open_chat_stream(
@@ -166,7 +203,8 @@ async def open_chat_stream(
     The upstream request is open and its status checked when this returns, so a failure
     becomes an HTTP error before any byte reaches the client. The returned generator owns the
     upstream request and the concurrency slot: closing it, finishing it or cancelling it
-    (a client disconnect) releases both.
+    (a client disconnect) releases both. With a JSON `response_format`, the last event says
+    whether the whole answer was valid; nothing is repaired mid-stream.
     """
     backend = get_backend(spec)
     payload = build_payload(spec=spec, messages=messages, params=params, stream=True)
@@ -178,9 +216,11 @@ async def open_chat_stream(
 async def _stream_events(
     *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]
 ) -> AsyncIterator[StreamEvent]:
-    async with concurrency_slot(spec), backend.stream(payload) as chunks:
+    async with concurrency_slot(spec), contextlib.AsyncExitStack() as stack:
+        chunks = await _open_stream(spec, backend, payload, stack)
         yield TextDelta("")  # marks "opened"; consumed by open_chat_stream
         model, finish_reason, usage = spec.name, None, None
+        pieces: list[str] = []
         async for chunk in chunks:
             if not isinstance(chunk, dict):
                 raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
@@ -189,9 +229,98 @@ async def _stream_events(
             for choice in chunk.get("choices") or ():
                 delta = (choice.get("delta") or {}).get("content")
                 if delta:
+                    pieces.append(delta)
                     yield TextDelta(delta)
                 finish_reason = choice.get("finish_reason") or finish_reason
-        yield StreamEnd(model=model, finish_reason=finish_reason, usage=usage)
+        validation = None
+        response_format = payload.get("response_format")
+        if structured.wants_json(response_format):
+            check = structured.check_output("".join(pieces), response_format)
+            validation = {"valid": check.valid, "errors": check.errors}
+        yield StreamEnd(
+            model=model, finish_reason=finish_reason, usage=usage, validation=validation
+        )
+
+
+# --- json_schema on servers that refuse it ----------------------------------------------------
+
+# Models whose server refused a native json_schema request (per process): skip the failed try.
+_native_schema_refused: set[str] = set()
+
+
+def _schema_payload(spec: ModelSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    response_format = payload.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return payload
+    if spec.json_schema_mode == "prompt" or (
+        spec.json_schema_mode == "auto" and spec.kind in _native_schema_refused
+    ):
+        return _prompted(payload)
+    return payload
+
+
+def _prompted(payload: dict[str, Any]) -> dict[str, Any]:
+    response_format, messages = structured.schema_prompt_format(
+        payload["response_format"], payload["messages"]
+    )
+    return {**payload, "response_format": response_format, "messages": messages}
+
+
+def _schema_fallback(spec: ModelSpec, payload: dict[str, Any], exc: UpstreamStatusError):
+    """The prompt-mode payload to retry with, when the server refused a native json_schema."""
+    refused = exc.upstream_status in SCHEMA_REFUSAL_STATUSES
+    native = (payload.get("response_format") or {}).get("type") == "json_schema"
+    if not (refused and native and spec.json_schema_mode == "auto"):
+        return None
+    logger.warning(
+        "The %s server refused response_format json_schema (%s); falling back to json_object "
+        "with the schema in a system message (%s__JSON_SCHEMA_MODE=prompt makes this permanent).",
+        spec.label,
+        exc.upstream_status,
+        spec.env_prefix,
+    )
+    _native_schema_refused.add(spec.kind)
+    return _prompted(payload)
+
+
+SCHEMA_REFUSAL_STATUSES = (400, 422, 501)
+
+
+async def _create(spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
+    payload = _schema_payload(spec, payload)
+    try:
+        return await backend.create(payload)
+    except UpstreamStatusError as exc:
+        fallback = _schema_fallback(spec, payload, exc)
+        if fallback is None:
+            raise
+        return await backend.create(fallback)
+
+
+async def _open_stream(
+    spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any], stack: contextlib.AsyncExitStack
+) -> AsyncIterator[dict[str, Any]]:
+    payload = _schema_payload(spec, payload)
+    try:
+        return await stack.enter_async_context(backend.stream(payload))
+    except UpstreamStatusError as exc:
+        fallback = _schema_fallback(spec, payload, exc)
+        if fallback is None:
+            raise
+        return await stack.enter_async_context(backend.stream(fallback))
+
+
+def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
+    choice = data["choices"][0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise UpstreamProtocolError(f"The {spec.label} server's answer has no message.")
+    return ChatResult(
+        response=message.get("content") or "",
+        model=data.get("model") or spec.name,
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(data.get("usage")),
+    )
 
 
 async def image_chat_messages(

@@ -5,7 +5,8 @@ Stream framing: turn a service's stream events into bytes for the client.
   If the model server fails mid-stream, the transfer is aborted (the chunked body never gets
   its terminating chunk), so no client mistakes a cut answer for a whole one.
 * Server-Sent Events (`Accept: text/event-stream`): `data: {"delta": ...}` events, one last
-  event with `finish_reason`, `usage` and `model`, then `data: [DONE]`. A failure mid-stream
+  event with `finish_reason`, `usage` and `model` (and, for JSON response formats, `valid` and
+  `errors`), then `data: [DONE]`. A failure mid-stream
   becomes an `event: error` with a `detail`.
 """
 
@@ -71,13 +72,14 @@ async def sse_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]
                 if event.text:
                     yield _sse({"delta": event.text})
             elif isinstance(event, StreamEnd):
-                yield _sse(
-                    {
-                        "finish_reason": event.finish_reason,
-                        "usage": event.usage,
-                        "model": event.model,
-                    }
-                )
+                final = {
+                    "finish_reason": event.finish_reason,
+                    "usage": event.usage,
+                    "model": event.model,
+                }
+                if event.validation is not None:
+                    final.update(event.validation)  # "valid" and "errors" for JSON formats
+                yield _sse(final)
         yield b"data: [DONE]\n\n"
     except LlmApiError as exc:
         logger.warning("Stream failed: %s", exc.detail)

@@ -99,6 +99,9 @@ def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
         "timeout": _setting("float", f"{prefix}__TIMEOUT", 120.0),
         "connect_timeout": _setting("float", f"{prefix}__CONNECT_TIMEOUT", 5.0),
         "queue_timeout": _setting("float", f"{prefix}__QUEUE_TIMEOUT", 30.0),
+        # Structured output: repair attempts for invalid JSON, and how json_schema is sent.
+        "json_retries": _setting("int", f"{prefix}__JSON_RETRIES", 1),
+        "json_schema_mode": env.str(f"{prefix}__JSON_SCHEMA_MODE", default="auto") or "auto",
         "defaults": {
             "temperature": _setting("float", f"{prefix}__LLM_ARGS__TEMPERATURE", 0.0),
             "max_tokens": _setting("int", f"{prefix}__LLM_ARGS__MAX_TOKENS", 2048),

@@ -31,7 +31,8 @@ class Behaviour:
     delay: float = 0.0  # before the status line
     drop_after: int | None = None  # streamed chunks sent before the connection is cut
     raw_body: bytes | None = None  # sent as is (for protocol errors)
-    contents: list[str] | None = None  # successive answers, one per request (then `content`)
+    contents: list[str] | None = None  # successive answers, one per request (then the last)
+    reject_json_schema: bool = False  # answer 400 to response_format json_schema, like some servers
 
 
 @dataclass
@@ -108,6 +109,13 @@ class FakeUpstream:
             await asyncio.sleep(behaviour.delay)
         if scope["path"] != "/v1/chat/completions":
             await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
+            return
+        if (
+            behaviour.reject_json_schema
+            and (payload.get("response_format") or {}).get("type") == "json_schema"
+        ):
+            error = {"error": {"message": "response_format json_schema is not supported"}}
+            await _send_json(send, 400, error)
             return
         if behaviour.status >= 400:
             error = behaviour.error_body or {"error": {"message": f"injected {behaviour.status}"}}

@@ -34,7 +34,9 @@ def sent_images(upstream) -> list[Image.Image]:
 
 
 def test_seed_example_returns_the_answer(gateway, upstream):
-    upstream.behave(content="The image contains a laptop, coffee mug, and notebook on a wooden desk.")
+    upstream.behave(
+        content="The image contains a laptop, coffee mug, and notebook on a wooden desk."
+    )
     with gateway.client() as client:
         response = client.post(COMPLETION, data=form(temperature=0.3), files=[photo()])
     assert response.status_code == HTTPStatus.OK, response.text
@@ -67,7 +69,10 @@ def test_several_images_and_a_system_message_are_sent_in_order(gateway, upstream
 
 
 def test_phone_photo_is_sent_upright_and_large_image_downscaled(gateway, upstream):
-    files = [photo(rotated_jpeg((80, 40))), photo(image_bytes("PNG", size=(4096, 1024)), "big.png", "image/png")]
+    files = [
+        photo(rotated_jpeg((80, 40))),
+        photo(image_bytes("PNG", size=(4096, 1024)), "big.png", "image/png"),
+    ]
     with gateway.client() as client:
         assert client.post(COMPLETION, data=form(), files=files).status_code == HTTPStatus.OK
     assert [image.size for image in sent_images(upstream)] == [(40, 80), (2048, 512)]
@@ -76,7 +81,9 @@ def test_phone_photo_is_sent_upright_and_large_image_downscaled(gateway, upstrea
 def test_image_stream_plain_and_sse(gateway, upstream):
     with gateway.client() as client:
         plain = client.post(STREAM, data=form(), files=[photo()])
-        sse = client.post(STREAM, data=form(), files=[photo()], headers={"Accept": "text/event-stream"})
+        sse = client.post(
+            STREAM, data=form(), files=[photo()], headers={"Accept": "text/event-stream"}
+        )
     assert plain.status_code == HTTPStatus.OK
     assert plain.text == "The capital of France is Paris."
     assert upstream.last_request.body["stream"] is True
@@ -97,7 +104,9 @@ def test_response_format_as_json_form_field_is_forwarded(gateway, upstream):
 @pytest.mark.parametrize("path", [COMPLETION, STREAM])
 def test_auth_is_enforced(gateway, path):
     with gateway.client(key=None) as client:
-        assert client.post(path, data=form(), files=[photo()]).status_code == HTTPStatus.UNAUTHORIZED
+        assert (
+            client.post(path, data=form(), files=[photo()]).status_code == HTTPStatus.UNAUTHORIZED
+        )
     with gateway.client(key="nope") as client:
         assert client.post(path, data=form(), files=[photo()]).status_code == HTTPStatus.FORBIDDEN
 

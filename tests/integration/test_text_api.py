@@ -35,6 +35,7 @@ def test_every_parameter_reaches_the_upstream_and_defaults_fill_the_rest(gateway
         "seed": 42,
         "response_format": {"type": "json_object"},
     }
+    upstream.behave(content='{"capital": "Paris"}')
     with gateway.client() as client:
         client.post("/text_model/chat/completion", json={**QUESTION, **params}).raise_for_status()
     sent = upstream.last_request
