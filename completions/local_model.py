@@ -101,9 +101,10 @@ def check_model_file(path: Path, expected_sha256: str | None) -> None:
 class LocalModelBackend:
     """One llama.cpp model; one generation at a time (a llama context is not shareable)."""
 
-    def __init__(self, llama: Any, *, name: str) -> None:
+    def __init__(self, llama: Any, *, name: str, repeat_penalty: float = 1.1) -> None:
         self.llama = llama
         self.name = name
+        self.repeat_penalty = repeat_penalty
         self._lock = threading.Lock()
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +185,10 @@ class LocalModelBackend:
         completion_tokens = 0
         started = time.monotonic()
         stream = self.llama.create_chat_completion(
-            messages=payload["messages"], stream=True, **kwargs
+            messages=payload["messages"],
+            stream=True,
+            repeat_penalty=self.repeat_penalty,
+            **kwargs,
         )
         try:
             for chunk in stream:
@@ -224,6 +228,16 @@ def llama_response_format(response_format: dict[str, Any]) -> dict[str, Any]:
     return {"type": "text"}
 
 
+def default_chat_format(expected_sha256: str | None) -> str | None:
+    """
+    The packaged SmolLM2 is run with llama-cpp-python's `chatml` format: the template stored in
+    its GGUF makes it answer far worse ("What is the capital of France?" drifts into French
+    word lists, where chatml answers "The capital of France is Paris."). Other files use the
+    template they carry.
+    """
+    return "chatml" if expected_sha256 == PACKAGED_MODEL_SHA256 else None
+
+
 _backend: LocalModelBackend | None = None
 _backend_lock = threading.Lock()
 
@@ -251,7 +265,7 @@ def load_backend(spec: ModelSpec) -> LocalModelBackend:
                 model_path=str(path),
                 n_ctx=options["context"],
                 n_threads=threads,
-                chat_format=options["chat_format"] or None,
+                chat_format=options["chat_format"] or default_chat_format(expected_sha256),
                 verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
@@ -267,7 +281,9 @@ def load_backend(spec: ModelSpec) -> LocalModelBackend:
             threads,
             options["context"],
         )
-        _backend = LocalModelBackend(llama, name=spec.name)
+        _backend = LocalModelBackend(
+            llama, name=spec.name, repeat_penalty=options["repeat_penalty"]
+        )
         return _backend
 
 

@@ -132,6 +132,9 @@ LOCAL_MODEL = {
     "context": _setting("int", "LOCAL_MODEL__CONTEXT", 4096),
     "threads": _setting("int", "LOCAL_MODEL__THREADS", 0),
     "chat_format": env.str("LOCAL_MODEL__CHAT_FORMAT", default=""),
+    # llama.cpp's classic default. Without it, greedy decoding (temperature 0) makes a small
+    # model loop ("...addition of integers. In the context of ... addition of integers...").
+    "repeat_penalty": _setting("float", "LOCAL_MODEL__REPEAT_PENALTY", 1.1),
 }
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
