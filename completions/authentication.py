@@ -51,3 +51,26 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return f'APIKey header="{API_KEY_HEADER}"'
+
+
+class BearerOrApiKeyAuthentication(ApiKeyAuthentication):
+    """
+    The OpenAI-compatible endpoints also accept `Authorization: Bearer <key>`, which is what
+    the OpenAI SDKs send. As on OpenAI's API, a wrong key is a 401 there.
+    """
+
+    def authenticate(self, request) -> tuple[ApiClient, None]:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        candidate = token.strip() if scheme.lower() == "bearer" else ""
+        candidate = candidate or request.headers.get(API_KEY_HEADER, "")
+        if not candidate:
+            raise exceptions.NotAuthenticated(
+                "Missing API Key. Send Authorization: Bearer <key> or an X-API-Key header."
+            )
+        index = key_is_valid(candidate, settings.API_KEYS)
+        if index is None:
+            raise exceptions.AuthenticationFailed(INVALID_KEY_DETAIL)
+        return ApiClient(key_index=index), None
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="llmapi"'

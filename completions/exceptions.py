@@ -4,6 +4,7 @@ The gateway's exceptions and the one DRF exception handler that renders them.
     LlmApiError (rest_framework APIException)
     ├── ModelNotConfigured ........ 503  the model has no server configured
     ├── ModelBusy ................. 429  no concurrency slot within QUEUE_TIMEOUT (Retry-After)
+    ├── ModelNotFound ............. 404  /v1 asked for a model name that is not configured
     ├── InvalidImage .............. 400  the upload is not an image
     ├── UnsupportedImage .......... 415  an image, but not JPEG, PNG, WebP or GIF
     ├── PayloadTooLarge ........... 413
@@ -123,6 +124,45 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         response["Retry-After"] = str(retry_after)
     level = logging.WARNING if response.status_code >= 500 else logging.INFO
     logger.log(level, "%s %s", response.status_code, response.data.get("detail"))
+    return response
+
+
+OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+class ModelNotFound(LlmApiError):
+    status_code = HTTPStatus.NOT_FOUND
+
+
+def openai_exception_handler(exc: Exception, context: dict) -> Response:
+    """The same errors, in OpenAI's shape, so the OpenAI SDKs raise the right exception class."""
+    response = exception_handler(exc, context)
+    data = response.data
+    errors = data.get("errors") if isinstance(data, dict) else None
+    param = next(iter(errors), None) if isinstance(errors, dict) else None
+    if isinstance(exc, ModelNotFound):
+        param, code = "model", "model_not_found"
+    elif response.status_code == HTTPStatus.UNAUTHORIZED:
+        code = "invalid_api_key"
+    elif response.status_code == HTTPStatus.TOO_MANY_REQUESTS:
+        code = "rate_limit_exceeded"
+    else:
+        code = None
+    response.data = {
+        "error": {
+            "message": data.get("detail", ""),
+            "type": OPENAI_ERROR_TYPES.get(response.status_code, "api_error"),
+            "param": param,
+            "code": code,
+        }
+    }
     return response
 
 

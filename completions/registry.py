@@ -43,6 +43,20 @@ class ModelSpec:
         return f"{self.kind} model"
 
 
+def available_models() -> list[ModelSpec]:
+    """The models that can answer: remote ones with a server, and the embedded text model."""
+    specs = [get_model_spec("text"), get_model_spec("image")]
+    return [spec for spec in specs if spec.base_url or spec.is_local]
+
+
+def find_model(name: str, *, needs_vision: bool) -> ModelSpec | None:
+    """The available model called `name`; the image model when the request carries images."""
+    matches = [spec for spec in available_models() if spec.name == name]
+    if needs_vision:
+        matches.sort(key=lambda spec: spec.kind != "image")
+    return matches[0] if matches else None
+
+
 @cache
 def get_model_spec(kind: str) -> ModelSpec:
     raw = settings.LLMAPI_MODELS[kind]

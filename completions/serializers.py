@@ -158,6 +158,97 @@ class ImageChatRequestSerializer(chat_params_serializer("ImageChatParams", IMAGE
     )
 
 
+OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+CONTENT_PART_TYPES = ("text", "image_url")
+
+
+class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEXT_DEFAULTS)):
+    """
+    The OpenAI chat completions body, validated with the same ranges as the seed endpoints.
+
+    Fields outside this allow-list are refused with 400 rather than passed through: a gateway
+    that forwards unknown parameters lets each model server interpret (or silently ignore)
+    them differently, and we promise the same behaviour on every backend.
+    """
+
+    model = serializers.CharField(help_text="A model name from GET /v1/models.")
+    messages = serializers.ListField(
+        child=serializers.DictField(),
+        allow_empty=False,
+        max_length=MAX_MESSAGES,
+        help_text="The conversation. `content` is text, or a list of text and image_url parts.",
+    )
+    stream = serializers.BooleanField(required=False, default=False)
+    stream_options = serializers.DictField(required=False)
+    max_completion_tokens = StrictIntegerField(
+        required=False, min_value=1, help_text="Newer name for max_tokens."
+    )
+    n = StrictIntegerField(
+        required=False, min_value=1, max_value=1, help_text="Only 1 answer per request."
+    )
+    stop = serializers.JSONField(required=False, help_text="Up to 4 strings that end the answer.")
+    user = serializers.CharField(required=False, help_text="Accepted for compatibility; unused.")
+
+    def validate_messages(self, messages):
+        cleaned = []
+        for index, message in enumerate(messages):
+            role = OPENAI_ROLES.get(message.get("role"))
+            if role is None:
+                raise serializers.ValidationError(
+                    f"messages[{index}].role must be system, developer, user or assistant "
+                    "(tool calls are not supported)."
+                )
+            content = message.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    if not isinstance(part, dict) or part.get("type") not in CONTENT_PART_TYPES:
+                        raise serializers.ValidationError(
+                            f"messages[{index}].content parts must be text or image_url."
+                        )
+                    if part["type"] == "image_url" and not _is_image_url(part.get("image_url")):
+                        raise serializers.ValidationError(
+                            f"messages[{index}] has an image_url part without a data: or "
+                            "http(s) url."
+                        )
+            elif not isinstance(content, str):
+                raise serializers.ValidationError(
+                    f"messages[{index}].content must be a string or a list of parts."
+                )
+            cleaned.append({"role": role, "content": content})
+        return cleaned
+
+    def validate_stop(self, value):
+        if isinstance(value, str):
+            value = [value]
+        if (
+            not isinstance(value, list)
+            or len(value) > 4
+            or not all(isinstance(s, str) for s in value)
+        ):
+            raise serializers.ValidationError("stop must be a string or a list of up to 4 strings.")
+        return value
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if "max_completion_tokens" in attrs:
+            attrs["max_tokens"] = attrs.pop("max_completion_tokens")
+        attrs.pop("n", None)
+        attrs.pop("user", None)
+        return attrs
+
+
+def has_image_parts(messages: list[dict]) -> bool:
+    return any(
+        isinstance(m["content"], list) and any(p["type"] == "image_url" for p in m["content"])
+        for m in messages
+    )
+
+
+def _is_image_url(image_url) -> bool:
+    url = image_url.get("url") if isinstance(image_url, dict) else None
+    return isinstance(url, str) and url.startswith(("data:image/", "http://", "https://"))
+
+
 def validate_response_format(value):
     if not isinstance(value, dict):
         raise serializers.ValidationError('Expected an object such as {"type": "json_object"}.')

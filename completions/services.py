@@ -32,6 +32,9 @@ from completions.upstream import ChatBackend, OpenAICompatibleBackend
 
 logger = logging.getLogger(__name__)
 
+# Sent only when the caller set them.
+OPTIONAL_PARAMS = ("response_format", "stop")
+
 SAMPLING_PARAMS = (
     "temperature",
     "max_tokens",
@@ -142,8 +145,9 @@ def build_payload(
     for name in SAMPLING_PARAMS:
         value = params.get(name)
         payload[name] = spec.defaults[name] if value is None else value
-    if params.get("response_format") is not None:
-        payload["response_format"] = params["response_format"]
+    for name in OPTIONAL_PARAMS:
+        if params.get(name) is not None:
+            payload[name] = params[name]
     if stream:
         payload["stream"] = True
         payload["stream_options"] = {"include_usage": True}

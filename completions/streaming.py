@@ -45,9 +45,14 @@ def wants_event_stream(accept_header: str) -> bool:
 def streaming_response(events: AsyncIterator[StreamEvent], *, sse: bool) -> StreamingHttpResponse:
     """Wrap stream events in a response that nothing between here and the client buffers."""
     if sse:
-        response = StreamingHttpResponse(sse_frames(events), content_type=SSE_MEDIA_TYPE)
-    else:
-        response = StreamingHttpResponse(plain_text_frames(events), content_type=PLAIN_MEDIA_TYPE)
+        return unbuffered_response(sse_frames(events), content_type=SSE_MEDIA_TYPE)
+    return unbuffered_response(plain_text_frames(events), content_type=PLAIN_MEDIA_TYPE)
+
+
+def unbuffered_response(
+    frames: AsyncIterator[bytes], *, content_type: str
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(frames, content_type=content_type)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response
@@ -84,6 +89,47 @@ async def sse_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]
     except LlmApiError as exc:
         logger.warning("Stream failed: %s", exc.detail)
         yield _sse({"detail": str(exc.detail), "status": exc.status_code}, event="error")
+    finally:
+        await events.aclose()
+
+
+async def openai_chunk_frames(
+    events: AsyncIterator[StreamEvent],
+    *,
+    model: str,
+    completion_id: str,
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    """OpenAI's `chat.completion.chunk` events, ending with `data: [DONE]`."""
+
+    def chunk(model: str, delta: dict, finish_reason: str | None = None) -> dict:
+        return {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        }
+
+    try:
+        yield _sse(chunk(model, {"role": "assistant", "content": ""}))
+        async for event in events:
+            if isinstance(event, TextDelta):
+                if event.text:
+                    yield _sse(chunk(model, {"content": event.text}))
+            elif isinstance(event, StreamEnd):
+                yield _sse(chunk(event.model, {}, event.finish_reason or "stop"))
+                if include_usage:
+                    usage_chunk = chunk(event.model, {})
+                    usage_chunk["choices"] = []
+                    usage_chunk["usage"] = event.usage
+                    yield _sse(usage_chunk)
+        yield b"data: [DONE]\n\n"
+    except LlmApiError as exc:
+        logger.warning("Stream failed: %s", exc.detail)
+        error = {"message": str(exc.detail), "type": "api_error", "code": exc.status_code}
+        yield _sse({"error": error})
     finally:
         await events.aclose()
 

@@ -175,6 +175,11 @@ SPECTACULAR_SETTINGS = {
     "TAGS": [
         {"name": "Text model", "description": "Chat with the text model (an LLM)."},
         {"name": "Image model", "description": "Ask a vision-language model about a picture."},
+        {
+            "name": "OpenAI-compatible",
+            "description": "The same models through the OpenAI API, for existing OpenAI clients: "
+            "set base_url to http://<host>:1999/v1.",
+        },
     ],
 }
 

@@ -5,7 +5,7 @@ from drf_spectacular.views import (
     SpectacularSwaggerView,
 )
 
-from completions import apis
+from completions import apis, openai_apis
 
 urlpatterns = [
     path(
@@ -18,6 +18,8 @@ urlpatterns = [
         name="image-completion",
     ),
     path("image_model/chat/stream", apis.ImageChatStreamApi.as_view(), name="image-stream"),
+    path("v1/models", openai_apis.OpenAIModelsApi.as_view(), name="openai-models"),
+    path("v1/chat/completions", openai_apis.OpenAIChatCompletionsApi.as_view(), name="openai-chat"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

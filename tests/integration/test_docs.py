@@ -47,3 +47,11 @@ def test_browsable_api_renders_for_json_endpoints(gateway):
         page = client.get("/text_model/chat/completion", headers={"Accept": "text/html"})
     assert page.status_code == HTTPStatus.METHOD_NOT_ALLOWED
     assert "<form" in page.text and "Text Chat Completion" in page.text
+
+
+def test_openai_endpoints_have_their_own_tag_with_an_sdk_example(gateway):
+    with gateway.client(key=None) as client:
+        schema = client.get("/openapi.json").json()
+    operation = schema["paths"]["/v1/chat/completions"]["post"]
+    assert operation["tags"] == ["OpenAI-compatible"]
+    assert "from openai import OpenAI" in operation["description"]

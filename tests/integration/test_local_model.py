@@ -140,3 +140,16 @@ def test_docs_answer_while_the_model_is_generating(local_gateway):
     assert docs.status_code == HTTPStatus.OK
     assert denied.status_code == HTTPStatus.UNAUTHORIZED
     assert len(rest) > 0
+
+
+def test_openai_sdk_talks_to_the_embedded_model(local_gateway):
+    import openai
+
+    from tests.conftest import API_KEY
+
+    with openai.OpenAI(base_url=f"{local_gateway.url}/v1", api_key=API_KEY, max_retries=0) as sdk:
+        assert [m.id for m in sdk.models.list()] == ["smollm2-135m-instruct"]
+        answer = sdk.chat.completions.create(
+            model="smollm2-135m-instruct", messages=QUESTION["messages"], max_tokens=16
+        )
+    assert answer.choices[0].message.content.strip()

@@ -1,0 +1,147 @@
+"""
+The OpenAI-compatible surface: `GET /v1/models` and `POST /v1/chat/completions`.
+
+Existing OpenAI clients (the `openai` SDKs, LangChain, LlamaIndex, curl scripts) work unchanged
+with `base_url=http://host:1999/v1`. The same keys, serializers' ranges, services, concurrency
+limits, structured-output validation and embedded model apply as on the seed endpoints; only
+the request and answer shapes, and the error shape, are OpenAI's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from completions import services
+from completions.apis import AsyncApiView, FirstRendererNegotiation, validated
+from completions.authentication import BearerOrApiKeyAuthentication
+from completions.exceptions import ModelNotFound, openai_exception_handler
+from completions.registry import available_models, find_model
+from completions.serializers import OpenAIChatRequestSerializer, has_image_parts
+from completions.streaming import SSE_MEDIA_TYPE, openai_chunk_frames, unbuffered_response
+
+OPENAI_SDK_EXAMPLE = """
+```python
+from openai import OpenAI
+
+client = OpenAI(base_url="http://localhost:1999/v1", api_key="YOUR_API_KEY")
+answer = client.chat.completions.create(
+    model="smollm2-135m-instruct",  # see GET /v1/models
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+)
+print(answer.choices[0].message.content)
+```
+"""
+
+
+class OpenAIApiView(AsyncApiView):
+    authentication_classes = [BearerOrApiKeyAuthentication]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
+
+    def get_exception_handler(self):
+        return openai_exception_handler
+
+
+class OpenAIModelSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    created = serializers.IntegerField()
+    owned_by = serializers.CharField()
+
+
+class OpenAIModelListSerializer(serializers.Serializer):
+    object = serializers.CharField()
+    data = OpenAIModelSerializer(many=True)
+
+
+class OpenAIModelsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="List the models (OpenAI format)",
+        responses={200: OpenAIModelListSerializer},
+    )
+    async def get(self, request):
+        seen, data = set(), []
+        for spec in available_models():
+            if spec.name not in seen:
+                seen.add(spec.name)
+                data.append(
+                    {"id": spec.name, "object": "model", "created": 0, "owned_by": "llmapi"}
+                )
+        return Response({"object": "list", "data": data})
+
+
+class OpenAIChatCompletionsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="Chat completion (OpenAI format)",
+        description="The OpenAI chat completions API. With `stream: true`, answers with "
+        "`chat.completion.chunk` events ending in `data: [DONE]`; `stream_options."
+        "include_usage` adds a usage chunk. Accepts `Authorization: Bearer <key>` or "
+        '`X-API-Key`. Errors use OpenAI\'s shape `{"error": {"message", "type", '
+        '"param", "code"}}`.\n' + OPENAI_SDK_EXAMPLE,
+        request=OpenAIChatRequestSerializer,
+        responses={
+            200: OpenApiResponse(description="A chat.completion object, or chunk events."),
+            400: OpenApiResponse(description="Invalid request."),
+            401: OpenApiResponse(description="Missing or wrong key."),
+            404: OpenApiResponse(description="Unknown model."),
+            429: OpenApiResponse(description="The model is busy; see Retry-After."),
+        },
+        examples=[
+            OpenApiExample(
+                "A question",
+                value={
+                    "model": "smollm2-135m-instruct",
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                },
+                request_only=True,
+            )
+        ],
+    )
+    async def post(self, request):
+        data = validated(OpenAIChatRequestSerializer, request)
+        name, messages = data.pop("model"), data.pop("messages")
+        stream, stream_options = data.pop("stream"), data.pop("stream_options", {}) or {}
+        spec = find_model(name, needs_vision=has_image_parts(messages))
+        if spec is None:
+            raise ModelNotFound(f"The model '{name}' does not exist; GET /v1/models lists them.")
+        if has_image_parts(messages) and spec.kind != "image":
+            raise serializers.ValidationError(
+                {"messages": [f"The model '{name}' does not accept images; use the image model."]}
+            )
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if stream:
+            events = await services.open_chat_stream(spec=spec, messages=messages, params=data)
+            frames = openai_chunk_frames(
+                events,
+                model=spec.name,
+                completion_id=completion_id,
+                created=created,
+                include_usage=bool(stream_options.get("include_usage")),
+            )
+            return unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
+        result = await services.chat_completion(spec=spec, messages=messages, params=data)
+        return Response(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": result.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.response},
+                        "finish_reason": result.finish_reason or "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": result.usage,
+            }
+        )
