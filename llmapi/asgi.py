@@ -11,11 +11,30 @@ Layers, outermost first:
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmapi.settings")
+django.setup(set_prefix=False)
 
-django_application = get_asgi_application()
+
+class GatewayASGIHandler(ASGIHandler):
+    """
+    Django's ASGI handler without a `ThreadSensitiveContext` per request.
+
+    That context gives each request its own thread for thread-sensitive sync code, so that
+    per-request database connections stay apart. The gateway has no database and its request
+    path is async; the one sync call Django still makes per request (`response.close`) then
+    runs on the shared sync thread instead of a thread started and joined for every request.
+    """
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+
+django_application = GatewayASGIHandler()
 
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402

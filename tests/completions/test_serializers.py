@@ -92,3 +92,17 @@ def test_valid_response_formats_are_accepted(response_format):
         data={"messages": MESSAGES, "response_format": response_format}
     )
     assert serializer.is_valid(), serializer.errors
+
+
+def test_unknown_fields_inside_messages_are_rejected():
+    errors = errors_for({"messages": [{"role": "user", "content": "hi", "name": "x"}]})
+    assert "name" in str(errors["messages"])
+
+
+def test_shared_fields_do_not_leak_between_requests():
+    bad = TextChatRequestSerializer(data={"messages": [], "temperature": 9})
+    good = TextChatRequestSerializer(data={"messages": MESSAGES, "temperature": 1})
+    assert not bad.is_valid()
+    assert good.is_valid(), good.errors
+    assert good.validated_data["temperature"] == 1
+    assert set(bad.errors) == {"messages", "temperature"}
