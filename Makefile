@@ -9,3 +9,7 @@ test:
 	scripts/test
 
 check: test
+
+# Benchmark against LiteLLM and direct calls; results in bench/results/.
+bench:
+	scripts/bench

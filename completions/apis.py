@@ -69,6 +69,7 @@ def rendered(response):
         return response
     response.render()
     plain = HttpResponse(response.content, status=response.status_code)
+    plain["Content-Length"] = str(len(response.content))
     for header, value in response.items():
         plain[header] = value
     return plain

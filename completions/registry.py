@@ -17,7 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: one backend per configured model
 class ModelSpec:
     kind: str  # "text" or "image"
     env_prefix: str  # "TEXT_MODEL" or "IMAGE_MODEL", for messages that name variables

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import weakref
@@ -77,7 +78,7 @@ StreamEvent = TextDelta | StreamEnd
 def get_backend(spec: ModelSpec) -> ChatBackend:
     """Pick the backend that serves `spec`: its server, or the embedded model."""
     if spec.base_url:
-        return OpenAICompatibleBackend(spec)
+        return _remote_backend(spec)
     if spec.is_local:
         from completions import local_model
 
@@ -92,6 +93,11 @@ def get_backend(spec: ModelSpec) -> ChatBackend:
         f"No {spec.label} is configured. Set {spec.env_prefix}__BASE_URL to an "
         "OpenAI-compatible server."
     )
+
+
+@functools.cache
+def _remote_backend(spec: ModelSpec) -> OpenAICompatibleBackend:
+    return OpenAICompatibleBackend(spec)
 
 
 _semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
@@ -118,10 +124,13 @@ async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
     """Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`."""
     semaphore = _semaphore(spec)
     try:
-        if semaphore.locked() and spec.queue_timeout <= 0:
+        if not semaphore.locked():
+            await semaphore.acquire()  # a free slot: no timer needed
+        elif spec.queue_timeout <= 0:
             raise TimeoutError
-        async with asyncio.timeout(spec.queue_timeout or None):
-            await semaphore.acquire()
+        else:
+            async with asyncio.timeout(spec.queue_timeout):
+                await semaphore.acquire()
     except TimeoutError:
         raise ModelBusy(
             f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "

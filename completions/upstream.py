@@ -110,7 +110,9 @@ class OpenAICompatibleBackend:
 
     def __init__(self, spec: ModelSpec, *, client: httpx.AsyncClient | None = None) -> None:
         self.spec = spec
-        self.url = chat_completions_url(spec.base_url)
+        # Parsed once: httpx would otherwise parse the URL string on every request.
+        self.url = httpx.URL(chat_completions_url(spec.base_url))
+        self.location = public_location(spec.base_url)
         self._client = client
         self._headers = {"Accept": "application/json"}
         if spec.api_key:
@@ -217,7 +219,7 @@ class OpenAICompatibleBackend:
 
     @contextlib.contextmanager
     def _mapped_errors(self):
-        where = public_location(self.spec.base_url)
+        where = self.location
         try:
             yield
         except UpstreamError:

@@ -44,8 +44,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "completions.middleware.RequestIdMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "completions.middleware.AsyncSecurityMiddleware",
 ]
 
 ROOT_URLCONF = "llmapi.urls"
