@@ -65,6 +65,10 @@ class PayloadTooLarge(LlmApiError):
 class UpstreamError(LlmApiError):
     status_code = HTTPStatus.BAD_GATEWAY
     default_detail = "The model server failed."
+    # Set by the upstream module: may the request go to another replica, and does this
+    # failure count against the replica's health?
+    retryable: bool = False
+    replica_failure: bool = False
 
 
 class UpstreamUnavailable(UpstreamError):

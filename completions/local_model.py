@@ -287,6 +287,10 @@ def load_backend(spec: ModelSpec) -> LocalModelBackend:
         return _backend
 
 
+def is_loaded() -> bool:
+    return _backend is not None
+
+
 def get_backend(spec: ModelSpec) -> LocalModelBackend:
     if _backend is not None:
         return _backend

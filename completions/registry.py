@@ -29,10 +29,18 @@ class ModelSpec:
     connect_timeout: float
     queue_timeout: float
     defaults: dict
+    max_retries: int = 2
+    eject_after: int = 3
+    eject_seconds: float = 30.0
     json_retries: int = 1
     json_schema_mode: str = "auto"  # native | prompt | auto
     max_image_bytes: int = 0
     max_image_side: int = 0
+
+    @property
+    def base_urls(self) -> list[str]:
+        """`BASE_URL` may list several replicas, comma-separated."""
+        return [url.strip() for url in self.base_url.split(",") if url.strip()]
 
     @property
     def is_local(self) -> bool:
@@ -75,6 +83,9 @@ def get_model_spec(kind: str) -> ModelSpec:
         connect_timeout=raw["connect_timeout"],
         queue_timeout=max(0.0, raw["queue_timeout"]),
         defaults=dict(raw["defaults"]),
+        max_retries=max(0, raw["max_retries"]),
+        eject_after=max(1, raw["eject_after"]),
+        eject_seconds=max(0.0, raw["eject_seconds"]),
         json_retries=max(0, raw["json_retries"]),
         json_schema_mode=_schema_mode(prefix, raw["json_schema_mode"]),
         max_image_bytes=raw.get("max_image_bytes", 0),

@@ -14,7 +14,8 @@ IMAGE_DEFAULTS = settings.LLMAPI_MODELS["image"]["defaults"]
 MAX_IMAGES = 16
 
 ROLES = ("system", "user", "assistant")
-MAX_MESSAGES = 1000
+MAX_MESSAGES = settings.SERVER_MAX_MESSAGES
+MAX_TOTAL_CHARS = settings.SERVER_MAX_TOTAL_CHARS
 
 
 class StrictCharField(serializers.CharField):
@@ -145,6 +146,24 @@ class ChatParamsMixin(RejectUnknownFieldsMixin):
         return validate_response_format(value)
 
 
+def check_total_chars(messages: list[dict]) -> None:
+    """A conversation longer than SERVER__MAX_TOTAL_CHARS is refused before it costs anything."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(
+                len(str(part.get("text", ""))) for part in content if isinstance(part, dict)
+            )
+    if total > MAX_TOTAL_CHARS:
+        raise serializers.ValidationError(
+            f"The conversation has {total} characters; the limit is {MAX_TOTAL_CHARS} "
+            "(SERVER__MAX_TOTAL_CHARS)."
+        )
+
+
 def chat_params_serializer(name: str, defaults: dict) -> type[serializers.Serializer]:
     """A serializer class with the sampling parameters, their help naming these defaults."""
     return type(name, (ChatParamsMixin, serializers.Serializer), _sampling_fields(defaults))
@@ -158,6 +177,10 @@ class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DE
         help_text="The conversation so far, oldest first. Send the whole history every time: "
         "the model remembers nothing between requests.",
     )
+
+    def validate_messages(self, messages):
+        check_total_chars(messages)
+        return messages
 
 
 class ImageChatRequestSerializer(chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS)):
@@ -233,6 +256,7 @@ class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEX
                     f"messages[{index}].content must be a string or a list of parts."
                 )
             cleaned.append({"role": role, "content": content})
+        check_total_chars(cleaned)
         return cleaned
 
     def validate_stop(self, value):

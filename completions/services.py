@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import math
+import time
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from completions.exceptions import (
     UpstreamStatusError,
 )
 from completions.images import prepare_image
-from completions.registry import ModelSpec
+from completions.registry import ModelSpec, get_model_spec
 from completions.upstream import ChatBackend, OpenAICompatibleBackend
 
 logger = logging.getLogger(__name__)
@@ -334,6 +335,52 @@ def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
         finish_reason=choice.get("finish_reason"),
         usage=_usage(data.get("usage")),
     )
+
+
+async def readiness() -> dict[str, Any]:
+    """
+    Whether every configured model can answer: its embedded model is loaded, or at least one
+    of its servers answers HTTP and is not ejected. Shows no secret: servers appear as
+    scheme://host:port only.
+    """
+    models: dict[str, Any] = {}
+    for kind in ("text", "image"):
+        spec = get_model_spec(kind)
+        if spec.base_url:
+            backend = _remote_backend(spec)
+            replicas = backend.pool.replicas
+            reachable = await asyncio.gather(*(backend.probe(r) for r in replicas))
+            now = time.monotonic()
+            models[kind] = {
+                "name": spec.name,
+                "backend": "server",
+                "ready": any(
+                    ok and not r.ejected(now) for r, ok in zip(replicas, reachable, strict=True)
+                ),
+                "in_flight": slots_in_use(spec),
+                "servers": [
+                    {
+                        "server": r.location,
+                        "reachable": ok,
+                        "ejected": r.ejected(now),
+                        "in_flight": r.in_flight,
+                    }
+                    for r, ok in zip(replicas, reachable, strict=True)
+                ],
+            }
+        elif spec.is_local:
+            from completions import local_model
+
+            models[kind] = {
+                "name": spec.name,
+                "backend": "embedded",
+                "ready": local_model.is_loaded(),
+                "in_flight": slots_in_use(spec),
+            }
+        else:
+            models[kind] = {"configured": False}
+    ready = all(model.get("ready", True) for model in models.values())
+    return {"ready": ready, "models": models}
 
 
 async def image_chat_messages(

@@ -5,6 +5,10 @@ Any OpenAI-compatible server works: vLLM, llama.cpp's server, Ollama, OpenAI its
 requests go through one long-lived `httpx.AsyncClient` per event loop, on the aiohttp
 transport (measurably faster than httpx's default one), with every timeout set explicitly.
 
+A model may have several servers (replicas): requests go to the least busy healthy one,
+failing replicas are skipped for a while, and connection failures and 429/502/503/504 are
+retried on another replica while no byte has reached the client.
+
 `OpenAICompatibleBackend` exposes the interface the services use for any model, local or
 remote:
 
@@ -20,9 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
+import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -102,17 +110,84 @@ def public_location(base_url: str) -> str:
         return "the configured address"
 
 
+# --- Replicas --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Replica:
+    """One server of a model; `failures` counts consecutive failures for outlier ejection."""
+
+    base_url: str
+    url: httpx.URL
+    location: str
+    in_flight: int = 0
+    failures: int = 0
+    ejected_until: float = 0.0
+
+    def ejected(self, now: float) -> bool:
+        return self.ejected_until > now
+
+
+class ReplicaPool:
+    """
+    Least-in-flight balancing over a model's servers, with outlier ejection like Envoy's:
+    a replica that fails `eject_after` times in a row is skipped for `eject_seconds`, then
+    tried again; one more failure ejects it again, one success restores it.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.replicas = [
+            Replica(base, httpx.URL(chat_completions_url(base)), public_location(base))
+            for base in spec.base_urls
+        ]
+        self._turn = itertools.count()
+
+    def choose(self, *, avoid: Collection[Replica] = ()) -> Replica:
+        now = time.monotonic()
+        healthy = [r for r in self.replicas if not r.ejected(now)]
+        candidates = [r for r in healthy if r not in avoid] or healthy or self.replicas
+        # Rotate before taking the minimum, so equally loaded replicas share the traffic.
+        start = next(self._turn) % len(candidates)
+        rotated = candidates[start:] + candidates[:start]
+        return min(rotated, key=lambda r: r.in_flight)
+
+    def succeeded(self, replica: Replica) -> None:
+        if replica.failures >= self.spec.eject_after:
+            logger.info("%s server %s is healthy again", self.spec.label, replica.location)
+        replica.failures = 0
+        replica.ejected_until = 0.0
+
+    def failed(self, replica: Replica) -> None:
+        replica.failures += 1
+        if replica.failures >= self.spec.eject_after and len(self.replicas) > 1:
+            replica.ejected_until = time.monotonic() + self.spec.eject_seconds
+            logger.warning(
+                "%s server %s failed %d times in a row; skipping it for %g s",
+                self.spec.label,
+                replica.location,
+                replica.failures,
+                self.spec.eject_seconds,
+            )
+
+
 # --- The backend ---------------------------------------------------------------------------
+
+# Retried (before any byte reached the client): connection failures and these statuses.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# A replica's health suffers from these statuses (and from connection failures and timeouts).
+REPLICA_FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+BACKOFF_BASE, BACKOFF_MAX = 0.1, 2.0
+# An upstream 429 asking to wait longer than this is passed to the client instead of waited out.
+RETRY_AFTER_CAP = 5.0
 
 
 class OpenAICompatibleBackend:
-    """A model served by an OpenAI-compatible HTTP server."""
+    """A model served by one or more OpenAI-compatible HTTP servers."""
 
     def __init__(self, spec: ModelSpec, *, client: httpx.AsyncClient | None = None) -> None:
         self.spec = spec
-        # Parsed once: httpx would otherwise parse the URL string on every request.
-        self.url = httpx.URL(chat_completions_url(spec.base_url))
-        self.location = public_location(spec.base_url)
+        self.pool = ReplicaPool(spec)
         self._client = client
         self._headers = {"Accept": "application/json"}
         if spec.api_key:
@@ -127,15 +202,21 @@ class OpenAICompatibleBackend:
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a non-streaming chat completion and return the decoded answer."""
-        with self._mapped_errors():
-            response = await self.client.post(
-                self.url,
-                content=orjson.dumps(payload),
-                headers=self._json_headers(),
-                timeout=self._timeout,
-            )
-        if response.status_code >= 400:
-            raise self._status_error(response.status_code, response.headers, response.content)
+        body = orjson.dumps(payload)
+        headers = self._json_headers()
+
+        async def attempt(replica: Replica) -> httpx.Response:
+            with self._mapped_errors(replica):
+                response = await self.client.post(
+                    replica.url, content=body, headers=headers, timeout=self._timeout
+                )
+            if response.status_code >= 400:
+                raise self._status_error(
+                    replica, response.status_code, response.headers, response.content
+                )
+            return response
+
+        response = await self._with_retries(attempt, release=True)
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -154,30 +235,181 @@ class OpenAICompatibleBackend:
 
     @contextlib.asynccontextmanager
     async def stream(self, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Open a streaming chat completion; the status is checked before anything is yielded."""
+        """
+        Open a streaming chat completion. The status is checked, and failures retried, before
+        anything is yielded; once chunks flow, a failure is final.
+        """
+        body = orjson.dumps(payload)
         headers = self._json_headers()
         headers["Accept"] = "text/event-stream"
-        request = self.client.build_request(
-            "POST", self.url, content=orjson.dumps(payload), headers=headers, timeout=self._timeout
-        )
-        with self._mapped_errors():
-            response = await self.client.send(request, stream=True)
+        opened: dict[str, Any] = {}
+
+        async def attempt(replica: Replica) -> httpx.Response:
+            request = self.client.build_request(
+                "POST", replica.url, content=body, headers=headers, timeout=self._timeout
+            )
+            with self._mapped_errors(replica):
+                response = await self.client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    with self._mapped_errors(replica):
+                        error_body = await response.aread()
+                    raise self._status_error(
+                        replica, response.status_code, response.headers, error_body
+                    )
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    raise UpstreamProtocolError(
+                        f"The {self.spec.label} server did not answer with an event stream."
+                    )
+            except BaseException:
+                await response.aclose()
+                raise
+            opened["replica"] = replica
+            return response
+
+        response = await self._with_retries(attempt, release=False)
+        replica = opened["replica"]
         try:
-            if response.status_code >= 400:
-                with self._mapped_errors():
-                    body = await response.aread()
-                raise self._status_error(response.status_code, response.headers, body)
-            if "text/event-stream" not in response.headers.get("content-type", ""):
-                raise UpstreamProtocolError(
-                    f"The {self.spec.label} server did not answer with an event stream."
-                )
-            yield self._chunks(response)
+            yield self._chunks(response, replica)
+        except UpstreamUnavailable:
+            self.pool.failed(replica)
+            raise
         finally:
+            replica.in_flight -= 1
             await response.aclose()
 
-    async def _chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async def _with_retries(self, attempt, *, release: bool):
+        """
+        Run `attempt(replica)` on the least-loaded healthy replica, retrying connection
+        failures and 429/502/503/504 on another replica with jittered exponential backoff.
+        With `release=False` the chosen replica stays counted as in flight for the caller.
+        """
+        tried: list[Replica] = []
+        for number in range(self.spec.max_retries + 1):
+            replica = self.pool.choose(avoid=tried)
+            replica.in_flight += 1
+            try:
+                result = await attempt(replica)
+            except UpstreamError as exc:
+                replica.in_flight -= 1
+                if exc.replica_failure:
+                    self.pool.failed(replica)
+                delay = self._retry_delay(exc, number)
+                if delay is None:
+                    raise
+                logger.info(
+                    "Retrying the %s after %s from %s (attempt %d of %d, in %.2f s)",
+                    self.spec.label,
+                    type(exc).__name__,
+                    replica.location,
+                    number + 2,
+                    self.spec.max_retries + 1,
+                    delay,
+                )
+                tried.append(replica)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                replica.in_flight -= 1
+                raise
+            self.pool.succeeded(replica)
+            if release:
+                replica.in_flight -= 1
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_delay(self, exc: UpstreamError, number: int) -> float | None:
+        """Seconds to wait before retrying `exc`, or None when it must not be retried."""
+        if number >= self.spec.max_retries or not exc.retryable:
+            return None
+        retry_after = getattr(exc, "retry_after", None) or 0
+        if retry_after > RETRY_AFTER_CAP:
+            return None
+        backoff = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**number))  # noqa: S311
+        return max(float(retry_after), backoff)
+
+    def _json_headers(self) -> dict[str, str]:
+        return {**self._headers, "Content-Type": "application/json"}
+
+    @contextlib.contextmanager
+    def _mapped_errors(self, replica: Replica):
+        where = replica.location
+        try:
+            yield
+        except UpstreamError:
+            raise
+        except httpx.TimeoutException as exc:
+            if _is_real_timeout(exc):
+                error = UpstreamTimeout(
+                    f"The {self.spec.label} server at {where} did not answer in time "
+                    f"({_timeout_kind(exc)}; see {self.spec.env_prefix}__TIMEOUT and "
+                    f"{self.spec.env_prefix}__CONNECT_TIMEOUT)."
+                )
+                error.retryable = isinstance(exc, httpx.ConnectTimeout)
+            elif isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                error = UpstreamUnavailable(
+                    f"Could not connect to the {self.spec.label} server at {where}."
+                )
+                error.retryable = True
+            else:
+                error = UpstreamUnavailable(
+                    f"The connection to the {self.spec.label} server at {where} was lost."
+                )
+            error.replica_failure = True
+            raise error from None
+        except httpx.ConnectError:
+            error = UpstreamUnavailable(
+                f"Could not connect to the {self.spec.label} server at {where}."
+            )
+            error.retryable = error.replica_failure = True
+            raise error from None
+        except (httpx.TransportError, httpx.StreamError):
+            error = UpstreamUnavailable(
+                f"The connection to the {self.spec.label} server at {where} failed mid-request."
+            )
+            error.replica_failure = True
+            raise error from None
+
+    def _status_error(
+        self, replica: Replica, status: int, headers: httpx.Headers, body: bytes
+    ) -> UpstreamStatusError:
+        message = _error_message_from_body(body)
+        if status in (401, 403):
+            detail = (
+                f"The {self.spec.label} server refused the gateway's credentials ({status}); "
+                f"check {self.spec.env_prefix}__API_KEY. Server said: {message}"
+            )
+        elif status >= 500:
+            detail = f"The {self.spec.label} server failed ({status}): {message}"
+        else:
+            detail = f"The {self.spec.label} server rejected the request ({status}): {message}"
+        error = UpstreamStatusError(
+            detail,
+            upstream_status=status,
+            retry_after=_retry_after(headers) if status == 429 else None,
+        )
+        error.retryable = status in RETRYABLE_STATUSES
+        error.replica_failure = status in REPLICA_FAILURE_STATUSES
+        return error
+
+    async def probe(self, replica: Replica) -> bool:
+        """Whether the replica answers HTTP at all (any status), within a short timeout."""
+        url = replica.url.copy_with(
+            path=replica.url.path.removesuffix("/chat/completions") + "/models"
+        )
+        try:
+            await self.client.get(
+                url, headers=self._headers, timeout=httpx.Timeout(2.0, connect=1.0)
+            )
+        except httpx.HTTPError:
+            return False
+        return True
+
+    async def _chunks(
+        self, response: httpx.Response, replica: Replica
+    ) -> AsyncIterator[dict[str, Any]]:
         finished = False
-        with self._mapped_errors():
+        with self._mapped_errors(replica):
             try:
                 async for event in EventSource(response).aiter_sse():
                     if event.data == "[DONE]":
@@ -213,58 +445,6 @@ class OpenAICompatibleBackend:
             raise UpstreamUnavailable(
                 f"The {self.spec.label} server closed the stream before it finished."
             )
-
-    def _json_headers(self) -> dict[str, str]:
-        return {**self._headers, "Content-Type": "application/json"}
-
-    @contextlib.contextmanager
-    def _mapped_errors(self):
-        where = self.location
-        try:
-            yield
-        except UpstreamError:
-            raise
-        except httpx.TimeoutException as exc:
-            if _is_real_timeout(exc):
-                raise UpstreamTimeout(
-                    f"The {self.spec.label} server at {where} did not answer in time "
-                    f"({_timeout_kind(exc)}; see {self.spec.env_prefix}__TIMEOUT and "
-                    f"{self.spec.env_prefix}__CONNECT_TIMEOUT)."
-                ) from None
-            if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
-                raise UpstreamUnavailable(
-                    f"Could not connect to the {self.spec.label} server at {where}."
-                ) from None
-            raise UpstreamUnavailable(
-                f"The connection to the {self.spec.label} server at {where} was lost."
-            ) from None
-        except httpx.ConnectError:
-            raise UpstreamUnavailable(
-                f"Could not connect to the {self.spec.label} server at {where}."
-            ) from None
-        except (httpx.TransportError, httpx.StreamError):
-            raise UpstreamUnavailable(
-                f"The connection to the {self.spec.label} server at {where} failed mid-request."
-            ) from None
-
-    def _status_error(
-        self, status: int, headers: httpx.Headers, body: bytes
-    ) -> UpstreamStatusError:
-        message = _error_message_from_body(body)
-        if status in (401, 403):
-            detail = (
-                f"The {self.spec.label} server refused the gateway's credentials ({status}); "
-                f"check {self.spec.env_prefix}__API_KEY. Server said: {message}"
-            )
-        elif status >= 500:
-            detail = f"The {self.spec.label} server failed ({status}): {message}"
-        else:
-            detail = f"The {self.spec.label} server rejected the request ({status}): {message}"
-        return UpstreamStatusError(
-            detail,
-            upstream_status=status,
-            retry_after=_retry_after(headers) if status == 429 else None,
-        )
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:

@@ -47,6 +47,14 @@ MIDDLEWARE = [
     "completions.middleware.AsyncSecurityMiddleware",
 ]
 
+# CORS is off unless origins are listed (for browser apps on another origin).
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
+if CORS_ALLOWED_ORIGINS:
+    INSTALLED_APPS.append("corsheaders")
+    MIDDLEWARE.insert(1, "corsheaders.middleware.CorsMiddleware")
+    CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id"]
+    CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
+
 ROOT_URLCONF = "llmapi.urls"
 ASGI_APPLICATION = "llmapi.asgi.application"
 
@@ -79,6 +87,11 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("int", "SERVER__MAX_BODY_BYTES", 4 * 1024
 SERVER_HOST = env.str("SERVER__HOST", default="127.0.0.1")
 SERVER_PORT = _setting("int", "SERVER__PORT", 1999)
 SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
+# Seconds in-flight requests and streams get to finish after SIGTERM.
+SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
+# Conversation limits (400 above them), beside the body size limit.
+SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
+SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)
 
 # Comma-separated list of accepted client keys. No default: `manage.py serve` generates one
 # for the run when this is empty.
@@ -98,6 +111,10 @@ def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
         "timeout": _setting("float", f"{prefix}__TIMEOUT", 120.0),
         "connect_timeout": _setting("float", f"{prefix}__CONNECT_TIMEOUT", 5.0),
         "queue_timeout": _setting("float", f"{prefix}__QUEUE_TIMEOUT", 30.0),
+        # Resilience: retries before the first byte, and outlier ejection of failing replicas.
+        "max_retries": _setting("int", f"{prefix}__MAX_RETRIES", 2),
+        "eject_after": _setting("int", f"{prefix}__EJECT_AFTER", 3),
+        "eject_seconds": _setting("float", f"{prefix}__EJECT_SECONDS", 30.0),
         # Structured output: repair attempts for invalid JSON, and how json_schema is sent.
         "json_retries": _setting("int", f"{prefix}__JSON_RETRIES", 1),
         "json_schema_mode": env.str(f"{prefix}__JSON_SCHEMA_MODE", default="auto") or "auto",
@@ -174,6 +191,7 @@ SPECTACULAR_SETTINGS = {
     "TAGS": [
         {"name": "Text model", "description": "Chat with the text model (an LLM)."},
         {"name": "Image model", "description": "Ask a vision-language model about a picture."},
+        {"name": "Health", "description": "Liveness and readiness probes (no key needed)."},
         {
             "name": "OpenAI-compatible",
             "description": "The same models through the OpenAI API, for existing OpenAI clients: "

@@ -20,6 +20,8 @@ urlpatterns = [
     path("image_model/chat/stream", apis.ImageChatStreamApi.as_view(), name="image-stream"),
     path("v1/models", openai_apis.OpenAIModelsApi.as_view(), name="openai-models"),
     path("v1/chat/completions", openai_apis.OpenAIChatCompletionsApi.as_view(), name="openai-chat"),
+    path("healthz", apis.HealthApi.as_view(), name="healthz"),
+    path("readyz", apis.ReadinessApi.as_view(), name="readyz"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(

@@ -29,6 +29,15 @@ def fake_upstream_server():
 
 
 @pytest.fixture
+def second_upstream():
+    """Another fake model server (a second replica), started fresh for the test."""
+    server = FakeUpstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def upstream(fake_upstream_server: FakeUpstream) -> FakeUpstream:
     """The fake model server, reset to answer normally."""
     fake_upstream_server.reset()

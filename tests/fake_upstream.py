@@ -32,6 +32,7 @@ class Behaviour:
     drop_after: int | None = None  # streamed chunks sent before the connection is cut
     raw_body: bytes | None = None  # sent as is (for protocol errors)
     contents: list[str] | None = None  # successive answers, one per request (then the last)
+    fail_first: int | None = None  # only the first N requests get `status`, then normal answers
     reject_json_schema: bool = False  # answer 400 to response_format json_schema, like some servers
 
 
@@ -43,12 +44,12 @@ class ReceivedRequest:
 
 
 class FakeUpstream:
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.behaviour = Behaviour()
         self.requests: list[ReceivedRequest] = []
         self.disconnects: list[float] = []
         self.open_streams = 0
-        self.port = _free_port()
+        self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -117,7 +118,8 @@ class FakeUpstream:
             error = {"error": {"message": "response_format json_schema is not supported"}}
             await _send_json(send, 400, error)
             return
-        if behaviour.status >= 400:
+        failing = behaviour.fail_first is None or len(self.requests) <= behaviour.fail_first
+        if behaviour.status >= 400 and failing:
             error = behaviour.error_body or {"error": {"message": f"injected {behaviour.status}"}}
             await _send_json(send, behaviour.status, error, behaviour.headers)
             return

@@ -68,7 +68,7 @@ class Command(BaseCommand):
             access_log=access_log,
             log_level="info",
             log_config=uvicorn_log_config(),
-            timeout_graceful_shutdown=30,
+            timeout_graceful_shutdown=settings.SERVER_GRACEFUL_TIMEOUT,
         )
 
 
