@@ -92,7 +92,11 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
             400: OpenApiResponse(description="Invalid request."),
             401: OpenApiResponse(description="Missing or wrong key."),
             404: OpenApiResponse(description="Unknown model."),
+            413: OpenApiResponse(description="The body is too large."),
             429: OpenApiResponse(description="The model is busy; see Retry-After."),
+            502: OpenApiResponse(description="The model server failed."),
+            503: OpenApiResponse(description="The model is not configured."),
+            504: OpenApiResponse(description="The model server took too long."),
         },
         examples=[
             OpenApiExample(

@@ -6,6 +6,7 @@ import math
 
 import jsonschema
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from jsonschema import Draft202012Validator
 from rest_framework import serializers
 
@@ -16,6 +17,8 @@ MAX_IMAGES = 16
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = settings.SERVER_MAX_MESSAGES
 MAX_TOTAL_CHARS = settings.SERVER_MAX_TOTAL_CHARS
+# Far above any model's context; keeps values inside what JSON encoders and servers accept.
+MAX_TOKENS_LIMIT = 2**31 - 1
 
 
 class StrictCharField(serializers.CharField):
@@ -87,7 +90,44 @@ class MessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
-def _sampling_fields(defaults: dict) -> dict[str, serializers.Field]:
+RESPONSE_FORMAT_SCHEMA = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}},
+            "required": ["type"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string", "enum": ["json_schema"]},
+                "json_schema": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "schema": {"type": "object", "description": "A JSON Schema."},
+                        "strict": {"type": "boolean"},
+                    },
+                    "required": ["schema"],
+                },
+            },
+            "required": ["type", "json_schema"],
+        },
+    ]
+}
+
+
+@extend_schema_field(RESPONSE_FORMAT_SCHEMA)
+class ResponseFormatField(serializers.JSONField):
+    """`{"type": "text" | "json_object"}` or `{"type": "json_schema", "json_schema": {...}}`."""
+
+
+@extend_schema_field({"type": "string", "description": "response_format, JSON-encoded."})
+class FormResponseFormatField(ResponseFormatField):
+    """The same, sent as a JSON string in a multipart form field."""
+
+
+def _sampling_fields(defaults: dict, *, form: bool = False) -> dict[str, serializers.Field]:
     """The optional sampling parameters shared by every chat endpoint, documented for newcomers."""
     return {
         "temperature": FiniteFloatField(
@@ -100,6 +140,7 @@ def _sampling_fields(defaults: dict) -> dict[str, serializers.Field]:
         "max_tokens": StrictIntegerField(
             required=False,
             min_value=1,
+            max_value=MAX_TOKENS_LIMIT,
             help_text="The longest answer allowed, in tokens (a token is about 3/4 of a word). "
             f"Default: {defaults['max_tokens']}.",
         ),
@@ -132,7 +173,7 @@ def _sampling_fields(defaults: dict) -> dict[str, serializers.Field]:
             help_text="Fixes the random choices: the same seed and input give the same answer "
             f"on servers that support it. Default: {defaults['seed']}.",
         ),
-        "response_format": serializers.JSONField(
+        "response_format": (FormResponseFormatField if form else ResponseFormatField)(
             required=False,
             help_text='The answer\'s format: {"type": "text"} (default), {"type": "json_object"} '
             'for any JSON object, or {"type": "json_schema", "json_schema": {"name": ..., '
@@ -164,9 +205,12 @@ def check_total_chars(messages: list[dict]) -> None:
         )
 
 
-def chat_params_serializer(name: str, defaults: dict) -> type[serializers.Serializer]:
+def chat_params_serializer(
+    name: str, defaults: dict, *, form: bool = False
+) -> type[serializers.Serializer]:
     """A serializer class with the sampling parameters, their help naming these defaults."""
-    return type(name, (ChatParamsMixin, serializers.Serializer), _sampling_fields(defaults))
+    fields = _sampling_fields(defaults, form=form)
+    return type(name, (ChatParamsMixin, serializers.Serializer), fields)
 
 
 class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DEFAULTS)):
@@ -183,7 +227,9 @@ class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DE
         return messages
 
 
-class ImageChatRequestSerializer(chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS)):
+class ImageChatRequestSerializer(
+    chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS, form=True)
+):
     image = serializers.ListField(
         child=serializers.FileField(allow_empty_file=False),
         allow_empty=False,
@@ -197,6 +243,64 @@ class ImageChatRequestSerializer(chat_params_serializer("ImageChatParams", IMAGE
         allow_blank=True,
         help_text='Optional standing instructions, e.g. "Answer in one sentence."',
     )
+
+
+OPENAI_MESSAGE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "role": {"type": "string", "enum": ["system", "developer", "user", "assistant"]},
+        "content": {
+            "oneOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {
+                        "oneOf": [
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["text"]},
+                                    "text": {"type": "string"},
+                                },
+                                "required": ["type", "text"],
+                            },
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "type": {"type": "string", "enum": ["image_url"]},
+                                    "image_url": {
+                                        "type": "object",
+                                        "properties": {
+                                            "url": {
+                                                "type": "string",
+                                                "description": "A data:image/... or http(s) URL.",
+                                            }
+                                        },
+                                        "required": ["url"],
+                                    },
+                                },
+                                "required": ["type", "image_url"],
+                            },
+                        ]
+                    },
+                },
+            ]
+        },
+    },
+    "required": ["role", "content"],
+}
+
+
+@extend_schema_field({"type": "array", "items": OPENAI_MESSAGE_SCHEMA, "minItems": 1})
+class OpenAIMessagesField(serializers.ListField):
+    pass
+
+
+@extend_schema_field(
+    {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]}
+)
+class StopField(serializers.JSONField):
+    pass
 
 
 OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
@@ -213,7 +317,7 @@ class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEX
     """
 
     model = serializers.CharField(help_text="A model name from GET /v1/models.")
-    messages = serializers.ListField(
+    messages = OpenAIMessagesField(
         child=serializers.DictField(),
         allow_empty=False,
         max_length=MAX_MESSAGES,
@@ -227,13 +331,14 @@ class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEX
     n = StrictIntegerField(
         required=False, min_value=1, max_value=1, help_text="Only 1 answer per request."
     )
-    stop = serializers.JSONField(required=False, help_text="Up to 4 strings that end the answer.")
+    stop = StopField(required=False, help_text="Up to 4 strings that end the answer.")
     user = serializers.CharField(required=False, help_text="Accepted for compatibility; unused.")
 
     def validate_messages(self, messages):
         cleaned = []
         for index, message in enumerate(messages):
-            role = OPENAI_ROLES.get(message.get("role"))
+            role = message.get("role")
+            role = OPENAI_ROLES.get(role) if isinstance(role, str) else None
             if role is None:
                 raise serializers.ValidationError(
                     f"messages[{index}].role must be system, developer, user or assistant "

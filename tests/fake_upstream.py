@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -33,7 +34,8 @@ class Behaviour:
     raw_body: bytes | None = None  # sent as is (for protocol errors)
     contents: list[str] | None = None  # successive answers, one per request (then the last)
     fail_first: int | None = None  # only the first N requests get `status`, then normal answers
-    reject_json_schema: bool = False  # answer 400 to response_format json_schema, like some servers
+    reject_json_schema: bool = False
+    chaos: float = 0.0  # probability of a random fault per request (status, delay or drop)  # answer 400 to response_format json_schema, like some servers
 
 
 @dataclass
@@ -49,6 +51,9 @@ class FakeUpstream:
         self.requests: list[ReceivedRequest] = []
         self.disconnects: list[float] = []
         self.open_streams = 0
+        self.active = 0  # requests being answered right now
+        self.faults: dict[str, int] = {}
+        self._random = random.Random(1)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
@@ -91,6 +96,25 @@ class FakeUpstream:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
+        self.active += 1
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self.active -= 1
+
+    def _chaos(self, behaviour: Behaviour) -> Behaviour:
+        """Turn a normal answer into a random fault, as a soak test wants."""
+        if not behaviour.chaos or self._random.random() >= behaviour.chaos:
+            return behaviour
+        fault = self._random.choice(["500", "503", "slow", "drop"])
+        self.faults[fault] = self.faults.get(fault, 0) + 1
+        if fault == "slow":
+            return replace(behaviour, delay=0.3)
+        if fault == "drop":
+            return replace(behaviour, drop_after=2, chunk_interval=0.01)
+        return replace(behaviour, status=int(fault))
+
+    async def _answer(self, scope, receive, send) -> None:
         body = b""
         while True:
             message = await receive()
@@ -100,7 +124,7 @@ class FakeUpstream:
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         payload = json.loads(body) if body else {}
         self.requests.append(ReceivedRequest(scope["path"], headers, payload))
-        behaviour = self.behaviour
+        behaviour = self._chaos(self.behaviour)
         answer = behaviour.content
         if behaviour.contents:
             index = len(self.requests) - 1

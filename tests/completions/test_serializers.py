@@ -1,6 +1,6 @@
 import pytest
 
-from completions.serializers import TextChatRequestSerializer
+from completions.serializers import OpenAIChatRequestSerializer, TextChatRequestSerializer
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -106,3 +106,13 @@ def test_shared_fields_do_not_leak_between_requests():
     assert good.is_valid(), good.errors
     assert good.validated_data["temperature"] == 1
     assert set(bad.errors) == {"messages", "temperature"}
+
+
+@pytest.mark.parametrize("role", [{}, [], 5, None, "tool"])
+def test_openai_message_with_a_non_string_role_is_a_400_not_a_crash(role):
+    # Found by schemathesis: {"role": {}} used to raise TypeError (unhashable dict) -> 500.
+    serializer = OpenAIChatRequestSerializer(
+        data={"model": "m", "messages": [{"role": role, "content": ""}]}
+    )
+    assert not serializer.is_valid()
+    assert "messages" in serializer.errors
