@@ -1,4 +1,6 @@
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import (
     SpectacularJSONAPIView,
     SpectacularRedocView,
@@ -6,6 +8,8 @@ from drf_spectacular.views import (
 )
 
 from completions import apis, openai_apis
+
+FAVICON = static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")
 
 urlpatterns = [
     path(
@@ -20,13 +24,26 @@ urlpatterns = [
     path("image_model/chat/stream", apis.ImageChatStreamApi.as_view(), name="image-stream"),
     path("v1/models", openai_apis.OpenAIModelsApi.as_view(), name="openai-models"),
     path("v1/chat/completions", openai_apis.OpenAIChatCompletionsApi.as_view(), name="openai-chat"),
+    path("", RedirectView.as_view(url="/playground"), name="home"),
+    path("favicon.ico", RedirectView.as_view(url=FAVICON), name="favicon"),
+    path(
+        "playground",
+        apis.offline_page(TemplateView.as_view(template_name="completions/playground.html")),
+        name="playground",
+    ),
     path("healthz", apis.HealthApi.as_view(), name="healthz"),
     path("readyz", apis.ReadinessApi.as_view(), name="readyz"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "docs",
+        apis.offline_page(SpectacularSwaggerView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
     path(
         "redoc",
-        SpectacularRedocView.as_view(url_name="schema", template_name="completions/redoc.html"),
+        apis.offline_page(
+            SpectacularRedocView.as_view(url_name="schema", template_name="completions/redoc.html")
+        ),
         name="redoc",
     ),
 ]
