@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fake_upstream import FakeUpstream, _free_port
+from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
@@ -91,17 +90,11 @@ class GatewayPool:
                 stderr=subprocess.STDOUT,
             )
         gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"gateway exited:\n{gateway.log()}")
-            try:
-                httpx.get(f"{gateway.url}/openapi.json", timeout=1)
-                return gateway
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gateway did not start:\n{gateway.log()}") from None
-                time.sleep(0.05)
+        try:
+            wait_for_http(f"{gateway.url}/healthz", process=process)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}:\n{gateway.log()}") from None
+        return gateway
 
     def stop_all(self) -> None:
         for gateway in self.gateways.values():

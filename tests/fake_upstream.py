@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -259,6 +260,21 @@ async def _send_json(send, status: int, data: Any, headers: dict | None = None) 
         }
     )
     await send({"type": "http.response.body", "body": json.dumps(data).encode()})
+
+
+def wait_for_http(url: str, *, timeout: float = 120, process=None) -> None:
+    """Wait until `url` answers HTTP at all; fail early if `process` (a Popen) has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {timeout} s") from None
+            time.sleep(0.05)
 
 
 def _free_port() -> int:

@@ -153,7 +153,7 @@ def main() -> None:
     import subprocess
     import sys
 
-    from tests.fake_upstream import FakeUpstream, _free_port
+    from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -184,12 +184,7 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(300):
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=gateway)
         report = asyncio.run(
             run_soak(
                 gateway_url=f"http://127.0.0.1:{port}",

@@ -1,9 +1,11 @@
 """
 The docs and the playground in a real headless Chromium (Debian's package, driven by
 Playwright): a newcomer's first steps, with every network request checked to stay on the
-server's own origin. Screenshots land in docs/screenshots/ for the README.
+server's own origin. Screenshots are saved in test-artifacts/screenshots/; with
+UPDATE_SCREENSHOTS=1 they also replace the README's, in docs/screenshots/.
 """
 
+import os
 import shutil
 import time
 
@@ -22,7 +24,15 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
+README_SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=ARTIFACTS / name)
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        page.screenshot(path=README_SCREENSHOTS / name)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +72,7 @@ def assert_same_origin(page, origin: str) -> None:
 def test_docs_authorize_and_try_it_out(page, gateway, upstream):
     page.goto(f"{gateway.url}/docs")
     expect(page.locator(".info .title")).to_contain_text("llmapi")
-    page.screenshot(path=SCREENSHOTS / "docs.png")
+    screenshot(page, "docs.png")
     page.locator("button.authorize").first.click()
     page.locator(".modal-ux input").first.fill(API_KEY)
     page.locator(".modal-ux button.modal-btn.auth.authorize").click()
@@ -81,7 +91,7 @@ def test_docs_authorize_and_try_it_out(page, gateway, upstream):
     expect(response).to_contain_text("200")
     assert upstream.last_request.headers["authorization"] == "Bearer upstream-secret-token"
     response.scroll_into_view_if_needed()
-    page.screenshot(path=SCREENSHOTS / "docs-try-it-out.png")
+    screenshot(page, "docs-try-it-out.png")
     assert_same_origin(page, gateway.url)
 
 
@@ -127,7 +137,7 @@ def test_playground_streams_a_multi_turn_chat(page, gateway, upstream):
     page.click("#show-curl")
     expect(page.locator("#curl")).to_contain_text("/text_model/chat/stream")
     assert API_KEY not in (page.locator("#curl").text_content() or "")
-    page.screenshot(path=SCREENSHOTS / "playground.png")
+    screenshot(page, "playground.png")
     assert_same_origin(page, gateway.url)
 
 

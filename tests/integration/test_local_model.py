@@ -8,6 +8,8 @@ from http import HTTPStatus
 import httpx
 import pytest
 
+from tests.completions.test_structured import REVIEW_SCHEMA
+
 # Checked without importing it: the gateway process, not the test process, runs the model.
 if importlib.util.find_spec("llama_cpp") is None:
     pytest.fail("llama-cpp-python is part of requirements.txt", pytrace=False)
@@ -70,15 +72,7 @@ def test_seed_and_zero_temperature_repeat_the_answer(local_gateway):
 
 
 def test_json_schema_gives_json_or_an_honest_502(local_gateway):
-    schema = {
-        "type": "object",
-        "properties": {
-            "sentiment": {"type": "string", "enum": ["positive", "negative", "neutral"]},
-            "rating": {"type": "integer", "minimum": 1, "maximum": 5},
-            "summary": {"type": "string"},
-        },
-        "required": ["sentiment", "rating", "summary"],
-    }
+    schema = REVIEW_SCHEMA
     request = {
         "messages": [
             {"role": "user", "content": "Analyze this product review: great value, works well"}

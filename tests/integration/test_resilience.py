@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY, ROOT
-from tests.fake_upstream import FakeUpstream, _free_port
+from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
@@ -168,12 +168,7 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                httpx.get(f"{url}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_for_http(f"{url}/healthz", process=process)
         upstream.behave(chunks=[f"w{i} " for i in range(15)], chunk_interval=0.1)
         with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
             with client.stream("POST", "/text_model/chat/stream", json=QUESTION) as response:
