@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import importlib.util
 import logging
@@ -159,7 +160,9 @@ class LocalModelBackend:
             except Exception as exc:  # noqa: BLE001 (handed to the awaiting request)
                 put("error", exc)
 
-        thread = threading.Thread(target=work, name="local-model", daemon=True)
+        # The copied context carries the request id into the worker thread's log lines.
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(work,), name="local-model", daemon=True)
         thread.start()
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:

@@ -30,11 +30,10 @@ class RequestIdMiddleware:
     async def __call__(self, request):
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _SANE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        try:
-            response = await self.get_response(request)
-        finally:
-            request_id_var.reset(token)
+        # Django serves each request in a task of its own, so the id set here stays with this
+        # request's context, including the streaming of its body after this returns.
+        request_id_var.set(request_id)
+        response = await self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
 

@@ -220,13 +220,11 @@ def test_stream_as_server_sent_events(gateway, upstream):
 
 def test_mid_stream_failure_is_an_error_event_over_sse(gateway, upstream):
     upstream.behave(chunks=["a ", "b ", "c "], drop_after=2, chunk_interval=0.1)
+    headers = {"Accept": "text/event-stream", "X-Request-ID": "sse-drop-42"}
     with (
         gateway.client() as client,
         client.stream(
-            "POST",
-            "/text_model/chat/stream",
-            json=QUESTION,
-            headers={"Accept": "text/event-stream"},
+            "POST", "/text_model/chat/stream", json=QUESTION, headers=headers
         ) as response,
     ):
         body = response.read().decode()
@@ -234,6 +232,8 @@ def test_mid_stream_failure_is_an_error_event_over_sse(gateway, upstream):
     assert "event: error" in body
     assert '"detail"' in body
     assert "[DONE]" not in body
+    time.sleep(0.1)
+    assert "[sse-drop-42] Stream failed" in gateway.log()  # the log line names the request
 
 
 def test_mid_stream_failure_aborts_plain_text_transfer(gateway, upstream):
