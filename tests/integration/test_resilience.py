@@ -229,3 +229,38 @@ def test_concurrent_requests_keep_request_ids_apart(gateway, upstream):
     for t in threads:
         t.join()
     assert ids == {n: f"req-{n}" for n in range(5)}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_generated_key_is_printed_once_and_works_in_every_worker(tmp_path, upstream, workers):
+    port = _free_port()
+    env = {"ENV_FILE": "/dev/null", "TEXT_MODEL__BASE_URL": upstream.url, "PATH": "/usr/bin:/bin"}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port), "--workers", workers],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
+        output = log_path.read_text()
+        assert output.count("X-API-Key: ") == 1
+        key = output.split("X-API-Key: ")[1].split()[0]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            statuses = {
+                client.post(
+                    "/text_model/chat/completion", json=QUESTION, headers={"X-API-Key": key}
+                ).status_code
+                for _ in range(8)  # spread over the workers
+            }
+            wrong = client.post(
+                "/text_model/chat/completion", json=QUESTION, headers={"X-API-Key": "x"}
+            )
+        assert statuses == {HTTPStatus.OK}
+        assert wrong.status_code == HTTPStatus.FORBIDDEN
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

@@ -34,7 +34,8 @@ class Command(BaseCommand):
         if not settings.API_KEYS:
             # Workers are started from this process's environment, so they all share this key.
             key = secrets.token_urlsafe(24)
-            os.environ["API_KEY"] = key
+            settings.API_KEYS = [key]  # this process serves when there is one worker
+            os.environ["API_KEY"] = key  # worker processes read it from the environment
             self.stdout.write(
                 self.style.WARNING(
                     "API_KEY is not set; generated a key for this run (set API_KEY to choose one):\n"
