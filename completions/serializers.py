@@ -72,11 +72,17 @@ class RejectUnknownFieldsMixin(SharedFieldsMixin):
     """Unknown fields are a 400: a typo such as `max_token` must not be silently ignored."""
 
     def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            unknown = sorted(set(data.keys()) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return super().to_internal_value(data)
+        unknown = sorted(set(data.keys()) - set(self.fields)) if hasattr(data, "keys") else []
+        errors = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if isinstance(exc.detail, dict):
+                errors = {**exc.detail, **errors}  # report every problem at once
+            raise serializers.ValidationError(errors or exc.detail) from None
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
 
 class MessageSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -116,3 +116,8 @@ def test_openai_message_with_a_non_string_role_is_a_400_not_a_crash(role):
     )
     assert not serializer.is_valid()
     assert "messages" in serializer.errors
+
+
+def test_unknown_and_invalid_fields_are_reported_together():
+    errors = errors_for({"messages": MESSAGES, "temperature": 3, "max_token": 5})
+    assert set(errors) == {"temperature", "max_token"}
