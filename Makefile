@@ -4,7 +4,7 @@
 serve:
 	scripts/serve
 
-# Install everything, lint, and run all tests (what CI runs).
+# Install everything, lint (ruff, mypy), and run all tests: exactly what CI runs.
 test:
 	scripts/test
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 from http import HTTPStatus
+from typing import Any
 
 from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
@@ -194,7 +195,7 @@ STREAM_DESCRIPTION = (
     "`usage` and `model`, then `data: [DONE]`. A failure after the first byte ends plain text "
     "abruptly, or sends an `event: error` over SSE."
 )
-STREAM_RESPONSES = {
+STREAM_RESPONSES: dict[Any, OpenApiResponse] = {
     (200, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description="The answer, streamed."),
     (200, "text/event-stream"): OpenApiResponse(
         OpenApiTypes.STR, description="Server-Sent Events."

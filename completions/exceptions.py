@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 class LlmApiError(drf_exceptions.APIException):
-    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+    status_code: int = HTTPStatus.INTERNAL_SERVER_ERROR
     default_detail = "The gateway could not complete the request."
     retry_after: int | None = None
 
@@ -63,7 +63,7 @@ class PayloadTooLarge(LlmApiError):
 
 
 class UpstreamError(LlmApiError):
-    status_code = HTTPStatus.BAD_GATEWAY
+    status_code: int = HTTPStatus.BAD_GATEWAY
     default_detail = "The model server failed."
     # Set by the upstream module: may the request go to another replica, and does this
     # failure count against the replica's health?
@@ -98,10 +98,10 @@ class UpstreamStatusError(UpstreamError):
         super().__init__(detail)
         self.upstream_status = upstream_status
         self.retry_after = retry_after
-        if upstream_status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN):
-            # The gateway's own credentials were refused: not something the client can fix.
-            self.status_code = HTTPStatus.BAD_GATEWAY
-        elif upstream_status == HTTPStatus.TOO_MANY_REQUESTS or 400 <= upstream_status < 500:
+        # A 4xx is passed on (429 included), except 401/403: those refuse the gateway's own
+        # credentials, which the client cannot fix. Server failures become 502.
+        refused_credentials = upstream_status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN)
+        if 400 <= upstream_status < 500 and not refused_credentials:
             self.status_code = upstream_status
         else:
             self.status_code = HTTPStatus.BAD_GATEWAY

@@ -66,7 +66,7 @@ def prepare_image(upload, *, max_bytes: int, max_side: int) -> PreparedImage:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InvalidImage(f"File {describe_upload(upload)} is not a readable image.") from None
 
-    upright = image
+    upright: Image.Image = image
     changed = fmt == "GIF"
     if image.getexif().get(EXIF_ORIENTATION, 1) != 1:
         upright = ImageOps.exif_transpose(image)

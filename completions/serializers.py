@@ -219,7 +219,7 @@ def chat_params_serializer(
     return type(name, (ChatParamsMixin, serializers.Serializer), fields)
 
 
-class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DEFAULTS)):
+class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DEFAULTS)):  # type: ignore[misc]
     messages = serializers.ListField(
         child=MessageSerializer(),
         allow_empty=False,
@@ -234,7 +234,7 @@ class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DE
 
 
 class ImageChatRequestSerializer(
-    chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS, form=True)
+    chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS, form=True)  # type: ignore[misc]
 ):
     image = serializers.ListField(
         child=serializers.FileField(allow_empty_file=False),
@@ -313,7 +313,7 @@ OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assi
 CONTENT_PART_TYPES = ("text", "image_url")
 
 
-class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEXT_DEFAULTS)):
+class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEXT_DEFAULTS)):  # type: ignore[misc]
     """
     The OpenAI chat completions body, validated with the same ranges as the seed endpoints.
 

@@ -16,7 +16,7 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -210,7 +210,7 @@ async def chat_completion(
 
 async def open_chat_stream(
     *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """
     Start a streamed answer and return its events.
 
@@ -229,7 +229,7 @@ async def open_chat_stream(
 
 async def _stream_events(
     *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     async with concurrency_slot(spec), contextlib.AsyncExitStack() as stack:
         chunks = await _open_stream(spec, backend, payload, stack)
         yield TextDelta("")  # marks "opened"; consumed by open_chat_stream

@@ -13,7 +13,7 @@ Stream framing: turn a service's stream events into bytes for the client.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import orjson
 from django.http import StreamingHttpResponse
@@ -42,7 +42,9 @@ def wants_event_stream(accept_header: str) -> bool:
     return SSE_MEDIA_TYPE in accept_header.lower()
 
 
-def streaming_response(events: AsyncIterator[StreamEvent], *, sse: bool) -> StreamingHttpResponse:
+def streaming_response(
+    events: AsyncGenerator[StreamEvent, None], *, sse: bool
+) -> StreamingHttpResponse:
     """Wrap stream events in a response that nothing between here and the client buffers."""
     if sse:
         return unbuffered_response(sse_frames(events), content_type=SSE_MEDIA_TYPE)
@@ -58,7 +60,7 @@ def unbuffered_response(
     return response
 
 
-async def plain_text_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+async def plain_text_frames(events: AsyncGenerator[StreamEvent, None]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             if isinstance(event, TextDelta) and event.text:
@@ -70,7 +72,7 @@ async def plain_text_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator
         await events.aclose()
 
 
-async def sse_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]:
+async def sse_frames(events: AsyncGenerator[StreamEvent, None]) -> AsyncIterator[bytes]:
     try:
         async for event in events:
             if isinstance(event, TextDelta):
@@ -94,7 +96,7 @@ async def sse_frames(events: AsyncIterator[StreamEvent]) -> AsyncIterator[bytes]
 
 
 async def openai_chunk_frames(
-    events: AsyncIterator[StreamEvent],
+    events: AsyncGenerator[StreamEvent, None],
     *,
     model: str,
     completion_id: str,

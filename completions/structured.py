@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import orjson
 from jsonschema import Draft202012Validator
+from typing_extensions import TypeIs
 
 MAX_REPORTED_ERRORS = 10
 _FENCE = re.compile(r"^```(?:json|JSON)?\s*\n(.*?)\n?```$", re.DOTALL)
@@ -29,8 +30,10 @@ class OutputCheck:
     errors: list[dict[str, str]] = field(default_factory=list)
 
 
-def wants_json(response_format: dict | None) -> bool:
-    return bool(response_format) and response_format.get("type") in ("json_object", "json_schema")
+def wants_json(response_format: dict | None) -> TypeIs[dict]:
+    if not response_format:
+        return False
+    return response_format.get("type") in ("json_object", "json_schema")
 
 
 def schema_of(response_format: dict) -> dict | None:
