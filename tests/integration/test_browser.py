@@ -13,6 +13,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import API_KEY, ROOT
+from tests.images import image_bytes
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -138,6 +139,29 @@ def test_playground_streams_a_multi_turn_chat(page, gateway, upstream):
     expect(page.locator("#curl")).to_contain_text("/text_model/chat/stream")
     assert API_KEY not in (page.locator("#curl").text_content() or "")
     screenshot(page, "playground.png")
+    assert_same_origin(page, gateway.url)
+
+
+def test_playground_asks_the_image_model_about_an_uploaded_picture(
+    page, gateway, upstream, tmp_path
+):
+    picture = tmp_path / "desk.png"
+    picture.write_bytes(image_bytes("PNG", size=(40, 30)))
+    upstream.behave(content="A laptop and a coffee mug on a desk.")
+    page.goto(f"{gateway.url}/playground")
+    page.fill("#api-key", API_KEY)
+    page.check("input[name=mode][value=image]")
+    page.set_input_files("#image", str(picture))
+    page.fill("#prompt", "What objects are in this image?")
+    page.click("#send")
+    expect(page.locator("#messages li.assistant .text").last).to_have_text(
+        "A laptop and a coffee mug on a desk.", timeout=10000
+    )
+    sent = upstream.last_request.body
+    assert sent["model"] == "fake-vlm"
+    assert sent["messages"][-1]["content"][1]["image_url"]["url"].startswith(
+        "data:image/png;base64,"
+    )
     assert_same_origin(page, gateway.url)
 
 
