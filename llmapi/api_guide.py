@@ -13,6 +13,9 @@ llmapi gives you one simple, secured HTTP API in front of language models.
   optional), `user` (you) or `assistant` (the model's earlier answers). Send the whole history every
   time: the model remembers nothing between requests.
 
+Prefer a chat window to a form? Open [/playground](/playground). Already use an OpenAI client
+library? Point its `base_url` at `/v1` (see the *OpenAI-compatible* section below).
+
 ## Your first call
 
 1. Click **Authorize** and paste your API key (the `X-API-Key` header).
