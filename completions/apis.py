@@ -72,8 +72,9 @@ def rendered(response):
     if not isinstance(response, SimpleTemplateResponse):
         return response
     response.render()
-    plain = HttpResponse(response.content, status=response.status_code)
-    plain["Content-Length"] = str(len(response.content))
+    content = response.content
+    plain = HttpResponse(content, status=response.status_code)
+    plain["Content-Length"] = str(len(content))
     for header, value in response.items():
         plain[header] = value
     return plain

@@ -113,10 +113,11 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         data = validated(OpenAIChatRequestSerializer, request)
         name, messages = data.pop("model"), data.pop("messages")
         stream, stream_options = data.pop("stream"), data.pop("stream_options", {}) or {}
-        spec = find_model(name, needs_vision=has_image_parts(messages))
+        needs_vision = has_image_parts(messages)
+        spec = find_model(name, needs_vision=needs_vision)
         if spec is None:
             raise ModelNotFound(f"The model '{name}' does not exist; GET /v1/models lists them.")
-        if has_image_parts(messages) and spec.kind != "image":
+        if needs_vision and spec.kind != "image":
             raise serializers.ValidationError(
                 {"messages": [f"The model '{name}' does not accept images; use the image model."]}
             )

@@ -7,8 +7,9 @@ import math
 import jsonschema
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
-from jsonschema import Draft202012Validator
 from rest_framework import serializers
+
+from completions.structured import schema_validator_class
 
 TEXT_DEFAULTS = settings.LLMAPI_MODELS["text"]["defaults"]
 IMAGE_DEFAULTS = settings.LLMAPI_MODELS["image"]["defaults"]
@@ -415,9 +416,8 @@ def validate_response_format(value):
                 'json_schema needs an object with a "schema" (a JSON Schema object).'
             )
         schema = spec["schema"]
-        validator = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
         try:
-            validator.check_schema(schema)
+            schema_validator_class(schema).check_schema(schema)
         except jsonschema.SchemaError as exc:
             where = "/".join(str(part) for part in exc.path) or "(root)"
             raise serializers.ValidationError(

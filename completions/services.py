@@ -16,9 +16,9 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from completions import structured
 from completions.exceptions import (
@@ -33,6 +33,7 @@ from completions.registry import ModelSpec, get_model_spec
 from completions.upstream import ChatBackend, OpenAICompatibleBackend
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Sent only when the caller set them.
 OPTIONAL_PARAMS = ("response_format", "stop")
@@ -300,28 +301,31 @@ def _schema_fallback(spec: ModelSpec, payload: dict[str, Any], exc: UpstreamStat
 SCHEMA_REFUSAL_STATUSES = (400, 422, 501)
 
 
-async def _create(spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
+async def _with_schema_fallback(
+    spec: ModelSpec, payload: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[T]]
+) -> T:
+    """`send(payload)`, retried once in prompt mode if the server refuses native json_schema."""
     payload = _schema_payload(spec, payload)
     try:
-        return await backend.create(payload)
+        return await send(payload)
     except UpstreamStatusError as exc:
         fallback = _schema_fallback(spec, payload, exc)
         if fallback is None:
             raise
-        return await backend.create(fallback)
+        return await send(fallback)
+
+
+async def _create(spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
+    return await _with_schema_fallback(spec, payload, backend.create)
 
 
 async def _open_stream(
     spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any], stack: contextlib.AsyncExitStack
 ) -> AsyncIterator[dict[str, Any]]:
-    payload = _schema_payload(spec, payload)
-    try:
-        return await stack.enter_async_context(backend.stream(payload))
-    except UpstreamStatusError as exc:
-        fallback = _schema_fallback(spec, payload, exc)
-        if fallback is None:
-            raise
-        return await stack.enter_async_context(backend.stream(fallback))
+    async def open_(body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return await stack.enter_async_context(backend.stream(body))
+
+    return await _with_schema_fallback(spec, payload, open_)
 
 
 def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:

@@ -42,6 +42,11 @@ def schema_of(response_format: dict) -> dict | None:
     return None
 
 
+def schema_validator_class(schema: dict) -> type[jsonschema.protocols.Validator]:
+    """The validator for the schema's `$schema` dialect, Draft 2020-12 when it names none."""
+    return jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+
+
 def check_output(text: str, response_format: dict) -> OutputCheck:
     """Check a model's answer against the requested JSON format."""
     candidate = text.strip()
@@ -58,7 +63,7 @@ def check_output(text: str, response_format: dict) -> OutputCheck:
         )
     schema = schema_of(response_format)
     if schema is not None:
-        validator_class = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+        validator_class = schema_validator_class(schema)
         validator = validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
         errors = sorted(validator.iter_errors(parsed), key=lambda e: list(e.absolute_path))
         if errors:
