@@ -20,6 +20,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.run import wait_for_port  # noqa: E402
+
 PROMPTS = [
     "Tell me a short story about a lighthouse keeper.",
     "Explain how a bicycle works.",
@@ -77,13 +79,8 @@ def gateway_tokens_per_second() -> list[float]:
         stderr=subprocess.DEVNULL,
     )
     try:
+        wait_for_port(port, server)
         url = f"http://127.0.0.1:{port}"
-        for _ in range(300):
-            try:
-                httpx.get(f"{url}/healthz")
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         rates = []
         with httpx.Client(base_url=url, headers={"X-API-Key": "bench"}, timeout=120) as client:
             for _ in range(ROUNDS):
