@@ -6,6 +6,8 @@ The gateway's exceptions and the one DRF exception handler that renders them.
     ├── ModelBusy ................. 429  no concurrency slot within QUEUE_TIMEOUT (Retry-After)
     ├── ModelNotFound ............. 404  /v1 asked for a model name that is not configured
     ├── InvalidImage .............. 400  the upload is not an image
+    ├── ContextLengthExceeded ..... 400  the prompt does not fit the model's context window
+                                         (code `context_length_exceeded`, as OpenAI's)
     ├── UnsupportedImage .......... 415  an image, but not JPEG, PNG, WebP or GIF
     ├── PayloadTooLarge ........... 413
     └── UpstreamError ............. 502  anything that went wrong talking to the model server
@@ -52,6 +54,17 @@ class ModelBusy(LlmApiError):
 
 class InvalidImage(LlmApiError):
     status_code = HTTPStatus.BAD_REQUEST
+
+
+class ContextLengthExceeded(LlmApiError):
+    """The messages are longer than the model's context window; raised before generating."""
+
+    status_code = HTTPStatus.BAD_REQUEST
+    code = "context_length_exceeded"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.extra = {"code": self.code}
 
 
 class UnsupportedImage(LlmApiError):
@@ -153,6 +166,8 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response:
     param = next(iter(errors), None) if isinstance(errors, dict) else None
     if isinstance(exc, ModelNotFound):
         param, code = "model", "model_not_found"
+    elif isinstance(exc, ContextLengthExceeded):
+        param, code = "messages", exc.code
     elif response.status_code == HTTPStatus.UNAUTHORIZED:
         code = "invalid_api_key"
     elif response.status_code == HTTPStatus.TOO_MANY_REQUESTS:

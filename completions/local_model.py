@@ -20,15 +20,22 @@ import hashlib
 import importlib.util
 import logging
 import os
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-from completions.exceptions import ModelNotConfigured, UpstreamError
+from completions import json_grammar
+from completions.exceptions import (
+    ContextLengthExceeded,
+    LlmApiError,
+    ModelNotConfigured,
+    UpstreamError,
+)
 from completions.registry import ModelSpec, get_model_spec
 
 logger = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ LLAMA_PARAMS = (
     "frequency_penalty",
     "presence_penalty",
     "seed",
+    "stop",
 )
 
 
@@ -108,13 +116,32 @@ def check_model_file(path: Path, expected_sha256: str | None) -> None:
 
 
 class LocalModelBackend:
-    """One llama.cpp model; one generation at a time (a llama context is not shareable)."""
+    """
+    One llama.cpp model with `contexts` llama contexts; each serves one generation at a time.
 
-    def __init__(self, llama: Any, *, name: str, repeat_penalty: float = 1.1) -> None:
-        self.llama = llama
+    Every generation starts from an empty context (no prompt-prefix reuse): llama.cpp's logits
+    for a prompt depend slightly on how it was split into batches, so reusing the previous
+    request's cache made greedy answers depend on what ran before. The prompt is re-evaluated
+    instead, which costs little next to generation on a model this size.
+    """
+
+    def __init__(
+        self,
+        llamas: list[Any],
+        *,
+        name: str,
+        repeat_penalty: float = 1.1,
+        max_tokens: int = 512,
+        json_max_tokens: int = 256,
+    ) -> None:
         self.name = name
         self.repeat_penalty = repeat_penalty
-        self._lock = threading.Lock()
+        self.max_tokens = max_tokens
+        self.json_max_tokens = json_max_tokens
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for llama in llamas:
+            self._idle.put(llama)
+        self.contexts = len(llamas)
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
         chunks: list[dict[str, Any]] = []
@@ -151,92 +178,199 @@ class LocalModelBackend:
 
     @contextlib.asynccontextmanager
     async def stream(self, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """
+        Start generating on a worker thread. Returns once the prompt was accepted (or raises,
+        e.g. ContextLengthExceeded), so a refused prompt becomes an HTTP error before any byte
+        of a stream is sent.
+        """
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         stop = threading.Event()
 
         def put(kind: str, item: Any) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed under us: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+                loop.call_soon_threadsafe(events.put_nowait, (kind, item))
 
         def work() -> None:
+            llama = self._idle.get()
             try:
-                with self._lock:
-                    for chunk in self._generate(payload, stop):
-                        put("chunk", chunk)
+                for chunk in self._generate(llama, payload, stop, started=lambda: put("started", None)):
+                    put("chunk", chunk)
                 put("end", None)
             except Exception as exc:  # noqa: BLE001 (handed to the awaiting request)
                 put("error", exc)
+            finally:
+                self._idle.put(llama)
 
         # The copied context carries the request id into the worker thread's log lines.
         context = contextvars.copy_context()
         thread = threading.Thread(target=context.run, args=(work,), name="local-model", daemon=True)
         thread.start()
 
-        async def chunks() -> AsyncIterator[dict[str, Any]]:
-            while True:
-                kind, item = await queue.get()
-                if kind == "end":
-                    return
-                if kind == "error":
-                    logger.error("Local model failed: %s", item)
-                    raise UpstreamError(f"The embedded model failed: {item}")
-                yield item
+        def raised(item: Exception) -> Exception:
+            if isinstance(item, LlmApiError) and not isinstance(item, UpstreamError):
+                return item  # the request's fault (e.g. too long): passed on as it is
+            logger.error("Local model failed: %s", item)
+            return UpstreamError(f"The embedded model failed: {item}")
 
         try:
+            kind, item = await events.get()
+            if kind == "error":
+                raise raised(item)
+
+            async def chunks() -> AsyncIterator[dict[str, Any]]:
+                while True:
+                    kind, item = await events.get()
+                    if kind == "end":
+                        return
+                    if kind == "error":
+                        raise raised(item)
+                    if kind == "chunk":
+                        yield item
+
             yield chunks()
         finally:
             stop.set()
 
-    def _generate(self, payload: dict[str, Any], stop: threading.Event) -> Iterator[dict[str, Any]]:
-        kwargs = {name: payload[name] for name in LLAMA_PARAMS if name in payload}
+    def _generate(
+        self,
+        llama: Any,
+        payload: dict[str, Any],
+        stop: threading.Event,
+        *,
+        started: Callable[[], None],
+    ) -> Iterator[dict[str, Any]]:
+        kwargs = {name: payload[name] for name in LLAMA_PARAMS if payload.get(name) is not None}
         response_format = payload.get("response_format")
-        if response_format:
-            kwargs["response_format"] = llama_response_format(response_format)
-        completion_tokens = 0
-        started = time.monotonic()
-        stream = self.llama.create_chat_completion(
+        grammar = response_format_grammar(response_format) if response_format else None
+        cap = self.json_max_tokens if grammar is not None else self.max_tokens
+        kwargs["max_tokens"] = min(kwargs.get("max_tokens") or cap, cap)
+        if grammar is not None:
+            from llama_cpp import LlamaGrammar
+
+            kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+        began = time.monotonic()
+        # Formats and tokenizes the prompt, and checks it fits, before returning.
+        stream = llama.create_chat_completion(
             messages=payload["messages"],
             stream=True,
             repeat_penalty=self.repeat_penalty,
             **kwargs,
         )
+        started()
         try:
             for chunk in stream:
                 if stop.is_set():
-                    logger.info("Local generation stopped after %d tokens", completion_tokens)
+                    logger.info(
+                        "Local generation stopped after %d tokens", llama.usage["completion_tokens"]
+                    )
                     return
-                for choice in chunk.get("choices", ()):
-                    if (choice.get("delta") or {}).get("content"):
-                        completion_tokens += 1
                 chunk["model"] = self.name
                 yield chunk
         finally:
             stream.close()
-        prompt_tokens = max(0, self.llama.n_tokens - completion_tokens)
+        usage = dict(llama.usage)
         logger.debug(
-            "Local generation: %d tokens in %.2f s", completion_tokens, time.monotonic() - started
+            "Local generation: %d tokens in %.2f s",
+            usage["completion_tokens"],
+            time.monotonic() - began,
         )
-        yield {
-            "object": "chat.completion.chunk",
-            "model": self.name,
-            "choices": [],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
+        yield {"object": "chat.completion.chunk", "model": self.name, "choices": [], "usage": usage}
 
 
-def llama_response_format(response_format: dict[str, Any]) -> dict[str, Any]:
-    """Translate OpenAI's response_format into llama-cpp-python's (which builds a grammar)."""
+def response_format_grammar(response_format: dict[str, Any]) -> str | None:
+    """The GBNF grammar for OpenAI's response_format (None for plain text)."""
     kind = response_format.get("type")
     if kind == "json_schema":
-        return {"type": "json_object", "schema": response_format["json_schema"]["schema"]}
+        schema = (response_format.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            try:
+                return json_grammar.schema_grammar(schema)
+            except json_grammar.UnsupportedSchema as exc:
+                # The gateway still validates the answer and asks for a repair if needed.
+                logger.info("Schema not expressible as a grammar (%s); using any JSON object", exc)
+        return json_grammar.JSON_OBJECT_GBNF
     if kind == "json_object":
-        return {"type": "json_object"}
-    return {"type": "text"}
+        return json_grammar.JSON_OBJECT_GBNF
+    return None
+
+
+def gateway_llama_class() -> type:
+    """
+    llama-cpp-python's Llama, with three changes applied where its chat handler calls
+    `create_completion` (so they hold for every chat format):
+
+    * the context is emptied first, so an answer never depends on the previous request;
+    * a prompt that leaves no room for an answer raises ContextLengthExceeded at once;
+    * generation that repeats the same block of tokens over and over is cut (finish_reason
+      `length`), and `usage` counts tokens exactly.
+    """
+    from llama_cpp import Llama, llama_cpp
+
+    class GatewayLlama(Llama):  # type: ignore[misc,valid-type]
+        usage: dict[str, int]
+
+        def create_completion(self, prompt: Any, *args: Any, **kwargs: Any) -> Any:
+            tokens = prompt if isinstance(prompt, list) else self.tokenize(prompt.encode())
+            if len(tokens) >= self.n_ctx():
+                raise ContextLengthExceeded(
+                    f"The prompt is {len(tokens)} tokens long; the model's context window is "
+                    f"{self.n_ctx()} tokens (LOCAL_MODEL__CONTEXT), including the answer. "
+                    "Shorten the messages."
+                )
+            self.usage = {
+                "prompt_tokens": len(tokens),
+                "completion_tokens": 0,
+                "total_tokens": len(tokens),
+            }
+            self.reset()
+            return super().create_completion(prompt, *args, **kwargs)
+
+        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+            generated: list[int] = []
+            vocab = self._model.vocab
+            tokens_out = super().generate(tokens, *args, **kwargs)
+            try:
+                for token in tokens_out:
+                    if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                        generated.append(token)
+                        if repeating_block(generated):
+                            logger.info(
+                                "Local generation cut after %d tokens: it repeats itself",
+                                len(generated) - 1,
+                            )
+                            return
+                        self.usage["completion_tokens"] = len(generated)
+                        self.usage["total_tokens"] = self.usage["prompt_tokens"] + len(generated)
+                    yield token
+            finally:
+                tokens_out.close()
+
+    return GatewayLlama
+
+
+# A block of tokens repeated back to back at least this many times, and over at least this many
+# tokens in all, is a loop: greedy decoding of a small model never leaves it.
+LOOP_MIN_REPEATS = 3
+LOOP_MIN_TOKENS = 32
+LOOP_MAX_BLOCK = 256
+
+
+def repeating_block(tokens: list[int]) -> bool:
+    """Whether the tokens end with one block repeated LOOP_MIN_REPEATS times back to back."""
+    count = len(tokens)
+    for size in range(1, min(LOOP_MAX_BLOCK, count // LOOP_MIN_REPEATS) + 1):
+        if tokens[-1] != tokens[-1 - size]:
+            continue
+        needed = max(LOOP_MIN_REPEATS, -(-LOOP_MIN_TOKENS // size))
+        if needed * size > count:
+            continue
+        block = tokens[count - size :]
+        if all(
+            tokens[count - (n + 1) * size : count - n * size] == block for n in range(1, needed)
+        ):
+            return True
+    return False
 
 
 def default_chat_format(expected_sha256: str | None) -> str | None:
@@ -262,38 +396,51 @@ def load_backend(spec: ModelSpec) -> LocalModelBackend:
         path, expected_sha256 = resolve_model_path()
         check_model_file(path, expected_sha256)
         try:
-            from llama_cpp import Llama
+            llama_class = gateway_llama_class()
         except ImportError:
             raise LocalModelError(
                 "llama-cpp-python is not installed; run the install step again, or set "
                 "TEXT_MODEL__BASE_URL to a model server."
             ) from None
         options = settings.LOCAL_MODEL
-        threads = options["threads"] or len(os.sched_getaffinity(0))
+        contexts = max(1, options["contexts"])
+        # The cores are shared between the contexts that generate at the same time.
+        threads = options["threads"] or max(1, len(os.sched_getaffinity(0)) // contexts)
         started = time.monotonic()
         try:
-            llama = Llama(
-                model_path=str(path),
-                n_ctx=options["context"],
-                n_threads=threads,
-                chat_format=options["chat_format"] or default_chat_format(expected_sha256),
-                verbose=False,
-            )
+            # The weights are memory-mapped once; each context adds its own KV cache and buffers.
+            llamas = [
+                llama_class(
+                    model_path=str(path),
+                    n_ctx=options["context"],
+                    n_threads=threads,
+                    chat_format=options["chat_format"] or default_chat_format(expected_sha256),
+                    last_n_tokens_size=options["repeat_last_n"],
+                    verbose=False,
+                )
+                for _ in range(contexts)
+            ]
         except (ValueError, RuntimeError, OSError) as exc:
             raise LocalModelError(
                 f"Model file {path} could not be loaded by llama.cpp ({exc}); check "
                 "LOCAL_MODEL__PATH and LOCAL_MODEL__CHAT_FORMAT."
             ) from None
         logger.info(
-            "Embedded model %s loaded from %s in %.2f s (%d threads, context %d)",
+            "Embedded model %s loaded from %s in %.2f s (%d context(s) of %d tokens, "
+            "%d threads each)",
             spec.name,
             path,
             time.monotonic() - started,
-            threads,
+            contexts,
             options["context"],
+            threads,
         )
         _backend = LocalModelBackend(
-            llama, name=spec.name, repeat_penalty=options["repeat_penalty"]
+            llamas,
+            name=spec.name,
+            repeat_penalty=options["repeat_penalty"],
+            max_tokens=options["max_tokens"],
+            json_max_tokens=options["json_max_tokens"],
         )
         return _backend
 

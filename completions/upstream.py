@@ -40,6 +40,7 @@ from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, SSEError
 
 from completions.exceptions import (
+    ContextLengthExceeded,
     UpstreamError,
     UpstreamProtocolError,
     UpstreamStatusError,
@@ -372,8 +373,13 @@ class OpenAICompatibleBackend:
 
     def _status_error(
         self, replica: Replica, status: int, headers: httpx.Headers, body: bytes
-    ) -> UpstreamStatusError:
+    ) -> UpstreamStatusError | ContextLengthExceeded:
         message = _error_message_from_body(body)
+        if status == 400 and _is_context_length_error(body, message):
+            return ContextLengthExceeded(
+                f"The messages do not fit the {self.spec.label}'s context window. "
+                f"Server said: {message}"
+            )
         if status in (401, 403):
             detail = (
                 f"The {self.spec.label} server refused the gateway's credentials ({status}); "
@@ -473,6 +479,20 @@ def _error_message(data: Any) -> str:
         if error is not None:
             return str(error)[:MAX_ERROR_MESSAGE_CHARS]
     return str(data)[:MAX_ERROR_MESSAGE_CHARS]
+
+
+# How servers say a prompt is too long: OpenAI's and vLLM's code and message, llama.cpp's type.
+CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "exceed_context_size",
+    "exceeds the available context size",
+)
+
+
+def _is_context_length_error(body: bytes, message: str) -> bool:
+    text = (body[:4096].decode("utf-8", "replace") + " " + message).lower()
+    return any(marker in text for marker in CONTEXT_LENGTH_MARKERS)
 
 
 def _error_message_from_body(body: bytes) -> str:

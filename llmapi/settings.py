@@ -101,7 +101,9 @@ API_KEYS = [key.strip() for key in env.str("API_KEY", default="").split(",") if 
 # --- Models ----------------------------------------------------------------------------------
 
 
-def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
+def _model_settings(
+    prefix: str, *, default_concurrency: int, default_queue_timeout: float = 30.0
+) -> dict:
     """Read one model's settings: `<PREFIX>__MODEL_NAME`, `<PREFIX>__LLM_ARGS__TEMPERATURE`, ..."""
     return {
         "model_name": env.str(f"{prefix}__MODEL_NAME", default=""),
@@ -110,7 +112,7 @@ def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
         "max_concurrency": _setting("int", f"{prefix}__MAX_CONCURRENCY", default_concurrency),
         "timeout": _setting("float", f"{prefix}__TIMEOUT", 120.0),
         "connect_timeout": _setting("float", f"{prefix}__CONNECT_TIMEOUT", 5.0),
-        "queue_timeout": _setting("float", f"{prefix}__QUEUE_TIMEOUT", 30.0),
+        "queue_timeout": _setting("float", f"{prefix}__QUEUE_TIMEOUT", default_queue_timeout),
         # Resilience: retries before the first byte, and outlier ejection of failing replicas.
         "max_retries": _setting("int", f"{prefix}__MAX_RETRIES", 2),
         "eject_after": _setting("int", f"{prefix}__EJECT_AFTER", 3),
@@ -131,16 +133,6 @@ def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
 
 _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 
-LLMAPI_MODELS = {
-    # One llama.cpp context serves one request at a time, so the embedded model defaults to 1.
-    "text": _model_settings("TEXT_MODEL", default_concurrency=1 if _text_is_local else 10),
-    "image": _model_settings("IMAGE_MODEL", default_concurrency=10),
-}
-LLMAPI_MODELS["image"]["max_image_bytes"] = _setting(
-    "int", "IMAGE_MODEL__MAX_IMAGE_BYTES", 20 * 1024 * 1024
-)
-LLMAPI_MODELS["image"]["max_image_side"] = _setting("int", "IMAGE_MODEL__MAX_IMAGE_SIDE", 2048)
-
 # The embedded model that serves the text endpoints when TEXT_MODEL__BASE_URL is empty.
 LOCAL_MODEL = {
     "enabled": _setting("bool", "LOCAL_MODEL__ENABLED", True),
@@ -151,7 +143,32 @@ LOCAL_MODEL = {
     # llama.cpp's classic default. Without it, greedy decoding (temperature 0) makes a small
     # model loop ("...addition of integers. In the context of ... addition of integers...").
     "repeat_penalty": _setting("float", "LOCAL_MODEL__REPEAT_PENALTY", 1.1),
+    # How many recent tokens the repeat penalty looks at. llama.cpp's 64 is shorter than the
+    # three-line cycles SmolLM2 falls into when it tells a story at temperature 0.
+    "repeat_last_n": _setting("int", "LOCAL_MODEL__REPEAT_LAST_N", 256),
+    # The longest answer the embedded model writes, whatever max_tokens asks for: a 135M model
+    # has said all it usefully can by then, and a long answer holds the model for everyone.
+    "max_tokens": _setting("int", "LOCAL_MODEL__MAX_TOKENS", 512),
+    # The same for JSON answers (response_format), which are short unless a string runs away.
+    "json_max_tokens": _setting("int", "LOCAL_MODEL__JSON_MAX_TOKENS", 256),
+    # Llama contexts, each serving one request at a time (and MAX_CONCURRENCY's default).
+    "contexts": _setting("int", "LOCAL_MODEL__CONTEXTS", 1),
 }
+
+LLMAPI_MODELS = {
+    # The embedded model serves LOCAL_MODEL__CONTEXTS requests at once; the others wait their
+    # turn in order, long enough for a few answers of LOCAL_MODEL__MAX_TOKENS tokens.
+    "text": _model_settings(
+        "TEXT_MODEL",
+        default_concurrency=LOCAL_MODEL["contexts"] if _text_is_local else 10,
+        default_queue_timeout=120.0 if _text_is_local else 30.0,
+    ),
+    "image": _model_settings("IMAGE_MODEL", default_concurrency=10),
+}
+LLMAPI_MODELS["image"]["max_image_bytes"] = _setting(
+    "int", "IMAGE_MODEL__MAX_IMAGE_BYTES", 20 * 1024 * 1024
+)
+LLMAPI_MODELS["image"]["max_image_side"] = _setting("int", "IMAGE_MODEL__MAX_IMAGE_SIDE", 2048)
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 

@@ -4,10 +4,12 @@ import pytest
 from rest_framework import serializers
 
 from completions.exceptions import (
+    ContextLengthExceeded,
     ModelBusy,
     UpstreamStatusError,
     UpstreamTimeout,
     exception_handler,
+    openai_exception_handler,
 )
 
 
@@ -33,6 +35,25 @@ def test_handler_renders_detail_and_retry_after():
     assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
     assert response.data == {"detail": "busy"}
     assert response["Retry-After"] == "7"
+
+
+def test_context_length_exceeded_is_a_400_with_openais_code():
+    response = exception_handler(ContextLengthExceeded("too long"), {})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.data == {"detail": "too long", "code": "context_length_exceeded"}
+
+
+def test_context_length_exceeded_in_openais_shape():
+    response = openai_exception_handler(ContextLengthExceeded("too long"), {})
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.data == {
+        "error": {
+            "message": "too long",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    }
 
 
 def test_handler_maps_timeout_to_504():

@@ -5,7 +5,13 @@ import pytest
 
 from completions import local_model, services
 from completions.exceptions import ModelNotConfigured
-from completions.local_model import LocalModelError, check_model_file, llama_response_format
+from completions import json_grammar
+from completions.local_model import (
+    LocalModelError,
+    check_model_file,
+    repeating_block,
+    response_format_grammar,
+)
 from completions.registry import LOCAL_MODEL_NAME, get_model_spec
 
 
@@ -64,7 +70,33 @@ def test_unloadable_local_model_is_a_503_naming_the_variable(settings, tmp_path,
     assert "LOCAL_MODEL__PATH" in str(caught.value.detail)
 
 
-def test_json_schema_format_becomes_a_llama_grammar_request():
-    schema = {"type": "object"}
-    converted = llama_response_format({"type": "json_schema", "json_schema": {"schema": schema}})
-    assert converted == {"type": "json_object", "schema": schema}
+def test_json_schema_format_becomes_the_schema_grammar():
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": 3}}}
+    grammar = response_format_grammar({"type": "json_schema", "json_schema": {"schema": schema}})
+    assert grammar == json_grammar.schema_grammar(schema)
+
+
+def test_json_object_and_inexpressible_schemas_get_the_any_object_grammar():
+    impossible = {"type": "integer", "minimum": 2, "maximum": 1}
+    assert response_format_grammar({"type": "json_object"}) == json_grammar.JSON_OBJECT_GBNF
+    assert (
+        response_format_grammar({"type": "json_schema", "json_schema": {"schema": impossible}})
+        == json_grammar.JSON_OBJECT_GBNF
+    )
+    assert response_format_grammar({"type": "text"}) is None
+
+
+def test_a_block_repeated_three_times_is_a_loop():
+    line = list(range(100, 120))  # a 20-token line
+    assert repeating_block([1, 2, 3] + line * 3)
+    assert not repeating_block([1, 2, 3] + line * 2)
+
+
+def test_short_repeats_need_more_copies_before_they_count():
+    assert not repeating_block([7, 8] * 3)  # "ha ha ha": 6 tokens is not a loop yet
+    assert repeating_block([5] + [7, 8] * 16)
+
+
+def test_varied_text_is_not_a_loop():
+    assert not repeating_block(list(range(600)))
+    assert not repeating_block([1, 2, 3, 1, 2, 4, 1, 2, 3, 1, 2, 4, 9] * 2)

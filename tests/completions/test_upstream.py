@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from completions.exceptions import (
+    ContextLengthExceeded,
     UpstreamProtocolError,
     UpstreamStatusError,
     UpstreamTimeout,
@@ -88,6 +89,46 @@ async def test_error_status_carries_upstream_message(status, client_status):
         await backend.create({})
     assert caught.value.status_code == client_status
     assert "model exploded" in str(caught.value.detail)
+
+
+CONTEXT_LENGTH_ANSWERS = [
+    # OpenAI
+    {
+        "error": {
+            "message": "This model's maximum context length is 8192 tokens.",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        }
+    },
+    # vLLM
+    {"object": "error", "message": "This model's maximum context length is 4096 tokens. However, "
+     "you requested 5000 tokens.", "type": "BadRequestError", "code": 400},
+    # llama.cpp's server
+    {"error": {"code": 400, "message": "the request exceeds the available context size, try "
+     "increasing it", "type": "exceed_context_size_error"}},
+]
+
+
+@pytest.mark.parametrize("answer", CONTEXT_LENGTH_ANSWERS)
+async def test_upstream_context_length_400_becomes_context_length_exceeded(answer):
+    backend = backend_with(lambda r: httpx.Response(400, json=answer))
+    with pytest.raises(ContextLengthExceeded) as caught:
+        await backend.create({})
+    assert caught.value.status_code == HTTPStatus.BAD_REQUEST
+    assert caught.value.extra == {"code": "context_length_exceeded"}
+
+
+async def test_upstream_context_length_400_is_refused_before_a_stream_opens():
+    backend = backend_with(lambda r: httpx.Response(400, json=CONTEXT_LENGTH_ANSWERS[0]))
+    with pytest.raises(ContextLengthExceeded):
+        async with backend.stream({}):
+            pass
+
+
+async def test_other_400_stays_an_upstream_status_error():
+    backend = backend_with(lambda r: httpx.Response(400, json={"error": {"message": "bad top_k"}}))
+    with pytest.raises(UpstreamStatusError):
+        await backend.create({})
 
 
 async def test_429_keeps_retry_after():

@@ -3,12 +3,18 @@
 import importlib.util
 import json
 import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
 import httpx
+import jsonschema
 import pytest
 
-from tests.completions.test_structured import REVIEW_SCHEMA
+from tests.completions.test_structured import REVIEW_FORMAT, REVIEW_SCHEMA
+
+pytestmark = pytest.mark.local_model
 
 # Checked without importing it: the gateway process, not the test process, runs the model.
 if importlib.util.find_spec("llama_cpp") is None:
@@ -24,6 +30,122 @@ def local_gateway(gateways):
         TEXT_MODEL__MODEL_NAME="",
         TEXT_MODEL__QUEUE_TIMEOUT="0",
     )
+
+
+@pytest.fixture
+def default_local_gateway(gateways):
+    """The embedded model with its default queue: what a fresh install runs."""
+    return gateways.get(TEXT_MODEL__BASE_URL="", TEXT_MODEL__MODEL_NAME="")
+
+
+def chat(text: str, **params) -> dict:
+    return {"messages": [{"role": "user", "content": text}], **params}
+
+
+# Far beyond LOCAL_MODEL__CONTEXT (4096 tokens), far below the 4 MB body limit.
+TOO_LONG = chat("Summarize this. " + "The quick brown fox jumps over the lazy dog. " * 700)
+
+
+def test_answers_do_not_depend_on_the_previous_request(local_gateway):
+    def ask(text: str) -> dict:
+        response = client.post(
+            "/text_model/chat/completion", json=chat(text, temperature=0, max_tokens=30)
+        )
+        assert response.status_code == HTTPStatus.OK
+        return response.json()
+
+    with local_gateway.client() as client:
+        first = ask("Name a color")
+        ask("Write a haiku about rain")
+        third = ask("Name a color")
+        fourth = ask("Name a color")
+    assert first["response"] == third["response"] == fourth["response"]
+    assert first["usage"] == third["usage"] == fourth["usage"]
+
+
+def test_readme_review_schema_gives_valid_json(local_gateway):
+    valid = 0
+    with local_gateway.client() as client:
+        for seed in range(5):
+            request = {
+                "messages": [{"role": "user", "content": "Analyze this product review"}],
+                "response_format": REVIEW_FORMAT,
+                "temperature": 0.7 if seed else 0,
+                "seed": seed,
+            }
+            response = client.post("/text_model/chat/completion", json=request)
+            if response.status_code == HTTPStatus.OK:
+                jsonschema.validate(json.loads(response.json()["response"]), REVIEW_SCHEMA)
+                valid += 1
+    assert valid >= 4
+
+
+def test_story_at_default_settings_ends_without_looping(local_gateway):
+    with local_gateway.client(timeout=120) as client:
+        response = client.post("/text_model/chat/completion", json=chat("Tell me a short story"))
+    assert response.status_code == HTTPStatus.OK
+    body = response.json()
+    assert body["finish_reason"] in ("stop", "length")
+    assert body["usage"]["completion_tokens"] <= 512  # LOCAL_MODEL__MAX_TOKENS
+    lines = [line.strip() for line in body["response"].splitlines() if line.strip()]
+    assert lines and max(Counter(lines).values()) < 3
+
+
+def test_four_simultaneous_readme_requests_all_succeed_in_order(default_local_gateway):
+    requests = [
+        chat("What is the capital of France?", temperature=0.7, max_tokens=100),
+        chat("Tell me a short story", temperature=0.8),
+        chat("Calculate 2+2", temperature=0.0, seed=42),
+        chat("Write a creative story", temperature=1.5, frequency_penalty=0.5,
+             presence_penalty=0.6),
+    ]
+    finished: list[int] = []
+
+    def send(index: int) -> int:
+        time.sleep(0.2 * index)  # arrival order 0, 1, 2, 3
+        with default_local_gateway.client(timeout=300) as client:
+            response = client.post("/text_model/chat/completion", json=requests[index])
+        finished.append(index)
+        return response.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(send, range(4)))
+    assert statuses == [HTTPStatus.OK] * 4
+    assert finished == [0, 1, 2, 3]  # served first come, first served
+
+
+def test_too_long_prompt_is_a_400_on_whole_answers(local_gateway):
+    with local_gateway.client() as client:
+        seed_api = client.post("/text_model/chat/completion", json=TOO_LONG)
+        openai = client.post(
+            "/v1/chat/completions", json={**TOO_LONG, "model": "smollm2-135m-instruct"}
+        )
+    assert seed_api.status_code == HTTPStatus.BAD_REQUEST
+    assert seed_api.json()["code"] == "context_length_exceeded"
+    assert "4096" in seed_api.json()["detail"]
+    assert openai.status_code == HTTPStatus.BAD_REQUEST
+    assert openai.json()["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize(
+    ("path", "extra", "accept"),
+    [
+        ("/text_model/chat/stream", {}, "text/plain"),
+        ("/text_model/chat/stream", {}, "text/event-stream"),
+        ("/v1/chat/completions", {"model": "smollm2-135m-instruct", "stream": True}, None),
+    ],
+)
+def test_too_long_prompt_is_a_400_before_a_stream_starts(local_gateway, path, extra, accept):
+    headers = {"Accept": accept} if accept else {}
+    with (
+        local_gateway.client() as client,
+        client.stream("POST", path, json={**TOO_LONG, **extra}, headers=headers) as response,
+    ):
+        body = json.loads(response.read())
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "application/json" in response.headers["content-type"]
+    code = body["error"]["code"] if "error" in body else body["code"]
+    assert code == "context_length_exceeded"
 
 
 def test_completion_is_real_text_from_the_embedded_model(local_gateway):
