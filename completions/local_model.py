@@ -246,9 +246,7 @@ class LocalModelBackend:
         cap = self.json_max_tokens if grammar is not None else self.max_tokens
         kwargs["max_tokens"] = min(kwargs.get("max_tokens") or cap, cap)
         if grammar is not None:
-            from llama_cpp import LlamaGrammar
-
-            kwargs["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+            kwargs["grammar"] = checked_grammar(llama, grammar)
         began = time.monotonic()
         # Formats and tokenizes the prompt, and checks it fits, before returning.
         stream = llama.create_chat_completion(
@@ -293,6 +291,25 @@ def response_format_grammar(response_format: dict[str, Any]) -> str | None:
     if kind == "json_object":
         return json_grammar.JSON_OBJECT_GBNF
     return None
+
+
+def checked_grammar(llama: Any, grammar: str) -> Any:
+    """
+    The grammar as llama-cpp-python wants it, parsed by llama.cpp first: llama-cpp-python adds
+    a grammar that failed to parse as a null sampler, which crashes the process. A grammar
+    llama.cpp refuses (a client's odd `pattern`, say) falls back to any JSON object.
+    """
+    from llama_cpp import LlamaGrammar, llama_cpp
+
+    for candidate in (grammar, json_grammar.JSON_OBJECT_GBNF):
+        sampler = llama_cpp.llama_sampler_init_grammar(
+            llama._model.vocab, candidate.encode(), b"root"
+        )
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+            return LlamaGrammar.from_string(candidate, verbose=False)
+        logger.info("llama.cpp refused the JSON grammar; using any JSON object")
+    raise UpstreamError("The embedded model's JSON grammar could not be loaded.")
 
 
 def gateway_llama_class() -> type:
