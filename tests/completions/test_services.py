@@ -59,6 +59,23 @@ async def test_slot_is_refused_after_queue_timeout_with_retry_after():
     assert services.slots_in_use(busy) == 0
 
 
+async def test_waiting_requests_get_slots_first_come_first_served():
+    model = spec(kind="fifo-test", max_concurrency=1, queue_timeout=5)
+    served: list[int] = []
+
+    async def ask(number: int) -> None:
+        async with services.concurrency_slot(model):
+            served.append(number)
+            await asyncio.sleep(0.01)
+
+    tasks = []
+    for number in range(6):
+        tasks.append(asyncio.create_task(ask(number)))
+        await asyncio.sleep(0)  # arrives after the previous one
+    await asyncio.gather(*tasks)
+    assert served == list(range(6))
+
+
 async def test_slot_is_released_on_error_and_cancellation():
     model = spec(kind="release-test", max_concurrency=1, queue_timeout=0)
     with pytest.raises(RuntimeError):
