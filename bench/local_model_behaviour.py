@@ -38,12 +38,19 @@ REVIEW_SCHEMA = {
     "required": ["sentiment", "rating", "summary"],
 }
 README_REQUESTS = [
-    {"messages": [{"role": "user", "content": "What is the capital of France?"}],
-     "temperature": 0.7, "max_tokens": 100},
+    {
+        "messages": [{"role": "user", "content": "What is the capital of France?"}],
+        "temperature": 0.7,
+        "max_tokens": 100,
+    },
     {"messages": [{"role": "user", "content": "Tell me a short story"}], "temperature": 0.8},
     {"messages": [{"role": "user", "content": "Calculate 2+2"}], "temperature": 0.0, "seed": 42},
-    {"messages": [{"role": "user", "content": "Write a creative story"}], "temperature": 1.5,
-     "frequency_penalty": 0.5, "presence_penalty": 0.6},
+    {
+        "messages": [{"role": "user", "content": "Write a creative story"}],
+        "temperature": 1.5,
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0.6,
+    },
 ]
 
 
@@ -63,8 +70,12 @@ def determinism(client: httpx.Client) -> dict:
             "/text_model/chat/completion", json=chat(text, temperature=0, max_tokens=30)
         ).json()
 
-    answers = [ask("Name a color"), ask("Write a haiku about rain"), ask("Name a color"),
-               ask("Name a color")]
+    answers = [
+        ask("Name a color"),
+        ask("Write a haiku about rain"),
+        ask("Name a color"),
+        ask("Name a color"),
+    ]
     colors = [answers[i] for i in (0, 2, 3)]
     return {
         "same_answer": len({a["response"] for a in colors}) == 1,
@@ -77,8 +88,10 @@ def review_schema(client: httpx.Client) -> dict:
     for seed in range(5):
         body = {
             "messages": [{"role": "user", "content": "Analyze this product review"}],
-            "response_format": {"type": "json_schema",
-                                "json_schema": {"name": "product_review", "schema": REVIEW_SCHEMA}},
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "product_review", "schema": REVIEW_SCHEMA},
+            },
             "temperature": 0.7 if seed else 0.0,
             "seed": seed,
         }
@@ -92,9 +105,15 @@ def review_schema(client: httpx.Client) -> dict:
                 valid = True
             except (ValueError, jsonschema.ValidationError):
                 pass
-        tries.append({"seed": seed, "status": response.status_code, "valid": valid,
-                      "seconds": round(elapsed, 2),
-                      "output": response.json().get("response") or response.json().get("output")})
+        tries.append(
+            {
+                "seed": seed,
+                "status": response.status_code,
+                "valid": valid,
+                "seconds": round(elapsed, 2),
+                "output": response.json().get("response") or response.json().get("output"),
+            }
+        )
     return {"valid": sum(t["valid"] for t in tries), "of": len(tries), "tries": tries}
 
 
@@ -138,12 +157,21 @@ def four_at_once(url: str) -> list[dict]:
 def main() -> None:
     extra = dict(arg.split("=", 1) for arg in sys.argv[1:])
     port = free_port()
-    env = {**os.environ, "ENV_FILE": "/dev/null", "API_KEY": "bench", "LOG_LEVEL": "WARNING",
-           "TEXT_MODEL__JSON_RETRIES": "0", **extra}
+    env = {
+        **os.environ,
+        "ENV_FILE": "/dev/null",
+        "API_KEY": "bench",
+        "LOG_LEVEL": "WARNING",
+        "TEXT_MODEL__JSON_RETRIES": "0",
+        **extra,
+    }
     env.pop("TEXT_MODEL__BASE_URL", None)
     server = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_for_port(port, server)

@@ -66,9 +66,9 @@ class SchemaGrammar(llama_grammar.SchemaConverter):
             rule = llama_grammar.BuiltinRule(JSON_CHAR_RULE, [])
         key = self._add_rule(name, rule.content)
         for dep in rule.deps:
-            dep_rule = llama_grammar.PRIMITIVE_RULES.get(dep) or llama_grammar.STRING_FORMAT_RULES.get(
+            dep_rule = llama_grammar.PRIMITIVE_RULES.get(
                 dep
-            )
+            ) or llama_grammar.STRING_FORMAT_RULES.get(dep)
             if dep_rule is None:
                 raise UnsupportedSchema(f"no grammar rule for {dep}")
             if dep not in self._rules:
@@ -161,7 +161,9 @@ def _same_length_range(low: str, high: str) -> list[str]:
         patterns.append(_join(f"[{first}-{last}]", f"[0-9]{{{rest}}}" if rest else ""))
     # ... then the ones that start with high[0].
     if not high_is_round:
-        patterns += [_join(json.dumps(high[0]), t) for t in _same_length_range("0" * rest, high[1:])]
+        patterns += [
+            _join(json.dumps(high[0]), t) for t in _same_length_range("0" * rest, high[1:])
+        ]
     return patterns
 
 

@@ -194,7 +194,9 @@ class LocalModelBackend:
         def work() -> None:
             llama = self._idle.get()
             try:
-                for chunk in self._generate(llama, payload, stop, started=lambda: put("started", None)):
+                for chunk in self._generate(
+                    llama, payload, stop, started=lambda: put("started", None)
+                ):
                     put("chunk", chunk)
                 put("end", None)
             except Exception as exc:  # noqa: BLE001 (handed to the awaiting request)
@@ -324,7 +326,7 @@ def gateway_llama_class() -> type:
     """
     from llama_cpp import Llama, llama_cpp
 
-    class GatewayLlama(Llama):  # type: ignore[misc,valid-type]
+    class GatewayLlama(Llama):
         usage: dict[str, int]
 
         def create_completion(self, prompt: Any, *args: Any, **kwargs: Any) -> Any:
@@ -343,7 +345,9 @@ def gateway_llama_class() -> type:
             self.reset()
             return super().create_completion(prompt, *args, **kwargs)
 
-        def generate(self, tokens: Any, *args: Any, **kwargs: Any) -> Iterator[int]:
+        def generate(  # type: ignore[override]
+            self, tokens: Any, *args: Any, **kwargs: Any
+        ) -> Iterator[int]:
             generated: list[int] = []
             vocab = self._model.vocab
             tokens_out = super().generate(tokens, *args, **kwargs)

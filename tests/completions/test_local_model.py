@@ -3,9 +3,8 @@ from dataclasses import replace
 
 import pytest
 
-from completions import local_model, services
+from completions import json_grammar, local_model, services
 from completions.exceptions import ModelNotConfigured
-from completions import json_grammar
 from completions.local_model import (
     LocalModelError,
     check_model_file,

@@ -101,11 +101,21 @@ CONTEXT_LENGTH_ANSWERS = [
         }
     },
     # vLLM
-    {"object": "error", "message": "This model's maximum context length is 4096 tokens. However, "
-     "you requested 5000 tokens.", "type": "BadRequestError", "code": 400},
+    {
+        "object": "error",
+        "message": "This model's maximum context length is 4096 tokens. However, "
+        "you requested 5000 tokens.",
+        "type": "BadRequestError",
+        "code": 400,
+    },
     # llama.cpp's server
-    {"error": {"code": 400, "message": "the request exceeds the available context size, try "
-     "increasing it", "type": "exceed_context_size_error"}},
+    {
+        "error": {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+        }
+    },
 ]
 
 

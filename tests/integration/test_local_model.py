@@ -97,8 +97,9 @@ def test_four_simultaneous_readme_requests_all_succeed(default_local_gateway):
         chat("What is the capital of France?", temperature=0.7, max_tokens=100),
         chat("Tell me a short story", temperature=0.8),
         chat("Calculate 2+2", temperature=0.0, seed=42),
-        chat("Write a creative story", temperature=1.5, frequency_penalty=0.5,
-             presence_penalty=0.6),
+        chat(
+            "Write a creative story", temperature=1.5, frequency_penalty=0.5, presence_penalty=0.6
+        ),
     ]
 
     def send(index: int) -> int:
