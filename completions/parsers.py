@@ -37,15 +37,18 @@ def json_depth(value: Any, limit: int) -> int:
 
 def loads_bounded(raw: bytes | str) -> Any:
     """Parse JSON text; `ValueError` with a short message when it is invalid or too deep."""
+    too_deep = ValueError(
+        f"JSON nested more than {MAX_JSON_DEPTH} levels deep is not accepted "
+        "(SERVER__MAX_JSON_DEPTH)."
+    )
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):  # orjson's own limit, 1,024 levels
+            raise too_deep from None
         raise ValueError(f"JSON parse error - {exc}") from None  # orjson quotes no input
     if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise ValueError(
-            f"JSON nested more than {MAX_JSON_DEPTH} levels deep is not accepted "
-            "(SERVER__MAX_JSON_DEPTH)."
-        )
+        raise too_deep
     return value
 
 
