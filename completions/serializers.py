@@ -131,7 +131,7 @@ class ResponseFormatField(serializers.JSONField):
     def to_internal_value(self, data):
         if getattr(data, "is_json_string", False):  # a multipart form field: JSON text
             try:
-                return loads_bounded(data)
+                return loads_bounded(str(data))  # orjson takes no str subclass
             except ValueError as exc:
                 raise serializers.ValidationError(str(exc)) from None
         # From a JSON body: already parsed, depth-checked JSON (DRF's json.dumps round trip
