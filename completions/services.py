@@ -22,12 +22,14 @@ from typing import Any, TypeVar
 
 from completions import structured
 from completions.exceptions import (
+    DETAIL_LIMIT,
     InvalidModelOutput,
     ModelBusy,
     ModelNotConfigured,
     OutputCheckTooCostly,
     UpstreamProtocolError,
     UpstreamStatusError,
+    quote,
 )
 from completions.images import prepare_image
 from completions.registry import ModelSpec, get_model_spec
@@ -190,7 +192,7 @@ async def chat_completion(
                 "Invalid JSON from the %s (attempt %d of repair): %s",
                 spec.label,
                 attempt,
-                structured.describe_errors(check.errors),
+                quote(structured.describe_errors(check.errors), DETAIL_LIMIT),
             )
             repair = structured.repair_messages(
                 messages, output=result.response, check=check, response_format=response_format
