@@ -15,11 +15,13 @@ The gateway's exceptions and the one DRF exception handler that renders them.
         ├── UpstreamTimeout ....... 504  connect or read timeout
         ├── UpstreamProtocolError . 502  the server answered something that is not the OpenAI API
         ├── InvalidModelOutput .... 502  the answer broke the requested JSON format, even after repair
+        ├── OutputCheckTooCostly .. 502  the answer could not be checked within the validation budget
         └── UpstreamStatusError ... the server answered an error status:
                                     4xx passes through, 5xx becomes 502, 429 keeps Retry-After
 
 Every error reaches the client as `{"detail": "..."}`. Unexpected exceptions become a 500 with
-a generic detail; the traceback goes to the log, never to the client.
+a generic detail; the traceback goes to the log, never to the client. Error bodies and log lines
+quote at most a few hundred characters of anything a client (or a model) sent: see `quote`.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
+
+# How much of a client's (or a model's) text an error body or a log line may quote.
+QUOTE_LIMIT = 300
+DETAIL_LIMIT = 1000
+OUTPUT_LIMIT = 2000
+
+
+def quote(text: object, limit: int = QUOTE_LIMIT) -> str:
+    """`text` as a string of at most about `limit` characters, saying how long it really was."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text)} characters]"
 
 
 class LlmApiError(drf_exceptions.APIException):
@@ -100,8 +115,13 @@ class InvalidModelOutput(UpstreamError):
     """The model's answer is not the JSON that was asked for; `extra` carries the evidence."""
 
     def __init__(self, detail: str, *, errors: list[dict[str, str]], output: str) -> None:
-        super().__init__(detail)
-        self.extra = {"errors": errors, "output": output}
+        super().__init__(quote(detail, DETAIL_LIMIT))
+        errors = [{key: quote(value) for key, value in error.items()} for error in errors]
+        self.extra = {"errors": errors, "output": quote(output, OUTPUT_LIMIT)}
+
+
+class OutputCheckTooCostly(UpstreamError):
+    """Checking the answer against the schema ran past its time budget or recursion limit."""
 
 
 class UpstreamStatusError(UpstreamError):
@@ -130,9 +150,12 @@ def exception_handler(exc: Exception, context: dict) -> Response:
         )
     if isinstance(response.data, dict) and "detail" not in response.data:
         # Field validation errors: keep the per-field messages and add one readable summary.
-        response.data = {"detail": _summarize_validation(response.data), "errors": response.data}
+        errors = _quoted(response.data)
+        response.data = {"detail": _summarize_validation(errors), "errors": errors}
     elif isinstance(response.data, list):
         response.data = {"detail": " ".join(str(item) for item in response.data)}
+    # DRF's messages may repeat what the client sent (`"<value>" is not a valid choice.`).
+    response.data["detail"] = quote(response.data.get("detail", ""), DETAIL_LIMIT)
     extra = getattr(exc, "extra", None)
     if extra:
         response.data.update(extra)
@@ -183,6 +206,18 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response:
         }
     }
     return response
+
+
+def _quoted(errors):
+    """The field errors with every message shortened by `quote`."""
+    if isinstance(errors, dict):
+        return {field: _quoted(messages) for field, messages in errors.items()}
+    if isinstance(errors, list):
+        return [_quoted(item) for item in errors]
+    if isinstance(errors, str):
+        # Keep DRF's ErrorDetail (with its code) when nothing needs cutting.
+        return errors if len(errors) <= QUOTE_LIMIT else quote(errors)
+    return errors
 
 
 def _summarize_validation(errors: dict, prefix: str = "") -> str:

@@ -22,11 +22,14 @@ from typing import Any, TypeVar
 
 from completions import structured
 from completions.exceptions import (
+    DETAIL_LIMIT,
     InvalidModelOutput,
     ModelBusy,
     ModelNotConfigured,
+    OutputCheckTooCostly,
     UpstreamProtocolError,
     UpstreamStatusError,
+    quote,
 )
 from completions.images import prepare_image
 from completions.registry import ModelSpec, get_model_spec
@@ -181,7 +184,7 @@ async def chat_completion(
         result = _chat_result(spec, await _create(spec, backend, payload))
         if not structured.wants_json(response_format):
             return result
-        check = structured.check_output(result.response, response_format)
+        check = await structured.check_output_off_loop(result.response, response_format)
         for attempt in range(1, spec.json_retries + 1):
             if check.valid:
                 break
@@ -189,7 +192,7 @@ async def chat_completion(
                 "Invalid JSON from the %s (attempt %d of repair): %s",
                 spec.label,
                 attempt,
-                structured.describe_errors(check.errors),
+                quote(structured.describe_errors(check.errors), DETAIL_LIMIT),
             )
             repair = structured.repair_messages(
                 messages, output=result.response, check=check, response_format=response_format
@@ -197,7 +200,7 @@ async def chat_completion(
             result = _chat_result(
                 spec, await _create(spec, backend, {**payload, "messages": repair})
             )
-            check = structured.check_output(result.response, response_format)
+            check = await structured.check_output_off_loop(result.response, response_format)
     if not check.valid:
         raise InvalidModelOutput(
             f"The model did not produce valid {response_format['type']} output "
@@ -250,7 +253,13 @@ async def _stream_events(
         validation = None
         response_format = payload.get("response_format")
         if structured.wants_json(response_format):
-            check = structured.check_output("".join(pieces), response_format)
+            try:
+                check = await structured.check_output_off_loop("".join(pieces), response_format)
+            except OutputCheckTooCostly as exc:
+                # The answer is already sent; its verdict says why it was not checked.
+                check = structured.OutputCheck(
+                    False, "", errors=[{"path": "$", "message": str(exc.detail)}]
+                )
             validation = {"valid": check.valid, "errors": check.errors}
         yield StreamEnd(
             model=model, finish_reason=finish_reason, usage=usage, validation=validation

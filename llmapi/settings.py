@@ -92,6 +92,8 @@ SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
 # Conversation limits (400 above them), beside the body size limit.
 SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
 SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)
+# JSON bodies nested deeper than this are refused with 400 (a real request needs about 6).
+SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
 
 # Comma-separated list of accepted client keys. No default: `manage.py serve` generates one
 # for the run when this is empty.
@@ -132,6 +134,19 @@ def _model_settings(
 
 
 _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
+
+# Limits on client JSON Schemas (`response_format`), checked before any model call, and the
+# budget for checking a model's answer against one (off the event loop, in its own threads).
+STRUCTURED_OUTPUT = {
+    "max_schema_bytes": _setting("int", "STRUCTURED_OUTPUT__MAX_SCHEMA_BYTES", 64 * 1024),
+    "max_schema_depth": _setting("int", "STRUCTURED_OUTPUT__MAX_SCHEMA_DEPTH", 32),
+    # Subschemas applied to one value through $ref, allOf, anyOf, oneOf, not, if/then/else.
+    "max_schema_fanout": _setting("int", "STRUCTURED_OUTPUT__MAX_SCHEMA_FANOUT", 1000),
+    "max_answer_bytes": _setting("int", "STRUCTURED_OUTPUT__MAX_ANSWER_BYTES", 1024 * 1024),
+    "max_answer_depth": _setting("int", "STRUCTURED_OUTPUT__MAX_ANSWER_DEPTH", 64),
+    "validation_seconds": _setting("float", "STRUCTURED_OUTPUT__VALIDATION_SECONDS", 2.0),
+    "validation_threads": _setting("int", "STRUCTURED_OUTPUT__VALIDATION_THREADS", 2),
+}
 
 # The embedded model that serves the text endpoints when TEXT_MODEL__BASE_URL is empty.
 LOCAL_MODEL = {
@@ -182,8 +197,8 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
-    # JSON everywhere; the image endpoints declare their multipart parsers themselves.
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # JSON everywhere (depth-limited); the image endpoints declare their multipart parsers.
+    "DEFAULT_PARSER_CLASSES": ["completions.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "completions.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # No django.contrib.auth: clients are identified by API key only.

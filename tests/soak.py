@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.security.hostile import HOSTILE_RESPONSE_FORMATS
+
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
 # What each kind of request may answer. Anything else is unexpected.
@@ -33,6 +35,7 @@ EXPECTED = {
     "sse": UPSTREAM_VERDICTS,
     "aborted": UPSTREAM_VERDICTS,
     "bad_input": {400},
+    "hostile_schema": {400},
     "no_key": {401},
 }
 
@@ -96,6 +99,9 @@ async def _one(client: httpx.AsyncClient, kind: str, report: SoakReport) -> None
                 [{"messages": []}, {**QUESTION, "temperature": 7}, {"messages": "hi"}, {}]
             )
             status = (await client.post("/text_model/chat/completion", json=body)).status_code
+        elif kind == "hostile_schema":
+            body = {**QUESTION, "response_format": random.choice(HOSTILE_RESPONSE_FORMATS)}
+            status = (await client.post("/text_model/chat/completion", json=body)).status_code
         elif kind == "no_key":
             status = (
                 await client.post(
@@ -121,7 +127,7 @@ async def run_soak(
         + ["stream"] * 2
         + ["sse"] * 2
         + ["aborted"] * 2
-        + ["bad_input", "no_key"]
+        + ["bad_input", "hostile_schema", "no_key"]
     )
     warmup = min(2.0, seconds / 5)
     start = time.monotonic()

@@ -1,4 +1,6 @@
+import asyncio
 import json
+import time
 from dataclasses import replace
 from http import HTTPStatus
 
@@ -6,7 +8,7 @@ import httpx
 import pytest
 
 from completions import services, structured
-from completions.exceptions import InvalidModelOutput
+from completions.exceptions import InvalidModelOutput, OutputCheckTooCostly
 from completions.registry import get_model_spec
 from completions.upstream import OpenAICompatibleBackend
 
@@ -173,3 +175,259 @@ async def test_prompt_mode_never_sends_json_schema(model):
         spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
     )
     assert seen[0]["response_format"] == {"type": "json_object"}
+
+
+# --- Client schemas are data: refused on arrival when unsafe ---------------------------------
+
+
+def json_schema_format(schema: dict) -> dict:
+    return {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+
+
+def refusal(schema: dict) -> str:
+    with pytest.raises(structured.RefusedSchema) as caught:
+        structured.inspect_schema(schema)
+    return str(caught.value)
+
+
+def test_file_ref_is_refused_and_never_read(tmp_path):
+    secret = tmp_path / "s.json"
+    secret.write_text('{"enum": ["TOPSECRET"]}')
+    schema = {"type": "object", "properties": {"a": {"$ref": secret.as_uri()}}}
+    message = refusal(schema)
+    assert secret.as_uri() in message and "TOPSECRET" not in message
+    # Even if it reached validation, the registry would not read the file.
+    check = structured.check_output('{"a": "x"}', json_schema_format(schema))
+    assert "TOPSECRET" not in str(check.errors)
+
+
+def test_http_ref_is_refused_without_a_connection():
+    assert "does not point inside the schema" in refusal({"$ref": "http://10.255.255.1/x"})
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$ref": "#"},
+        {"allOf": [{"$ref": "#"}]},
+        {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"anyOf": [{"$ref": "#/$defs/a"}]}}},
+        {"$schema": "http://json-schema.org/draft-07/schema#", "not": {"$ref": "#"}},
+    ],
+)
+def test_ref_loop_that_consumes_nothing_is_refused(schema):
+    assert "loop" in refusal(schema)
+
+
+def test_recursive_schema_through_properties_is_accepted_and_validates():
+    tree = {
+        "$defs": {
+            "node": {
+                "type": "object",
+                "properties": {"children": {"type": "array", "items": {"$ref": "#/$defs/node"}}},
+                "required": ["children"],
+            }
+        },
+        "$ref": "#/$defs/node",
+    }
+    structured.inspect_schema(tree)
+    fmt = json_schema_format(tree)
+    assert structured.check_output('{"children": [{"children": []}]}', fmt).valid
+    assert not structured.check_output('{"children": [{}]}', fmt).valid
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"$defs": {"x": {"$anchor": "x", "type": "string"}}, "properties": {"a": {"$ref": "#x"}}},
+        {
+            "$id": "https://example.com/root",
+            "$defs": {"x": {"$id": "x.json", "type": "string"}},
+            "properties": {"a": {"$ref": "x.json"}},
+        },
+        {
+            "$schema": "http://json-schema.org/draft-04/schema#",
+            "definitions": {"a": {"type": "string"}},
+            "properties": {"a": {"$ref": "#/definitions/a"}},
+        },
+    ],
+)
+def test_references_inside_the_schema_resolve(schema):
+    structured.inspect_schema(schema)
+    assert not structured.check_output('{"a": 1}', json_schema_format(schema)).valid
+
+
+def test_unresolvable_ref_is_refused_naming_it():
+    assert "'#/$defs/nope'" in refusal({"$ref": "#/$defs/nope"})
+
+
+def test_deep_schema_is_refused():
+    schema: dict = {"type": "object"}
+    for _ in range(300):
+        schema = {"type": "object", "properties": {"a": schema}}
+    assert "levels deep" in refusal(schema)
+
+
+def test_large_schema_is_refused_and_not_quoted():
+    message = refusal({"type": "object", "properties": {"a": {"pattern": "a" * 900_000}}})
+    assert "bytes" in message and len(message) < 300
+
+
+def test_doubling_anyof_chain_is_refused():
+    defs = {
+        f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(24)
+    }
+    defs["d24"] = {"type": "string"}
+    assert "subschemas" in refusal({"properties": {"a": {"$ref": "#/$defs/d0"}}, "$defs": defs})
+
+
+@pytest.mark.parametrize("pattern", ["(?=a)b", r"(a)\1"])
+def test_pattern_outside_re2_is_refused(pattern):
+    assert "RE2" in refusal({"properties": {"a": {"pattern": pattern}}})
+    assert "RE2" in refusal({"patternProperties": {pattern: {}}})
+
+
+def test_unevaluated_properties_with_pattern_properties_is_refused():
+    schema = {"patternProperties": {"^a": {}}, "unevaluatedProperties": False}
+    assert "unevaluatedProperties" in refusal(schema)
+
+
+def test_invalid_schema_names_the_place():
+    assert "at properties/a/type" in refusal({"properties": {"a": {"type": 12}}})
+
+
+# --- Answers are checked in linear time, within a budget -------------------------------------
+
+REDOS = json_schema_format(
+    {
+        "type": "object",
+        "properties": {
+            "a": {"type": "string", "pattern": "^(a+)+$"},
+            "b": {
+                "type": "object",
+                "patternProperties": {"^(a+)+$": {"type": "integer"}},
+                "additionalProperties": False,
+            },
+        },
+    }
+)
+
+
+def test_catastrophic_pattern_is_matched_in_linear_time():
+    evil = "a" * 5000 + "!"
+    check = structured.check_output(json.dumps({"a": evil, "b": {evil: 1}}), REDOS)
+    assert [e["path"] for e in check.errors] == ["$.a", "$.b"]
+    assert all(len(e["message"]) < 400 for e in check.errors)
+    good = structured.check_output(json.dumps({"a": "aaa", "b": {"aa": 1}}), REDOS)
+    assert good.valid
+
+
+UNIQUE = json_schema_format({"type": "object", "properties": {"a": {"uniqueItems": True}}})
+
+
+@pytest.mark.parametrize(
+    ("items", "unique"),
+    [
+        ([1, 1.0], False),
+        ([1, True], True),
+        ([0, False, None], True),
+        ([{"x": [1, {"y": 2}]}, {"x": [1, {"y": 2.0}]}], False),
+        ([{"x": 1, "y": 2}, {"y": 2, "x": 1}], False),
+        ([[1, 2], [2, 1]], True),
+        ([{"k": i} for i in range(20_000)], True),
+    ],
+)
+def test_unique_items_keeps_json_schema_equality(items, unique):
+    assert structured.check_output(json.dumps({"a": items}), UNIQUE).valid is unique
+
+
+def test_format_regex_in_answers_uses_re2():
+    fmt = json_schema_format({"properties": {"r": {"format": "regex"}}})
+    assert structured.check_output('{"r": "^(a+)+$"}', fmt).valid
+    assert not structured.check_output('{"r": "(?=a)"}', fmt).valid
+
+
+def test_answer_over_the_size_limit_is_invalid_without_parsing(monkeypatch):
+    monkeypatch.setitem(structured.LIMITS, "max_answer_bytes", 100)
+    check = structured.check_output(json.dumps({"a": "x" * 200}), {"type": "json_object"})
+    assert not check.valid and "STRUCTURED_OUTPUT__MAX_ANSWER_BYTES" in check.errors[0]["message"]
+
+
+def test_answer_nested_too_deeply_is_invalid():
+    check = structured.check_output('{"a": ' + "[" * 100 + "]" * 100 + "}", {"type": "json_object"})
+    assert not check.valid and "levels deep" in check.errors[0]["message"]
+
+
+def test_error_messages_quote_little_of_the_schema():
+    fmt = json_schema_format({"properties": {"a": {"enum": ["x" * 5000]}}})
+    check = structured.check_output('{"a": "y"}', fmt)
+    assert not check.valid and len(check.errors[0]["message"]) < 400
+
+
+# The worst schema inspect_schema accepts: allOf doubling 8 times, 509 subschemas per value.
+FAN_OUT = {
+    f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+    for i in range(1, 8)
+}
+FAN_OUT["d8"] = {"type": "integer"}
+COSTLY_SCHEMA = {
+    "type": "object",
+    "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/d1"}}},
+    "$defs": FAN_OUT,
+}
+COSTLY_ANSWER = json.dumps({"a": [1] * 300_000})
+
+
+def test_costly_schema_is_accepted():
+    structured.inspect_schema(COSTLY_SCHEMA)
+
+
+async def test_check_past_its_budget_is_502_and_the_loop_stays_free():
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    started = time.monotonic()
+    with pytest.raises(OutputCheckTooCostly) as caught:
+        await structured.check_output_off_loop(
+            COSTLY_ANSWER, json_schema_format(COSTLY_SCHEMA), seconds=0.5
+        )
+    elapsed = time.monotonic() - started
+    task.cancel()
+    assert caught.value.status_code == HTTPStatus.BAD_GATEWAY
+    assert "STRUCTURED_OUTPUT__VALIDATION_SECONDS" in str(caught.value.detail)
+    assert elapsed < 5
+    assert ticks > 10  # the loop kept running while the thread validated
+
+
+async def test_off_loop_check_returns_the_verdict():
+    check = await structured.check_output_off_loop(VALID, REVIEW_FORMAT)
+    assert check.valid and check.parsed["rating"] == 5
+
+
+def test_every_jsonschema_keyword_that_uses_re_is_replaced():
+    """jsonschema matches regexes with `re` in these keywords; an upgrade may add more."""
+    import inspect
+
+    from jsonschema import _keywords, _legacy_keywords, _utils
+
+    users = {
+        name
+        for module in (_keywords, _legacy_keywords, _utils)
+        for name, function in inspect.getmembers(module, inspect.isfunction)
+        if "re.search(" in inspect.getsource(function)
+    }
+    # find_additional_properties serves only additionalProperties (replaced); the others serve
+    # unevaluatedProperties, refused together with patternProperties by inspect_schema.
+    handled = set(structured._SAFE_KEYWORDS) | {
+        "find_additional_properties",
+        "unevaluatedProperties",
+        "unevaluatedProperties_draft2019",
+        "find_evaluated_property_keys_by_schema",
+    }
+    assert users <= handled, users - handled
