@@ -369,7 +369,7 @@ class LimitedFormParsing:
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return super().parse(stream, media_type, parser_context)  # type: ignore[misc]
+            return super().parse(stream, media_type, parser_context)
         except (TooManyFieldsSent, TooManyFilesSent) as exc:
             what, name = FORM_LIMIT_ERRORS[type(exc)]
             limit = getattr(settings, name)

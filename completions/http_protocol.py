@@ -105,7 +105,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     # --- uvicorn's protocol hooks -------------------------------------------------------------
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         super().connection_made(transport)
         self._arm(self.header_timeout, self._headers_too_slow)
 

@@ -39,8 +39,9 @@ ACCEPTED_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "png"}
 # Decompression bombs: a small file that decodes to gigapixels. Vision models work at 1-2
 # megapixels, so the default (64 megapixels, 256 MB decoded as RGBA) refuses nothing real.
 MAX_IMAGE_PIXELS: int = settings.LLMAPI_MODELS["image"]["max_image_pixels"]
-# Pillow's own guard, as a second line behind the header check below.
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Pillow's own guard fires inside Image.open, with a message that cannot name the size or the
+# setting; the check below runs at the same point (after the header, before any decoding).
+Image.MAX_IMAGE_PIXELS = None
 EXIF_ORIENTATION = 0x0112
 # Decodes larger than this hand their memory back to the system when they are done.
 TRIM_AFTER_PIXELS = 4_000_000
@@ -70,9 +71,7 @@ def prepare_image(
             f"{label} is larger than the limit of {max_bytes} bytes (IMAGE_MODEL__MAX_IMAGE_BYTES)."
         )
     upload.seek(0)
-    return prepare_image_bytes(
-        upload.read(), label=label, max_side=max_side, max_pixels=max_pixels
-    )
+    return prepare_image_bytes(upload.read(), label=label, max_side=max_side, max_pixels=max_pixels)
 
 
 def prepare_image_bytes(
@@ -82,7 +81,7 @@ def prepare_image_bytes(
     pixels = 0
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # if re-enabled
             image = Image.open(io.BytesIO(raw))  # reads the header only
             fmt = image.format or "unknown"
             if fmt not in ACCEPTED_FORMATS:
@@ -110,7 +109,9 @@ def prepare_image_bytes(
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise PayloadTooLarge(f"{label} has more than {max_pixels} pixels.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
-        raise InvalidImage(f"{label.replace('Image', 'File', 1)} is not a readable image.") from None
+        raise InvalidImage(
+            f"{label.replace('Image', 'File', 1)} is not a readable image."
+        ) from None
     finally:
         if pixels > TRIM_AFTER_PIXELS:
             image = upright = None  # type: ignore[assignment]
@@ -196,7 +197,9 @@ def _decode_slot() -> asyncio.Semaphore:
     return slot
 
 
-async def prepare_uploads(uploads: Iterable[Any], *, max_bytes: int, max_side: int) -> list[PreparedImage]:
+async def prepare_uploads(
+    uploads: Iterable[Any], *, max_bytes: int, max_side: int
+) -> list[PreparedImage]:
     """Prepare uploaded files in order, a few decodes at a time, off the event loop."""
     prepared = []
     for upload in uploads:

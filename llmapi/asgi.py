@@ -17,8 +17,8 @@ import django
 from asgiref.sync import sync_to_async
 from django.core import signals
 from django.core.exceptions import RequestAborted, SuspiciousOperation
-from django.core.handlers.exception import response_for_exception
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpResponseBase, JsonResponse
 from django.urls import set_script_prefix
 
@@ -151,6 +151,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from completions.body_limit import BodySizeLimitMiddleware  # noqa: E402
 from completions.lifespan import LifespanMiddleware  # noqa: E402
+
 
 class GatewayStaticFilesHandler(ASGIStaticFilesHandler):
     """

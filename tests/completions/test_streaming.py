@@ -78,7 +78,8 @@ async def test_openai_stream_that_ends_early_ends_with_an_error_chunk(failure, c
 
 
 @pytest.mark.parametrize(
-    "failure", [UpstreamUnavailable("cut"), TypeError("bug"), asyncio.CancelledError(SHUTDOWN_CANCEL_MESSAGE)]
+    "failure",
+    [UpstreamUnavailable("cut"), TypeError("bug"), asyncio.CancelledError(SHUTDOWN_CANCEL_MESSAGE)],
 )
 async def test_plain_text_stream_that_ends_early_is_aborted(failure):
     with pytest.raises(StreamAborted):

@@ -24,6 +24,11 @@ COMPLETION = "/image_model/chat/completion"
 MIB = 1024 * 1024
 
 
+def post(gateway, path: str, **kwargs) -> httpx.Response:
+    with gateway.client() as client:
+        return client.post(path, **kwargs)
+
+
 def status_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
@@ -59,7 +64,12 @@ def test_burst_of_large_images_is_bounded_and_memory_is_given_back(burst_gateway
     assert len(png) < 400_000
     pid = burst_gateway.process.pid
     with burst_gateway.client() as client:  # warm up: imports, first decode
-        assert client.post(COMPLETION, data={"prompt": "hi"}, files=[image("s.png", image_bytes())]).status_code == 200
+        assert (
+            client.post(
+                COMPLETION, data={"prompt": "hi"}, files=[image("s.png", image_bytes())]
+            ).status_code
+            == 200
+        )
     baseline = status_kib(pid, "VmRSS")
     statuses: list[int] = []
     health: list[float] = []
@@ -102,7 +112,7 @@ def test_image_over_the_pixel_limit_is_413_before_it_is_decoded(gateways, upstre
         IMAGE_MODEL__MAX_IMAGE_PIXELS="1000000",
     )
     bomb = image_bytes("PNG", size=(2000, 1000), color=(0, 0, 0))
-    response = gateway.client().post(COMPLETION, data={"prompt": "hi"}, files=[image("b.png", bomb)])
+    response = post(gateway, COMPLETION, data={"prompt": "hi"}, files=[image("b.png", bomb)])
     assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE, response.text
     assert "2000x1000" in response.json()["detail"]
     assert "IMAGE_MODEL__MAX_IMAGE_PIXELS" in response.json()["detail"]
@@ -113,9 +123,7 @@ def test_gigapixel_bomb_is_refused_without_memory_growth(gateway, upstream):
     bomb = png_bomb()  # 1.6 gigapixels
     pid = gateway.process.pid
     before = status_kib(pid, "VmRSS")
-    response = gateway.client().post(
-        COMPLETION, data={"prompt": "hi"}, files=[image("bomb.png", bomb)]
-    )
+    response = post(gateway, COMPLETION, data={"prompt": "hi"}, files=[image("bomb.png", bomb)])
     assert response.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     assert (status_kib(pid, "VmRSS") - before) * 1024 < 50 * MIB
 

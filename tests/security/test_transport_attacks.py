@@ -27,6 +27,12 @@ from tests.security.raw_http import (
     wait_closed,
 )
 
+
+def post(gateway, path: str, **kwargs) -> httpx.Response:
+    with gateway.client() as client:
+        return client.post(path, **kwargs)
+
+
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
 SSE = {"Accept": "text/event-stream"}
 
@@ -170,7 +176,8 @@ def tiny_png() -> bytes:
 def test_form_with_too_many_fields_is_400(gateway):
     fields = {f"field{i}": "x" for i in range(1001)}
     fields["prompt"] = "hi"
-    response = gateway.client().post(
+    response = post(
+        gateway,
         "/image_model/chat/completion",
         data=fields,
         files=[("image", ("a.png", tiny_png(), "image/png"))],
@@ -181,7 +188,8 @@ def test_form_with_too_many_fields_is_400(gateway):
 
 def test_urlencoded_form_with_too_many_fields_is_400(gateway):
     body = "&".join(f"f{i}=x" for i in range(1001))
-    response = gateway.client().post(
+    response = post(
+        gateway,
         "/image_model/chat/completion",
         content=body,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
@@ -191,9 +199,7 @@ def test_urlencoded_form_with_too_many_fields_is_400(gateway):
 
 def test_form_with_too_many_files_is_400(gateway):
     files = [("image", (f"{i}.png", b"x", "image/png")) for i in range(101)]
-    response = gateway.client().post(
-        "/image_model/chat/completion", data={"prompt": "hi"}, files=files
-    )
+    response = post(gateway, "/image_model/chat/completion", data={"prompt": "hi"}, files=files)
     assert response.status_code == HTTPStatus.BAD_REQUEST, response.text
     assert "more than 100 files" in response.json()["detail"]
 
@@ -214,7 +220,9 @@ def test_options_on_pages_is_not_a_500(gateway, path):
     ],
 )
 def test_static_path_climbing_out_is_404(gateway, path):
-    raw = raw_request(gateway.url, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = raw_request(
+        gateway.url, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert status_of(raw) in (HTTPStatus.NOT_FOUND, HTTPStatus.BAD_REQUEST), raw[:300]
     assert b"SECRET_KEY" not in raw and b"root:" not in raw
 
