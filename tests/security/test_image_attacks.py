@@ -96,7 +96,8 @@ def test_burst_of_large_images_is_bounded_and_memory_is_given_back(burst_gateway
     after = status_kib(pid, "VmRSS")
     assert statuses == [HTTPStatus.OK] * 8
     # Unbounded, eight of these took 4.9 GB at peak and kept about 3 GB afterwards.
-    assert (peak - baseline) * 1024 < 1200 * MIB, (baseline, peak, after)
+    # Two decodes at a time take about 350 MB each at 64 megapixels.
+    assert (peak - baseline) * 1024 < 1000 * MIB, (baseline, peak, after)
     assert (after - baseline) * 1024 < 150 * MIB, (baseline, peak, after)
     assert max(health) < 2.0, health  # decoding never runs on the event loop
 
