@@ -252,7 +252,8 @@ def test_credentials_in_base_url_beside_an_api_key_refuse_to_start(tmp_path, ups
     base = upstream.url.replace("http://", "http://alice:s3cr3t-pass@")
     env = {"TEXT_MODEL__BASE_URL": base, "TEXT_MODEL__API_KEY": "sk-also-a-key"}
     with pytest.raises(RuntimeError, match="server exited"):
-        start_serve(tmp_path, env)
+        process, _ = start_serve(tmp_path, env)
+        wait_closed(process, timeout=0)  # it started after all: stop it, then fail
     log = "".join(path.read_text() for path in tmp_path.glob("serve-*.log"))
     assert "TEXT_MODEL__BASE_URL holds a user name and password" in log
     assert "s3cr3t" not in log and "sk-also-a-key" not in log
