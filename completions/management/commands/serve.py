@@ -97,6 +97,7 @@ class Command(BaseCommand):
             f"llmapi listening on http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
             f"  text model:  {text.name} via {'the embedded model' if text.is_local else 'its server'}\n"
         )
+        self.stdout.flush()  # the generated key must reach a redirected stdout before serving
         config = uvicorn.Config(
             "llmapi.asgi:application",
             host=host,
