@@ -10,10 +10,13 @@ import inspect
 from http import HTTPStatus
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -22,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from completions import services
+from completions.exceptions import PayloadTooLarge
 from completions.registry import ModelSpec, get_model_spec
 from completions.serializers import (
     ChatResponseSerializer,
@@ -225,11 +229,19 @@ OFFLINE_PAGE_CSP = (
 
 
 def offline_page(view):
-    """Serve a page with a Content-Security-Policy that keeps it on this server."""
+    """
+    Serve a page with a Content-Security-Policy that keeps it on this server. OPTIONS gets the
+    allowed methods: DRF would answer it with metadata that the page's HTML renderer cannot
+    render (a 500).
+    """
 
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
+        if request.method == "OPTIONS":
+            response = HttpResponse(status=HTTPStatus.OK)
+            response["Allow"] = "GET, HEAD, OPTIONS"
+        else:
+            response = view(request, *args, **kwargs)
         response["Content-Security-Policy"] = OFFLINE_PAGE_CSP
         return response
 
@@ -342,6 +354,44 @@ IMAGE_EXAMPLES = [
 ]
 
 
+FORM_LIMIT_ERRORS = {
+    TooManyFieldsSent: ("fields", "DATA_UPLOAD_MAX_NUMBER_FIELDS"),
+    TooManyFilesSent: ("files", "DATA_UPLOAD_MAX_NUMBER_FILES"),
+}
+
+
+class LimitedFormParsing:
+    """
+    Django refuses forms with too many fields or files by raising SuspiciousOperation
+    subclasses, which DRF's parsers let through (a 500). They are the client's fault: a 400
+    that says which limit was hit. Fields too large to buffer are a 413.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except (TooManyFieldsSent, TooManyFilesSent) as exc:
+            what, name = FORM_LIMIT_ERRORS[type(exc)]
+            limit = getattr(settings, name)
+            raise ParseError(f"The form has more than {limit} {what}.") from None
+        except RequestDataTooBig:
+            raise PayloadTooLarge(
+                "The form's fields are larger than "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes (SERVER__MAX_BODY_BYTES)."
+            ) from None
+
+
+class LimitedMultiPartParser(LimitedFormParsing, MultiPartParser):
+    pass
+
+
+class LimitedFormParser(LimitedFormParsing, FormParser):
+    pass
+
+
+FORM_PARSERS = [LimitedMultiPartParser, LimitedFormParser]
+
+
 async def image_chat_request(request) -> tuple[ModelSpec, list[dict], dict]:
     data = validated(ImageChatRequestSerializer, request)
     spec = get_model_spec("image")
@@ -355,7 +405,7 @@ async def image_chat_request(request) -> tuple[ModelSpec, list[dict], dict]:
 
 
 class ImageChatCompletionApi(AsyncApiView):
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = FORM_PARSERS
 
     @extend_schema(
         tags=["Image model"],
@@ -371,7 +421,7 @@ class ImageChatCompletionApi(AsyncApiView):
 
 
 class ImageChatStreamApi(StreamingApiView):
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = FORM_PARSERS
 
     @extend_schema(
         tags=["Image model"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from completions.upstream import close_http_clients
+from completions.upstream import check_upstream_credentials, close_http_clients
 
 logger = logging.getLogger(__name__)
 
@@ -12,6 +12,7 @@ logger = logging.getLogger(__name__)
 async def on_startup() -> None:
     from completions import local_model
 
+    check_upstream_credentials()
     await local_model.load_at_startup()
 
 

@@ -21,6 +21,7 @@ from completions import services
 from completions.apis import AsyncApiView, FirstRendererNegotiation, validated
 from completions.authentication import BearerOrApiKeyAuthentication
 from completions.exceptions import ModelNotFound, openai_exception_handler
+from completions.images import prepare_message_images
 from completions.registry import available_models, find_model
 from completions.serializers import OpenAIChatRequestSerializer, has_image_parts
 from completions.streaming import SSE_MEDIA_TYPE, openai_chunk_frames, unbuffered_response
@@ -120,6 +121,10 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         if needs_vision and spec.kind != "image":
             raise serializers.ValidationError(
                 {"messages": [f"The model '{name}' does not accept images; use the image model."]}
+            )
+        if needs_vision:
+            messages = await prepare_message_images(
+                messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
             )
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if stream:

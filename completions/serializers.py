@@ -8,12 +8,14 @@ from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from completions.images import parse_data_url
 from completions.parsers import loads_bounded
 from completions.structured import RefusedSchema, inspect_schema
 
 TEXT_DEFAULTS = settings.LLMAPI_MODELS["text"]["defaults"]
 IMAGE_DEFAULTS = settings.LLMAPI_MODELS["image"]["defaults"]
 MAX_IMAGES = 16
+MAX_IMAGE_BYTES = settings.LLMAPI_MODELS["image"]["max_image_bytes"]
 
 ROLES = ("system", "user", "assistant")
 MAX_MESSAGES = settings.SERVER_MAX_MESSAGES
@@ -290,7 +292,8 @@ OPENAI_MESSAGE_SCHEMA = {
                                         "properties": {
                                             "url": {
                                                 "type": "string",
-                                                "description": "A data:image/... or http(s) URL.",
+                                                "description": "A base64 data URL: data:image/png;base64,... "
+                                                "(http(s) URLs are refused).",
                                             }
                                         },
                                         "required": ["url"],
@@ -363,16 +366,8 @@ class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEX
                 )
             content = message.get("content")
             if isinstance(content, list):
-                for part in content:
-                    if not isinstance(part, dict) or part.get("type") not in CONTENT_PART_TYPES:
-                        raise serializers.ValidationError(
-                            f"messages[{index}].content parts must be text or image_url."
-                        )
-                    if part["type"] == "image_url" and not _is_image_url(part.get("image_url")):
-                        raise serializers.ValidationError(
-                            f"messages[{index}] has an image_url part without a data: or "
-                            "http(s) url."
-                        )
+                for number, part in enumerate(content):
+                    _check_content_part(part, where=f"messages[{index}].content[{number}]")
             elif not isinstance(content, str):
                 raise serializers.ValidationError(
                     f"messages[{index}].content must be a string or a list of parts."
@@ -408,9 +403,36 @@ def has_image_parts(messages: list[dict]) -> bool:
     )
 
 
-def _is_image_url(image_url) -> bool:
+def _check_content_part(part, *, where: str) -> None:
+    """
+    A text part's `text` is a string; an image part holds a base64 `data:image/...` URL within
+    the image size limit. The image itself is checked like an upload later, off the event
+    loop. http(s) URLs are refused: the model server would fetch whatever address a client
+    names (cloud metadata endpoints, internal services).
+    """
+    if not isinstance(part, dict) or part.get("type") not in CONTENT_PART_TYPES:
+        raise serializers.ValidationError(f"{where} must be a text or image_url part.")
+    if part["type"] == "text":
+        if not isinstance(part.get("text"), str):
+            raise serializers.ValidationError(f"{where}.text must be a string.")
+        return
+    url = _image_url(part.get("image_url"))
+    if url is None:
+        raise serializers.ValidationError(f"{where}.image_url must be an object with a url.")
+    if url.lower().startswith(("http://", "https://")):
+        raise serializers.ValidationError(
+            f"{where}.image_url.url is an http(s) URL; this server does not fetch images. "
+            "Send the image itself as a data URL: data:image/png;base64,..."
+        )
+    try:
+        parse_data_url(url, max_bytes=MAX_IMAGE_BYTES)
+    except ValueError as exc:
+        raise serializers.ValidationError(f"{where}.image_url.url {exc}.") from None
+
+
+def _image_url(image_url) -> str | None:
     url = image_url.get("url") if isinstance(image_url, dict) else None
-    return isinstance(url, str) and url.startswith(("data:image/", "http://", "https://"))
+    return url if isinstance(url, str) else None
 
 
 def validate_response_format(value):

@@ -31,7 +31,7 @@ from completions.exceptions import (
     UpstreamStatusError,
     quote,
 )
-from completions.images import prepare_image
+from completions.images import prepare_uploads
 from completions.registry import ModelSpec, get_model_spec
 from completions.upstream import ChatBackend, OpenAICompatibleBackend
 
@@ -400,11 +400,8 @@ async def image_chat_messages(
     *, spec: ModelSpec, prompt: str, system: str | None, images: list[Any]
 ) -> list[dict[str, Any]]:
     """The OpenAI vision message for a prompt and uploaded images (checked, upright, downscaled)."""
-    prepared = await asyncio.to_thread(
-        lambda: [
-            prepare_image(upload, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side)
-            for upload in images
-        ]
+    prepared = await prepare_uploads(
+        images, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
     )
     content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
     content += [{"type": "image_url", "image_url": {"url": image.data_url}} for image in prepared]

@@ -6,12 +6,18 @@ Stream framing: turn a service's stream events into bytes for the client.
   its terminating chunk), so no client mistakes a cut answer for a whole one.
 * Server-Sent Events (`Accept: text/event-stream`): `data: {"delta": ...}` events, one last
   event with `finish_reason`, `usage` and `model` (and, for JSON response formats, `valid` and
-  `errors`), then `data: [DONE]`. A failure mid-stream
-  becomes an `event: error` with a `detail`.
+  `errors`), then `data: [DONE]`.
+* OpenAI chunks (/v1): `chat.completion.chunk` events, then `data: [DONE]`.
+
+A stream that ends early for any reason ends in-band: `event: error` with a `detail` and a
+`status` over SSE, a last `data: {"error": {...}}` on /v1 (no `[DONE]`), an aborted transfer
+for plain text. The reasons are the model server failing, a bug in the gateway (a 500, logged
+with its traceback), and the server's graceful-shutdown timeout cutting the stream (a 503).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -27,8 +33,38 @@ SSE_MEDIA_TYPE = "text/event-stream"
 PLAIN_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
+# The message the ASGI handler cancels a response with when the server's graceful-shutdown
+# timeout runs out (see llmapi/asgi.py); any other cancellation is a client that went away.
+SHUTDOWN_CANCEL_MESSAGE = "llmapi: graceful shutdown timeout"
+SHUTDOWN_DETAIL = "The server is shutting down and cut this stream. Retry the request."
+INTERNAL_DETAIL = "Internal server error: the stream could not be completed."
+
+
 class StreamAborted(Exception):
     """Raised to make the ASGI server cut a plain-text stream that failed mid-way."""
+
+
+def is_shutdown_cut(exc: asyncio.CancelledError) -> bool:
+    return SHUTDOWN_CANCEL_MESSAGE in exc.args
+
+
+def stream_failure(exc: BaseException) -> tuple[str, int] | None:
+    """
+    `(detail, status)` for a stream that must end with an in-band error, or None when the
+    exception must propagate (a client that went away: no one is left to tell).
+    """
+    if isinstance(exc, LlmApiError):
+        logger.warning("Stream failed: %s", exc.detail)
+        return str(exc.detail), exc.status_code
+    if isinstance(exc, asyncio.CancelledError):
+        if is_shutdown_cut(exc):
+            logger.warning("Stream cut: the graceful-shutdown timeout ran out")
+            return SHUTDOWN_DETAIL, 503
+        return None
+    if isinstance(exc, Exception):
+        logger.error("Stream failed unexpectedly", exc_info=exc)
+        return INTERNAL_DETAIL, 500
+    return None
 
 
 class StreamAbortLogFilter(logging.Filter):
@@ -65,9 +101,11 @@ async def plain_text_frames(events: AsyncGenerator[StreamEvent, None]) -> AsyncI
         async for event in events:
             if isinstance(event, TextDelta) and event.text:
                 yield event.text.encode()
-    except LlmApiError as exc:
-        logger.warning("Stream aborted: %s", exc.detail)
-        raise StreamAborted(str(exc.detail)) from None
+    except (Exception, asyncio.CancelledError) as exc:
+        failure = stream_failure(exc)
+        if failure is None:
+            raise
+        raise StreamAborted(failure[0]) from None
     finally:
         await events.aclose()
 
@@ -88,9 +126,12 @@ async def sse_frames(events: AsyncGenerator[StreamEvent, None]) -> AsyncIterator
                     final.update(event.validation)  # "valid" and "errors" for JSON formats
                 yield _sse(final)
         yield b"data: [DONE]\n\n"
-    except LlmApiError as exc:
-        logger.warning("Stream failed: %s", exc.detail)
-        yield _sse({"detail": str(exc.detail), "status": exc.status_code}, event="error")
+    except (Exception, asyncio.CancelledError) as exc:
+        failure = stream_failure(exc)
+        if failure is None:
+            raise
+        detail, status = failure
+        yield _sse({"detail": detail, "status": status}, event="error")
     finally:
         await events.aclose()
 
@@ -128,10 +169,12 @@ async def openai_chunk_frames(
                     usage_chunk["usage"] = event.usage
                     yield _sse(usage_chunk)
         yield b"data: [DONE]\n\n"
-    except LlmApiError as exc:
-        logger.warning("Stream failed: %s", exc.detail)
-        error = {"message": str(exc.detail), "type": "api_error", "code": exc.status_code}
-        yield _sse({"error": error})
+    except (Exception, asyncio.CancelledError) as exc:
+        failure = stream_failure(exc)
+        if failure is None:
+            raise
+        detail, status = failure
+        yield _sse({"error": {"message": detail, "type": "api_error", "code": status}})
     finally:
         await events.aclose()
 

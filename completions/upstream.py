@@ -23,6 +23,7 @@ Failures are raised as the `UpstreamError` family from `completions.exceptions`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import logging
@@ -32,10 +33,12 @@ import weakref
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
 import orjson
+from django.core.exceptions import ImproperlyConfigured
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, SSEError
 
@@ -47,7 +50,7 @@ from completions.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from completions.registry import ModelSpec
+from completions.registry import ModelSpec, get_model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,37 @@ def chat_completions_url(base_url: str) -> str:
     return base + "/chat/completions"
 
 
+def split_credentials(base_url: str) -> tuple[str, str | None]:
+    """
+    `http://user:pass@host/v1` -> (`http://host/v1`, an HTTP Basic `Authorization` value).
+    Credentials stay out of the URL so that no log line or error message can show them.
+    """
+    parts = urlsplit(base_url)
+    if "@" not in parts.netloc:
+        return base_url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), f"Basic {token}"
+
+
+def check_upstream_credentials() -> None:
+    """
+    Refuse, at start-up, a model whose BASE_URL holds credentials while its API_KEY is set too:
+    the server can get only one `Authorization` header, and silently dropping one would hide
+    the mistake.
+    """
+    for kind in ("text", "image"):
+        spec = get_model_spec(kind)
+        with_credentials = [url for url in spec.base_urls if split_credentials(url)[1]]
+        if with_credentials and spec.api_key:
+            raise ImproperlyConfigured(
+                f"{spec.env_prefix}__BASE_URL holds a user name and password (sent as HTTP Basic "
+                f"auth) and {spec.env_prefix}__API_KEY is set too (sent as a Bearer token); the "
+                "model server can get only one of them. Remove one."
+            )
+
+
 def public_location(base_url: str) -> str:
     """The server's address without credentials or path, safe to show in an error."""
     try:
@@ -121,6 +155,7 @@ class Replica:
     base_url: str
     url: httpx.URL
     location: str
+    authorization: str | None = None  # HTTP Basic, from credentials in BASE_URL
     in_flight: int = 0
     failures: int = 0
     ejected_until: float = 0.0
@@ -138,10 +173,17 @@ class ReplicaPool:
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
-        self.replicas = [
-            Replica(base, httpx.URL(chat_completions_url(base)), public_location(base))
-            for base in spec.base_urls
-        ]
+        self.replicas = []
+        for base_url in spec.base_urls:
+            base, authorization = split_credentials(base_url)
+            self.replicas.append(
+                Replica(
+                    base,
+                    httpx.URL(chat_completions_url(base)),
+                    public_location(base),
+                    authorization=authorization,
+                )
+            )
         self._turn = itertools.count()
 
     def choose(self, *, avoid: Collection[Replica] = ()) -> Replica:
@@ -204,12 +246,14 @@ class OpenAICompatibleBackend:
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a non-streaming chat completion and return the decoded answer."""
         body = orjson.dumps(payload)
-        headers = self._json_headers()
 
         async def attempt(replica: Replica) -> httpx.Response:
             with self._mapped_errors(replica):
                 response = await self.client.post(
-                    replica.url, content=body, headers=headers, timeout=self._timeout
+                    replica.url,
+                    content=body,
+                    headers=self._json_headers(replica),
+                    timeout=self._timeout,
                 )
             if response.status_code >= 400:
                 raise self._status_error(
@@ -241,11 +285,11 @@ class OpenAICompatibleBackend:
         anything is yielded; once chunks flow, a failure is final.
         """
         body = orjson.dumps(payload)
-        headers = self._json_headers()
-        headers["Accept"] = "text/event-stream"
         opened: dict[str, Any] = {}
 
         async def attempt(replica: Replica) -> httpx.Response:
+            headers = self._json_headers(replica)
+            headers["Accept"] = "text/event-stream"
             request = self.client.build_request(
                 "POST", replica.url, content=body, headers=headers, timeout=self._timeout
             )
@@ -329,8 +373,13 @@ class OpenAICompatibleBackend:
         backoff = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**number))  # noqa: S311
         return max(float(retry_after), backoff)
 
-    def _json_headers(self) -> dict[str, str]:
-        return {**self._headers, "Content-Type": "application/json"}
+    def _replica_headers(self, replica: Replica) -> dict[str, str]:
+        if replica.authorization:
+            return {**self._headers, "Authorization": replica.authorization}
+        return self._headers
+
+    def _json_headers(self, replica: Replica) -> dict[str, str]:
+        return {**self._replica_headers(replica), "Content-Type": "application/json"}
 
     @contextlib.contextmanager
     def _mapped_errors(self, replica: Replica):
@@ -405,7 +454,9 @@ class OpenAICompatibleBackend:
         )
         try:
             await self.client.get(
-                url, headers=self._headers, timeout=httpx.Timeout(2.0, connect=1.0)
+                url,
+                headers=self._replica_headers(replica),
+                timeout=httpx.Timeout(2.0, connect=1.0),
             )
         except httpx.HTTPError:
             return False

@@ -10,17 +10,21 @@ Layers, outermost first:
 """
 
 import asyncio
+import logging
 import os
 
 import django
 from asgiref.sync import sync_to_async
 from django.core import signals
-from django.core.exceptions import RequestAborted
+from django.core.exceptions import RequestAborted, SuspiciousOperation
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.core.handlers.exception import response_for_exception
+from django.http import Http404, HttpResponseBase, JsonResponse
 from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "llmapi.settings")
 django.setup(set_prefix=False)
+logger = logging.getLogger(__name__)
 
 
 class GatewayASGIHandler(ASGIHandler):
@@ -80,7 +84,11 @@ class GatewayASGIHandler(ASGIHandler):
             asyncio.create_task(self.listen_for_disconnect(receive)),
             asyncio.create_task(process_request(request, send)),
         ]
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self.cut_at_shutdown(tasks, body_file, send)
+            return
         # Now wait on both tasks (they may have both finished by now).
         for task in tasks:
             if task.done():
@@ -110,6 +118,31 @@ class GatewayASGIHandler(ASGIHandler):
 
         body_file.close()
 
+    async def cut_at_shutdown(self, tasks: list[asyncio.Task], body_file, send) -> None:
+        """
+        The server cancelled this request: its graceful-shutdown timeout ran out. Django's
+        handler would leave the tasks it started running, unawaited ("Task exception was
+        never retrieved"). Cancel them with a message the stream framing recognises, so a
+        stream ends with an in-band error, and wait for them. A request cut before its answer
+        started gets a 503.
+        """
+        from completions.streaming import SHUTDOWN_CANCEL_MESSAGE, SHUTDOWN_DETAIL, StreamAborted
+
+        for task in reversed(tasks):  # the response first, then the disconnect listener
+            task.cancel(msg=SHUTDOWN_CANCEL_MESSAGE)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        body_file.close()
+        response = results[1]
+        if isinstance(response, StreamAborted):
+            raise response  # a plain-text stream: the server aborts the transfer
+        if isinstance(response, HttpResponseBase):
+            response.close()
+            return
+        await signals.request_finished.asend(sender=self.__class__)
+        unavailable = JsonResponse({"detail": SHUTDOWN_DETAIL}, status=503)
+        unavailable["Connection"] = "close"
+        await self.send_response(unavailable, send)
+
 
 django_application = GatewayASGIHandler()
 
@@ -118,6 +151,24 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from completions.body_limit import BodySizeLimitMiddleware  # noqa: E402
 from completions.lifespan import LifespanMiddleware  # noqa: E402
+
+
+class GatewayStaticFilesHandler(ASGIStaticFilesHandler):
+    """
+    Django's static files handler, with a 404 for paths that climb out of the static root
+    (`/static/../settings.py`): Django raises SuspiciousFileOperation for them, which its
+    handler turns into a 500.
+    """
+
+    async def get_response_async(self, request):
+        try:
+            return await super().get_response_async(request)
+        except SuspiciousOperation:
+            logger.info("Refused static path %r", request.path)
+            return await sync_to_async(response_for_exception, thread_sensitive=False)(
+                request, Http404("Not found.")
+            )
+
 
 # Multipart form fields (prompt, parameters) beside the images.
 FORM_FIELDS_ALLOWANCE = 1024 * 1024
@@ -132,6 +183,6 @@ def body_limit_for_path(path: str) -> tuple[int, str]:
 
 application = LifespanMiddleware(
     BodySizeLimitMiddleware(
-        ASGIStaticFilesHandler(django_application), limit_for_path=body_limit_for_path
+        GatewayStaticFilesHandler(django_application), limit_for_path=body_limit_for_path
     )
 )

@@ -94,6 +94,12 @@ SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
 SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)
 # JSON bodies nested deeper than this are refused with 400 (a real request needs about 6).
 SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
+# Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
+# and must arrive within HEADER_TIMEOUT seconds; a body must arrive within BODY_TIMEOUT
+# seconds (408, or the connection is closed).
+SERVER_MAX_HEADER_BYTES = _setting("int", "SERVER__MAX_HEADER_BYTES", 64 * 1024)
+SERVER_HEADER_TIMEOUT = _setting("float", "SERVER__HEADER_TIMEOUT", 10.0)
+SERVER_BODY_TIMEOUT = _setting("float", "SERVER__BODY_TIMEOUT", 60.0)
 
 # Comma-separated list of accepted client keys. No default: `manage.py serve` generates one
 # for the run when this is empty.
@@ -187,6 +193,12 @@ LLMAPI_MODELS["image"]["max_image_bytes"] = _setting(
     "int", "IMAGE_MODEL__MAX_IMAGE_BYTES", 20 * 1024 * 1024
 )
 LLMAPI_MODELS["image"]["max_image_side"] = _setting("int", "IMAGE_MODEL__MAX_IMAGE_SIDE", 2048)
+# Images whose header claims more pixels are refused before they are decoded (413).
+LLMAPI_MODELS["image"]["max_image_pixels"] = _setting(
+    "int", "IMAGE_MODEL__MAX_IMAGE_PIXELS", 64_000_000
+)
+# Images decoded at once per worker (each in a thread); the rest wait their turn.
+LLMAPI_MODELS["image"]["max_decodes"] = _setting("int", "IMAGE_MODEL__MAX_DECODES", 2)
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.images import png_bomb
 from tests.security.hostile import HOSTILE_RESPONSE_FORMATS
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -37,7 +38,13 @@ EXPECTED = {
     "bad_input": {400},
     "hostile_schema": {400},
     "no_key": {401},
+    # Hostile images are refused before any model is involved (configured or not).
+    "image_bomb": {413},
+    "bad_image": {400},
 }
+
+
+PIXEL_BOMB = png_bomb()  # 1.6 gigapixels
 
 
 @dataclass
@@ -102,6 +109,14 @@ async def _one(client: httpx.AsyncClient, kind: str, report: SoakReport) -> None
         elif kind == "hostile_schema":
             body = {**QUESTION, "response_format": random.choice(HOSTILE_RESPONSE_FORMATS)}
             status = (await client.post("/text_model/chat/completion", json=body)).status_code
+        elif kind in ("image_bomb", "bad_image"):
+            data = PIXEL_BOMB if kind == "image_bomb" else b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+            response = await client.post(
+                "/image_model/chat/completion",
+                data={"prompt": "What is this?"},
+                files=[("image", ("hostile.png", data, "image/png"))],
+            )
+            status = response.status_code
         elif kind == "no_key":
             status = (
                 await client.post(
@@ -127,7 +142,7 @@ async def run_soak(
         + ["stream"] * 2
         + ["sse"] * 2
         + ["aborted"] * 2
-        + ["bad_input", "hostile_schema", "no_key"]
+        + ["bad_input", "hostile_schema", "no_key", "image_bomb", "bad_image"]
     )
     warmup = min(2.0, seconds / 5)
     start = time.monotonic()

@@ -121,3 +121,56 @@ def test_openai_message_with_a_non_string_role_is_a_400_not_a_crash(role):
 def test_unknown_and_invalid_fields_are_reported_together():
     errors = errors_for({"messages": MESSAGES, "temperature": 3, "max_token": 5})
     assert set(errors) == {"temperature", "max_token"}
+
+
+# --- /v1 message parts ----------------------------------------------------------------------------
+
+PNG_DATA_URL = "data:image/png;base64,iVBORw0KGgo="
+
+
+def openai_errors(content) -> str:
+    serializer = OpenAIChatRequestSerializer(
+        data={"model": "m", "messages": [{"role": "user", "content": content}]}
+    )
+    assert not serializer.is_valid()
+    return str(serializer.errors["messages"])
+
+
+@pytest.mark.parametrize(
+    ("part", "fragment"),
+    [
+        ({"type": "text", "text": {"an": "object"}}, "text must be a string"),
+        ({"type": "text", "text": 42}, "text must be a string"),
+        ({"type": "text"}, "text must be a string"),
+        ({"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}, "http(s)"),
+        ({"type": "image_url", "image_url": {"url": "HTTPS://example.com/a.png"}}, "http(s)"),
+        ({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}, "base64 data URL"),
+        ({"type": "image_url", "image_url": {"url": "data:text/plain;base64,aGk="}}, "data:image"),
+        ({"type": "image_url", "image_url": {"url": "data:image/png,raw"}}, "base64 data URL"),
+        ({"type": "image_url", "image_url": "data:image/png;base64,aGk="}, "object with a url"),
+        ({"type": "tool_call"}, "text or image_url"),
+        ("just a string", "text or image_url"),
+    ],
+)
+def test_openai_content_parts_are_checked(part, fragment):
+    assert fragment in openai_errors([part])
+
+
+def test_openai_data_url_over_the_size_limit_is_refused_before_decoding():
+    from completions import serializers
+
+    payload = "A" * (serializers.MAX_IMAGE_BYTES // 3 * 4 + 8)
+    assert "IMAGE_MODEL__MAX_IMAGE_BYTES" in openai_errors(
+        [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{payload}"}}]
+    )
+
+
+def test_openai_text_and_data_url_parts_are_accepted():
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": PNG_DATA_URL, "detail": "low"}},
+    ]
+    serializer = OpenAIChatRequestSerializer(
+        data={"model": "m", "messages": [{"role": "user", "content": content}]}
+    )
+    assert serializer.is_valid(), serializer.errors

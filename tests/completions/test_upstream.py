@@ -1,9 +1,11 @@
+import base64
 import json
 from dataclasses import replace
 from http import HTTPStatus
 
 import httpx
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from completions.exceptions import (
     ContextLengthExceeded,
@@ -13,7 +15,13 @@ from completions.exceptions import (
     UpstreamUnavailable,
 )
 from completions.registry import get_model_spec
-from completions.upstream import OpenAICompatibleBackend, chat_completions_url, public_location
+from completions.upstream import (
+    OpenAICompatibleBackend,
+    chat_completions_url,
+    check_upstream_credentials,
+    public_location,
+    split_credentials,
+)
 
 COMPLETION = {
     "model": "m",
@@ -225,3 +233,59 @@ async def test_stream_that_is_not_sse_is_a_protocol_error():
         async with backend.stream({}) as events:
             async for _ in events:
                 pass
+
+
+# --- Credentials in BASE_URL -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("base", "clean", "credentials"),
+    [
+        ("http://h:8000/v1", "http://h:8000/v1", None),
+        ("http://alice:pw@h:8000/v1", "http://h:8000/v1", b"alice:pw"),
+        ("https://alice:p%40ss%3Aw@h/v1", "https://h/v1", b"alice:p@ss:w"),
+        ("http://token@h:8000", "http://h:8000", b"token:"),
+    ],
+)
+def test_split_credentials_moves_them_into_a_basic_header(base, clean, credentials):
+    url, authorization = split_credentials(base)
+    assert url == clean
+    if credentials is None:
+        assert authorization is None
+    else:
+        assert authorization == "Basic " + base64.b64encode(credentials).decode()
+
+
+async def test_credentials_in_base_url_are_sent_as_basic_auth_not_in_the_url():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"] = str(request.url)
+        seen["auth"] = request.headers.get("Authorization")
+        return httpx.Response(200, json=COMPLETION)
+
+    spec = replace(get_model_spec("text"), base_url="http://bob:hunter2@model:8000", api_key="")
+    backend = OpenAICompatibleBackend(
+        spec, client=httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    )
+    await backend.create({"model": "m", "messages": []})
+    assert seen["url"] == "http://model:8000/v1/chat/completions"
+    assert seen["auth"] == "Basic " + base64.b64encode(b"bob:hunter2").decode()
+
+
+def test_credentials_beside_an_api_key_are_refused(settings):
+    settings.LLMAPI_MODELS = {
+        **settings.LLMAPI_MODELS,
+        "image": {
+            **settings.LLMAPI_MODELS["image"],
+            "base_url": "http://bob:hunter2@vlm:8000",
+            "api_key": "sk-x",
+        },
+    }
+    get_model_spec.cache_clear()
+    try:
+        with pytest.raises(ImproperlyConfigured, match="IMAGE_MODEL__BASE_URL") as caught:
+            check_upstream_credentials()
+        assert "hunter2" not in str(caught.value)
+    finally:
+        get_model_spec.cache_clear()

@@ -1,16 +1,51 @@
-"""`python manage.py serve`: run the gateway under uvicorn (uvloop + httptools)."""
+"""
+`python manage.py serve`: run the gateway under uvicorn (uvloop + httptools, with the limits of
+`completions.http_protocol`).
+
+With several workers, uvicorn's supervisor binds the listening socket and hands it to each
+worker. On SIGTERM it used to keep its own copy open until every worker had drained, so the
+kernel went on accepting connections that no one would ever serve: they hung, then were reset.
+`DrainingMultiprocess` closes the parent's copy the moment SIGTERM (or SIGINT) arrives, and the
+workers close theirs as their drain starts, so new connections are refused at once, as they are
+with one worker.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import secrets
+import signal
+from types import FrameType
 
 import uvicorn
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from uvicorn.supervisors.multiprocess import Multiprocess
 
+from completions.http_protocol import BoundedHttpToolsProtocol
 from completions.registry import get_model_spec
+from completions.upstream import check_upstream_credentials
+
+
+class DrainingMultiprocess(Multiprocess):
+    """uvicorn's worker supervisor, refusing new connections as soon as the drain starts."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn queues signals and handles them every half second; stop listening at once.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.stop_listening()
+        self.signal_queue.append(sig)
+
+    def stop_listening(self) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
 class Command(BaseCommand):
@@ -42,6 +77,10 @@ class Command(BaseCommand):
                     f"  X-API-Key: {key}\n"
                 )
             )
+        try:
+            check_upstream_credentials()
+        except ImproperlyConfigured as exc:
+            raise CommandError(str(exc)) from None
         text = get_model_spec("text")
         if text.is_local:
             from completions.local_model import (
@@ -58,19 +97,28 @@ class Command(BaseCommand):
             f"llmapi listening on http://{host}:{port}  (docs: http://{host}:{port}/docs)\n"
             f"  text model:  {text.name} via {'the embedded model' if text.is_local else 'its server'}\n"
         )
-        uvicorn.run(
+        self.stdout.flush()  # the generated key must reach a redirected stdout before serving
+        config = uvicorn.Config(
             "llmapi.asgi:application",
             host=host,
             port=port,
-            workers=workers if workers > 1 else None,
+            workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=BoundedHttpToolsProtocol,
             lifespan="on",
             access_log=access_log,
             log_level="info",
             log_config=uvicorn_log_config(),
             timeout_graceful_shutdown=settings.SERVER_GRACEFUL_TIMEOUT,
         )
+        if workers > 1:
+            DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
+            return
+        server = uvicorn.Server(config)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: uvicorn has shut down already
+            server.run()
+        if not server.started:
+            raise CommandError("The server did not start; see the log above.")
 
 
 def uvicorn_log_config() -> dict:
