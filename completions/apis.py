@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import functools
 import inspect
+from pathlib import Path
 from http import HTTPStatus
 from typing import Any
 
-from django.http import HttpResponse
+from django.contrib.staticfiles import finders
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.templatetags.static import static
 from django.template.response import SimpleTemplateResponse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.negotiation import DefaultContentNegotiation
@@ -22,6 +30,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from completions import services
+from completions.authentication import (
+    INVALID_KEY_DETAIL,
+    log_in_session,
+    log_out_session,
+    session_client,
+)
 from completions.registry import ModelSpec, get_model_spec
 from completions.serializers import (
     ChatResponseSerializer,
@@ -77,6 +91,7 @@ def rendered(response):
     plain["Content-Length"] = str(len(content))
     for header, value in response.items():
         plain[header] = value
+    plain.cookies = response.cookies
     return plain
 
 
@@ -234,6 +249,70 @@ def offline_page(view):
         return response
 
     return wrapped
+
+
+REDOC_BUNDLE = "drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"
+# ReDoc's sidebar shows "API docs by Redocly" with a logo its bundle loads from this address,
+# with no setting to change it. The page's CSP refuses it (a console error); this server
+# serves the bundle with the address pointing at a logo of its own instead.
+REDOC_CDN_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_LOCAL_LOGO = "completions/redoc-logo.svg"
+
+
+@functools.cache
+def redoc_bundle_source() -> bytes:
+    path = finders.find(REDOC_BUNDLE)
+    if not isinstance(path, str):
+        raise FileNotFoundError(REDOC_BUNDLE)
+    source = Path(path).read_text(encoding="utf-8")
+    return source.replace(REDOC_CDN_LOGO, static(REDOC_LOCAL_LOGO)).encode()
+
+
+def redoc_bundle(request):
+    response = HttpResponse(redoc_bundle_source(), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+# Where "Log in with API key" leads when the page was opened directly.
+BROWSABLE_API_HOME = "/text_model/chat/completion"
+
+
+def safe_next_url(request) -> str:
+    """The page to return to after logging in or out: only ever one on this server."""
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return BROWSABLE_API_HOME
+
+
+@never_cache
+@csrf_protect
+def api_key_login(request):
+    """
+    "Log in with API key" for the browsable API: the key is checked exactly as the
+    X-API-Key header is, and the browser session remembers it (see authentication.py).
+    """
+    next_url = safe_next_url(request)
+    error, status = "", HTTPStatus.OK
+    if request.method == "POST":
+        if log_in_session(request, request.POST.get("key", "").strip()) is not None:
+            return HttpResponseRedirect(next_url)
+        error, status = INVALID_KEY_DETAIL, HTTPStatus.FORBIDDEN
+    context = {"next": next_url, "error": error, "client": session_client(request)}
+    response = render(request, "completions/api_key_login.html", context, status=status)
+    response["Content-Security-Policy"] = OFFLINE_PAGE_CSP
+    return response
+
+
+@never_cache
+@require_POST
+@csrf_protect
+def api_key_logout(request):
+    log_out_session(request)
+    return HttpResponseRedirect(safe_next_url(request))
 
 
 class HealthApi(AsyncApiView):
