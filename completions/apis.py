@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from pathlib import Path
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from django.contrib.staticfiles import finders
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.templatetags.static import static
 from django.template.response import SimpleTemplateResponse
+from django.templatetags.static import static
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect

@@ -1,7 +1,7 @@
 import pytest
 from django.conf import settings
-from django.contrib.sessions.middleware import SessionMiddleware
 from django.contrib.sessions.backends.signed_cookies import SessionStore
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.utils.crypto import get_random_string
 from rest_framework import exceptions
 from rest_framework.request import Request

@@ -97,7 +97,9 @@ def test_logout_ends_the_session(browser):
 def test_header_contract_is_unchanged_and_sets_no_cookie(gateway, upstream):
     with gateway.client(key=None) as client:
         missing = client.post("/text_model/chat/completion", json=QUESTION)
-        wrong = client.post("/text_model/chat/completion", json=QUESTION, headers={"X-API-Key": "x"})
+        wrong = client.post(
+            "/text_model/chat/completion", json=QUESTION, headers={"X-API-Key": "x"}
+        )
         right = client.post(
             "/text_model/chat/completion", json=QUESTION, headers={"X-API-Key": API_KEY}
         )

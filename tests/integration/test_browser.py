@@ -206,7 +206,7 @@ def test_playground_curl_panel_gets_the_full_width(page, gateway):
     page.fill("#prompt", "What is the capital of France?")
     page.click("#show-curl")
     panel = page.locator("#curl")
-    expect(panel).to_contain_text("-H \"X-API-Key: $API_KEY\"")
+    expect(panel).to_contain_text('-H "X-API-Key: $API_KEY"')
     settings_box = page.locator(".settings").bounding_box()
     chat_box = page.locator(".chat").bounding_box()
     curl_box = panel.bounding_box()
