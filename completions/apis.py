@@ -353,6 +353,9 @@ class ReadinessApi(HealthApi):
 
 
 class TextChatCompletionApi(AsyncApiView):
+    # What the browsable API's form starts with.
+    browsable_api_example = TEXT_EXAMPLES[0].value
+
     @extend_schema(
         tags=["Text model"],
         summary="Ask the text model; get the whole answer",

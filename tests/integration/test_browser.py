@@ -135,24 +135,24 @@ def test_redoc_renders_offline_without_console_errors(page, gateway):
 def test_browsable_api_logs_in_with_the_key_and_posts_the_form(page, gateway, upstream):
     page.goto(f"{gateway.url}/text_model/chat/completion")
     expect(page.locator(".response-info")).to_contain_text("401")
-    page.locator(".navbar").get_by_role("link", name="Log in").click()
+    expect(page.locator(".navbar-brand")).to_have_text("llmapi")
+    page.locator(".navbar").get_by_role("link", name="Log in with API key").click()
     page.fill("#api-key", API_KEY)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{gateway.url}/text_model/chat/completion")
     expect(page.locator(".navbar")).to_contain_text("API key #1")
 
     form = page.locator("#post-generic-content-form")
-    form.locator("textarea").fill(
-        json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}]})
-    )
+    example = json.loads(form.locator("textarea").input_value())  # the form starts filled in
+    assert example["messages"] == [{"role": "user", "content": "What is the capital of France?"}]
+    example["messages"][0]["content"] = "And the capital of Italy?"
+    form.locator("textarea").fill(json.dumps(example))
     form.get_by_role("button", name="POST").click()
     expect(page.locator(".response-info")).to_contain_text(
         "The capital of France is Paris.", timeout=15000
     )
     expect(page.locator(".response-info")).to_contain_text("200 OK")
-    assert upstream.last_request.body["messages"][-1]["content"] == (
-        "What is the capital of France?"
-    )
+    assert upstream.last_request.body["messages"][-1]["content"] == "And the capital of Italy?"
     screenshot(page, "browsable-api.png")
     assert_same_origin(page, gateway.url)
 

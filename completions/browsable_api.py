@@ -1,0 +1,22 @@
+"""
+DRF's browsable API as llmapi shows it: named after the product, "Log in with API key" in the
+navbar (see authentication.py), and the request form filled with an example to edit.
+"""
+
+from __future__ import annotations
+
+import json
+
+from rest_framework.renderers import BrowsableAPIRenderer
+
+
+class LlmapiBrowsableAPIRenderer(BrowsableAPIRenderer):
+    template = "completions/browsable_api.html"
+
+    def get_raw_data_form(self, data, view, method, request):
+        form = super().get_raw_data_form(data, view, method, request)
+        example = getattr(view, "browsable_api_example", None)
+        if form is not None and example is not None:
+            # The views declare no serializer DRF could fill the form from.
+            form.fields["_content"].initial = json.dumps(example, indent=4)
+        return form
