@@ -36,6 +36,7 @@ from completions.authentication import (
     log_out_session,
     session_client,
 )
+from completions.content_security import OFFLINE_PAGE_CSP
 from completions.registry import ModelSpec, get_model_spec
 from completions.serializers import (
     ChatResponseSerializer,
@@ -228,15 +229,6 @@ class StreamingApiView(AsyncApiView):
         return streaming_response(
             events, sse=wants_event_stream(self.request.headers.get("Accept", ""))
         )
-
-
-# The HTML pages (docs, playground) may load nothing from another origin: they work offline,
-# and the ReDoc bundle's hard-coded logo from Redocly's CDN is refused rather than fetched.
-OFFLINE_PAGE_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
-    "connect-src 'self'; frame-ancestors 'none'"
-)
 
 
 def offline_page(view):

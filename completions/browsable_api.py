@@ -9,9 +9,19 @@ import json
 
 from rest_framework.renderers import BrowsableAPIRenderer
 
+from completions.content_security import OFFLINE_PAGE_CSP
+
 
 class LlmapiBrowsableAPIRenderer(BrowsableAPIRenderer):
     template = "completions/browsable_api.html"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        # Like the other HTML pages: nothing from another origin, and never framed (a session
+        # page in a hostile frame could be clicked on).
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Security-Policy"] = OFFLINE_PAGE_CSP
+        return super().render(data, accepted_media_type, renderer_context)
 
     def get_raw_data_form(self, data, view, method, request):
         form = super().get_raw_data_form(data, view, method, request)

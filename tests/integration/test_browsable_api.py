@@ -47,6 +47,7 @@ def test_login_page_takes_the_key_and_opens_a_session(browser):
     assert page.status_code == HTTPStatus.METHOD_NOT_ALLOWED  # GET; the page shows the form
     assert "API key #1" in page.text and "ApiClient(" not in page.text
     assert "<form" in page.text and "Log out" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_wrong_key_on_the_login_page_is_refused(browser):
