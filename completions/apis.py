@@ -8,12 +8,20 @@ from __future__ import annotations
 import functools
 import inspect
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.staticfiles import finders
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import HttpResponse
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.template.response import SimpleTemplateResponse
+from django.templatetags.static import static
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.http import require_POST
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ParseError
@@ -25,6 +33,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from completions import services
+from completions.authentication import (
+    INVALID_KEY_DETAIL,
+    log_in_session,
+    log_out_session,
+    session_client,
+)
+from completions.content_security import OFFLINE_PAGE_CSP
 from completions.exceptions import PayloadTooLarge
 from completions.registry import ModelSpec, get_model_spec
 from completions.serializers import (
@@ -81,6 +96,7 @@ def rendered(response):
     plain["Content-Length"] = str(len(content))
     for header, value in response.items():
         plain[header] = value
+    plain.cookies = response.cookies
     return plain
 
 
@@ -219,15 +235,6 @@ class StreamingApiView(AsyncApiView):
         )
 
 
-# The HTML pages (docs, playground) may load nothing from another origin: they work offline,
-# and the ReDoc bundle's hard-coded logo from Redocly's CDN is refused rather than fetched.
-OFFLINE_PAGE_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
-    "connect-src 'self'; frame-ancestors 'none'"
-)
-
-
 def offline_page(view):
     """
     Serve a page with a Content-Security-Policy that keeps it on this server. OPTIONS gets the
@@ -246,6 +253,70 @@ def offline_page(view):
         return response
 
     return wrapped
+
+
+REDOC_BUNDLE = "drf_spectacular_sidecar/redoc/bundles/redoc.standalone.js"
+# ReDoc's sidebar shows "API docs by Redocly" with a logo its bundle loads from this address,
+# with no setting to change it. The page's CSP refuses it (a console error); this server
+# serves the bundle with the address pointing at a logo of its own instead.
+REDOC_CDN_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+REDOC_LOCAL_LOGO = "completions/redoc-logo.svg"
+
+
+@functools.cache
+def redoc_bundle_source() -> bytes:
+    path = finders.find(REDOC_BUNDLE)
+    if not isinstance(path, str):
+        raise FileNotFoundError(REDOC_BUNDLE)
+    source = Path(path).read_text(encoding="utf-8")
+    return source.replace(REDOC_CDN_LOGO, static(REDOC_LOCAL_LOGO)).encode()
+
+
+def redoc_bundle(request):
+    response = HttpResponse(redoc_bundle_source(), content_type="text/javascript; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+# Where "Log in with API key" leads when the page was opened directly.
+BROWSABLE_API_HOME = "/text_model/chat/completion"
+
+
+def safe_next_url(request) -> str:
+    """The page to return to after logging in or out: only ever one on this server."""
+    candidate = request.POST.get("next") or request.GET.get("next") or ""
+    if url_has_allowed_host_and_scheme(
+        candidate, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return candidate
+    return BROWSABLE_API_HOME
+
+
+@never_cache
+@csrf_protect
+def api_key_login(request):
+    """
+    "Log in with API key" for the browsable API: the key is checked exactly as the
+    X-API-Key header is, and the browser session remembers it (see authentication.py).
+    """
+    next_url = safe_next_url(request)
+    error, status = "", HTTPStatus.OK
+    if request.method == "POST":
+        if log_in_session(request, request.POST.get("key", "").strip()) is not None:
+            return HttpResponseRedirect(next_url)
+        error, status = INVALID_KEY_DETAIL, HTTPStatus.FORBIDDEN
+    context = {"next": next_url, "error": error, "client": session_client(request)}
+    response = render(request, "completions/api_key_login.html", context, status=status)
+    response["Content-Security-Policy"] = OFFLINE_PAGE_CSP
+    return response
+
+
+@never_cache
+@require_POST
+@csrf_protect
+def api_key_logout(request):
+    log_out_session(request)
+    return HttpResponseRedirect(safe_next_url(request))
 
 
 class HealthApi(AsyncApiView):
@@ -286,6 +357,9 @@ class ReadinessApi(HealthApi):
 
 
 class TextChatCompletionApi(AsyncApiView):
+    # What the browsable API's form starts with.
+    browsable_api_example = TEXT_EXAMPLES[0].value
+
     @extend_schema(
         tags=["Text model"],
         summary="Ask the text model; get the whole answer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from completions.images import parse_data_url
@@ -232,6 +232,8 @@ def chat_params_serializer(
     return type(name, (ChatParamsMixin, serializers.Serializer), fields)
 
 
+# COMPONENT_SPLIT_REQUEST adds "Request": the schema names this `TextChatRequest`.
+@extend_schema_serializer(component_name="TextChat")
 class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DEFAULTS)):  # type: ignore[misc]
     messages = serializers.ListField(
         child=MessageSerializer(),
@@ -246,6 +248,8 @@ class TextChatRequestSerializer(chat_params_serializer("TextChatParams", TEXT_DE
         return messages
 
 
+# COMPONENT_SPLIT_REQUEST adds "Request": the schema names this `ImageChatRequest`.
+@extend_schema_serializer(component_name="ImageChat")
 class ImageChatRequestSerializer(
     chat_params_serializer("ImageChatParams", IMAGE_DEFAULTS, form=True)  # type: ignore[misc]
 ):
@@ -327,6 +331,8 @@ OPENAI_ROLES = {"system": "system", "developer": "system", "user": "user", "assi
 CONTENT_PART_TYPES = ("text", "image_url")
 
 
+# COMPONENT_SPLIT_REQUEST adds "Request": the schema names this `OpenAIChatRequest`.
+@extend_schema_serializer(component_name="OpenAIChat")
 class OpenAIChatRequestSerializer(chat_params_serializer("OpenAIChatParams", TEXT_DEFAULTS)):  # type: ignore[misc]
     """
     The OpenAI chat completions body, validated with the same ranges as the seed endpoints.

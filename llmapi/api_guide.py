@@ -1,6 +1,14 @@
 """The introduction shown at the top of /docs and /redoc, written for people new to LLMs."""
 
-API_GUIDE = """
+from __future__ import annotations
+
+from typing import Any
+
+# The server's address as the texts are written. When the schema is served, the hook below puts
+# the address the reader actually used in its place, so a copied curl works as it is.
+API_ORIGIN = "http://localhost:1999"
+
+API_GUIDE = f"""
 llmapi gives you one simple, secured HTTP API in front of language models.
 
 ## New to LLMs? Start here
@@ -22,9 +30,9 @@ library? Point its `base_url` at `/v1` (see the *OpenAI-compatible* section belo
 2. Open `POST /text_model/chat/completion`, click **Try it out**, then **Execute**.
 
 ```bash
-curl -X POST http://localhost:1999/text_model/chat/completion \\
+curl -X POST {API_ORIGIN}/text_model/chat/completion \\
   -H "Content-Type: application/json" -H "X-API-Key: $API_KEY" \\
-  -d '{"messages": [{"role": "user", "content": "What is the capital of France?"}]}'
+  -d '{{"messages": [{{"role": "user", "content": "What is the capital of France?"}}]}}'
 ```
 
 ## The knobs, in plain words
@@ -45,13 +53,13 @@ Defaults come from the server's configuration and may differ from the ones above
 
 The `/chat/stream` endpoints send the answer while it is being written, so users see words appear
 at once instead of waiting for the whole reply. By default you get plain text (`curl -N` prints it
-as it arrives). Send `Accept: text/event-stream` to get Server-Sent Events: `data: {"delta": "..."}`
+as it arrives). Send `Accept: text/event-stream` to get Server-Sent Events: `data: {{"delta": "..."}}`
 lines, a last event with `finish_reason` and `usage`, then `data: [DONE]`.
 
 ## Structured output
 
-`{"type": "json_object"}` asks for any JSON object. `{"type": "json_schema", "json_schema":
-{"name": ..., "schema": {...}}}` asks for JSON with exactly the fields of your JSON Schema,
+`{{"type": "json_object"}}` asks for any JSON object. `{{"type": "json_schema", "json_schema":
+{{"name": ..., "schema": {{...}}}}}}` asks for JSON with exactly the fields of your JSON Schema,
 which is what you want when a program, not a person, reads the answer.
 
 ## Errors and what to do
@@ -68,6 +76,32 @@ which is what you want when a program, not a person, reads the answer.
 | 503 | The model is not configured on this server. | The operator must set the variable named in `detail`. |
 | 504 | The model server took too long. | Ask for fewer tokens or retry later. |
 
-Every error body is `{"detail": "..."}`, and every response carries an `X-Request-ID` header
+Every error body is `{{"detail": "..."}}`, and every response carries an `X-Request-ID` header
 to quote when you report a problem.
 """
+
+
+def use_request_origin(result: dict, generator, request, public: bool) -> dict:
+    """
+    drf-spectacular postprocessing hook: write the origin the schema was requested from (its
+    scheme, host and port) wherever a description shows `API_ORIGIN`. Django has validated
+    the Host header by then (ALLOWED_HOSTS, and its syntax), so nothing else gets in.
+    """
+    if request is None:  # `manage.py spectacular` writes the schema without a request
+        return result
+    origin = request.build_absolute_uri("/").rstrip("/")
+    if origin != API_ORIGIN:
+        _replace_in_descriptions(result, origin)
+    return result
+
+
+def _replace_in_descriptions(node: Any, origin: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "description" and isinstance(value, str):
+                node[key] = value.replace(API_ORIGIN, origin)
+            else:
+                _replace_in_descriptions(value, origin)
+    elif isinstance(node, list):
+        for item in node:
+            _replace_in_descriptions(item, origin)

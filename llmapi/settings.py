@@ -5,6 +5,8 @@ Everything a deployment changes comes from the environment (or a `.env` file bes
 `manage.py`), read once here with django-environ. `.env.example` documents every name.
 """
 
+import os
+import secrets
 from pathlib import Path
 
 import environ
@@ -27,10 +29,13 @@ def _setting(cast: str, name: str, default):
 
 # --- Django core -----------------------------------------------------------------------------
 
-# No secret material is derived from SECRET_KEY: there are no sessions, cookies or signed
-# values. It still must not be guessable if someone adds them later, so it is random per
-# process unless set.
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="") or __import__("secrets").token_urlsafe(50)
+# SECRET_KEY signs the browsable API's session cookies (see "Browser sessions" below). Unset,
+# it is random per run: sessions then end when the server restarts. The generated key goes
+# into the environment so that `serve --workers N`'s worker processes, started from it, share
+# it and accept each other's cookies.
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    SECRET_KEY = os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
 DEBUG = _setting("bool", "DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 
@@ -45,6 +50,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "completions.middleware.RequestIdMiddleware",
     "completions.middleware.AsyncSecurityMiddleware",
+    "completions.browser_session.BrowserSessionMiddleware",
 ]
 
 # CORS is off unless origins are listed (for browser apps on another origin).
@@ -78,6 +84,19 @@ APPEND_SLASH = False
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Browser sessions (the browsable API's "Log in with API key") ---------------------------
+# A signed cookie holds the session (a digest of the key, see completions/authentication.py):
+# no database is needed. HttpOnly and SameSite=Lax, and it ends with the browser or after
+# 8 hours. CSRF tokens are checked for session requests only, never for X-API-Key calls.
+SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+SESSION_COOKIE_NAME = "llmapi_session"
+SESSION_COOKIE_AGE = 8 * 60 * 60
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_NAME = "llmapi_csrftoken"
+CSRF_COOKIE_SAMESITE = "Lax"
 
 # JSON bodies larger than this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("int", "SERVER__MAX_BODY_BYTES", 4 * 1024 * 1024)
@@ -207,7 +226,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "completions.browsable_api.LlmapiBrowsableAPIRenderer",
     ],
     # JSON everywhere (depth-limited); the image endpoints declare their multipart parsers.
     "DEFAULT_PARSER_CLASSES": ["completions.parsers.JSONParser"],
@@ -218,7 +237,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_TOKEN": None,
 }
 
-from llmapi.api_guide import API_GUIDE  # noqa: E402  (long text kept in its own module)
+from llmapi.api_guide import API_GUIDE, API_ORIGIN  # noqa: E402  (long text kept in its own module)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "llmapi",
@@ -230,8 +249,18 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "tryItOutEnabled": True},
+    "SWAGGER_UI_SETTINGS": {
+        "persistAuthorization": True,
+        "tryItOutEnabled": True,
+        # drf-spectacular's request interceptor adds an X-CSRFToken header to every call;
+        # the curl Swagger shows is the request as written, which is what a person reruns.
+        "showMutatedRequest": False,
+    },
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "llmapi.api_guide.use_request_origin",
+    ],
     "TAGS": [
         {"name": "Text model", "description": "Chat with the text model (an LLM)."},
         {"name": "Image model", "description": "Ask a vision-language model about a picture."},
@@ -239,7 +268,7 @@ SPECTACULAR_SETTINGS = {
         {
             "name": "OpenAI-compatible",
             "description": "The same models through the OpenAI API, for existing OpenAI clients: "
-            "set base_url to http://<host>:1999/v1.",
+            f"set `base_url` to `{API_ORIGIN}/v1`.",
         },
     ],
 }

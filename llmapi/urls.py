@@ -1,5 +1,5 @@
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import (
     SpectacularJSONAPIView,
@@ -10,6 +10,15 @@ from drf_spectacular.views import (
 from completions import apis, openai_apis
 
 FAVICON = static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")
+
+# DRF's browsable API shows "Log in" and the logout menu when these names exist.
+browsable_api_login = (
+    [
+        path("key", apis.api_key_login, name="login"),
+        path("logout", apis.api_key_logout, name="logout"),
+    ],
+    "rest_framework",
+)
 
 urlpatterns = [
     path(
@@ -31,6 +40,7 @@ urlpatterns = [
         apis.offline_page(TemplateView.as_view(template_name="completions/playground.html")),
         name="playground",
     ),
+    path("api-auth/", include(browsable_api_login)),
     path("healthz", apis.HealthApi.as_view(), name="healthz"),
     path("readyz", apis.ReadinessApi.as_view(), name="readyz"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
@@ -39,6 +49,7 @@ urlpatterns = [
         apis.offline_page(SpectacularSwaggerView.as_view(url_name="schema")),
         name="swagger-ui",
     ),
+    path("redoc/redoc.standalone.js", apis.redoc_bundle, name="redoc-bundle"),
     path(
         "redoc",
         apis.offline_page(

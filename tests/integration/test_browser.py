@@ -5,7 +5,9 @@ server's own origin. Screenshots are saved in test-artifacts/screenshots/; with
 UPDATE_SCREENSHOTS=1 they also replace the README's, in docs/screenshots/.
 """
 
+import json
 import os
+import re
 import shutil
 import time
 
@@ -58,6 +60,14 @@ def page(browser):
             page.blocked.append(request.url) if "csp" in (request.failure or "").lower() else None
         ),
     )
+    page.console_errors = []
+    page.on(
+        "console",
+        lambda message: (
+            page.console_errors.append(message.text) if message.type == "error" else None
+        ),
+    )
+    page.on("pageerror", lambda error: page.console_errors.append(str(error)))
     yield page
     context.close()
 
@@ -91,15 +101,64 @@ def test_docs_authorize_and_try_it_out(page, gateway, upstream):
     expect(response).to_contain_text("The capital of France is Paris.", timeout=15000)
     expect(response).to_contain_text("200")
     assert upstream.last_request.headers["authorization"] == "Bearer upstream-secret-token"
+    curl = operation.locator(".curl-command").text_content() or ""
+    assert f"{gateway.url}/text_model/chat/completion" in curl
+    assert f"X-API-Key: {API_KEY}" in curl
+    assert "csrf" not in curl.lower()
     response.scroll_into_view_if_needed()
     screenshot(page, "docs-try-it-out.png")
     assert_same_origin(page, gateway.url)
+    assert page.console_errors == []
 
 
-def test_redoc_renders_offline(page, gateway):
+def test_docs_guide_shows_the_servers_own_address(page, gateway):
+    page.goto(f"{gateway.url}/docs")
+    guide = page.locator(".info .description")
+    expect(guide).to_contain_text(f"curl -X POST {gateway.url}/text_model/chat/completion")
+    openai_tag = page.locator("#operations-tag-OpenAI-compatible").locator("..")
+    expect(openai_tag).to_contain_text(f"{gateway.url}/v1")
+    assert ":1999" not in (page.locator("#swagger-ui").text_content() or "")
+    assert page.console_errors == []
+
+
+def test_redoc_renders_offline_without_console_errors(page, gateway):
     page.goto(f"{gateway.url}/redoc")
     expect(page.locator("h1").first).to_contain_text("llmapi", timeout=15000)
+    logo = page.locator('img[alt="redocly logo"]')
+    expect(logo).to_be_visible()
+    assert logo.evaluate("img => img.complete && img.naturalWidth > 0")
     assert_same_origin(page, gateway.url)
+    assert page.blocked == []
+    assert page.console_errors == []
+
+
+def test_browsable_api_logs_in_with_the_key_and_posts_the_form(page, gateway, upstream):
+    page.goto(f"{gateway.url}/text_model/chat/completion")
+    expect(page.locator(".response-info")).to_contain_text("401")
+    expect(page.locator(".navbar-brand")).to_have_text("llmapi")
+    page.locator(".navbar").get_by_role("link", name="Log in with API key").click()
+    page.fill("#api-key", API_KEY)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{gateway.url}/text_model/chat/completion")
+    expect(page.locator(".navbar")).to_contain_text("API key #1")
+
+    form = page.locator("#post-generic-content-form")
+    example = json.loads(form.locator("textarea").input_value())  # the form starts filled in
+    assert example["messages"] == [{"role": "user", "content": "What is the capital of France?"}]
+    example["messages"][0]["content"] = "And the capital of Italy?"
+    form.locator("textarea").fill(json.dumps(example))
+    form.get_by_role("button", name="POST").click()
+    expect(page.locator(".response-info")).to_contain_text(
+        "The capital of France is Paris.", timeout=15000
+    )
+    expect(page.locator(".response-info")).to_contain_text("200 OK")
+    assert upstream.last_request.body["messages"][-1]["content"] == "And the capital of Italy?"
+    screenshot(page, "browsable-api.png")
+    assert_same_origin(page, gateway.url)
+
+    page.locator(".navbar .dropdown-toggle").click()
+    page.locator(".navbar").get_by_text("Log out").click()
+    expect(page.locator(".navbar").get_by_role("link", name="Log in")).to_be_visible()
 
 
 def test_playground_streams_a_multi_turn_chat(page, gateway, upstream):
@@ -136,10 +195,67 @@ def test_playground_streams_a_multi_turn_chat(page, gateway, upstream):
     assert history[1]["content"] == "".join(words)
 
     page.click("#show-curl")
-    expect(page.locator("#curl")).to_contain_text("/text_model/chat/stream")
+    expect(page.locator("#curl")).to_contain_text(f"{gateway.url}/text_model/chat/stream")
     assert API_KEY not in (page.locator("#curl").text_content() or "")
     screenshot(page, "playground.png")
     assert_same_origin(page, gateway.url)
+
+
+def test_playground_curl_panel_gets_the_full_width(page, gateway):
+    page.goto(f"{gateway.url}/playground")
+    page.fill("#prompt", "What is the capital of France?")
+    page.click("#show-curl")
+    panel = page.locator("#curl")
+    expect(panel).to_contain_text('-H "X-API-Key: $API_KEY"')
+    settings_box = page.locator(".settings").bounding_box()
+    chat_box = page.locator(".chat").bounding_box()
+    curl_box = panel.bounding_box()
+    assert settings_box and chat_box and curl_box
+    # Below both columns and as wide as both, not squeezed into the settings column.
+    assert curl_box["y"] >= chat_box["y"] + chat_box["height"]
+    assert curl_box["width"] >= settings_box["width"] + chat_box["width"]
+    # Each line of the command fits: the lines are the command's own, none is wrapped.
+    line_height = float(panel.evaluate("pre => parseFloat(getComputedStyle(pre).lineHeight)"))
+    lines = (panel.text_content() or "").count("\n") + 1
+    padding = float(panel.evaluate("pre => parseFloat(getComputedStyle(pre).paddingTop) * 2"))
+    assert curl_box["height"] <= lines * line_height + padding + 4
+    panel.scroll_into_view_if_needed()
+    screenshot(page, "playground-curl.png")
+
+
+def sent_seeds(upstream) -> list:
+    return [request.body.get("seed") for request in upstream.requests]
+
+
+def test_playground_ask_again_varies_the_seed_unless_one_is_fixed(page, gateway, upstream):
+    page.goto(f"{gateway.url}/playground")
+    page.fill("#api-key", API_KEY)
+    page.fill("#prompt", "Tell me a short story")
+    page.click("#send")
+    expect(page.locator("#status")).to_contain_text("Done", timeout=10000)
+    page.click("#ask-again")
+    expect(page.locator("#status")).to_contain_text("Done", timeout=10000)
+    first, second = sent_seeds(upstream)
+    assert isinstance(first, int) and isinstance(second, int) and first != second
+    expect(page.locator("#status")).to_contain_text(f"seed {second}")
+    # The new answer replaced the old one, and the conversation holds the question once.
+    expect(page.locator("#messages li.assistant")).to_have_count(1)
+    expect(page.locator("#messages li.assistant .seed")).to_have_text(f"seed {second}")
+    assert [m["role"] for m in upstream.last_request.body["messages"]] == ["user"]
+
+    page.fill("#seed", "42")
+    page.click("#ask-again")
+    expect(page.locator("#status")).to_contain_text("seed 42", timeout=10000)
+    page.click("#ask-again")
+    expect(page.locator("#status")).to_contain_text("seed 42", timeout=10000)
+    assert sent_seeds(upstream)[2:] == [42, 42]
+
+    page.fill("#seed", "")
+    page.fill("#temperature", "0")
+    page.click("#ask-again")
+    expect(page.locator("#status")).to_contain_text("Done", timeout=10000)
+    assert upstream.last_request.body.get("seed", 0) == 0  # the server's default seed
+    assert not re.search(r"seed \d", page.locator("#status").text_content() or "")
 
 
 def test_playground_asks_the_image_model_about_an_uploaded_picture(

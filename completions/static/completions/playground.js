@@ -24,15 +24,38 @@ $("new-chat").addEventListener("click", () => {
   $("status").textContent = "";
 });
 
-$("show-curl").addEventListener("click", () => { $("curl").hidden = !$("curl").hidden; updateCurl(); });
+$("show-curl").addEventListener("click", () => {
+  const panel = $("curl-panel");
+  panel.hidden = !panel.hidden;
+  $("show-curl").textContent = panel.hidden ? "Show curl" : "Hide curl";
+  $("show-curl").setAttribute("aria-expanded", String(!panel.hidden));
+  updateCurl();
+  if (!panel.hidden) panel.scrollIntoView({ block: "nearest" });
+});
 $("prompt").addEventListener("input", updateCurl);
+$("seed").addEventListener("input", updateCurl);
 
+// The parameters as the person set them (a seed only when they typed one).
 function params() {
-  return { temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value) };
+  const chosen = { temperature: Number($("temperature").value), max_tokens: Number($("max-tokens").value) };
+  const seed = $("seed").value.trim();
+  if (seed !== "") chosen.seed = Number(seed);
+  return chosen;
+}
+
+// The parameters for one request. Above temperature 0, without a seed of the person's own, each
+// request gets a fresh random one: the server's default seed is fixed, and would give the same
+// "random" answer to every Ask again.
+function requestParams() {
+  const chosen = params();
+  if (chosen.seed === undefined && chosen.temperature > 0) {
+    chosen.seed = crypto.getRandomValues(new Uint32Array(1))[0] % 2147483648;
+  }
+  return chosen;
 }
 
 function updateCurl() {
-  if ($("curl").hidden) return;
+  if ($("curl-panel").hidden) return;
   const origin = window.location.origin;
   const prompt = $("prompt").value || "What is the capital of France?";
   const quote = (text) => "'" + text.replaceAll("'", "'\\''") + "'";
@@ -85,35 +108,64 @@ async function readEvents(response, onEvent) {
   }
 }
 
+let lastQuestion = null;  // {mode, prompt, file}: what "Ask again" asks again
+let lastAnswer = null;  // the <li> of the latest answer, replaced by "Ask again"
+
 $("composer").addEventListener("submit", async (event) => {
   event.preventDefault();
   const prompt = $("prompt").value.trim();
-  const key = keyInput.value.trim();
   if (!prompt) return;
-  if (!key) { $("status").textContent = "Paste your API key first."; keyInput.focus(); return; }
+  if (!keyInput.value.trim()) { $("status").textContent = "Paste your API key first."; keyInput.focus(); return; }
+  const file = $("image").files[0];
+  if (mode() === "image" && !file) { $("status").textContent = "Choose a picture first."; return; }
+  if (mode() === "text") conversation.push({ role: "user", content: prompt });
+  addMessage("user", prompt);
+  $("prompt").value = "";
+  await ask({ mode: mode(), prompt, file });
+});
 
+$("ask-again").addEventListener("click", async () => {
+  if (!lastQuestion) return;
+  // The new answer takes the old one's place, in the page and in the conversation.
+  if (lastQuestion.mode === "text") {
+    if (conversation.at(-1)?.role === "assistant") conversation.pop();
+    // After a failure the question left the conversation (see below): it goes back in.
+    if (conversation.at(-1)?.role !== "user") conversation.push({ role: "user", content: lastQuestion.prompt });
+  }
+  lastAnswer?.remove();
+  await ask(lastQuestion);
+});
+
+async function ask(question) {
+  const key = keyInput.value.trim();
+  const sent = requestParams();
   let request;
-  if (mode() === "image") {
-    const file = $("image").files[0];
-    if (!file) { $("status").textContent = "Choose a picture first."; return; }
+  if (question.mode === "image") {
     const form = new FormData();
-    form.append("image", file);
-    form.append("prompt", prompt);
-    for (const [name, value] of Object.entries(params())) form.append(name, String(value));
+    form.append("image", question.file);
+    form.append("prompt", question.prompt);
+    for (const [name, value] of Object.entries(sent)) form.append(name, String(value));
     request = { url: "/image_model/chat/stream", body: form, headers: {} };
   } else {
-    conversation.push({ role: "user", content: prompt });
     request = {
       url: "/text_model/chat/stream",
-      body: JSON.stringify({ messages: conversation, ...params() }),
+      body: JSON.stringify({ messages: conversation, ...sent }),
       headers: { "Content-Type": "application/json" },
     };
   }
-  addMessage("user", prompt);
-  $("prompt").value = "";
+  lastQuestion = question;
   $("send").disabled = true;
+  $("ask-again").disabled = true;
   $("status").textContent = "Waiting for the model…";
   const answer = addMessage("assistant", "");
+  lastAnswer = answer.parentElement;
+  const seedNote = sent.seed === undefined ? "" : `seed ${sent.seed}`;
+  if (seedNote) {
+    const label = document.createElement("span");
+    label.className = "seed";
+    label.textContent = seedNote;
+    answer.previousElementSibling.append(label);
+  }
   let text = "";
   try {
     const response = await fetch(request.url, {
@@ -135,17 +187,19 @@ $("composer").addEventListener("submit", async (event) => {
         answer.textContent = text;
       } else if ("finish_reason" in payload) {
         const tokens = payload.usage ? `, ${payload.usage.completion_tokens} tokens` : "";
-        $("status").textContent = `Done (${payload.finish_reason})${tokens}.`;
+        $("status").textContent = `Done (${payload.finish_reason})${tokens}${seedNote ? ", " + seedNote : ""}.`;
       }
     });
-    if (mode() === "text") conversation.push({ role: "assistant", content: text });
+    if (question.mode === "text") conversation.push({ role: "assistant", content: text });
   } catch (error) {
     answer.parentElement.classList.add("error");
     answer.textContent = text + (text ? "\n" : "") + error.message;
     $("status").textContent = "";
-    if (mode() === "text" && !text) conversation.pop();
+    if (question.mode === "text" && !text) conversation.pop();
   } finally {
     $("send").disabled = false;
+    $("ask-again").disabled = false;
+    $("ask-again").hidden = false;
     updateCurl();
   }
-});
+}
