@@ -28,14 +28,13 @@ PROMPT = (
     "storing the produce, and getting the beds ready for winter. Use short paragraphs."
 )
 GENERATE = 128
-THREADS = len(os.sched_getaffinity(0))
 
 
-def measure(model: str, repeats: int) -> dict[str, object]:
+def measure(model: str, repeats: int, threads: int) -> dict[str, object]:
     """In the build's own interpreter: prompt and generation speed, `repeats` times."""
     import llama_cpp
 
-    llama = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=THREADS, verbose=False)
+    llama = llama_cpp.Llama(model_path=model, n_ctx=1024, n_threads=threads, verbose=False)
     prompt = llama.tokenize(PROMPT.encode())
     no_end = {llama.token_eos(): float("-inf")}  # always generate GENERATE tokens
     prompt_rates, gen_rates = [], []
@@ -56,6 +55,7 @@ def measure(model: str, repeats: int) -> dict[str, object]:
         gen_rates.append((tokens - 1) / (ended - first))
     return {
         "system_info": llama_cpp.llama_print_system_info().decode().strip(),
+        "prompt_tokens": len(prompt),
         "prompt_tokens_per_s": prompt_rates,
         "generate_tokens_per_s": gen_rates,
     }
@@ -76,10 +76,16 @@ def main() -> None:
     parser.add_argument("pythons", nargs="*", help="the two builds' Python interpreters")
     parser.add_argument("--rounds", type=int, default=5, help="runs per build, alternating")
     parser.add_argument("--repeats", type=int, default=3, help="generations per run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="inference threads (default: all cores; 1 is steadier on a busy machine)",
+    )
     parser.add_argument("--worker", metavar="MODEL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(measure(args.worker, args.repeats)))
+        print(json.dumps(measure(args.worker, args.repeats, args.threads)))
         return
     if len(args.pythons) != 2:
         parser.error("give two Python interpreters, one per build")
@@ -88,7 +94,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for python in args.pythons:
             done = subprocess.run(
-                [python, __file__, "--worker", model, "--repeats", str(args.repeats)],
+                [python, __file__, "--worker", model]
+                + ["--repeats", str(args.repeats), "--threads", str(args.threads)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -100,8 +107,8 @@ def main() -> None:
         return round(statistics.median(values), 1)
 
     result = {
-        "threads": THREADS,
-        "prompt_tokens": "SmolLM2 tokens of a 60-word prompt",
+        "threads": args.threads,
+        "prompt_tokens": runs[args.pythons[0]][0]["prompt_tokens"],
         "generate_tokens": GENERATE,
         "builds": [
             {
