@@ -131,6 +131,10 @@ def _model_settings(prefix: str, *, default_concurrency: int) -> dict:
 
 _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 
+# Any number of named models, with aliases, replicas and fallbacks (YAML; see README, "Models").
+# The seed variables below still define the models the seed endpoints use by default.
+LLMAPI_MODELS_FILE = env.str("LLMAPI_MODELS_FILE", default="")
+
 LLMAPI_MODELS = {
     # One llama.cpp context serves one request at a time, so the embedded model defaults to 1.
     "text": _model_settings("TEXT_MODEL", default_concurrency=1 if _text_is_local else 10),

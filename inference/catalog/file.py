@@ -94,7 +94,9 @@ def read_catalog_file(path: Path) -> tuple[list[ModelSpec], str | None, str | No
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise CatalogError(f"{path}: cannot be read ({exc.strerror}) (LLMAPI_MODELS_FILE).") from None
+        raise CatalogError(
+            f"{path}: cannot be read ({exc.strerror}) (LLMAPI_MODELS_FILE)."
+        ) from None
     except UnicodeDecodeError:
         raise CatalogError(f"{path}: is not UTF-8 text (LLMAPI_MODELS_FILE).") from None
     return parse_catalog(text, source=str(path))

@@ -16,7 +16,9 @@ def load_catalog() -> Catalog:
     The catalog the settings describe. Raises `CatalogError`, naming the line and the field,
     when the catalog file or the seed variables are invalid.
     """
-    text, image = seed_specs(settings.LLMAPI_MODELS, embedded_enabled=settings.LOCAL_MODEL["enabled"])
+    text, image = seed_specs(
+        settings.LLMAPI_MODELS, embedded_enabled=settings.LOCAL_MODEL["enabled"]
+    )
     specs = [spec for spec in (text, image) if spec is not None]
     source = "environment"
     path = settings.LLMAPI_MODELS_FILE
