@@ -160,6 +160,10 @@ def _model_settings(
 
 _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 
+# Any number of named models, with aliases, replicas and fallbacks (YAML; see README, "Models").
+# The seed variables below still define the models the seed endpoints use by default.
+LLMAPI_MODELS_FILE = env.str("LLMAPI_MODELS_FILE", default="")
+
 # Limits on client JSON Schemas (`response_format`), checked before any model call, and the
 # budget for checking a model's answer against one (off the event loop, in its own threads).
 STRUCTURED_OUTPUT = {
