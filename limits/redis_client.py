@@ -46,7 +46,7 @@ LOG_EVERY = 10.0  # seconds between two log lines about the same outage
 @dataclass(frozen=True)
 class RedisConfig:
     url: str = ""
-    connect_timeout: float = 0.1
+    connect_timeout: float = 0.2
     timeout: float = 0.2  # each command's reply
     max_connections: int = 64
     key_prefix: str = "llmapi"
@@ -127,7 +127,7 @@ def _new_client(cfg: RedisConfig) -> redis.Redis:
         retry=Retry(NoBackoff(), 1),
         retry_on_timeout=False,
     )
-    return redis.Redis(connection_pool=pool, auto_close_connection_pool=True)
+    return redis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
 def _loop_client() -> _LoopClient:

@@ -160,7 +160,7 @@ LOCAL_MODEL = {
 SHARED_LIMITS = {
     "url": env.str("REDIS_URL", default=""),
     # Short on purpose: a dead Redis must cost a request milliseconds, not seconds.
-    "connect_timeout": _setting("float", "LIMITS__REDIS_CONNECT_TIMEOUT", 0.1),
+    "connect_timeout": _setting("float", "LIMITS__REDIS_CONNECT_TIMEOUT", 0.2),
     "timeout": _setting("float", "LIMITS__REDIS_TIMEOUT", 0.2),
     "max_connections": _setting("int", "LIMITS__REDIS_MAX_CONNECTIONS", 64),
     "key_prefix": env.str("LIMITS__REDIS_KEY_PREFIX", default="") or "llmapi",
