@@ -22,8 +22,8 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as redis
@@ -105,6 +105,8 @@ class _LoopClient:
     config: RedisConfig
     redis: redis.Redis
     scripts: dict[str, AsyncScript]  # Lua source -> script registered with this client
+    retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
@@ -134,10 +136,11 @@ def _loop_client() -> _LoopClient:
     loop = asyncio.get_running_loop()
     cfg = config()
     entry = _clients.get(loop)
-    if entry is None or entry.config != cfg:
-        if entry is not None:  # settings changed (tests): drop the old pool
-            loop.create_task(entry.redis.aclose())
+    if entry is None:
         entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), {})
+    elif entry.config != cfg:  # settings replaced (tests): a new pool, the old one closed later
+        entry.retired.append(entry.redis)
+        entry.config, entry.redis, entry.scripts = cfg, _new_client(cfg), {}
     return entry
 
 
@@ -146,11 +149,34 @@ def client() -> redis.Redis:
     return _loop_client().redis
 
 
+def spawn(coroutine: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+    """
+    Run background work of the shared limits on this loop (a listener, a refresher, lease
+    renewals, a waiter leaving the line); `close` cancels whatever still runs.
+    """
+    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+    tasks = _loop_client().tasks
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
 async def close() -> None:
-    """Close this event loop's client (lifespan shutdown)."""
-    entry = _clients.pop(asyncio.get_running_loop(), None)
-    if entry is not None:
-        await entry.redis.aclose()
+    """
+    Lifespan shutdown: stop this loop's background work, then close its client. Without
+    REDIS_URL there is nothing to do.
+    """
+    entry = _clients.get(asyncio.get_running_loop())
+    if entry is None:
+        return
+    while entry.tasks:
+        tasks = list(entry.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    _clients.pop(asyncio.get_running_loop(), None)
+    for old in (*entry.retired, entry.redis):
+        await old.aclose()
 
 
 # --- failures: pause, log, recover ---------------------------------------------------------
@@ -222,11 +248,21 @@ async def call(what: str, operation: Callable[[redis.Redis], Awaitable[T]]) -> T
         async with asyncio.timeout(2 * (cfg.connect_timeout + cfg.timeout)):
             result = await operation(client())
     except (RedisError, OSError, TimeoutError) as exc:
+        if stopping():
+            # redis-py turns a cancellation during a command into a connection error; a
+            # cancelled caller (a client that went away, a shutdown) must stay cancelled.
+            raise asyncio.CancelledError from exc
         _health.failed(exc, what, cfg)
         raise RedisUnreachable(what) from exc
     if not _health.up:
         _health.succeeded()
     return result
+
+
+def stopping() -> bool:
+    """Whether the current task was asked to stop (for the background loops)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> Any:

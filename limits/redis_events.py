@@ -67,7 +67,7 @@ def ensure_listener() -> asyncio.Task[None] | None:
     task = _listeners.get(loop)
     if task is None or task.done():
         _connected[loop] = asyncio.Event()
-        task = _listeners[loop] = loop.create_task(_listen(), name="limits-redis-listener")
+        task = _listeners[loop] = redis_client.spawn(_listen(), name="limits-redis-listener")
     return task
 
 
@@ -97,7 +97,7 @@ async def _listen() -> None:
     connected = _connected[asyncio.get_running_loop()]
     backoff = 0.05
     ever_connected = False
-    while True:
+    while not redis_client.stopping():
         pubsub = None
         try:
             pubsub = redis_client.client().pubsub()
@@ -111,7 +111,7 @@ async def _listen() -> None:
                         _run(hook)
             ever_connected = True
             backoff = 0.05
-            while True:
+            while not redis_client.stopping():
                 if len(subscribed) != len(_channels):  # a channel registered since
                     new = {redis_client.key(n): n for n in _channels if redis_client.key(n) not in subscribed}
                     await pubsub.subscribe(*new)

@@ -174,7 +174,6 @@ redis_events.subscribe(WAKE_CHANNEL, _on_wake)
 class _LoopState:
     held: dict[str, None] = field(default_factory=dict)  # tokens held on this loop, in order
     renewer: asyncio.Task[None] | None = None
-    background: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class RedisSlots:
@@ -276,6 +275,8 @@ class RedisSlots:
         delay = POLL_MIN
         try:
             while True:
+                if redis_client.stopping():  # a cancellation redis-py swallowed
+                    raise asyncio.CancelledError
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SlotTimeout
@@ -290,7 +291,7 @@ class RedisSlots:
         except BaseException:
             # Gave up (timeout, cancelled, Redis error): leave the line without delaying the
             # caller; if this fails, the waiter's heartbeat expires within WAITER_TTL_MS.
-            self._in_background(state, self._release(state, token))
+            redis_client.spawn(self._release(state, token), name=f"slots-leave-{self.name}")
             raise
         finally:
             _waiting.pop(token, None)
@@ -301,21 +302,16 @@ class RedisSlots:
         with contextlib.suppress(RedisUnreachable):  # the lease expires by itself
             await self._run("slot release", _RELEASE, keys, args)
 
-    def _in_background(self, state: _LoopState, coroutine) -> None:  # noqa: ANN001
-        task = asyncio.get_running_loop().create_task(coroutine)
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
-
     def _ensure_renewer(self, state: _LoopState) -> None:
         if state.renewer is None or state.renewer.done():
-            state.renewer = asyncio.get_running_loop().create_task(
+            state.renewer = redis_client.spawn(
                 self._renew_while_held(state), name=f"slots-renew-{self.name}"
             )
 
     async def _renew_while_held(self, state: _LoopState) -> None:
         lease = redis_client.config().lease_seconds
         keys = self._keys("holders", "queue", "waiters")
-        while state.held:
+        while state.held and not redis_client.stopping():
             await asyncio.sleep(lease / 3)
             tokens = list(state.held)
             for start in range(0, len(tokens), RENEW_BATCH):

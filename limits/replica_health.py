@@ -158,7 +158,7 @@ def ensure_refresher() -> None:
     loop = asyncio.get_running_loop()
     task = _refreshers.get(loop)
     if task is None or task.done():
-        _refreshers[loop] = loop.create_task(_refresh_forever(), name="limits-replica-health")
+        _refreshers[loop] = redis_client.spawn(_refresh_forever(), name="limits-replica-health")
 
 
 async def stop_refresher() -> None:
@@ -170,7 +170,9 @@ async def stop_refresher() -> None:
 
 
 async def _refresh_forever() -> None:
-    while True:
+    # Checking `cancelling()` as well: a cancellation that lands inside redis-py can come
+    # out as an ordinary error (or none), and this loop must still end when stopped.
+    while not redis_client.stopping():
         with contextlib.suppress(RedisUnreachable):  # logged by redis_client; keep the view
             await refresh()
         await asyncio.sleep(REFRESH_SECONDS)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from limits import redis_client, redis_events
+from limits import lifespan, redis_client
 from tests.redis_server import REDIS_SERVER, RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +60,7 @@ async def use_redis(settings, redis_server):
     settings.SHARED_LIMITS = shared_limits_settings(redis_server.url)
     redis_client.reset_state_for_tests()
     yield redis_server
-    await redis_events.stop_listener()
-    await redis_client.close()
+    await lifespan.stop()
 
 
 @pytest.fixture
@@ -69,8 +68,7 @@ async def use_own_redis(settings, own_redis_server):
     settings.SHARED_LIMITS = shared_limits_settings(own_redis_server.url)
     redis_client.reset_state_for_tests()
     yield own_redis_server
-    await redis_events.stop_listener()
-    await redis_client.close()
+    await lifespan.stop()
 
 
 class Worker:
