@@ -160,8 +160,16 @@ def accuracy(redis_url: str, window: float) -> dict:
     }
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.limits.redis_worker", "counter", "120", str(window),
-             str(start), str(start + window)],  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "tests.limits.redis_worker",
+                "counter",
+                "120",
+                str(window),
+                str(start),
+                str(start + window),
+            ],  # fmt: skip
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -169,7 +177,9 @@ def accuracy(redis_url: str, window: float) -> dict:
         )
         for _ in range(2)
     ]
-    outputs = [json.loads(p.communicate(timeout=window + 60)[0].splitlines()[-1]) for p in processes]
+    outputs = [
+        json.loads(p.communicate(timeout=window + 60)[0].splitlines()[-1]) for p in processes
+    ]
     return {
         "limit": 120,
         "window_s": window,

@@ -21,5 +21,7 @@ class LimitsUnavailable(LimitsError):
     says to refuse rather than admit uncounted. The message is safe to show to clients.
     """
 
-    def __init__(self, message: str = "Rate and concurrency limits are unavailable; retry shortly.") -> None:
+    def __init__(
+        self, message: str = "Rate and concurrency limits are unavailable; retry shortly."
+    ) -> None:
         super().__init__(message)

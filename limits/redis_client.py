@@ -100,10 +100,11 @@ def unavailable() -> LimitsUnavailable | None:
 
 # --- one client per event loop -------------------------------------------------------------
 
+
 @dataclass
 class _LoopClient:
     config: RedisConfig
-    redis: redis.Redis
+    client: redis.Redis
     scripts: dict[str, AsyncScript]  # Lua source -> script registered with this client
     retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
@@ -139,14 +140,14 @@ def _loop_client() -> _LoopClient:
     if entry is None:
         entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), {})
     elif entry.config != cfg:  # settings replaced (tests): a new pool, the old one closed later
-        entry.retired.append(entry.redis)
-        entry.config, entry.redis, entry.scripts = cfg, _new_client(cfg), {}
+        entry.retired.append(entry.client)
+        entry.config, entry.client, entry.scripts = cfg, _new_client(cfg), {}
     return entry
 
 
 def client() -> redis.Redis:
     """This event loop's client (created on first use). Requires REDIS_URL."""
-    return _loop_client().redis
+    return _loop_client().client
 
 
 def spawn(coroutine: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
@@ -175,7 +176,7 @@ async def close() -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     _clients.pop(asyncio.get_running_loop(), None)
-    for old in (*entry.retired, entry.redis):
+    for old in (*entry.retired, entry.client):
         await old.aclose()
 
 

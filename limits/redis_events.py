@@ -71,14 +71,14 @@ def ensure_listener() -> asyncio.Task[None] | None:
     return task
 
 
-async def wait_connected(timeout: float) -> bool:
+async def wait_connected(within: float) -> bool:
     """Wait until the listener has subscribed (tests and start-up); False on timeout."""
     ensure_listener()
     event = _connected.get(asyncio.get_running_loop())
     if event is None:
         return False
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(within):
             await event.wait()
     except TimeoutError:
         return False
@@ -113,15 +113,19 @@ async def _listen() -> None:
             backoff = 0.05
             while not redis_client.stopping():
                 if len(subscribed) != len(_channels):  # a channel registered since
-                    new = {redis_client.key(n): n for n in _channels if redis_client.key(n) not in subscribed}
+                    new = {
+                        redis_client.key(n): n
+                        for n in _channels
+                        if redis_client.key(n) not in subscribed
+                    }
                     await pubsub.subscribe(*new)
                     subscribed.update(new)
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                 if message is None or message["type"] != "message":
                     continue
                 name = subscribed.get(message["channel"].decode())
-                entry = _channels.get(name) if name is not None else None
-                for handler in list(entry.handlers if entry else ()):
+                channel = _channels.get(name) if name is not None else None
+                for handler in list(channel.handlers if channel else ()):
                     _run(handler, message["data"])
         except asyncio.CancelledError:
             raise

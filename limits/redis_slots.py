@@ -34,8 +34,8 @@ import secrets
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any
 
 from limits import redis_client, redis_events
 from limits.redis_client import RedisUnreachable
@@ -332,7 +332,6 @@ class RedisSlots:
 
     async def shared_counts(self) -> tuple[int, int]:
         """(slots held, requests waiting) over every process, from Redis."""
-        state = self._state()
         keys = self._keys("holders", "queue", "waiters")
         held, waiting = await self._run("slot count", _COUNT, keys, [])
         return int(held), int(waiting)

@@ -21,7 +21,9 @@ REDIS_SERVER = shutil.which("redis-server")
 class RedisServer:
     def __init__(self, port: int | None = None) -> None:
         if REDIS_SERVER is None:
-            raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+            raise RuntimeError(
+                "redis-server is not installed (Debian: apt-get install redis-server)"
+            )
         self.port = port or _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = Path(tempfile.mkdtemp(prefix="llmapi-redis-"))
@@ -32,13 +34,20 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self._dir),
-                "--protected-mode", "yes",
-                "--loglevel", "warning",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self._dir),
+                "--protected-mode",
+                "yes",
+                "--loglevel",
+                "warning",
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

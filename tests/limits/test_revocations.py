@@ -47,9 +47,7 @@ async def test_this_process_hears_its_own_revocations(use_redis, received):
     assert received == ["sk-abc"]
 
 
-async def test_after_a_reconnect_subscribers_are_told_to_drop_everything(
-    use_own_redis, received
-):
+async def test_after_a_reconnect_subscribers_are_told_to_drop_everything(use_own_redis, received):
     assert await redis_events.wait_connected(5)
     use_own_redis.kill()
     await asyncio.sleep(0.1)
