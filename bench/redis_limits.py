@@ -151,34 +151,26 @@ async def measure(n: int) -> dict:
 def accuracy(redis_url: str, window: float) -> dict:
     import subprocess
 
-    start = time.time() + 3.0
     env = {
         **os.environ,
         "REDIS_URL": redis_url,
         "LIMITS__REDIS_KEY_PREFIX": "test",
         "LIMITS__ON_REDIS_ERROR": "closed",
     }
+    command = [sys.executable, "-m", "tests.limits.redis_worker", "counter", "120", str(window)]
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tests.limits.redis_worker",
-                "counter",
-                "120",
-                str(window),
-                str(start),
-                str(start + window),
-            ],  # fmt: skip
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            text=True,
+            command, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         for _ in range(2)
     ]
+    for process in processes:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline()) == {"ready": True}
+    start = time.time() + 0.2
     outputs = [
-        json.loads(p.communicate(timeout=window + 60)[0].splitlines()[-1]) for p in processes
+        json.loads(process.communicate(f"{start} {start + window}\n", timeout=window + 60)[0])
+        for process in processes
     ]
     return {
         "limit": 120,

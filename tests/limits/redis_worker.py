@@ -10,8 +10,8 @@ Modes:
 - queue CAPACITY: read lines "<name>" from stdin; each starts a waiter of RedisSlots("fifo",
   CAPACITY) that, once admitted, appends its name to the Redis list "admitted" and releases.
 - listen: print every revocation received.
-- counter LIMIT WINDOW START END: reserve one unit of a counter as fast as possible between
-  the wall-clock times START and END; print how many were admitted.
+- counter LIMIT WINDOW: say it is ready, read "START END" (wall-clock times) from stdin, then
+  reserve one unit of a counter as fast as possible between them; print how many were admitted.
 """
 
 from __future__ import annotations
@@ -103,8 +103,11 @@ async def listen() -> None:
     await asyncio.sleep(3600)
 
 
-async def counter(limit: int, window: float, start: float, end: float) -> None:
+async def counter(limit: int, window: float) -> None:
     spec = redis_counters.Counter("accuracy", limit=limit, window=window)
+    await redis_client.client().ping()  # connected before the start
+    say(ready=True)
+    start, end = map(float, (await asyncio.to_thread(sys.stdin.readline)).split())
     await asyncio.sleep(max(0.0, start - time.time()))
     admitted = refused = 0
     while time.time() < end:
@@ -127,7 +130,7 @@ async def main(mode: str, args: list[str]) -> None:
         elif mode == "listen":
             await listen()
         elif mode == "counter":
-            await counter(int(args[0]), float(args[1]), float(args[2]), float(args[3]))
+            await counter(int(args[0]), float(args[1]))
         else:
             raise SystemExit(f"unknown mode {mode}")
     finally:
