@@ -217,3 +217,21 @@ async def test_unreachable_host_costs_at_most_the_short_timeouts(settings, use_r
 def test_capacity_must_be_positive():
     with pytest.raises(ValueError, match="capacity"):
         RedisSlots("model", 0)
+
+
+async def test_a_killed_waiter_does_not_block_the_line(use_redis, workers):
+    slots = RedisSlots("fifo", 1)
+    async with slots.hold(queue_timeout=1):
+        dead = workers(use_redis.url, "queue", 1)
+        dead.send("dead")
+        assert dead.message() == {"queued": "dead"}
+        for _ in range(200):
+            if (await slots.shared_counts())[1] == 1:
+                break
+            await asyncio.sleep(0.01)
+        dead.process.kill()  # first in line, and gone without leaving it
+    started = time.monotonic()
+    async with slots.hold(queue_timeout=10):
+        waited = time.monotonic() - started
+    assert waited < 3.0  # the dead waiter's heartbeat (2 s) expired; it was never admitted
+    assert use_redis.command("LLEN", "admitted") == b":0\r\n"
