@@ -222,6 +222,24 @@ LLMAPI_MODELS["image"]["max_image_pixels"] = _setting(
 )
 # Images decoded at once per worker (each in a thread); the rest wait their turn.
 LLMAPI_MODELS["image"]["max_decodes"] = _setting("int", "IMAGE_MODEL__MAX_DECODES", 2)
+# --- Shared limits (Redis) --------------------------------------------------------------------
+
+# With REDIS_URL, concurrency slots, quotas, replica health and key revocations are shared by
+# every worker and host using that Redis; without it they are counted per process.
+SHARED_LIMITS = {
+    "url": env.str("REDIS_URL", default=""),
+    # Short on purpose: a dead Redis must cost a request milliseconds, not seconds.
+    "connect_timeout": _setting("float", "LIMITS__REDIS_CONNECT_TIMEOUT", 0.2),
+    "timeout": _setting("float", "LIMITS__REDIS_TIMEOUT", 0.2),
+    "max_connections": _setting("int", "LIMITS__REDIS_MAX_CONNECTIONS", 64),
+    "key_prefix": env.str("LIMITS__REDIS_KEY_PREFIX", default="") or "llmapi",
+    # open: admit uncounted while Redis is unreachable; closed: refuse with 503.
+    "on_redis_error": env.str("LIMITS__ON_REDIS_ERROR", default="") or "open",
+    # A crashed worker's concurrency slots free themselves after this long.
+    "lease_seconds": _setting("float", "LIMITS__LEASE_SECONDS", 10.0),
+    # After a Redis failure, requests skip Redis (applying the policy) for this long.
+    "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
+}
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 

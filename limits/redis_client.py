@@ -1,0 +1,303 @@
+"""
+The Redis connection the shared limits use, and what happens when Redis fails.
+
+`REDIS_URL` turns shared limits on; without it every limit is counted per process. There is one
+async client per event loop (redis-py's connections belong to the loop that opened them), with
+short explicit timeouts, so a dead or unreachable Redis costs a request at most about
+`connect + read` timeout, never a hang. After a failure Redis is left alone for `retry_seconds`
+(the policy below applies at once, without a round trip), then tried again: limits recover
+without a restart.
+
+`LIMITS__ON_REDIS_ERROR` is the policy when Redis cannot be reached:
+- `open`: admit, counting nothing (availability first; limits are not enforced meanwhile);
+- `closed`: refuse with `LimitsUnavailable` (the API answers 503).
+
+Each failure is logged once per `LOG_EVERY` seconds at most, with the number of failures since
+the previous line, and recovery is logged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+import redis.asyncio as redis
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from limits.exceptions import LimitsUnavailable
+
+logger = logging.getLogger("limits.redis")
+
+T = TypeVar("T")
+
+LOG_EVERY = 10.0  # seconds between two log lines about the same outage
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str = ""
+    connect_timeout: float = 0.2
+    timeout: float = 0.2  # each command's reply
+    max_connections: int = 64
+    key_prefix: str = "llmapi"
+    on_redis_error: Literal["open", "closed"] = "open"
+    lease_seconds: float = 10.0  # a concurrency slot's lease; a crashed holder frees it after this
+    retry_seconds: float = 1.0  # after a failure, Redis is not tried again for this long
+
+    @classmethod
+    def from_settings(cls) -> RedisConfig:
+        values = dict(getattr(settings, "SHARED_LIMITS", {}))
+        config = cls(**values)
+        if config.on_redis_error not in ("open", "closed"):
+            raise ImproperlyConfigured(
+                f"LIMITS__ON_REDIS_ERROR must be 'open' or 'closed', not {config.on_redis_error!r}."
+            )
+        return config
+
+
+_config_cache: tuple[object, RedisConfig] | None = None
+
+
+def config() -> RedisConfig:
+    """The configuration, read again whenever `settings.SHARED_LIMITS` is replaced (tests)."""
+    global _config_cache
+    values = getattr(settings, "SHARED_LIMITS", None)
+    if _config_cache is None or _config_cache[0] is not values:
+        _config_cache = (values, RedisConfig.from_settings())
+    return _config_cache[1]
+
+
+def enabled() -> bool:
+    """True when REDIS_URL is set: limits are shared through Redis."""
+    return bool(config().url)
+
+
+def key(*parts: str) -> str:
+    """A Redis key under this deployment's prefix (several gateways may share one Redis)."""
+    return ":".join((config().key_prefix, *parts))
+
+
+class RedisUnreachable(Exception):
+    """A Redis call failed or Redis is in its retry pause. Callers apply the error policy."""
+
+
+def unavailable() -> LimitsUnavailable | None:
+    """The error to raise when Redis is unreachable: None under `open` (admit uncounted)."""
+    if config().on_redis_error == "closed":
+        return LimitsUnavailable()
+    return None
+
+
+# --- one client per event loop -------------------------------------------------------------
+
+
+@dataclass
+class _LoopClient:
+    config: RedisConfig
+    client: redis.Redis
+    scripts: dict[str, AsyncScript]  # Lua source -> script registered with this client
+    retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _new_client(cfg: RedisConfig) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        cfg.url,
+        max_connections=cfg.max_connections,
+        # Waiting for a free pooled connection counts against the same short budget.
+        timeout=cfg.timeout,
+        socket_connect_timeout=cfg.connect_timeout,
+        socket_timeout=cfg.timeout,
+        socket_keepalive=True,
+        # One immediate retry on a new connection: after a Redis restart the pooled
+        # connections are dead, and the first command on each would fail otherwise.
+        # Timeouts are never retried (a reply may be late, not lost).
+        retry=Retry(NoBackoff(), 1),
+        retry_on_timeout=False,
+    )
+    return redis.Redis.from_pool(pool)  # the client owns the pool and closes it
+
+
+def _loop_client() -> _LoopClient:
+    loop = asyncio.get_running_loop()
+    cfg = config()
+    entry = _clients.get(loop)
+    if entry is None:
+        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), {})
+    elif entry.config != cfg:  # settings replaced (tests): a new pool, the old one closed later
+        entry.retired.append(entry.client)
+        entry.config, entry.client, entry.scripts = cfg, _new_client(cfg), {}
+    return entry
+
+
+def client() -> redis.Redis:
+    """This event loop's client (created on first use). Requires REDIS_URL."""
+    return _loop_client().client
+
+
+def spawn(coroutine: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+    """
+    Run background work of the shared limits on this loop (a listener, a refresher, lease
+    renewals, a waiter leaving the line); `close` cancels whatever still runs.
+    """
+    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+    tasks = _loop_client().tasks
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+async def close() -> None:
+    """
+    Lifespan shutdown: stop this loop's background work, then close its client. Without
+    REDIS_URL there is nothing to do.
+    """
+    entry = _clients.get(asyncio.get_running_loop())
+    if entry is None:
+        return
+    while entry.tasks:
+        tasks = list(entry.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    _clients.pop(asyncio.get_running_loop(), None)
+    for old in (*entry.retired, entry.client):
+        await old.aclose()
+
+
+# --- failures: pause, log, recover ---------------------------------------------------------
+
+
+class _Health:
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+        self.last_log = float("-inf")
+        self.failures_unlogged = 0
+
+    def paused(self) -> bool:
+        return self.down_since is not None and time.monotonic() < self.retry_at
+
+    def failed(self, exc: BaseException, what: str, cfg: RedisConfig) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+        self.retry_at = now + cfg.retry_seconds
+        self.failures_unlogged += 1
+        if now - self.last_log >= LOG_EVERY:
+            action = "admitting uncounted" if cfg.on_redis_error == "open" else "refusing (503)"
+            logger.error(
+                "Redis unreachable (%s during %s; %d failure(s) since the last report); "
+                "LIMITS__ON_REDIS_ERROR=%s: %s until it is back",
+                type(exc).__name__,
+                what,
+                self.failures_unlogged,
+                cfg.on_redis_error,
+                action,
+            )
+            self.last_log = now
+            self.failures_unlogged = 0
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            logger.warning(
+                "Redis reachable again after %.1f s; shared limits apply",
+                time.monotonic() - self.down_since,
+            )
+            self.down_since = None
+            self.failures_unlogged = 0
+            self.last_log = float("-inf")
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+
+_health = _Health()
+
+
+def note_failure(exc: BaseException, what: str) -> None:
+    """Record a failure seen outside `call` (the pub/sub listener)."""
+    _health.failed(exc, what, config())
+
+
+async def call(what: str, operation: Callable[[redis.Redis], Awaitable[T]]) -> T:
+    """
+    Run one Redis operation under the failure rules: raise `RedisUnreachable` at once while
+    Redis is paused after a failure, and on any Redis or network error or timeout.
+    """
+    if _health.paused():
+        raise RedisUnreachable(what)
+    cfg = config()
+    try:
+        # The socket timeouts bound each step; this bounds the sum (pool wait, connect, retry).
+        async with asyncio.timeout(2 * (cfg.connect_timeout + cfg.timeout)):
+            result = await operation(client())
+    except (RedisError, OSError, TimeoutError) as exc:
+        if stopping():
+            # redis-py turns a cancellation during a command into a connection error; a
+            # cancelled caller (a client that went away, a shutdown) must stay cancelled.
+            raise asyncio.CancelledError from exc
+        _health.failed(exc, what, cfg)
+        raise RedisUnreachable(what) from exc
+    if not _health.up:
+        _health.succeeded()
+    return result
+
+
+def stopping() -> bool:
+    """Whether the current task was asked to stop (for the background loops)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> Any:
+    """
+    Run a Lua script (EVALSHA; loaded again by redis-py after a Redis restart) under the
+    failure rules of `call`.
+    """
+
+    def operation(r: redis.Redis) -> Awaitable[Any]:
+        scripts = _loop_client().scripts
+        script = scripts.get(source)
+        if script is None:
+            script = scripts[source] = r.register_script(source)
+        return script(keys=keys, args=args)
+
+    return await call(what, operation)
+
+
+async def redis_status() -> dict[str, Any]:
+    """
+    For /readyz: `{"redis": "ok" | "down" | "off", "mode": "open" | "closed"}`; "off" when
+    REDIS_URL is not set. Pings Redis (bounded by the short timeouts).
+    """
+    cfg = config()
+    if not enabled():
+        return {"redis": "off", "mode": cfg.on_redis_error}
+    try:
+        await call("ping", lambda r: r.ping())
+    except RedisUnreachable:
+        return {"redis": "down", "mode": cfg.on_redis_error}
+    return {"redis": "ok", "mode": cfg.on_redis_error}
+
+
+def reset_state_for_tests() -> None:
+    """Forget a previous outage (tests start and stop Redis servers)."""
+    global _health
+    _health = _Health()

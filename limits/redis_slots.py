@@ -1,0 +1,337 @@
+"""
+Concurrency slots shared by every process and host using one Redis: `RedisSlots` has the
+interface of `LocalSlots` (`hold(queue_timeout=...)`, `in_use`, `capacity`).
+
+In Redis, per slot set (all keys share one hash tag, so they live on one cluster node):
+- `holders`, a sorted set of lease tokens scored by their expiry (Redis server time, ms). A
+  holder renews its lease in the background (every lease/3); a holder that dies (SIGKILL, a
+  lost host) stops renewing and its slot frees itself when the lease ends.
+- `queue`, a sorted set of waiting tokens scored by a ticket from INCR (`ticket`): first come,
+  first served across processes. A waiter is admitted when its rank is below the free slots.
+- `waiters`, the same waiting tokens scored by a heartbeat expiry: each poll renews it, and a
+  waiter that died is dropped from the queue when it expires, so it cannot block the line.
+
+Every acquire, release, renew and leave is one Lua script, one atomic round trip. Time is the
+Redis server's clock (`TIME`), so hosts with skewed clocks agree.
+
+Waiting: when a slot frees (a release, a waiter leaving, an expired lease found), the script
+publishes the tokens now at the head of the line; their processes wake them at once. A missed
+message costs little: waiters also poll, with a backoff from 20 ms to 250 ms.
+
+When Redis cannot be reached, `LIMITS__ON_REDIS_ERROR` decides (see `redis_client`): `open`
+admits without counting, `closed` raises `LimitsUnavailable`. A holder whose lease was lost
+(Redis restarted empty, or it could not renew for a whole lease) takes it back at its next
+renewal if the slot set has room, so counts recover after an outage without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+from typing import Any
+
+from limits import redis_client, redis_events
+from limits.redis_client import RedisUnreachable
+from limits.slots import SlotTimeout
+
+logger = logging.getLogger("limits.slots")
+
+WAKE_CHANNEL = "slots:wake"
+POLL_MIN = 0.02  # seconds before a waiter asks again when no wake-up came
+POLL_MAX = 0.25
+WAITER_TTL_MS = 2000  # a waiter that has not polled for this long is dropped from the line
+RENEW_BATCH = 500  # leases renewed per round trip
+
+# Shared Lua pieces: Redis time in ms; drop expired leases and dead waiters; wake the heads.
+_PRELUDE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function cleanup(holders, queue, waiters)
+  local expired = redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+  local dead = redis.call('ZRANGEBYSCORE', waiters, '-inf', now, 'LIMIT', 0, 100)
+  if #dead > 0 then
+    redis.call('ZREM', queue, unpack(dead))
+    redis.call('ZREM', waiters, unpack(dead))
+  end
+  return expired + #dead
+end
+local function wake(holders, queue, capacity, channel)
+  local free = capacity - redis.call('ZCARD', holders)
+  if free > 0 then
+    local heads = redis.call('ZRANGE', queue, 0, free - 1)
+    if #heads > 0 then redis.call('PUBLISH', channel, table.concat(heads, ' ')) end
+  end
+end
+local function keep(ttl, ...)
+  for _, k in ipairs({...}) do redis.call('PEXPIRE', k, ttl) end
+end
+"""
+
+# KEYS: holders, queue, waiters, ticket. ARGV: token, capacity, lease ms, waiter ttl ms,
+# key ttl ms, wake channel, may_queue (1/0).
+# Returns {1} when admitted, {0, rank, free} when queued (or refused with may_queue=0).
+_ACQUIRE = (
+    _PRELUDE
+    + """
+local holders, queue, waiters, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local token, capacity = ARGV[1], tonumber(ARGV[2])
+local lease, waiter_ttl, key_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local freed = cleanup(holders, queue, waiters)
+local free = capacity - redis.call('ZCARD', holders)
+local rank = redis.call('ZRANK', queue, token)
+if not rank then
+  rank = redis.call('ZCARD', queue)
+  if rank >= free then
+    if ARGV[7] == '0' then return {0, rank, free} end
+    redis.call('ZADD', queue, redis.call('INCR', ticket), token)
+  end
+end
+if rank < free then
+  redis.call('ZREM', queue, token)
+  redis.call('ZREM', waiters, token)
+  redis.call('ZADD', holders, now + lease, token)
+  keep(key_ttl, holders, queue, waiters, ticket)
+  return {1}
+end
+redis.call('ZADD', waiters, now + waiter_ttl, token)
+keep(key_ttl, holders, queue, waiters, ticket)
+if freed > 0 then wake(holders, queue, capacity, ARGV[6]) end
+return {0, rank, free}
+"""
+)
+
+# KEYS: holders, queue, waiters. ARGV: token, capacity, wake channel.
+# Frees the token's slot or its place in line (whichever it has), then wakes the new heads.
+_RELEASE = (
+    _PRELUDE
+    + """
+local holders, queue, waiters = KEYS[1], KEYS[2], KEYS[3]
+local removed = redis.call('ZREM', holders, ARGV[1])
+removed = removed + redis.call('ZREM', queue, ARGV[1])
+redis.call('ZREM', waiters, ARGV[1])
+local freed = cleanup(holders, queue, waiters)
+if removed + freed > 0 then wake(holders, queue, tonumber(ARGV[2]), ARGV[3]) end
+return removed
+"""
+)
+
+# KEYS: holders, queue, waiters. ARGV: capacity, lease ms, key ttl ms, tokens...
+# Returns one status per token: 1 renewed, 2 taken back (it had been lost), 0 lost.
+_RENEW = (
+    _PRELUDE
+    + """
+local holders, queue, waiters = KEYS[1], KEYS[2], KEYS[3]
+local capacity, lease, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+cleanup(holders, queue, waiters)
+local status = {}
+for i = 4, #ARGV do
+  if redis.call('ZSCORE', holders, ARGV[i]) then
+    redis.call('ZADD', holders, now + lease, ARGV[i])
+    status[#status + 1] = 1
+  elseif redis.call('ZCARD', holders) < capacity then
+    redis.call('ZADD', holders, now + lease, ARGV[i])
+    status[#status + 1] = 2
+  else
+    status[#status + 1] = 0
+  end
+end
+keep(key_ttl, holders, queue, waiters)
+return status
+"""
+)
+
+# KEYS: holders, queue, waiters. ARGV: (none). Returns {holders, waiting} after cleanup.
+_COUNT = (
+    _PRELUDE
+    + """
+cleanup(KEYS[1], KEYS[2], KEYS[3])
+return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+"""
+)
+
+# Wake-up events of this process's waiters, by token (tokens are unique).
+_waiting: dict[str, asyncio.Event] = {}
+
+
+def _on_wake(payload: bytes) -> None:
+    for token in payload.decode().split():
+        event = _waiting.get(token)
+        if event is not None:
+            event.set()
+
+
+redis_events.subscribe(WAKE_CHANNEL, _on_wake)
+
+
+@dataclass
+class _LoopState:
+    held: dict[str, None] = field(default_factory=dict)  # tokens held on this loop, in order
+    renewer: asyncio.Task[None] | None = None
+
+
+class RedisSlots:
+    """
+    `capacity` slots named `name`, shared through Redis by every process configured with the
+    same REDIS_URL and key prefix. Give every instance of one model the same name and capacity.
+    """
+
+    def __init__(self, name: str, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.name = name
+        self.capacity = capacity
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # --- the LocalSlots interface ----------------------------------------------------------
+
+    @property
+    def in_use(self) -> int:
+        """Slots held right now by this process's event loop (the shared count: `shared_counts`)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return 0
+        state = self._per_loop.get(loop)
+        return len(state.held) if state else 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self, *, queue_timeout: float) -> AsyncIterator[None]:
+        """
+        Hold one slot for the block, waiting in line at most `queue_timeout` seconds.
+
+        Raises `SlotTimeout` when no slot came in time, and `LimitsUnavailable` when Redis is
+        unreachable under `LIMITS__ON_REDIS_ERROR=closed`. Under `open` the block runs
+        uncounted.
+        """
+        state = self._state()
+        token = f"{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            await self._acquire(state, token, queue_timeout)
+        except RedisUnreachable:
+            error = redis_client.unavailable()
+            if error is not None:
+                raise error from None
+            counted = False  # open: admitted, counted nowhere
+        else:
+            counted = True
+        if not counted:
+            yield
+            return
+        state.held[token] = None
+        self._ensure_renewer(state)
+        try:
+            yield
+        finally:
+            state.held.pop(token, None)
+            await self._release(state, token)
+
+    # --- Redis -----------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._per_loop.get(loop)
+        if state is None:
+            state = self._per_loop[loop] = _LoopState()
+        return state
+
+    def _keys(self, *names: str) -> list[str]:
+        tag = f"{{{redis_client.config().key_prefix}:slots:{self.name}}}"
+        return [f"{tag}:{name}" for name in names]
+
+    def _run(self, what: str, source: str, keys: list[str], args: list) -> Awaitable[Any]:
+        return redis_client.run_script(what, source, keys, args)
+
+    async def _acquire(self, state: _LoopState, token: str, queue_timeout: float) -> None:
+        cfg = redis_client.config()
+        keys = self._keys("holders", "queue", "waiters", "ticket")
+        lease_ms = int(cfg.lease_seconds * 1000)
+        args = [
+            token,
+            self.capacity,
+            lease_ms,
+            WAITER_TTL_MS,
+            max(lease_ms, WAITER_TTL_MS) * 2,
+            redis_client.key(WAKE_CHANNEL),
+            1 if queue_timeout > 0 else 0,
+        ]
+        reply = await self._run("slot acquire", _ACQUIRE, keys, args)
+        if reply[0] == 1:
+            return
+        if queue_timeout <= 0:
+            raise SlotTimeout
+        # In line: wait for a wake-up (or poll), until admitted or out of time.
+        redis_events.ensure_listener()
+        event = _waiting[token] = asyncio.Event()
+        deadline = time.monotonic() + queue_timeout
+        delay = POLL_MIN
+        try:
+            while True:
+                if redis_client.stopping():  # a cancellation redis-py swallowed
+                    raise asyncio.CancelledError
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SlotTimeout
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(delay, remaining)):
+                        await event.wait()
+                event.clear()
+                delay = min(delay * 2, POLL_MAX)
+                reply = await self._run("slot acquire", _ACQUIRE, keys, args)
+                if reply[0] == 1:
+                    return
+        except BaseException:
+            # Gave up (timeout, cancelled, Redis error): leave the line without delaying the
+            # caller; if this fails, the waiter's heartbeat expires within WAITER_TTL_MS.
+            redis_client.spawn(self._release(state, token), name=f"slots-leave-{self.name}")
+            raise
+        finally:
+            _waiting.pop(token, None)
+
+    async def _release(self, state: _LoopState, token: str) -> None:
+        keys = self._keys("holders", "queue", "waiters")
+        args = [token, self.capacity, redis_client.key(WAKE_CHANNEL)]
+        with contextlib.suppress(RedisUnreachable):  # the lease expires by itself
+            await self._run("slot release", _RELEASE, keys, args)
+
+    def _ensure_renewer(self, state: _LoopState) -> None:
+        if state.renewer is None or state.renewer.done():
+            state.renewer = redis_client.spawn(
+                self._renew_while_held(state), name=f"slots-renew-{self.name}"
+            )
+
+    async def _renew_while_held(self, state: _LoopState) -> None:
+        lease = redis_client.config().lease_seconds
+        keys = self._keys("holders", "queue", "waiters")
+        while state.held and not redis_client.stopping():
+            await asyncio.sleep(lease / 3)
+            tokens = list(state.held)
+            for start in range(0, len(tokens), RENEW_BATCH):
+                batch = tokens[start : start + RENEW_BATCH]
+                args = [self.capacity, int(lease * 1000), int(lease * 2000), *batch]
+                try:
+                    status = await self._run("lease renewal", _RENEW, keys, args)
+                except RedisUnreachable:
+                    break  # logged by redis_client; the next round tries again
+                lost = [t for t, s in zip(batch, status, strict=True) if s == 0 and t in state.held]
+                if lost:
+                    logger.warning(
+                        "%d lease(s) of slots %r lost while the slots are full; those requests "
+                        "run uncounted until a slot frees",
+                        len(lost),
+                        self.name,
+                    )
+
+    async def shared_counts(self) -> tuple[int, int]:
+        """(slots held, requests waiting) over every process, from Redis."""
+        keys = self._keys("holders", "queue", "waiters")
+        held, waiting = await self._run("slot count", _COUNT, keys, [])
+        return int(held), int(waiting)

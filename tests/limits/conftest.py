@@ -1,0 +1,148 @@
+"""A real redis-server per test module (or per test, for outages), and settings pointing at it."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from limits import lifespan, redis_client
+from tests.redis_server import REDIS_SERVER, RedisServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (scripts/test installs Debian's redis-server)")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server():
+    """A server of this test alone, which it may kill and restart."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (scripts/test installs Debian's redis-server)")
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def shared_limits_settings(url: str, **overrides) -> dict:
+    return {
+        "url": url,
+        "connect_timeout": 0.1,
+        "timeout": 0.2,
+        "max_connections": 64,
+        "key_prefix": "test",
+        "on_redis_error": "open",
+        "lease_seconds": 10.0,
+        "retry_seconds": 0.2,
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def use_redis(settings, redis_server):
+    """Point the shared limits at the module's redis-server, with an empty database."""
+    redis_server.command("FLUSHALL")
+    settings.SHARED_LIMITS = shared_limits_settings(redis_server.url)
+    redis_client.reset_state_for_tests()
+    yield redis_server
+    await lifespan.stop()
+
+
+@pytest.fixture
+async def use_own_redis(settings, own_redis_server):
+    settings.SHARED_LIMITS = shared_limits_settings(own_redis_server.url)
+    redis_client.reset_state_for_tests()
+    yield own_redis_server
+    await lifespan.stop()
+
+
+class Worker:
+    """A `tests.limits.redis_worker` process: another gateway process using the same Redis."""
+
+    def __init__(self, url: str, mode: str, *args: object, **env: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.limits.redis_worker", mode, *map(str, args)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "ENV_FILE": "/dev/null",
+                "DJANGO_SETTINGS_MODULE": "llmapi.settings",
+                "REDIS_URL": url,
+                "LIMITS__REDIS_KEY_PREFIX": "test",
+                "LIMITS__REDIS_RETRY_SECONDS": "0.2",
+                # Generous: these tests check counting on a busy machine, where a burst of
+                # connections can take longer than the production timeouts (tested apart).
+                "LIMITS__REDIS_CONNECT_TIMEOUT": "2",
+                "LIMITS__REDIS_TIMEOUT": "2",
+                "LIMITS__ON_REDIS_ERROR": "closed",
+                **env,
+            },
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def message(self, timeout: float = 15) -> dict:
+        """The next JSON line the worker prints."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message from the worker within {timeout} s") from None
+        if line is None:
+            assert self.process.stderr is not None
+            raise AssertionError(f"the worker exited: {self.process.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def send(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def workers():
+    started: list[Worker] = []
+
+    def start(url: str, mode: str, *args: object, **env: str) -> Worker:
+        worker = Worker(url, mode, *args, **env)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

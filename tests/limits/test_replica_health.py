@@ -1,0 +1,89 @@
+"""Replica ejection shared by processes through Redis, read from a local view."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from limits import replica_health
+
+EJECT = {"eject_after": 3, "eject_seconds": 30.0}
+
+
+@pytest.fixture(autouse=True)
+async def fresh_view():
+    replica_health.reset_for_tests()
+    yield
+    replica_health.reset_for_tests()
+
+
+async def test_consecutive_failures_eject_and_a_success_restores(use_redis):
+    assert not await replica_health.failed("m", "a:8000", **EJECT)
+    assert not await replica_health.failed("m", "a:8000", **EJECT)
+    assert not replica_health.is_ejected("m", "a:8000")
+    assert await replica_health.failed("m", "a:8000", **EJECT)
+    assert replica_health.is_ejected("m", "a:8000")  # at once in the reporting process
+    assert not replica_health.is_ejected("m", "b:8000")
+    assert not replica_health.is_ejected("other", "a:8000")
+    await replica_health.succeeded("m", "a:8000")
+    assert not replica_health.is_ejected("m", "a:8000")
+    await replica_health.refresh()
+    assert not replica_health.is_ejected("m", "a:8000")
+
+
+async def test_failures_of_several_processes_add_up(use_redis):
+    # Two failures "elsewhere", written as another process would.
+    for _ in range(2):
+        await replica_health.failed("m", "a:8000", **EJECT)
+    replica_health.reset_for_tests()  # this process has seen none of them
+    assert await replica_health.failed("m", "a:8000", **EJECT)
+
+
+async def test_another_processes_ejection_is_seen_after_a_refresh(use_redis):
+    for _ in range(3):
+        await replica_health.failed("m", "a:8000", **EJECT)
+    replica_health.reset_for_tests()
+    assert not replica_health.is_ejected("m", "a:8000")  # starts the refresher
+    for _ in range(150):
+        if replica_health.is_ejected("m", "a:8000"):
+            break
+        await asyncio.sleep(0.01)
+    assert replica_health.is_ejected("m", "a:8000")  # within about a second
+
+
+async def test_a_success_elsewhere_restores_the_replica_for_everyone(use_redis):
+    for _ in range(3):
+        await replica_health.failed("m", "a:8000", **EJECT)
+    await replica_health.succeeded("m", "a:8000")  # as another process would, in Redis
+    replica_health.reset_for_tests()
+    await replica_health.refresh()
+    assert not replica_health.is_ejected("m", "a:8000")
+
+
+async def test_ejection_ends_after_eject_seconds(use_redis):
+    for _ in range(3):
+        await replica_health.failed("m", "a:8000", eject_after=3, eject_seconds=0.2)
+    assert replica_health.is_ejected("m", "a:8000")
+    await asyncio.sleep(0.25)
+    await replica_health.refresh()
+    assert not replica_health.is_ejected("m", "a:8000")
+    # Still failing: the next failure ejects it again.
+    assert await replica_health.failed("m", "a:8000", eject_after=3, eject_seconds=0.2)
+
+
+async def test_without_redis_the_process_counts_alone():
+    for _ in range(2):
+        assert not await replica_health.failed("m", "a:8000", **EJECT)
+    assert await replica_health.failed("m", "a:8000", **EJECT)
+    assert replica_health.is_ejected("m", "a:8000")
+    await replica_health.succeeded("m", "a:8000")
+    assert not replica_health.is_ejected("m", "a:8000")
+
+
+async def test_redis_down_falls_back_to_local_counts(use_own_redis):
+    use_own_redis.kill()
+    for _ in range(2):
+        assert not await replica_health.failed("m", "a:8000", **EJECT)
+    assert await replica_health.failed("m", "a:8000", **EJECT)
+    assert replica_health.is_ejected("m", "a:8000")
