@@ -1,0 +1,143 @@
+"""
+DRF authentication: API keys from the database, the operator's `API_KEY` from the
+environment, and staff sessions for the browsable API.
+
+`ApiKeyAuthentication` reads `X-API-Key`. A missing header is a 401 with a hint, a wrong,
+revoked or expired key a 403 (the seed API's exact messages). Keys from the environment
+(`API_KEY`, comma-separated) are compared in constant time and have no quotas; they are the
+operator's bootstrap keys. Keys from the database (`llm_<prefix>_<secret>`) are checked
+against their stored hash through the in-process cache of `accounts.selectors`.
+
+DRF calls `authenticate()` synchronously. On the event loop the database cannot be used, so
+an async view first awaits `prepare_authentication(request)`, which fills the cache when the
+key is not in it (one thread hop per key per cache period); `authenticate()` then answers
+from the cache without blocking. In a sync view (a worker thread) it looks keys up directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from django.conf import settings
+from rest_framework import authentication, exceptions
+
+from accounts import selectors
+from accounts.keys import KEY_PREFIX
+from accounts.principals import Principal, bootstrap_principal, staff_principal
+
+API_KEY_HEADER = "X-API-Key"
+MISSING_KEY_DETAIL = "Missing API Key. Please provide X-API-Key header."
+INVALID_KEY_DETAIL = "Invalid API Key"
+BEARER_MISSING_KEY_DETAIL = (
+    "Missing API Key. Send Authorization: Bearer <key> or an X-API-Key header."
+)
+
+
+class KeyCacheNotPrepared(RuntimeError):
+    """authenticate() ran on the event loop for a key that prepare_authentication() skipped."""
+
+
+def environment_key_index(candidate: str) -> int | None:
+    """Index of the matching `API_KEY` entry, comparing every entry in constant time."""
+    match = None
+    candidate_bytes = candidate.encode()
+    for index, key in enumerate(settings.API_KEYS):
+        if hmac.compare_digest(candidate_bytes, key.encode()):
+            match = index
+    return match
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def resolve_key(candidate: str) -> Principal | None:
+    """The caller this key belongs to, or None. Never blocks on the event loop."""
+    index = environment_key_index(candidate)
+    if index is not None:
+        return bootstrap_principal(index)
+    if not candidate.startswith(KEY_PREFIX):
+        return None
+    cached = selectors.cached_principal(candidate)
+    if cached is not selectors._MISSING:
+        return cached  # type: ignore[return-value]
+    if _on_event_loop():
+        raise KeyCacheNotPrepared(
+            "await accounts.authentication.prepare_authentication(request) before DRF's "
+            "authentication runs on the event loop"
+        )
+    return selectors.load_principal(candidate)
+
+
+def presented_key(request) -> str:
+    """The key a request carries: X-API-Key, or an `Authorization: Bearer` token."""
+    candidate = request.headers.get(API_KEY_HEADER)
+    if candidate:
+        return candidate
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def prepare_authentication(request) -> None:
+    """Make the request's key answerable from the cache (see the module docstring)."""
+    candidate = presented_key(request)
+    if candidate.startswith(KEY_PREFIX) and environment_key_index(candidate) is None:
+        await selectors.alookup_principal(candidate)
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Accept a request whose `X-API-Key` header holds a valid key; see the module docstring."""
+
+    def authenticate(self, request) -> tuple[Principal, None]:
+        candidate = request.headers.get(API_KEY_HEADER)
+        if not candidate:
+            raise exceptions.NotAuthenticated(MISSING_KEY_DETAIL)
+        principal = resolve_key(candidate)
+        if principal is None:
+            raise exceptions.PermissionDenied(INVALID_KEY_DETAIL)
+        return principal, None
+
+    def authenticate_header(self, request) -> str:
+        return f'APIKey header="{API_KEY_HEADER}"'
+
+
+class BearerOrApiKeyAuthentication(ApiKeyAuthentication):
+    """
+    For /v1: also `Authorization: Bearer <key>`, which the OpenAI SDKs send. As on OpenAI's
+    API, a wrong key is a 401 there.
+    """
+
+    def authenticate(self, request) -> tuple[Principal, None]:
+        candidate = presented_key(request)
+        if not candidate:
+            raise exceptions.NotAuthenticated(BEARER_MISSING_KEY_DETAIL)
+        principal = resolve_key(candidate)
+        if principal is None:
+            raise exceptions.AuthenticationFailed(INVALID_KEY_DETAIL)
+        return principal, None
+
+    def authenticate_header(self, request) -> str:
+        return 'Bearer realm="llmapi"'
+
+
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """
+    A staff user logged in through the admin may use the browsable API with their session
+    (no quotas, every model). Unsafe methods need the CSRF token, as with DRF's own class.
+    Requests without a staff session fall through to the next class (the API key).
+
+    The session's user is resolved before the view by `AdminSessionMiddleware` (with the
+    async ORM), so nothing here blocks.
+    """
+
+    def authenticate(self, request):
+        user = getattr(request._request, "user", None)
+        if user is None or not getattr(user, "is_active", False) or not user.is_staff:
+            return None
+        self.enforce_csrf(request)
+        return staff_principal(user), None
