@@ -141,3 +141,8 @@ class StaffSessionAuthentication(authentication.SessionAuthentication):
             return None
         self.enforce_csrf(request)
         return staff_principal(user), None
+
+    def authenticate_header(self, request) -> str:
+        # DRF asks the first class for this header; without one a missing key would be a 403
+        # instead of the seed's 401.
+        return f'APIKey header="{API_KEY_HEADER}"'

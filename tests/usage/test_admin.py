@@ -21,7 +21,7 @@ def test_usage_page_renders_charts_and_tables_from_the_rollups(admin_client):
     response = admin_client.get("/admin/usage/usagehourly/?days=7")
     assert response.status_code == HTTPStatus.OK
     page = response.content.decode()
-    assert page.count("<svg") == 3 and "<rect" in page
+    assert page.count('<figure class="usage-chart">') == 3 and "<rect" in page
     assert "llm_abcdefgh_…" in page and "research" in page and "small" in page
     assert "Server error rate per day" in page
     assert "default-src 'self'" in response["Content-Security-Policy"]

@@ -24,7 +24,8 @@ def test_rollup_aggregates_by_hour_key_team_and_model_and_is_idempotent():
         ]
     )
     assert rollup_usage(now=NOW)["hours"] == 2
-    assert rollup_usage(now=NOW)["hours"] == 2
+    # The next run recomputes from the last rolled-up hour on, to the same rows.
+    assert rollup_usage(now=NOW)["hours"] == 1
     nine = UsageHourly.objects.get(hour=NOW.replace(hour=9, minute=0))
     assert (nine.requests, nine.errors, nine.rejected) == (3, 1, 1)
     assert (nine.prompt_tokens, nine.completion_tokens, nine.latency_ms_total) == (11, 6, 100)
