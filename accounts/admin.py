@@ -20,7 +20,13 @@ LIMIT_FIELDS = (
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ("name", "requests_per_minute", "tokens_per_minute", "tokens_per_day", "created_at")
+    list_display = (
+        "name",
+        "requests_per_minute",
+        "tokens_per_minute",
+        "tokens_per_day",
+        "created_at",
+    )
     search_fields = ("name",)
     filter_horizontal = ("members",)
     fieldsets = (
@@ -59,8 +65,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
     actions = ("revoke_selected",)
     fieldsets = (
         (None, {"fields": ("name", "team", "display_prefix", "allowed_models", "expires_at")}),
-        ("State", {"fields": ("revoked", "revoked_at", "created_at", "created_by", "last_used_at")}),
-        ("Limits of this key (empty: unlimited; the team's limits apply too)", {"fields": LIMIT_FIELDS}),
+        (
+            "State",
+            {"fields": ("revoked", "revoked_at", "created_at", "created_by", "last_used_at")},
+        ),
+        (
+            "Limits of this key (empty: unlimited; the team's limits apply too)",
+            {"fields": LIMIT_FIELDS},
+        ),
     )
 
     @admin.display(description="Key", ordering="prefix")

@@ -64,8 +64,8 @@ def resolve_key(candidate: str) -> Principal | None:
     if not candidate.startswith(KEY_PREFIX):
         return None
     cached = selectors.cached_principal(candidate)
-    if cached is not selectors._MISSING:
-        return cached  # type: ignore[return-value]
+    if cached is not selectors.NOT_CACHED:
+        return cached
     if _on_event_loop():
         raise KeyCacheNotPrepared(
             "await accounts.authentication.prepare_authentication(request) before DRF's "

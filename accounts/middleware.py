@@ -35,7 +35,9 @@ class AdminSessionMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(self.get_response):
             markcoroutinefunction(self)
-        self.admin_chain = SessionMiddleware(AuthenticationMiddleware(MessageMiddleware(get_response)))
+        self.admin_chain = SessionMiddleware(
+            AuthenticationMiddleware(MessageMiddleware(get_response))
+        )
         self.session_engine = SessionMiddleware(get_response).SessionStore
 
     async def __call__(self, request):

@@ -24,7 +24,7 @@ from limits.quotas import QuotaSubject
 
 # Bounded: a flood of made-up keys can cost memory only up to this many entries.
 MAX_CACHED_KEYS = 10_000
-_MISSING = object()
+NOT_CACHED = object()
 
 # candidate key -> (monotonic time fetched, Principal or None for "not a valid key")
 _cache: dict[str, tuple[float, Principal | None]] = {}
@@ -33,10 +33,10 @@ _last_used: dict[int, float] = {}
 
 
 def cached_principal(candidate: str):
-    """The cached caller for this key, None when it is known to be invalid, or _MISSING."""
+    """The cached caller for this key, None when it is known to be invalid, or NOT_CACHED."""
     entry = _cache.get(candidate)
     if entry is None or time.monotonic() - entry[0] > settings.API_KEYS_CACHE_SECONDS:
-        return _MISSING
+        return NOT_CACHED
     principal = entry[1]
     if principal is not None:
         if principal.expires_at is not None and principal.expires_at <= time.time():
@@ -86,8 +86,8 @@ def _load(candidate: str) -> Principal | None:
 async def alookup_principal(candidate: str) -> Principal | None:
     """The caller for this key: from the cache, or from the database in a thread."""
     cached = cached_principal(candidate)
-    if cached is not _MISSING:
-        return cached  # type: ignore[return-value]
+    if cached is not NOT_CACHED:
+        return cached
     # Not the shared sync thread (where the admin's views run): a slow admin page must not
     # hold up a key lookup. The thread's connection goes back (to the pool) right after.
     return await sync_to_async(_load_and_close, thread_sensitive=False)(candidate)

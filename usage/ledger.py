@@ -144,8 +144,8 @@ class LedgerWriter:
         if self.queue:
             logger.error("Usage ledger stopped with %d rows unwritten", len(self.queue))
 
-    async def flush_and_stop(self, timeout: float = 30.0) -> None:
-        await asyncio.to_thread(self.stop, timeout)
+    async def flush_and_stop(self, grace: float = 30.0) -> None:
+        await asyncio.to_thread(self.stop, grace)
 
     def _run(self) -> None:
         last_rollup = last_used = time.monotonic()
@@ -187,7 +187,7 @@ class LedgerWriter:
 
         queue = self.queue
         while queue:
-            batch = []
+            batch: list[tuple] = []
             while queue and len(batch) < self.batch_size:
                 batch.append(queue.popleft())
             rows = []

@@ -28,6 +28,9 @@ class UsageRecord(models.Model):
         indexes = [models.Index(fields=["key", "created_at"])]
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.endpoint} {self.status}"
+
 
 class UsageHourly(models.Model):
     hour = models.DateTimeField()
@@ -51,3 +54,6 @@ class UsageHourly(models.Model):
         ordering = ["-hour"]
         verbose_name = "usage (hourly)"
         verbose_name_plural = "usage dashboard"
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.key_prefix or 'API_KEY'} {self.model}"

@@ -104,4 +104,3 @@ def _grouped(rows, field: str, limit: int = 10) -> list[dict]:
             }
         )
     return result
-

@@ -27,17 +27,16 @@ def test_ensure_database_creates_and_migrates_a_fresh_sqlite_file(tmp_path):
         check=True,
         timeout=120,
     )
-    tables = {
-        row[0]
-        for row in sqlite3.connect(database).execute("SELECT name FROM sqlite_master")
-    }
+    tables = {row[0] for row in sqlite3.connect(database).execute("SELECT name FROM sqlite_master")}
     assert {"accounts_apikey", "accounts_team", "usage_usagerecord", "usage_usagehourly"} <= tables
     assert stat.S_IMODE((tmp_path / "var" / "pepper").stat().st_mode) == 0o600
 
 
 @pytest.mark.django_db
 def test_the_configured_database_is_used():
-    expected = "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"
+    expected = (
+        "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"
+    )
     assert connection.vendor == expected
     if expected == "postgresql":
         # The pool is on: a bounded number of connections per worker.

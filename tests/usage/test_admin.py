@@ -13,7 +13,15 @@ def test_usage_page_renders_charts_and_tables_from_the_rollups(admin_client):
     now = dt.datetime.now(dt.UTC)
     UsageRecord.objects.bulk_create(
         [
-            UsageRecord(created_at=now - dt.timedelta(days=day), key_prefix="abcdefgh", team_name="research", model="small", status=500 if day == 1 else 200, prompt_tokens=100 * day, completion_tokens=5)
+            UsageRecord(
+                created_at=now - dt.timedelta(days=day),
+                key_prefix="abcdefgh",
+                team_name="research",
+                model="small",
+                status=500 if day == 1 else 200,
+                prompt_tokens=100 * day,
+                completion_tokens=5,
+            )
             for day in range(5)
         ]
     )

@@ -10,7 +10,12 @@ from usage.models import UsageRecord
 
 
 def writer(**overrides) -> LedgerWriter:
-    options = {"max_queue": 100_000, "batch_size": 500, "flush_interval": 0.05, "rollup_interval": 3600}
+    options = {
+        "max_queue": 100_000,
+        "batch_size": 500,
+        "flush_interval": 0.05,
+        "rollup_interval": 3600,
+    }
     return LedgerWriter(**{**options, **overrides})
 
 

@@ -18,8 +18,16 @@ def test_summary_shows_the_key_its_limits_remaining_quota_and_usage(make_key):
     prefix = created.api_key.prefix
     UsageRecord.objects.bulk_create(
         [
-            UsageRecord(created_at=now - dt.timedelta(hours=2), key_prefix=prefix, status=200, prompt_tokens=10, completion_tokens=20),
-            UsageRecord(created_at=now, key_prefix=prefix, status=200, prompt_tokens=1, completion_tokens=2),
+            UsageRecord(
+                created_at=now - dt.timedelta(hours=2),
+                key_prefix=prefix,
+                status=200,
+                prompt_tokens=10,
+                completion_tokens=20,
+            ),
+            UsageRecord(
+                created_at=now, key_prefix=prefix, status=200, prompt_tokens=1, completion_tokens=2
+            ),
             UsageRecord(created_at=now, key_prefix="someone", status=200, prompt_tokens=100),
         ]
     )
@@ -41,5 +49,10 @@ def test_summary_shows_the_key_its_limits_remaining_quota_and_usage(make_key):
     assert summary["limits"]["key"]["requests_per_minute"]["remaining"] == 59
     today = summary["usage"]["today"]
     if (now - dt.timedelta(hours=2)).date() == now.date():
-        assert today == {"requests": 3, "prompt_tokens": 15, "completion_tokens": 22, "total_tokens": 37}
+        assert today == {
+            "requests": 3,
+            "prompt_tokens": 15,
+            "completion_tokens": 22,
+            "total_tokens": 37,
+        }
     assert summary["usage"]["this_month"]["requests"] >= today["requests"] >= 2

@@ -5,58 +5,83 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('accounts', '0001_initial'),
+        ("accounts", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='UsageHourly',
+            name="UsageHourly",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('hour', models.DateTimeField()),
-                ('key_prefix', models.CharField(blank=True, max_length=16)),
-                ('team_name', models.CharField(blank=True, max_length=100)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('requests', models.PositiveIntegerField(default=0)),
-                ('rejected', models.PositiveIntegerField(default=0)),
-                ('errors', models.PositiveIntegerField(default=0)),
-                ('prompt_tokens', models.PositiveBigIntegerField(default=0)),
-                ('completion_tokens', models.PositiveBigIntegerField(default=0)),
-                ('latency_ms_total', models.FloatField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("hour", models.DateTimeField()),
+                ("key_prefix", models.CharField(blank=True, max_length=16)),
+                ("team_name", models.CharField(blank=True, max_length=100)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("requests", models.PositiveIntegerField(default=0)),
+                ("rejected", models.PositiveIntegerField(default=0)),
+                ("errors", models.PositiveIntegerField(default=0)),
+                ("prompt_tokens", models.PositiveBigIntegerField(default=0)),
+                ("completion_tokens", models.PositiveBigIntegerField(default=0)),
+                ("latency_ms_total", models.FloatField(default=0)),
             ],
             options={
-                'verbose_name': 'usage (hourly)',
-                'verbose_name_plural': 'usage dashboard',
-                'ordering': ['-hour'],
-                'indexes': [models.Index(fields=['hour'], name='usage_usage_hour_f6f8b1_idx')],
-                'constraints': [models.UniqueConstraint(fields=('hour', 'key_prefix', 'team_name', 'model'), name='usage_hourly_unique')],
+                "verbose_name": "usage (hourly)",
+                "verbose_name_plural": "usage dashboard",
+                "ordering": ["-hour"],
+                "indexes": [models.Index(fields=["hour"], name="usage_usage_hour_f6f8b1_idx")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("hour", "key_prefix", "team_name", "model"),
+                        name="usage_hourly_unique",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='UsageRecord',
+            name="UsageRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('key_prefix', models.CharField(blank=True, max_length=16)),
-                ('team_name', models.CharField(blank=True, max_length=100)),
-                ('model', models.CharField(blank=True, max_length=200)),
-                ('replica', models.CharField(blank=True, max_length=200)),
-                ('endpoint', models.CharField(blank=True, max_length=100)),
-                ('status', models.PositiveSmallIntegerField()),
-                ('prompt_tokens', models.PositiveIntegerField(default=0)),
-                ('completion_tokens', models.PositiveIntegerField(default=0)),
-                ('latency_ms', models.FloatField(default=0)),
-                ('ttft_ms', models.FloatField(blank=True, null=True)),
-                ('request_id', models.CharField(blank=True, max_length=128)),
-                ('key', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.SET_NULL, to='accounts.apikey')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("key_prefix", models.CharField(blank=True, max_length=16)),
+                ("team_name", models.CharField(blank=True, max_length=100)),
+                ("model", models.CharField(blank=True, max_length=200)),
+                ("replica", models.CharField(blank=True, max_length=200)),
+                ("endpoint", models.CharField(blank=True, max_length=100)),
+                ("status", models.PositiveSmallIntegerField()),
+                ("prompt_tokens", models.PositiveIntegerField(default=0)),
+                ("completion_tokens", models.PositiveIntegerField(default=0)),
+                ("latency_ms", models.FloatField(default=0)),
+                ("ttft_ms", models.FloatField(blank=True, null=True)),
+                ("request_id", models.CharField(blank=True, max_length=128)),
+                (
+                    "key",
+                    models.ForeignKey(
+                        blank=True,
+                        db_constraint=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        to="accounts.apikey",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'indexes': [models.Index(fields=['key', 'created_at'], name='usage_usage_key_id_315841_idx')],
+                "ordering": ["-created_at"],
+                "indexes": [
+                    models.Index(fields=["key", "created_at"], name="usage_usage_key_id_315841_idx")
+                ],
             },
         ),
     ]
