@@ -83,11 +83,37 @@ def presented_key(request) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+# Where prepare_authentication() leaves its answer for authenticate(), on the request.
+PREPARED_ATTRIBUTE = "_llmapi_principal"
+
+
 async def prepare_authentication(request) -> None:
-    """Make the request's key answerable from the cache (see the module docstring)."""
+    """
+    Look the request's key up (from the cache, or the database in a thread) and keep the
+    answer on the request, where authenticate() finds it (see the module docstring).
+    """
     candidate = presented_key(request)
-    if candidate.startswith(KEY_PREFIX) and environment_key_index(candidate) is None:
-        await selectors.alookup_principal(candidate)
+    if not candidate:
+        return
+    index = environment_key_index(candidate)
+    if index is not None:
+        principal: Principal | None = bootstrap_principal(index)
+    elif candidate.startswith(KEY_PREFIX):
+        cached = selectors.cached_principal(candidate)
+        if cached is selectors.NOT_CACHED:
+            principal = await selectors.alookup_principal(candidate)
+        else:
+            principal = cached
+    else:
+        principal = None
+    setattr(request, PREPARED_ATTRIBUTE, (candidate, principal))
+
+
+def _authenticate(request, candidate: str) -> Principal | None:
+    prepared = getattr(request, PREPARED_ATTRIBUTE, None)
+    if prepared is not None and prepared[0] == candidate:
+        return prepared[1]
+    return resolve_key(candidate)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -97,7 +123,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         candidate = request.headers.get(API_KEY_HEADER)
         if not candidate:
             raise exceptions.NotAuthenticated(MISSING_KEY_DETAIL)
-        principal = resolve_key(candidate)
+        principal = _authenticate(request, candidate)
         if principal is None:
             raise exceptions.PermissionDenied(INVALID_KEY_DETAIL)
         return principal, None
@@ -116,7 +142,7 @@ class BearerOrApiKeyAuthentication(ApiKeyAuthentication):
         candidate = presented_key(request)
         if not candidate:
             raise exceptions.NotAuthenticated(BEARER_MISSING_KEY_DETAIL)
-        principal = resolve_key(candidate)
+        principal = _authenticate(request, candidate)
         if principal is None:
             raise exceptions.AuthenticationFailed(INVALID_KEY_DETAIL)
         return principal, None

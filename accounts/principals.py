@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from limits.quotas import QuotaSubject
@@ -34,6 +35,7 @@ class Principal:
         return self.name
 
 
+@functools.lru_cache(maxsize=64)  # one per configured key, built once
 def bootstrap_principal(index: int) -> Principal:
     return Principal(
         kind="bootstrap",

@@ -39,9 +39,10 @@ def cached_principal(candidate: str):
         return NOT_CACHED
     principal = entry[1]
     if principal is not None:
-        if principal.expires_at is not None and principal.expires_at <= time.time():
+        now = time.time()
+        if principal.expires_at is not None and principal.expires_at <= now:
             return None
-        _last_used[principal.key_id] = time.time()  # type: ignore[index]
+        _last_used[principal.key_id] = now  # type: ignore[index]
     return principal
 
 

@@ -70,10 +70,24 @@ class QuotaSubject:
     key_limits: Limits = NO_LIMITS
     team_id: str | None = None
     team_limits: Limits = NO_LIMITS
+    # Derived once (a subject lives in the key cache): the counters' names, and whether any
+    # limit applies at all.
+    holder_ids: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    unlimited: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def unlimited(self) -> bool:
-        return self.key_limits.unlimited and (self.team_id is None or self.team_limits.unlimited)
+    def __post_init__(self) -> None:
+        holders = (f"key:{self.key_id}",)
+        if self.team_id is not None:
+            holders += (f"team:{self.team_id}",)
+        object.__setattr__(self, "holder_ids", holders)
+        object.__setattr__(
+            self,
+            "unlimited",
+            self.key_limits.unlimited and (self.team_id is None or self.team_limits.unlimited),
+        )
+
+    def holder_limits(self) -> tuple[Limits, ...]:
+        return (self.key_limits, self.team_limits)[: len(self.holder_ids)]
 
 
 @dataclass(slots=True)
@@ -85,9 +99,15 @@ class Reservation:
     minute: int
     day: int
     month: int
-    # Response headers for a successful request (x-ratelimit-*), from the tightest holder.
-    headers: dict[str, str] = field(default_factory=dict)
+    # (remaining requests, their limit, remaining tokens, their limit, seconds to the reset)
+    # of the tightest holder; formatted only when the headers are asked for.
+    rate: tuple[int | None, int | None, int | None, int | None, int] | None = None
     settled: bool = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """OpenAI's x-ratelimit-* headers for a successful response (empty when unlimited)."""
+        return _format_rate_headers(self.rate)
 
 
 class QuotaError(Exception):
@@ -121,15 +141,6 @@ class QuotaStore(Protocol):
     async def snapshot(self, subject: QuotaSubject, *, now: float | None = None) -> dict: ...
 
 
-def _month_index(moment: datetime) -> int:
-    return moment.year * 12 + moment.month - 1
-
-
-def _seconds_to_next_month(moment: datetime) -> float:
-    year, month = divmod(_month_index(moment) + 1, 12)
-    return (datetime(year, month + 1, 1, tzinfo=UTC) - moment).total_seconds()
-
-
 def format_reset(seconds: float) -> str:
     """OpenAI's reset format: "1s", "6m0s", "1h2m3s"."""
     seconds = max(0, math.ceil(seconds))
@@ -155,36 +166,41 @@ class _Counters:
     month_tokens: int = 0
     concurrent: int = 0
 
-    def roll(self, minute: int, day: int, month: int) -> None:
-        if self.minute != minute:
-            self.minute, self.requests, self.minute_tokens = minute, 0, 0
-        if self.day != day:
-            self.day, self.day_tokens = day, 0
-        if self.month != month:
-            self.month, self.month_tokens = month, 0
+    def roll(self, clock: _Clock) -> None:
+        if self.minute != clock.minute:
+            self.minute, self.requests, self.minute_tokens = clock.minute, 0, 0
+        if self.day != clock.day:
+            self.day, self.day_tokens = clock.day, 0
+        if self.month != clock.month:
+            self.month, self.month_tokens = clock.month, 0
 
 
 @dataclass(frozen=True, slots=True)
 class _Clock:
-    now: float
+    """The windows at one second (UTC), and the whole seconds until each ends."""
+
+    second: int
     minute: int
     day: int
     month: int
-    to_next_minute: float
-    to_next_day: float
-    to_next_month: float
+    to_next_minute: int
+    to_next_day: int
+    to_next_month: int
 
     @classmethod
     def at(cls, now: float) -> _Clock:
-        moment = datetime.fromtimestamp(now, UTC)
+        second = int(now)
+        moment = datetime.fromtimestamp(second, UTC)
+        year, month = divmod(moment.year * 12 + moment.month, 12)  # the next month
+        next_month = datetime(year, month + 1, 1, tzinfo=UTC)
         return cls(
-            now=now,
-            minute=int(now // 60),
-            day=int(now // 86400),
-            month=_month_index(moment),
-            to_next_minute=60 - now % 60,
-            to_next_day=86400 - now % 86400,
-            to_next_month=_seconds_to_next_month(moment),
+            second=second,
+            minute=second // 60,
+            day=second // 86400,
+            month=moment.year * 12 + moment.month - 1,
+            to_next_minute=60 - second % 60,
+            to_next_day=86400 - second % 86400,
+            to_next_month=int((next_month - moment).total_seconds()),
         )
 
 
@@ -194,33 +210,37 @@ class InProcessQuotaStore:
     def __init__(self) -> None:
         self._counters: dict[str, _Counters] = {}
         self._lock = threading.Lock()
+        self._clock = _Clock.at(0)
+
+    def _clock_at(self, now: float) -> _Clock:
+        # Computed once per second: the windows only change on whole seconds.
+        clock = self._clock
+        if clock.second != int(now):
+            clock = self._clock = _Clock.at(now)
+        return clock
 
     def _holders(self, subject: QuotaSubject) -> list[tuple[str, Limits, _Counters]]:
-        pairs = [(f"key:{subject.key_id}", subject.key_limits)]
-        if subject.team_id is not None:
-            pairs.append((f"team:{subject.team_id}", subject.team_limits))
+        counters = self._counters
         holders = []
-        for holder_id, limits in pairs:
-            counters = self._counters.get(holder_id)
-            if counters is None:
-                counters = self._counters[holder_id] = _Counters()
-            holders.append((holder_id, limits, counters))
+        for holder_id, limits in zip(subject.holder_ids, subject.holder_limits(), strict=True):
+            holder = counters.get(holder_id)
+            if holder is None:
+                holder = counters[holder_id] = _Counters()
+            holders.append((holder_id, limits, holder))
         return holders
 
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
     ) -> Reservation:
         """Check every limit of the key and its team, then count the request in all of them."""
-        now = time.time() if now is None else now
+        clock = self._clock_at(time.time() if now is None else now)
         if subject.unlimited:
-            minute = int(now // 60)
-            return Reservation(subject, tokens, minute, -1, -1)
-        clock = _Clock.at(now)
+            return Reservation(subject, tokens, clock.minute, clock.day, clock.month)
         tokens = max(0, tokens)
         with self._lock:
             holders = self._holders(subject)
             for holder_id, limits, counters in holders:
-                counters.roll(clock.minute, clock.day, clock.month)
+                counters.roll(clock)
                 _check(holder_id, limits, counters, tokens, clock)
             for _, _, counters in holders:
                 counters.requests += 1
@@ -228,8 +248,8 @@ class InProcessQuotaStore:
                 counters.day_tokens += tokens
                 counters.month_tokens += tokens
                 counters.concurrent += 1
-            headers = _rate_headers(holders, clock)
-        return Reservation(subject, tokens, clock.minute, clock.day, clock.month, headers)
+            rate = _rate(holders, clock)
+        return Reservation(subject, tokens, clock.minute, clock.day, clock.month, rate)
 
     async def settle(self, reservation: Reservation, *, used_tokens: int | None) -> None:
         """
@@ -244,13 +264,15 @@ class InProcessQuotaStore:
         delta = 0 if used_tokens is None else max(0, used_tokens) - reservation.tokens
         with self._lock:
             for _, _, counters in self._holders(reservation.subject):
-                counters.concurrent = max(0, counters.concurrent - 1)
-                if counters.minute == reservation.minute:
-                    counters.minute_tokens = max(0, counters.minute_tokens + delta)
-                if counters.day == reservation.day:
-                    counters.day_tokens = max(0, counters.day_tokens + delta)
-                if counters.month == reservation.month:
-                    counters.month_tokens = max(0, counters.month_tokens + delta)
+                if counters.concurrent > 0:
+                    counters.concurrent -= 1
+                if delta:
+                    if counters.minute == reservation.minute:
+                        counters.minute_tokens = max(0, counters.minute_tokens + delta)
+                    if counters.day == reservation.day:
+                        counters.day_tokens = max(0, counters.day_tokens + delta)
+                    if counters.month == reservation.month:
+                        counters.month_tokens = max(0, counters.month_tokens + delta)
 
     async def snapshot(self, subject: QuotaSubject, *, now: float | None = None) -> dict:
         """Each holder's limits, current counts and remaining quota (for GET /v1/me)."""
@@ -258,101 +280,109 @@ class InProcessQuotaStore:
         result = {}
         with self._lock:
             for holder_id, limits, counters in self._holders(subject):
-                counters.roll(clock.minute, clock.day, clock.month)
+                counters.roll(clock)
                 result[holder_id.split(":", 1)[0]] = _describe(limits, counters, clock)
         return result
 
 
-# (limit attribute, counter attribute, window name, seconds-to-reset attribute)
-_CHECKS = (
-    ("requests_per_minute", "requests", "requests per minute", "to_next_minute"),
-    ("tokens_per_minute", "minute_tokens", "tokens per minute", "to_next_minute"),
-    ("concurrent_requests", "concurrent", "concurrent requests", ""),
-    ("tokens_per_day", "day_tokens", "tokens per day", "to_next_day"),
-    ("tokens_per_month", "month_tokens", "tokens per month", "to_next_month"),
-)
-
-
 def _check(holder_id: str, limits: Limits, counters: _Counters, tokens: int, clock: _Clock) -> None:
-    holder = "team" if holder_id.startswith("team:") else "API key"
-    checks = (
-        (limits.requests_per_minute, counters.requests + 1, 0),
-        (limits.tokens_per_minute, counters.minute_tokens + tokens, 1),
-        (limits.concurrent_requests, counters.concurrent + 1, 2),
-        # Budgets refuse once spent; a request admitted before keeps its reservation.
-        (limits.tokens_per_day, counters.day_tokens + 1, 3),
-        (limits.tokens_per_month, counters.month_tokens + 1, 4),
-    )
-    for limit, wanted, index in checks:
-        if limit is None or wanted <= limit:
-            continue
-        _, _, window, reset_attr = _CHECKS[index]
-        # A concurrency slot frees when a request ends; a second is a fair guess.
-        wait = getattr(clock, reset_attr) if reset_attr else 1.0
-        if index == 1 and tokens > limit:
-            detail = (
-                f"This request may use {tokens} tokens (max_tokens plus the prompt), more than "
-                f"the {holder}'s limit of {limit} tokens per minute. Lower max_tokens."
-            )
-        else:
-            detail = f"Rate limit reached: the {holder}'s limit of {limit} {window}."
-        raise QuotaExceeded(
-            detail,
-            retry_after=max(1, math.ceil(wait)),
-            headers=_rate_headers([(holder_id, limits, counters)], clock),
+    """Raise QuotaExceeded if this request does not fit in one of the holder's limits."""
+    limit = limits.requests_per_minute
+    if limit is not None and counters.requests + 1 > limit:
+        _refuse(
+            holder_id, limits, counters, clock, limit, "requests per minute", clock.to_next_minute
         )
+    limit = limits.tokens_per_minute
+    if limit is not None and counters.minute_tokens + tokens > limit:
+        wait = clock.to_next_minute
+        _refuse(holder_id, limits, counters, clock, limit, "tokens per minute", wait, tokens)
+    limit = limits.concurrent_requests
+    if limit is not None and counters.concurrent + 1 > limit:
+        # A slot frees when a request ends; a second is a fair guess.
+        _refuse(holder_id, limits, counters, clock, limit, "concurrent requests", 1)
+    # Budgets refuse once spent; a request admitted before keeps its reservation.
+    limit = limits.tokens_per_day
+    if limit is not None and counters.day_tokens >= limit:
+        _refuse(holder_id, limits, counters, clock, limit, "tokens per day", clock.to_next_day)
+    limit = limits.tokens_per_month
+    if limit is not None and counters.month_tokens >= limit:
+        wait = clock.to_next_month
+        _refuse(holder_id, limits, counters, clock, limit, "tokens per month", wait)
 
 
-def _rate_headers(holders: list[tuple[str, Limits, _Counters]], clock: _Clock) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers, from the holder with the least remaining."""
-    headers: dict[str, str] = {}
-    requests = [
-        (limits.requests_per_minute - counters.requests, limits.requests_per_minute)
-        for _, limits, counters in holders
-        if limits.requests_per_minute is not None
-    ]
-    tokens = [
-        (limits.tokens_per_minute - counters.minute_tokens, limits.tokens_per_minute)
-        for _, limits, counters in holders
-        if limits.tokens_per_minute is not None
-    ]
-    reset = format_reset(clock.to_next_minute)
-    if requests:
-        remaining, limit = min(requests)
-        headers["x-ratelimit-limit-requests"] = str(limit)
-        headers["x-ratelimit-remaining-requests"] = str(max(0, remaining))
+def _refuse(
+    holder_id: str,
+    limits: Limits,
+    counters: _Counters,
+    clock: _Clock,
+    limit: int,
+    window: str,
+    wait: int,
+    tokens: int = 0,
+) -> None:
+    holder = "team" if holder_id.startswith("team:") else "API key"
+    if tokens > limit:
+        detail = (
+            f"This request may use {tokens} tokens (max_tokens plus the prompt), more than "
+            f"the {holder}'s limit of {limit} {window}. Lower max_tokens."
+        )
+    else:
+        detail = f"Rate limit reached: the {holder}'s limit of {limit} {window}."
+    raise QuotaExceeded(
+        detail,
+        retry_after=max(1, wait),
+        headers=_format_rate_headers(_rate([(holder_id, limits, counters)], clock)),
+    )
+
+
+def _rate(holders: list[tuple[str, Limits, _Counters]], clock: _Clock):
+    """The tightest holder's remaining requests and tokens this minute (None: no such limit)."""
+    requests = tokens = None
+    for _, limits, counters in holders:
+        limit = limits.requests_per_minute
+        if limit is not None and (requests is None or limit - counters.requests < requests[0]):
+            requests = (limit - counters.requests, limit)
+        limit = limits.tokens_per_minute
+        if limit is not None and (tokens is None or limit - counters.minute_tokens < tokens[0]):
+            tokens = (limit - counters.minute_tokens, limit)
+    if requests is None and tokens is None:
+        return None
+    return (*(requests or (None, None)), *(tokens or (None, None)), clock.to_next_minute)
+
+
+def _format_rate_headers(rate) -> dict[str, str]:
+    if rate is None:
+        return {}
+    remaining_requests, request_limit, remaining_tokens, token_limit, reset_seconds = rate
+    reset = format_reset(reset_seconds)
+    headers = {}
+    if request_limit is not None:
+        headers["x-ratelimit-limit-requests"] = str(request_limit)
+        headers["x-ratelimit-remaining-requests"] = str(max(0, remaining_requests))
         headers["x-ratelimit-reset-requests"] = reset
-    if tokens:
-        remaining, limit = min(tokens)
-        headers["x-ratelimit-limit-tokens"] = str(limit)
-        headers["x-ratelimit-remaining-tokens"] = str(max(0, remaining))
+    if token_limit is not None:
+        headers["x-ratelimit-limit-tokens"] = str(token_limit)
+        headers["x-ratelimit-remaining-tokens"] = str(max(0, remaining_tokens))
         headers["x-ratelimit-reset-tokens"] = reset
     return headers
 
 
 def _describe(limits: Limits, counters: _Counters, clock: _Clock) -> dict:
-    used = {
-        "requests_per_minute": counters.requests,
-        "tokens_per_minute": counters.minute_tokens,
-        "concurrent_requests": counters.concurrent,
-        "tokens_per_day": counters.day_tokens,
-        "tokens_per_month": counters.month_tokens,
-    }
-    resets = {
-        "requests_per_minute": clock.to_next_minute,
-        "tokens_per_minute": clock.to_next_minute,
-        "concurrent_requests": 0.0,
-        "tokens_per_day": clock.to_next_day,
-        "tokens_per_month": clock.to_next_month,
+    used_and_reset = {
+        "requests_per_minute": (counters.requests, clock.to_next_minute),
+        "tokens_per_minute": (counters.minute_tokens, clock.to_next_minute),
+        "concurrent_requests": (counters.concurrent, 0),
+        "tokens_per_day": (counters.day_tokens, clock.to_next_day),
+        "tokens_per_month": (counters.month_tokens, clock.to_next_month),
     }
     described = {}
-    for name, count in used.items():
+    for name, (used, reset) in used_and_reset.items():
         limit = getattr(limits, name)
         described[name] = {
             "limit": limit,
-            "used": count,
-            "remaining": None if limit is None else max(0, limit - count),
-            "resets_in_seconds": math.ceil(resets[name]),
+            "used": used,
+            "remaining": None if limit is None else max(0, limit - used),
+            "resets_in_seconds": reset,
         }
     return described
 
