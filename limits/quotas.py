@@ -76,7 +76,7 @@ class QuotaSubject:
     unlimited: bool = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        holders = (f"key:{self.key_id}",)
+        holders: tuple[str, ...] = (f"key:{self.key_id}",)
         if self.team_id is not None:
             holders += (f"team:{self.team_id}",)
         object.__setattr__(self, "holder_ids", holders)

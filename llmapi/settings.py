@@ -118,7 +118,7 @@ API_KEYS_PEPPER_FILE = Path(
     env.str("API_KEYS__PEPPER_FILE", default="") or BASE_DIR / "var" / "api-key-pepper"
 )
 # Seconds a key lookup is cached in a worker: the bound on how long a revoked key keeps working.
-API_KEYS_CACHE_SECONDS = _setting("float", "API_KEYS__CACHE_SECONDS", 2.0)
+API_KEYS_CACHE_SECONDS = min(5.0, _setting("float", "API_KEYS__CACHE_SECONDS", 2.0))
 # Raw ledger rows are kept this many days; hourly rollups USAGE__ROLLUP_RETENTION_DAYS.
 USAGE_RETENTION_DAYS = _setting("int", "USAGE__RETENTION_DAYS", 30)
 USAGE_ROLLUP_RETENTION_DAYS = _setting("int", "USAGE__ROLLUP_RETENTION_DAYS", 400)
