@@ -34,6 +34,20 @@ BEARER_MISSING_KEY_DETAIL = (
 )
 
 
+def check_model_allowed(principal, *model_names: str) -> None:
+    """
+    Refuse (403) a key that may not use this model. Pass the catalog name and its aliases:
+    the key may list any of them.
+    """
+    may_use = getattr(principal, "may_use", None)
+    if may_use is not None and not may_use(*model_names):
+        raise exceptions.PermissionDenied(
+            f"This API key may not use the model {model_names[0]!r}."
+            if model_names
+            else "This API key may not use this model."
+        )
+
+
 class KeyCacheNotPrepared(RuntimeError):
     """authenticate() ran on the event loop for a key that prepare_authentication() skipped."""
 

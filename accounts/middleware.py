@@ -12,12 +12,13 @@ straight through.
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
+from django.db import close_old_connections
 
 # The admin's pages load nothing from another origin (the usage charts are inline SVG).
 ADMIN_CSP = (
@@ -42,11 +43,28 @@ class AdminSessionMiddleware:
 
     async def __call__(self, request):
         if request.path.startswith(settings.ADMIN_URL_PREFIX):
-            response = await self.admin_chain(request)
+            try:
+                response = await self.admin_chain(request)
+            finally:
+                await _release_connections()
             response.setdefault("Content-Security-Policy", ADMIN_CSP)
             return response
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         if session_key:
             request.session = self.session_engine(session_key)
-            request.user = await aget_user(request)
+            try:
+                request.user = await aget_user(request)
+            finally:
+                await _release_connections()
         return await self.get_response(request)
+
+
+@sync_to_async
+def _release_connections() -> None:
+    """
+    Django closes stale connections when a request ends, in the thread that sends the signal;
+    the gateway sends it on the event loop, while the admin's queries ran in the sync thread.
+    Closing (or, with PostgreSQL's pool, returning) them here keeps a broken or expired
+    connection from outliving a request there.
+    """
+    close_old_connections()

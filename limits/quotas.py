@@ -387,6 +387,14 @@ def _describe(limits: Limits, counters: _Counters, clock: _Clock) -> dict:
     return described
 
 
+def estimate_request_tokens(*, max_tokens: int, prompt_chars: int, messages: int = 1) -> int:
+    """
+    What to reserve for a request: its max_tokens plus its prompt at about four characters a
+    token (a few more per message for the chat template). Settling corrects it.
+    """
+    return max_tokens + -(-prompt_chars // 4) + 4 * messages
+
+
 _store: QuotaStore | None = None
 
 

@@ -11,16 +11,23 @@ from __future__ import annotations
 import datetime as dt
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import TruncHour
 
 from usage.models import UsageHourly, UsageRecord
 
+# An arbitrary constant naming the rollup's PostgreSQL advisory lock.
+ROLLUP_LOCK_ID = 7_341_902_118
+
 
 def rollup_usage(*, now: dt.datetime | None = None) -> dict[str, int]:
     now = now or dt.datetime.now(dt.UTC)
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Every worker's writer runs rollups: one at a time (SQLite serializes writers).
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ROLLUP_LOCK_ID])
         start = UsageHourly.objects.aggregate(latest=Max("hour"))["latest"]
         if start is None:
             start = UsageRecord.objects.aggregate(first=Min("created_at"))["first"]

@@ -141,3 +141,16 @@ def test_last_used_is_collected_on_the_request_path_and_written_later(make_key):
     assert services.flush_last_used() == 1
     assert ApiKey.objects.get(pk=created.api_key.pk).last_used_at is not None
     assert services.flush_last_used() == 0
+
+
+@pytest.mark.django_db
+def test_a_key_limited_to_some_models_is_refused_the_others(make_key):
+    from accounts.authentication import check_model_allowed
+
+    principal, _ = authenticate(**{"X-API-Key": make_key(allowed_models=["fast"]).full_key})
+    check_model_allowed(principal, "qwen2.5-7b", "fast")  # allowed by its alias
+    with pytest.raises(exceptions.PermissionDenied) as caught:
+        check_model_allowed(principal, "large-model")
+    assert "large-model" in caught.value.detail
+    bootstrap, _ = authenticate(**{"X-API-Key": BOOTSTRAP})
+    check_model_allowed(bootstrap, "large-model")

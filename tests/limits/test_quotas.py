@@ -187,3 +187,9 @@ async def test_unlimited_subject_is_never_refused_and_sends_no_headers(store):
 )
 def test_reset_is_formatted_like_openai(seconds, text):
     assert format_reset(seconds) == text
+
+
+def test_estimate_reserves_max_tokens_plus_the_prompt():
+    from limits.quotas import estimate_request_tokens
+
+    assert estimate_request_tokens(max_tokens=100, prompt_chars=401, messages=2) == 100 + 101 + 8
