@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts import services
@@ -92,11 +93,26 @@ class ApiKeyAdmin(admin.ModelAdmin):
             obj.revoked_at = timezone.now()
         super().save_model(request, obj, form, change)
         if full_key:
-            messages.warning(
-                request,
-                f"The new key is {full_key} — copy it now: it is not stored and will not be "
-                "shown again.",
-            )
+            request.new_api_key = full_key
+
+    def response_add(self, request, obj: ApiKey, post_url_continue=None):
+        """
+        Show the new key on the answer to the form itself: a message would keep it in a
+        cookie or the session until the next page.
+        """
+        full_key = getattr(request, "new_api_key", None)
+        if full_key is None:
+            return super().response_add(request, obj, post_url_continue)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "New API key",
+            "opts": self.model._meta,
+            "api_key": obj,
+            "full_key": full_key,
+        }
+        response = TemplateResponse(request, "accounts/key_created.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.action(description="Revoke the selected keys")
     def revoke_selected(self, request, queryset) -> None:

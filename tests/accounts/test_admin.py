@@ -15,11 +15,14 @@ def test_creating_a_key_in_the_admin_shows_it_once_and_stores_only_its_hash(
     response = admin_client.post(
         "/admin/accounts/apikey/add/",
         {"name": "from-admin", "team": team.pk, "allowed_models": "small, large"},
-        follow=True,
     )
     assert response.status_code == HTTPStatus.OK
+    assert "no-store" in response["Cache-Control"]
     shown = re.search(r"llm_[a-z0-9]{8}_[A-Za-z0-9_-]+", response.content.decode())
     assert shown is not None
+    # Nothing keeps it for a later page: no message cookie, nothing in the session.
+    assert all(shown.group(0) not in cookie.value for cookie in response.cookies.values())
+    assert shown.group(0) not in str(dict(admin_client.session))
     key = ApiKey.objects.get(name="from-admin")
     assert key.allowed_models == ["small", "large"]
     assert shown.group(0) not in key.secret_hash and key.prefix in shown.group(0)
