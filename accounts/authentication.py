@@ -18,13 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 
 from django.conf import settings
+from django.db import DatabaseError
 from rest_framework import authentication, exceptions
 
 from accounts import selectors
 from accounts.keys import KEY_PREFIX
 from accounts.principals import Principal, bootstrap_principal, staff_principal
+
+logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 MISSING_KEY_DETAIL = "Missing API Key. Please provide X-API-Key header."
@@ -46,6 +50,14 @@ def check_model_allowed(principal, *model_names: str) -> None:
             if model_names
             else "This API key may not use this model."
         )
+
+
+class KeyStoreUnavailable(exceptions.APIException):
+    """The database could not be asked about a key that is not cached: 503, not a 500."""
+
+    status_code = 503
+    default_detail = "API keys cannot be checked right now; try again shortly."
+    default_code = "key_store_unavailable"
 
 
 class KeyCacheNotPrepared(RuntimeError):
@@ -85,7 +97,11 @@ def resolve_key(candidate: str) -> Principal | None:
             "await accounts.authentication.prepare_authentication(request) before DRF's "
             "authentication runs on the event loop"
         )
-    return selectors.load_principal(candidate)
+    try:
+        return selectors.load_principal(candidate)
+    except DatabaseError as exc:
+        logger.error("Key lookup failed: %s", exc)
+        raise KeyStoreUnavailable() from None
 
 
 def presented_key(request) -> str:
@@ -115,7 +131,11 @@ async def prepare_authentication(request) -> None:
     elif candidate.startswith(KEY_PREFIX):
         cached = selectors.cached_principal(candidate)
         if cached is selectors.NOT_CACHED:
-            principal = await selectors.alookup_principal(candidate)
+            try:
+                principal = await selectors.alookup_principal(candidate)
+            except DatabaseError as exc:
+                logger.error("Key lookup failed: %s", exc)
+                raise KeyStoreUnavailable() from None
         else:
             principal = cached
     else:

@@ -154,3 +154,23 @@ def test_a_key_limited_to_some_models_is_refused_the_others(make_key):
     assert "large-model" in caught.value.detail
     bootstrap, _ = authenticate(**{"X-API-Key": BOOTSTRAP})
     check_model_allowed(bootstrap, "large-model")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unreachable_key_store_is_a_503_not_a_500(make_key):
+    from django.db import connection
+
+    from accounts.authentication import KeyStoreUnavailable
+
+    created = make_key()
+    with connection.cursor() as cursor:  # the table is gone for a moment: lookups fail
+        cursor.execute("ALTER TABLE accounts_apikey RENAME TO accounts_away")
+    try:
+        with pytest.raises(KeyStoreUnavailable) as caught:
+            authenticate(**{"X-API-Key": created.full_key})
+        assert caught.value.status_code == 503
+        # The operator's key does not need the database.
+        assert authenticate(**{"X-API-Key": BOOTSTRAP})[0].kind == "bootstrap"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE accounts_away RENAME TO accounts_apikey")
