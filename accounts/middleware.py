@@ -18,7 +18,7 @@ from django.contrib.auth import aget_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.db import close_old_connections
+from django.db import connections
 
 # The admin's pages load nothing from another origin (the usage charts are inline SVG).
 ADMIN_CSP = (
@@ -65,6 +65,9 @@ def _release_connections() -> None:
     Django closes stale connections when a request ends, in the thread that sends the signal;
     the gateway sends it on the event loop, while the admin's queries ran in the sync thread.
     Closing (or, with PostgreSQL's pool, returning) them here keeps a broken or expired
-    connection from outliving a request there.
+    connection from outliving a request there. (Not inside a transaction: the test client
+    runs requests in the test's own.)
     """
-    close_old_connections()
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close_if_unusable_or_obsolete()
