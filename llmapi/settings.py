@@ -40,17 +40,29 @@ DEBUG = _setting("bool", "DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
 
 INSTALLED_APPS = [
+    # contenttypes, auth, sessions, messages and admin: the operators' admin (teams, keys,
+    # the usage dashboard) and their staff login for the browsable API.
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "completions",
+    "accounts",
+    "limits",
+    "usage",
 ]
 
 MIDDLEWARE = [
     "completions.middleware.RequestIdMiddleware",
     "completions.middleware.AsyncSecurityMiddleware",
     "completions.browser_session.BrowserSessionMiddleware",
+    # Sessions, auth and messages for the admin and staff logins only (a no-op for API calls).
+    "accounts.middleware.AdminSessionMiddleware",
 ]
 
 # CORS is off unless origins are listed (for browser apps on another origin).
@@ -69,12 +81,69 @@ TEMPLATES = [
         "BACKEND": "django.template.backends.django.DjangoTemplates",
         "DIRS": [],
         "APP_DIRS": True,
-        "OPTIONS": {"context_processors": ["django.template.context_processors.request"]},
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                # The admin's templates need these two.
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
     }
 ]
 
-# The gateway keeps no state in a database.
-DATABASES: dict = {}
+# --- Database --------------------------------------------------------------------------------
+
+# Teams, API keys and the usage ledger. SQLite in a file by default (created and migrated by
+# `serve`); PostgreSQL with DATABASE_URL=postgres://user:password@host:5432/name.
+DATABASE_SQLITE_PATH = Path(
+    env.str("DATABASE__SQLITE_PATH", default="") or BASE_DIR / "var" / "llmapi.sqlite3"
+)
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATABASE_SQLITE_PATH}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # psycopg's pool, per worker process: the request path never touches the database (keys
+    # are cached, the ledger is written by one background thread), so a handful of
+    # connections serves the writer, the cache refreshes and the admin.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # the pool keeps the connections
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": _setting("int", "DATABASE__POOL_MIN", 1),
+        "max_size": _setting("int", "DATABASE__POOL_MAX", 4),
+        "timeout": _setting("float", "DATABASE__POOL_TIMEOUT", 10.0),
+    }
+else:
+    # SQLite: wait for the writer's lock instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Teams, API keys and usage ---------------------------------------------------------------
+
+# Server-side secret mixed into every stored key hash. Empty: read from (or generated once
+# into) API_KEYS__PEPPER_FILE. Every worker and host serving one database needs the same one.
+API_KEYS_PEPPER = env.str("API_KEYS__PEPPER", default="")
+API_KEYS_PEPPER_FILE = Path(
+    env.str("API_KEYS__PEPPER_FILE", default="") or BASE_DIR / "var" / "api-key-pepper"
+)
+# Seconds a key lookup is cached in a worker: the bound on how long a revoked key keeps working.
+API_KEYS_CACHE_SECONDS = min(5.0, _setting("float", "API_KEYS__CACHE_SECONDS", 2.0))
+# Raw ledger rows are kept this many days; hourly rollups USAGE__ROLLUP_RETENTION_DAYS.
+USAGE_RETENTION_DAYS = _setting("int", "USAGE__RETENTION_DAYS", 30)
+USAGE_ROLLUP_RETENTION_DAYS = _setting("int", "USAGE__ROLLUP_RETENTION_DAYS", 400)
+# Ledger rows waiting to be written; above it rows are counted as dropped, never waited for.
+USAGE_QUEUE_SIZE = _setting("int", "USAGE__QUEUE_SIZE", 100_000)
+USAGE_BATCH_SIZE = _setting("int", "USAGE__BATCH_SIZE", 500)
+# Seconds between the writer's flushes, and between its rollup and retention runs.
+USAGE_FLUSH_INTERVAL = _setting("float", "USAGE__FLUSH_INTERVAL", 1.0)
+USAGE_ROLLUP_INTERVAL = _setting("float", "USAGE__ROLLUP_INTERVAL", 300.0)
+
+# The admin lives here (sessions, CSRF and messages are set up for these paths only, so the
+# API's hot path pays nothing for them).
+ADMIN_URL_PREFIX = "/admin/"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+# Django's session, auth and messages middleware would hop to a thread twice per request;
+# accounts.middleware.AdminSessionMiddleware runs them only for the admin and for staff
+# sessions, so Django's checks for their presence in MIDDLEWARE are silenced.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
 
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -146,3 +146,5 @@ def workers():
     yield start
     for worker in started:
         worker.stop()
+
+from tests.teams import key_pepper, make_key, team  # noqa: F401

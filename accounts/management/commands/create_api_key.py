@@ -1,0 +1,57 @@
+"""`manage.py create_api_key --team T --name N`: create a key and print it (once)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.management.base import BaseCommand, CommandError
+
+from accounts import services
+from accounts.models import Team
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a team (the team is created if it does not exist)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--team", required=True)
+        parser.add_argument("--name", required=True)
+        parser.add_argument("--models", default="", help="Comma-separated allowed models.")
+        parser.add_argument("--expires-in-days", type=float, default=None)
+        for limit in (
+            "requests-per-minute",
+            "tokens-per-minute",
+            "concurrent-requests",
+            "tokens-per-day",
+            "tokens-per-month",
+        ):
+            parser.add_argument(f"--{limit}", type=int, default=None)
+
+    def handle(self, *args, team: str, name: str, models: str, expires_in_days, **options) -> None:
+        if expires_in_days is not None and expires_in_days <= 0:
+            raise CommandError("--expires-in-days must be positive")
+        team_obj, _ = Team.objects.get_or_create(name=team)
+        expires_at = (
+            dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_in_days)
+            if expires_in_days is not None
+            else None
+        )
+        limits = {
+            field: options[field]
+            for field in (
+                "requests_per_minute",
+                "tokens_per_minute",
+                "concurrent_requests",
+                "tokens_per_day",
+                "tokens_per_month",
+            )
+        }
+        created = services.create_api_key(
+            name=name,
+            team=team_obj,
+            allowed_models=[m.strip() for m in models.split(",") if m.strip()],
+            expires_at=expires_at,
+            **limits,
+        )
+        self.stderr.write("Copy the key now; it is not stored and will not be shown again.")
+        self.stdout.write(created.full_key)

@@ -1,0 +1,86 @@
+"""
+Teams and their API keys.
+
+A key is `llm_<prefix>_<secret>`. The prefix is stored as is (shown in the admin, searched,
+written in the usage ledger); of the secret only an HMAC-SHA256 with a server-side pepper is
+stored, so a copy of the database does not hold usable keys. The full key is shown once, when
+it is created.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from limits.quotas import Limits
+
+
+class LimitFields(models.Model):
+    """The five quotas; empty means unlimited."""
+
+    requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    concurrent_requests = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def limits(self) -> Limits:
+        return Limits(
+            requests_per_minute=self.requests_per_minute,
+            tokens_per_minute=self.tokens_per_minute,
+            concurrent_requests=self.concurrent_requests,
+            tokens_per_day=self.tokens_per_day,
+            tokens_per_month=self.tokens_per_month,
+        )
+
+
+class Team(LimitFields):
+    """
+    A group of people sharing keys. Its limits bound the team as a whole: the sum over all
+    its keys (each key may have tighter limits of its own).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="teams")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(LimitFields):
+    name = models.CharField(max_length=100)
+    team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="api_keys")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Catalog model names or aliases this key may use; empty allows every model.",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked = models.BooleanField(default=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} (llm_{self.prefix}_…)"
+
+    @property
+    def is_active(self) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())

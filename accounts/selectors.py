@@ -1,0 +1,119 @@
+"""
+Key lookups, cached in the process.
+
+A lookup result (the caller, or "no such key") is kept for `API_KEYS__CACHE_SECONDS`
+(2 s by default), so the request path costs a dict lookup and the database sees one query per
+key and period. That period is the bound on how long a revoked key keeps working in another
+worker; in the worker that revoked it (the admin, or `revoke_api_key` run in-process) the
+entry is dropped at once. Expiry is checked on every request from the cached expiry time,
+so an expired key stops at the exact second.
+"""
+
+from __future__ import annotations
+
+import time
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from accounts.keys import secret_matches, split_key
+from accounts.models import ApiKey
+from accounts.principals import Principal
+from limits.quotas import QuotaSubject
+
+# Bounded: a flood of made-up keys can cost memory only up to this many entries.
+MAX_CACHED_KEYS = 10_000
+NOT_CACHED = object()
+
+# candidate key -> (monotonic time fetched, Principal or None for "not a valid key")
+_cache: dict[str, tuple[float, Principal | None]] = {}
+# key id -> Unix time last seen; written to the database off the request path.
+_last_used: dict[int, float] = {}
+
+
+def cached_principal(candidate: str):
+    """The cached caller for this key, None when it is known to be invalid, or NOT_CACHED."""
+    entry = _cache.get(candidate)
+    if entry is None or time.monotonic() - entry[0] > settings.API_KEYS_CACHE_SECONDS:
+        return NOT_CACHED
+    principal = entry[1]
+    if principal is not None:
+        now = time.time()
+        if principal.expires_at is not None and principal.expires_at <= now:
+            return None
+        _last_used[principal.key_id] = now  # type: ignore[index]
+    return principal
+
+
+def load_principal(candidate: str) -> Principal | None:
+    """Look a key up in the database (blocking) and cache the answer."""
+    principal = _load(candidate)
+    if len(_cache) >= MAX_CACHED_KEYS:
+        _cache.clear()
+    _cache[candidate] = (time.monotonic(), principal)
+    if principal is not None:
+        _last_used[principal.key_id] = time.time()  # type: ignore[index]
+    return principal
+
+
+def _load(candidate: str) -> Principal | None:
+    parts = split_key(candidate)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    key = ApiKey.objects.select_related("team").filter(prefix=prefix).first()
+    if key is None or not secret_matches(secret, key.secret_hash) or not key.is_active:
+        return None
+    team = key.team
+    return Principal(
+        kind="key",
+        key_id=key.pk,
+        prefix=key.prefix,
+        name=key.name,
+        team_id=team.pk,
+        team_name=team.name,
+        allowed_models=frozenset(key.allowed_models or ()),
+        expires_at=key.expires_at.timestamp() if key.expires_at else None,
+        quota=QuotaSubject(
+            key_id=str(key.pk),
+            key_limits=key.limits(),
+            team_id=str(team.pk),
+            team_limits=team.limits(),
+        ),
+    )
+
+
+async def alookup_principal(candidate: str) -> Principal | None:
+    """The caller for this key: from the cache, or from the database in a thread."""
+    cached = cached_principal(candidate)
+    if cached is not NOT_CACHED:
+        return cached
+    # Not the shared sync thread (where the admin's views run): a slow admin page must not
+    # hold up a key lookup. The thread's connection goes back (to the pool) right after.
+    return await sync_to_async(_load_and_close, thread_sensitive=False)(candidate)
+
+
+def _load_and_close(candidate: str) -> Principal | None:
+    try:
+        return load_principal(candidate)
+    finally:
+        connection.close()
+
+
+def forget_key(prefix: str) -> None:
+    """Drop every cached entry of this key prefix (after a revocation or an edit)."""
+    marker = f"llm_{prefix}_"
+    for candidate in [c for c in _cache if c.startswith(marker)]:
+        _cache.pop(candidate, None)
+
+
+def forget_all() -> None:
+    _cache.clear()
+
+
+def take_last_used() -> dict[int, float]:
+    """The keys seen since the last call, with when (and forget them)."""
+    global _last_used
+    taken, _last_used = _last_used, {}
+    return taken

@@ -1,0 +1,62 @@
+"""
+The database tests of accounts, limits and usage again, on a real PostgreSQL server started
+for the occasion (see tests/postgresql.py), in a pytest run of their own with DATABASE_URL.
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.postgresql import PostgresServer, find_bin_dir
+
+BIN_DIR = find_bin_dir()
+
+pytestmark = [
+    pytest.mark.skipif(
+        BIN_DIR is None,
+        reason="PostgreSQL binaries not found (scripts/test installs Debian's postgresql)",
+    ),
+    pytest.mark.skipif(
+        bool(os.environ.get("DATABASE_URL")), reason="already running against DATABASE_URL"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def postgresql():
+    assert BIN_DIR is not None
+    server = PostgresServer(BIN_DIR)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_database_tests_pass_on_postgresql(postgresql):
+    env = {**os.environ, "ENV_FILE": "/dev/null", "DATABASE_URL": postgresql.url}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-rA",
+            "tests/accounts",
+            "tests/limits",
+            "tests/usage",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert "PASSED tests/accounts/test_database.py::test_the_configured_database_is_used" in output
+    assert re.search(r"^\d+ passed in ", output, re.MULTILINE), output[-2000:]
