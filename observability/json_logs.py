@@ -44,14 +44,14 @@ def scrub(text: str) -> str:
     return _SECRETS.sub(_redact, text)
 
 
-# Summary fields a log call may carry (passed with `extra=`), in output order.
+# Summary fields a log call may carry (passed with `extra=`), in output order; `key_prefix`
+# (the public start of the client's key) comes last.
 SUMMARY_FIELDS = (
     "method",
     "endpoint",
     "status",
     "model",
     "team",
-    "key_prefix",
     "replica",
     "prompt_tokens",
     "completion_tokens",
@@ -90,8 +90,10 @@ class JsonFormatter(logging.Formatter):
             value = fields.get(name)
             if value is not None:
                 entry[name] = scrub(value) if isinstance(value, str) else value
-        if "key_prefix" in entry:
-            entry["key_prefix"] = str(entry["key_prefix"])[:KEY_PREFIX_LENGTH]
+        key_prefix = fields.get("key_prefix")
+        if key_prefix:
+            # Shaped like a key, so not scrubbed: cut to the public part instead.
+            entry["key_prefix"] = str(key_prefix)[:KEY_PREFIX_LENGTH]
         if self.log_content:
             for name in CONTENT_FIELDS:
                 value = fields.get(name)
