@@ -55,16 +55,22 @@ async def _one_request(metrics, rng: random.Random, peak: float, flaky: bool) ->
     endpoint = "openai-chat" if rng.random() < 0.6 else "text-completion"
     if team == "interns" and rng.random() < 0.3 * peak:
         metrics.record_rate_limited("key_quota", model, team)
-        metrics.record_request(model=model, endpoint=endpoint, status=429, duration=0.001, team=team)
+        metrics.record_request(
+            model=model, endpoint=endpoint, status=429, duration=0.001, team=team
+        )
         return
     if rng.random() < 0.05 * peak:
         metrics.record_rate_limited("team_quota", model, team)
-        metrics.record_request(model=model, endpoint=endpoint, status=429, duration=0.001, team=team)
+        metrics.record_request(
+            model=model, endpoint=endpoint, status=429, duration=0.001, team=team
+        )
         return
     queue = rng.expovariate(1 / (0.002 + 0.4 * peak**3))
     if queue > 1.5:
         metrics.record_rate_limited("model_slots", model, team)
-        metrics.record_request(model=model, endpoint=endpoint, status=429, duration=queue, team=team)
+        metrics.record_request(
+            model=model, endpoint=endpoint, status=429, duration=queue, team=team
+        )
         return
     metrics.record_queue_wait(model, queue)
     first, per_token = SPEED[model]

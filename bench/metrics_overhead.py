@@ -56,9 +56,13 @@ def measure() -> dict[str, float]:
         "in_flight(model) enter+exit": in_flight,
         "record_queue_wait": lambda: metrics.record_queue_wait("bench-model", 0.01),
         "record_rate_limited": lambda: metrics.record_rate_limited("key_quota", "bench-model", "t"),
-        "record_upstream_error": lambda: metrics.record_upstream_error("bench-model", replica, "timeout"),
+        "record_upstream_error": lambda: metrics.record_upstream_error(
+            "bench-model", replica, "timeout"
+        ),
         "record_retry": lambda: metrics.record_retry("bench-model", replica),
-        "record_structured_output": lambda: metrics.record_structured_output("bench-model", "valid"),
+        "record_structured_output": lambda: metrics.record_structured_output(
+            "bench-model", "valid"
+        ),
         "set_ledger_queue_depth": lambda: metrics.set_ledger_queue_depth(3),
         "record_embedded_tokens_per_second": lambda: metrics.record_embedded_tokens_per_second(
             "bench-model", 30.0
@@ -91,7 +95,11 @@ def main() -> None:
             if multiprocess:
                 env["PROMETHEUS_MULTIPROC_DIR"] = directory
             out = subprocess.run(
-                [sys.executable, __file__, "--child"], env=env, check=True, capture_output=True, text=True
+                [sys.executable, __file__, "--child"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
             ).stdout
         runs.append(dict(line.split("\t") for line in out.splitlines()))
     for name in runs[0]:

@@ -34,9 +34,7 @@ class MetricsApi(View):
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
         # In multiprocess mode a scrape reads every worker's files: off the event loop.
-        body, content_type = await asyncio.to_thread(
-            render_metrics, request.headers.get("Accept")
-        )
+        body, content_type = await asyncio.to_thread(render_metrics, request.headers.get("Accept"))
         response = HttpResponse(body, content_type=content_type)
         response["Cache-Control"] = "no-store"
         return response

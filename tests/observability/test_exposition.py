@@ -50,7 +50,9 @@ def test_a_port_of_its_own_serves_every_workers_metrics(metrics_dir):
     run_worker(metrics_dir, "--requests", "3")
     run_worker(metrics_dir, "--requests", "2")
     port = _free_port()
-    server, thread = exposition.start_metrics_server("127.0.0.1", port, multiprocess_dir=metrics_dir)
+    server, thread = exposition.start_metrics_server(
+        "127.0.0.1", port, multiprocess_dir=metrics_dir
+    )
     try:
         response = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     finally:

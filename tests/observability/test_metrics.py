@@ -72,9 +72,7 @@ def test_latency_ttft_and_time_per_output_token(model):
     assert sample("gen_ai_server_request_duration_seconds_sum", **genai) == pytest.approx(1.0)
     assert sample("gen_ai_server_time_to_first_token_seconds_sum", **genai) == pytest.approx(0.2)
     # (1.0 - 0.2) seconds for the 16 tokens after the first.
-    assert sample("gen_ai_server_time_per_output_token_seconds_sum", **genai) == pytest.approx(
-        0.05
-    )
+    assert sample("gen_ai_server_time_per_output_token_seconds_sum", **genai) == pytest.approx(0.05)
     assert sample("gen_ai_server_time_to_first_token_seconds_bucket", **genai, le="0.25") == 1
     assert sample("gen_ai_server_time_to_first_token_seconds_bucket", **genai, le="0.1") == 0
 
@@ -234,7 +232,8 @@ def test_nothing_is_recorded_when_recording_is_off(model):
 
 
 @pytest.mark.parametrize(
-    ("status", "klass"), [(200, "2xx"), (204, "2xx"), (404, "4xx"), (429, "4xx"), (504, "5xx"), (999, "other")]
+    ("status", "klass"),
+    [(200, "2xx"), (204, "2xx"), (404, "4xx"), (429, "4xx"), (504, "5xx"), (999, "other")],
 )
 def test_status_class(status, klass):
     assert metrics.status_class(status) == klass

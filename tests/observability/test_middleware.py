@@ -8,7 +8,6 @@ from django.test import AsyncClient, override_settings
 
 from tests.observability.conftest import sample
 
-
 MIDDLEWARE = [
     "completions.middleware.RequestIdMiddleware",
     "observability.middleware.ObservabilityMiddleware",
@@ -43,9 +42,12 @@ async def test_a_request_is_timed_recorded_and_summarised(client, model, caplog)
     assert float(response["x-llmapi-upstream-ttfb-ms"]) >= 20
     assert requests_total(model, "text-completion", "2xx", "research") == 1
     genai = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
-    assert sample(
-        "gen_ai_server_time_to_first_token_seconds_count", **genai, endpoint="text-completion"
-    ) == 1
+    assert (
+        sample(
+            "gen_ai_server_time_to_first_token_seconds_count", **genai, endpoint="text-completion"
+        )
+        == 1
+    )
     assert sample("gen_ai_client_token_usage_sum", **genai, gen_ai_token_type="input") == 11
     overhead = sample(
         "llmapi_gateway_overhead_seconds_sum", model=model, endpoint="text-completion"
@@ -71,12 +73,8 @@ async def test_a_stream_is_recorded_when_its_last_byte_is_out(client, model):
     assert requests_total(model, "text-stream", "2xx", "none") == 1
     usage = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
     assert sample("gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="output") == 3
-    ttft = sample(
-        "gen_ai_server_time_to_first_token_seconds_sum", **usage, endpoint="text-stream"
-    )
-    duration = sample(
-        "gen_ai_server_request_duration_seconds_sum", **usage, endpoint="text-stream"
-    )
+    ttft = sample("gen_ai_server_time_to_first_token_seconds_sum", **usage, endpoint="text-stream")
+    duration = sample("gen_ai_server_request_duration_seconds_sum", **usage, endpoint="text-stream")
     assert 0.01 <= ttft < duration
 
 

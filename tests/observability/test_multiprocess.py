@@ -70,7 +70,9 @@ def test_two_workers_sum_into_one_scrape(metrics_dir):
     run_worker(metrics_dir, "--requests", "4")
     assert read(metrics_dir, "llmapi_requests_total", **REQUESTS) == 7
     usage = {"gen_ai_operation_name": "chat", "gen_ai_request_model": "mp-model"}
-    assert read(metrics_dir, "gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="input") == 70
+    assert (
+        read(metrics_dir, "gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="input") == 70
+    )
 
 
 def test_a_dead_workers_live_gauges_go_but_its_counters_stay(metrics_dir):
