@@ -176,12 +176,24 @@ def log_request_summary(
     )
 
 
-def json_uvicorn_log_config(config: dict[str, Any], *, log_content: bool = False) -> dict[str, Any]:
-    """uvicorn's logging config (a dict for dictConfig) with every formatter made JSON."""
-    formatters = config.setdefault("formatters", {})
-    for name in list(formatters):
-        formatters[name] = {
-            "()": "observability.json_logs.JsonFormatter",
-            "log_content": log_content,
-        }
+def apply_to_uvicorn_log_config(
+    config: dict[str, Any], *, log_format: str = "plain", log_content: bool = False
+) -> dict[str, Any]:
+    """
+    uvicorn's logging config (a dictConfig dict, changed in place): secrets scrubbed from every
+    handler's lines (an access line can carry a query string), and JSON formatters when
+    `log_format` is "json".
+    """
+    config.setdefault("filters", {})["scrub_secrets"] = {
+        "()": "observability.json_logs.ScrubSecretsFilter"
+    }
+    for handler in config.get("handlers", {}).values():
+        handler["filters"] = [*handler.get("filters", []), "scrub_secrets"]
+    if log_format == "json":
+        formatters = config.setdefault("formatters", {})
+        for name in list(formatters):
+            formatters[name] = {
+                "()": "observability.json_logs.JsonFormatter",
+                "log_content": log_content,
+            }
     return config

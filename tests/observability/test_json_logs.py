@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -14,7 +15,7 @@ from completions.middleware import RequestIdLogFilter, request_id_var
 from observability.json_logs import (
     JsonFormatter,
     ScrubSecretsFilter,
-    json_uvicorn_log_config,
+    apply_to_uvicorn_log_config,
     log_request_summary,
     scrub,
 )
@@ -185,9 +186,28 @@ def test_log_format_json_makes_every_django_log_line_json():
     assert entries[2]["latency_ms"] == 500.0
 
 
-def test_uvicorn_config_made_json():
-    config = json_uvicorn_log_config(
-        {"formatters": {"default": {"fmt": "%(message)s"}, "access": {"fmt": "%(message)s"}}}
-    )
+def test_uvicorn_log_config_scrubs_every_handler_and_can_be_json():
+    import uvicorn
+
+    base = uvicorn.config.LOGGING_CONFIG
+    config = apply_to_uvicorn_log_config(copy.deepcopy(base), log_format="json")
     assert config["formatters"]["access"]["()"] == "observability.json_logs.JsonFormatter"
     assert config["formatters"]["default"]["log_content"] is False
+    assert all("scrub_secrets" in h["filters"] for h in config["handlers"].values())
+    plain = apply_to_uvicorn_log_config(copy.deepcopy(base))
+    assert plain["formatters"] == base["formatters"]
+    # An access line with a key in its query string, through that filter and formatter.
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(ScrubSecretsFilter())
+    access = logging.getLogger("tests.uvicorn.access")
+    access.addHandler(handler)
+    try:
+        access.warning('%s - "%s %s HTTP/%s" %d', "1.2.3.4", "GET", "/x?api_key=k123", "1.1", 200)
+    finally:
+        access.removeHandler(handler)
+    assert (
+        json.loads(stream.getvalue())["message"]
+        == '1.2.3.4 - "GET /x?api_key=[redacted] HTTP/1.1" 200'
+    )
