@@ -48,8 +48,7 @@ def measure() -> dict[str, float]:
             pass
         request_timing.begin("upstream_ttfb")
         request_timing.end("upstream_ttfb")
-        timing.server_timing_header(request_timing)
-        timing.timing_headers(request_timing)
+        timing.response_headers(request_timing)
 
     cases = {
         "record_request (all fields)": request,

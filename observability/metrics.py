@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 from functools import lru_cache
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
@@ -104,12 +104,6 @@ TOKEN_USAGE = Histogram(
     "Tokens per request, by token type (input: the prompt, output: the completion).",
     ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_token_type"),
     buckets=TOKEN_BUCKETS,
-    registry=REGISTRY,
-)
-TOKENS = Counter(
-    "llmapi_tokens",
-    "Tokens by model, team and token type (input, output).",
-    ("model", "team", "token_type"),
     registry=REGISTRY,
 )
 IN_FLIGHT = Gauge(
@@ -288,6 +282,34 @@ def _child(metric: Any, *labels: str) -> Any:
     return child
 
 
+class _RequestSeries(NamedTuple):
+    duration: Any
+    overhead: Any
+    ttft: Any
+    per_token: Any
+    input_tokens: Any
+    output_tokens: Any
+
+
+_request_series_cache: dict[tuple[str, str, str], _RequestSeries] = {}
+
+
+def _request_series(operation: str, model: str, endpoint: str) -> _RequestSeries:
+    """The histogram children one request updates, looked up once per request."""
+    key = (operation, model, endpoint)
+    series = _request_series_cache.get(key)
+    if series is None:
+        series = _request_series_cache[key] = _RequestSeries(
+            REQUEST_DURATION.labels(operation, model, endpoint),
+            GATEWAY_OVERHEAD.labels(model, endpoint),
+            TIME_TO_FIRST_TOKEN.labels(operation, model, endpoint),
+            TIME_PER_OUTPUT_TOKEN.labels(operation, model, endpoint),
+            TOKEN_USAGE.labels(operation, model, "input"),
+            TOKEN_USAGE.labels(operation, model, "output"),
+        )
+    return series
+
+
 def record_request(
     *,
     model: str | None,
@@ -315,26 +337,21 @@ def record_request(
     model_name = model_label(model)
     endpoint = _endpoints(endpoint)
     klass = status_class(status)
-    team_label = _team(team)
-    _child(REQUESTS, model_name, endpoint, klass, team_label, _key(key_id)).inc()
-    operation = _operations(operation)
-    _child(REQUEST_DURATION, operation, model_name, endpoint).observe(duration)
+    _child(REQUESTS, model_name, endpoint, klass, _team(team), _key(key_id)).inc()
+    series = _request_series(_operations(operation), model_name, endpoint)
+    series.duration.observe(duration)
     if upstream_seconds is not None:
         overhead = duration - upstream_seconds - queue_seconds
-        _child(GATEWAY_OVERHEAD, model_name, endpoint).observe(overhead if overhead > 0 else 0.0)
+        series.overhead.observe(overhead if overhead > 0 else 0.0)
     if klass == "2xx" and ttft is not None:
-        _child(TIME_TO_FIRST_TOKEN, operation, model_name, endpoint).observe(ttft)
+        series.ttft.observe(ttft)
         if completion_tokens is not None and completion_tokens > 1:
             per_token = (duration - ttft) / (completion_tokens - 1)
-            _child(TIME_PER_OUTPUT_TOKEN, operation, model_name, endpoint).observe(
-                per_token if per_token > 0 else 0.0
-            )
+            series.per_token.observe(per_token if per_token > 0 else 0.0)
     if prompt_tokens is not None:
-        _child(TOKEN_USAGE, operation, model_name, "input").observe(prompt_tokens)
-        _child(TOKENS, model_name, team_label, "input").inc(prompt_tokens)
+        series.input_tokens.observe(prompt_tokens)
     if completion_tokens is not None:
-        _child(TOKEN_USAGE, operation, model_name, "output").observe(completion_tokens)
-        _child(TOKENS, model_name, team_label, "output").inc(completion_tokens)
+        series.output_tokens.observe(completion_tokens)
 
 
 class in_flight:  # noqa: N801  (used like a function: `with in_flight(model): ...`)

@@ -39,8 +39,7 @@ class ObservabilityMiddleware:
         request_timing = timing.start()
         response = await self.get_response(request)
         if self.timing_headers:
-            response["Server-Timing"] = timing.server_timing_header(request_timing)
-            for name, value in timing.timing_headers(request_timing).items():
+            for name, value in timing.response_headers(request_timing).items():
                 response[name] = value
         match = request.resolver_match
         endpoint = match.url_name if match is not None and match.url_name else "unmatched"

@@ -128,6 +128,18 @@ def _phases(timing: RequestTiming) -> list[tuple[str, float]]:
     return phases
 
 
+def response_headers(timing: RequestTiming) -> dict[str, str]:
+    """`Server-Timing` and the `x-llmapi-*-ms` headers, from one reading of the clock."""
+    phases = _phases(timing)
+    headers = {
+        f"x-llmapi-{name.replace('_', '-')}-ms": f"{seconds * 1000:.1f}" for name, seconds in phases
+    }
+    headers["Server-Timing"] = ", ".join(
+        f"{name};dur={seconds * 1000:.1f}" for name, seconds in phases
+    )
+    return headers
+
+
 def server_timing_header(timing: RequestTiming) -> str:
     """`queue;dur=1.2, upstream_ttfb;dur=35.0, total;dur=40.3` (milliseconds)."""
     return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in _phases(timing))

@@ -102,8 +102,6 @@ def test_token_usage_by_token_type(model):
     assert sample("gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="input") == 100
     assert sample("gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="output") == 20
     assert sample("gen_ai_client_token_usage_count", **usage, gen_ai_token_type="output") == 2
-    assert sample("llmapi_tokens_total", model=model, team="ops", token_type="input") == 70
-    assert sample("llmapi_tokens_total", model=model, team="research", token_type="output") == 17
 
 
 def test_key_ids_are_labels_only_when_opted_in(model):

@@ -27,6 +27,15 @@ def test_phases_become_server_timing_and_llmapi_headers():
     assert float(headers["x-llmapi-queue-ms"]) == queue
 
 
+def test_response_headers_agree_with_each_other():
+    request_timing = timing.start()
+    timing.add("queue", 0.0123)
+    headers = timing.response_headers(request_timing)
+    total = headers["x-llmapi-total-ms"]
+    assert headers["Server-Timing"] == f"queue;dur=12.3, total;dur={total}"
+    assert headers["x-llmapi-queue-ms"] == "12.3"
+
+
 def test_mark_measures_from_the_start_unless_the_phase_was_begun():
     request_timing = timing.start()
     time.sleep(0.01)
