@@ -3,12 +3,17 @@ What metrics cost the whole gateway: req/s at 64 connections with the observabil
 off and on (in-process metrics, multiprocess files, and with JSON summary log lines), measured
 in alternating rounds against the same nginx model server, the gateway alone on core 0.
 
+Beside req/s it reports the gateway's CPU time per request (from /proc): on a machine shared
+with other work, req/s swings with the neighbours, while CPU per request stays put, and on a
+core of its own the gateway's req/s is the inverse of it.
+
     python bench/metrics_ab.py [--rounds 3 --seconds 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +34,13 @@ from bench.run import (  # noqa: E402
 )
 
 TOKEN = "bench-metrics-token"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def variants(workdir: Path) -> dict[str, dict[str, str]]:
@@ -88,6 +100,7 @@ def main() -> None:
         log=log,
     )
     rps: dict[str, list[float]] = {name: [] for name in variants(workdir)}
+    cpu: dict[str, list[float]] = {name: [] for name in variants(workdir)}
     try:
         for round_ in range(args.rounds):
             for name, env in variants(workdir).items():
@@ -95,20 +108,33 @@ def main() -> None:
                 try:
                     target = gateway_target(gateway)
                     wrk(target, connections=64, duration=2)  # warm-up
+                    before = cpu_seconds(gateway.pid)
                     result = wrk(target, connections=64, duration=args.seconds)
+                    micros = (cpu_seconds(gateway.pid) - before) / result["requests"] * 1e6
                     assert result["non_2xx"] == 0, result
                     rps[name].append(result["rps"])
-                    print(f"round {round_ + 1} {name:40} {result['rps']:8.0f} req/s", flush=True)
+                    cpu[name].append(micros)
+                    print(
+                        f"round {round_ + 1} {name:40} {result['rps']:8.0f} req/s"
+                        f" {micros:7.0f} µs CPU/request",
+                        flush=True,
+                    )
                 finally:
                     gateway.stop()
     finally:
         nginx.stop()
         log.close()
     baseline = statistics.median(rps["off"])
+    cpu_baseline = statistics.median(cpu["off"])
     print()
     for name, values in rps.items():
         median = statistics.median(values)
-        print(f"{name:40} median {median:7.0f} req/s  {median / baseline:6.1%} of off")
+        per_request = statistics.median(cpu[name])
+        print(
+            f"{name:40} median {median:7.0f} req/s ({median / baseline:6.1%} of off);"
+            f" {per_request:5.0f} µs CPU/request: req/s on a core of its own"
+            f" {cpu_baseline / per_request:6.1%} of off"
+        )
 
 
 if __name__ == "__main__":
