@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "accounts",
     "limits",
     "usage",
+    "observability",
 ]
 
 MIDDLEWARE = [
@@ -364,20 +365,44 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# --- Observability ---------------------------------------------------------------------------
+
+METRICS = {
+    # Bearer token Prometheus sends to GET /metrics. No default: without it /metrics answers 404
+    # (and, without a port below, nothing is recorded).
+    "token": env.str("METRICS__TOKEN", default=""),
+    # A port of its own for /metrics (no token there; bind it to a private address). 0: none.
+    "port": _setting("int", "METRICS__PORT", 0),
+    "host": env.str("METRICS__HOST", default="127.0.0.1"),
+    # Label requests and 429s with the API key's id (one series per key: opt in).
+    "key_labels": _setting("bool", "METRICS__KEY_LABELS", False),
+}
+# Server-Timing and x-llmapi-*-ms headers on every response.
+OBSERVABILITY_TIMING_HEADERS = _setting("bool", "OBSERVABILITY__TIMING_HEADERS", True)
+
 # --- Logging ---------------------------------------------------------------------------------
+
+# plain: one human-readable line per record; json: one JSON object per line.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain") or "plain"
+# Prompts and answers in the request summary lines (JSON format only). Off: they are personal data.
+LOG_CONTENT = _setting("bool", "LOG_CONTENT", False)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "completions.middleware.RequestIdLogFilter"}},
+    "filters": {
+        "request_id": {"()": "completions.middleware.RequestIdLogFilter"},
+        "scrub_secrets": {"()": "observability.json_logs.ScrubSecretsFilter"},
+    },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "observability.json_logs.JsonFormatter", "log_content": LOG_CONTENT},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
-            "filters": ["request_id"],
+            "formatter": "json" if LOG_FORMAT == "json" else "plain",
+            "filters": ["request_id", "scrub_secrets"],
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

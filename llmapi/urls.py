@@ -8,6 +8,7 @@ from drf_spectacular.views import (
 )
 
 from completions import apis, openai_apis
+from observability.apis import MetricsApi
 
 FAVICON = static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")
 
@@ -43,6 +44,7 @@ urlpatterns = [
     path("api-auth/", include(browsable_api_login)),
     path("healthz", apis.HealthApi.as_view(), name="healthz"),
     path("readyz", apis.ReadinessApi.as_view(), name="readyz"),
+    path("metrics", MetricsApi.as_view(), name="metrics"),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
     path(
         "docs",

@@ -1,0 +1,153 @@
+"""
+Per-request timing, kept in a contextvar so that any layer can mark a phase without being
+handed an object: the middleware calls `start()`, the limiter wraps its wait in
+`span("queue")`, the upstream client calls `begin("upstream_ttfb")` before it sends and
+`end("upstream_ttfb")` at the first byte. The middleware then turns it into a `Server-Timing`
+header (shown by browsers' developer tools) and `x-llmapi-*-ms` headers.
+
+Django serves each request in a task of its own, and streams its body from that task, so the
+timing started for a request is the one every layer of that request sees.
+
+The request's summary fields (model, team, tokens, ...) ride along in `fields`, so the layer
+that knows them can say so (`annotate(model=..., completion_tokens=...)`) and the middleware
+records them once, when the request ends.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+# Phases that appear in the headers, in this order. Names are fixed here: nothing a client
+# sends becomes a header.
+HEADER_PHASES = ("queue", "upstream_ttfb")
+
+
+class RequestTiming:
+    __slots__ = ("_open", "durations", "fields", "started")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.durations: dict[str, float] = {}
+        self._open: dict[str, float] = {}
+        self.fields: dict[str, Any] = {}
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def begin(self, name: str) -> None:
+        self._open[name] = time.perf_counter()
+
+    def end(self, name: str) -> float:
+        """Close a phase: its time since `begin(name)`, added to any earlier time of that name."""
+        began = self._open.pop(name, None)
+        seconds = time.perf_counter() - (self.started if began is None else began)
+        self.add(name, seconds)
+        return seconds
+
+    def mark(self, name: str) -> float:
+        """A phase ends now: measured from `begin(name)` if it was begun, else from the start."""
+        return self.end(name)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.durations[name] = self.durations.get(name, 0.0) + seconds
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        self.begin(name)
+        try:
+            yield
+        finally:
+            self.end(name)
+
+    def annotate(self, **fields: Any) -> None:
+        self.fields.update(fields)
+
+
+_current: contextvars.ContextVar[RequestTiming | None] = contextvars.ContextVar(
+    "llmapi_request_timing", default=None
+)
+
+
+def start() -> RequestTiming:
+    timing = RequestTiming()
+    _current.set(timing)
+    return timing
+
+
+def current() -> RequestTiming | None:
+    return _current.get()
+
+
+def begin(name: str) -> None:
+    timing = _current.get()
+    if timing is not None:
+        timing.begin(name)
+
+
+def end(name: str) -> None:
+    timing = _current.get()
+    if timing is not None:
+        timing.end(name)
+
+
+def mark(name: str) -> None:
+    timing = _current.get()
+    if timing is not None:
+        timing.mark(name)
+
+
+def add(name: str, seconds: float) -> None:
+    timing = _current.get()
+    if timing is not None:
+        timing.add(name, seconds)
+
+
+@contextmanager
+def span(name: str) -> Iterator[None]:
+    timing = _current.get()
+    if timing is None:
+        yield
+        return
+    with timing.span(name):
+        yield
+
+
+def annotate(**fields: Any) -> None:
+    timing = _current.get()
+    if timing is not None:
+        timing.fields.update(fields)
+
+
+def _phases(timing: RequestTiming) -> list[tuple[str, float]]:
+    phases = [(name, timing.durations[name]) for name in HEADER_PHASES if name in timing.durations]
+    phases.append(("total", timing.elapsed()))
+    return phases
+
+
+def response_headers(timing: RequestTiming) -> dict[str, str]:
+    """`Server-Timing` and the `x-llmapi-*-ms` headers, from one reading of the clock."""
+    phases = _phases(timing)
+    headers = {
+        f"x-llmapi-{name.replace('_', '-')}-ms": f"{seconds * 1000:.1f}" for name, seconds in phases
+    }
+    headers["Server-Timing"] = ", ".join(
+        f"{name};dur={seconds * 1000:.1f}" for name, seconds in phases
+    )
+    return headers
+
+
+def server_timing_header(timing: RequestTiming) -> str:
+    """`queue;dur=1.2, upstream_ttfb;dur=35.0, total;dur=40.3` (milliseconds)."""
+    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in _phases(timing))
+
+
+def timing_headers(timing: RequestTiming) -> dict[str, str]:
+    """The same as `x-llmapi-queue-ms`, `x-llmapi-upstream-ttfb-ms`, `x-llmapi-total-ms`."""
+    return {
+        f"x-llmapi-{name.replace('_', '-')}-ms": f"{seconds * 1000:.1f}"
+        for name, seconds in _phases(timing)
+    }

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from django.test import AsyncClient, override_settings
+
+from tests.observability.conftest import sample
+
+MIDDLEWARE = [
+    "completions.middleware.RequestIdMiddleware",
+    "observability.middleware.ObservabilityMiddleware",
+]
+
+
+@pytest.fixture
+def client():
+    with override_settings(ROOT_URLCONF="tests.observability.urls", MIDDLEWARE=MIDDLEWARE):
+        yield AsyncClient()
+
+
+def requests_total(model: str, endpoint: str, status_class: str, team: str) -> float:
+    return sample(
+        "llmapi_requests_total",
+        model=model,
+        endpoint=endpoint,
+        status_class=status_class,
+        team=team,
+        key="",
+    )
+
+
+async def test_a_request_is_timed_recorded_and_summarised(client, model, caplog):
+    caplog.set_level(logging.INFO, logger="llmapi.requests")
+    response = await client.get("/answer", {"model": model}, headers={"X-Request-ID": "r-1"})
+    assert response.status_code == 200
+    assert re.fullmatch(
+        r"queue;dur=[\d.]+, upstream_ttfb;dur=[\d.]+, total;dur=[\d.]+", response["Server-Timing"]
+    )
+    assert float(response["x-llmapi-queue-ms"]) >= 10
+    assert float(response["x-llmapi-upstream-ttfb-ms"]) >= 20
+    assert requests_total(model, "text-completion", "2xx", "research") == 1
+    genai = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
+    assert (
+        sample(
+            "gen_ai_server_time_to_first_token_seconds_count", **genai, endpoint="text-completion"
+        )
+        == 1
+    )
+    assert sample("gen_ai_client_token_usage_sum", **genai, gen_ai_token_type="input") == 11
+    overhead = sample(
+        "llmapi_gateway_overhead_seconds_sum", model=model, endpoint="text-completion"
+    )
+    assert 0 < overhead < 0.5
+    (record,) = [r for r in caplog.records if r.name == "llmapi.requests"]
+    assert record.getMessage().startswith("GET text-completion 200 in ")
+    assert record.model == model and record.completion_tokens == 5
+
+
+async def test_an_error_status_is_counted_in_its_class(client, model):
+    response = await client.get("/answer", {"model": model, "status": 502})
+    assert response.status_code == 502
+    assert requests_total(model, "text-completion", "5xx", "research") == 1
+
+
+async def test_a_stream_is_recorded_when_its_last_byte_is_out(client, model):
+    response = await client.get("/stream", {"model": model})
+    assert "total;dur=" in response["Server-Timing"]
+    assert requests_total(model, "text-stream", "2xx", "none") == 0
+    body = b"".join([chunk async for chunk in response.streaming_content])
+    assert body.count(b"data:") == 3
+    assert requests_total(model, "text-stream", "2xx", "none") == 1
+    usage = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
+    assert sample("gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="output") == 3
+    ttft = sample("gen_ai_server_time_to_first_token_seconds_sum", **usage, endpoint="text-stream")
+    duration = sample("gen_ai_server_request_duration_seconds_sum", **usage, endpoint="text-stream")
+    assert 0.01 <= ttft < duration
+
+
+async def test_probes_get_headers_but_are_not_recorded(client, recording, caplog):
+    caplog.set_level(logging.INFO, logger="llmapi.requests")
+    response = await client.get("/healthz")
+    assert "Server-Timing" in response
+    assert requests_total("unknown", "healthz", "2xx", "none") == 0
+    assert not [r for r in caplog.records if r.name == "llmapi.requests"]
+
+
+async def test_timing_headers_can_be_turned_off(model):
+    with override_settings(
+        ROOT_URLCONF="tests.observability.urls",
+        MIDDLEWARE=MIDDLEWARE,
+        OBSERVABILITY_TIMING_HEADERS=False,
+    ):
+        response = await AsyncClient().get("/answer", {"model": model})
+    assert "Server-Timing" not in response
+    assert "x-llmapi-total-ms" not in response
+    assert requests_total(model, "text-completion", "2xx", "research") == 1

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import time
+
+from observability import timing
+
+
+def test_phases_become_server_timing_and_llmapi_headers():
+    request_timing = timing.start()
+    with timing.span("queue"):
+        time.sleep(0.01)
+    timing.begin("upstream_ttfb")
+    time.sleep(0.02)
+    timing.end("upstream_ttfb")
+    header = timing.server_timing_header(request_timing)
+    match = re.fullmatch(
+        r"queue;dur=([\d.]+), upstream_ttfb;dur=([\d.]+), total;dur=([\d.]+)", header
+    )
+    assert match, header
+    queue, ttfb, total = (float(value) for value in match.groups())
+    assert queue >= 10 and ttfb >= 20 and total >= queue + ttfb
+    headers = timing.timing_headers(request_timing)
+    assert set(headers) == {"x-llmapi-queue-ms", "x-llmapi-upstream-ttfb-ms", "x-llmapi-total-ms"}
+    assert float(headers["x-llmapi-queue-ms"]) == queue
+
+
+def test_response_headers_agree_with_each_other():
+    request_timing = timing.start()
+    timing.add("queue", 0.0123)
+    headers = timing.response_headers(request_timing)
+    total = headers["x-llmapi-total-ms"]
+    assert headers["Server-Timing"] == f"queue;dur=12.3, total;dur={total}"
+    assert headers["x-llmapi-queue-ms"] == "12.3"
+
+
+def test_mark_measures_from_the_start_unless_the_phase_was_begun():
+    request_timing = timing.start()
+    time.sleep(0.01)
+    timing.mark("ttft")
+    assert request_timing.durations["ttft"] >= 0.01
+    timing.begin("queue")
+    timing.mark("queue")
+    assert request_timing.durations["queue"] < request_timing.durations["ttft"]
+
+
+def test_repeated_phases_add_up():
+    request_timing = timing.start()
+    timing.add("upstream", 0.25)
+    timing.add("upstream", 0.5)
+    assert request_timing.durations["upstream"] == 0.75
+
+
+def test_phases_not_in_the_header_list_stay_out_of_headers():
+    request_timing = timing.start()
+    timing.add("upstream", 0.1)
+    assert timing.server_timing_header(request_timing).startswith("total;dur=")
+
+
+def test_without_a_started_timing_every_call_is_a_no_op():
+    def outside_a_request():
+        assert timing.current() is None
+        timing.mark("queue")
+        timing.annotate(model="m")
+        with timing.span("queue"):
+            pass
+        return timing.current()
+
+    # An empty context, as code outside any request has.
+    assert contextvars.Context().run(outside_a_request) is None
+
+
+async def test_each_task_sees_its_own_request():
+    async def serve(model: str) -> str:
+        timing.start()
+        timing.annotate(model=model)
+        await asyncio.sleep(0.01)
+        current = timing.current()
+        assert current is not None
+        return current.fields["model"]
+
+    assert await asyncio.gather(serve("a"), serve("b")) == ["a", "b"]
