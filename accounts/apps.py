@@ -6,4 +6,8 @@ class AccountsConfig(AppConfig):
     verbose_name = "Teams and API keys"
 
     def ready(self) -> None:
-        from accounts import signals  # noqa: F401  (drops cached keys when one changes)
+        # Registers the OpenAPI description of the X-API-Key scheme with drf-spectacular.
+        from accounts import (
+            schema,  # noqa: F401
+            signals,  # noqa: F401  (drops cached keys when one changes)
+        )

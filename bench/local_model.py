@@ -40,7 +40,7 @@ def direct_tokens_per_second() -> list[float]:
     django.setup()
     from llama_cpp import Llama
 
-    from completions.local_model import default_chat_format, resolve_model_path
+    from inference.backends.embedded import default_chat_format, resolve_model_path
 
     path, digest = resolve_model_path()
     llama = Llama(

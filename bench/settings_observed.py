@@ -3,7 +3,7 @@
 from llmapi.settings import *  # noqa: F403
 
 MIDDLEWARE = [  # noqa: F405
-    "completions.middleware.RequestIdMiddleware",
+    "server.middleware.RequestIdMiddleware",
     "observability.middleware.ObservabilityMiddleware",
     *MIDDLEWARE[1:],  # noqa: F405
 ]

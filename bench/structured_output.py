@@ -24,9 +24,9 @@ import django  # noqa: E402
 
 django.setup()
 
-from completions import structured  # noqa: E402
-from completions.exceptions import OutputCheckTooCostly  # noqa: E402
-from tests.completions.test_structured import (  # noqa: E402
+from inference import structured  # noqa: E402
+from inference.exceptions import OutputCheckTooCostly  # noqa: E402
+from tests.inference.test_structured import (  # noqa: E402
     COSTLY_ANSWER,
     COSTLY_SCHEMA,
     REVIEW_FORMAT,

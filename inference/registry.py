@@ -16,8 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from django.apps import apps
+
 from inference.catalog import Catalog, ModelSpec
 from inference.catalog.loader import load_catalog
+from inference.exceptions import ModelNotConfigured
 from limits.slots import LocalSlots
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,10 @@ class ModelRegistry:
                 slots = self._slots.setdefault(spec, self._new_slots(spec))
         return slots
 
+    def loaded(self, spec: ModelSpec) -> bool:
+        """Whether the backend of `spec` exists (for the embedded model: is loaded)."""
+        return spec in self._backends
+
     def backends(self) -> dict[ModelSpec, Any]:
         """The backends created so far, by model."""
         return dict(self._backends)
@@ -101,3 +108,26 @@ class ModelRegistry:
     @staticmethod
     def _new_slots(spec: ModelSpec) -> LocalSlots:
         return LocalSlots(spec.max_concurrency)
+
+
+def default_backend_factory(spec: ModelSpec) -> Any:
+    """An HTTP backend for a model with servers; the llama.cpp one for the embedded model."""
+    if spec.is_embedded:
+        from inference.backends import embedded
+
+        try:
+            return embedded.load_backend(spec)
+        except embedded.LocalModelError as exc:
+            raise ModelNotConfigured(str(exc)) from None
+    from inference.backends.openai_http import OpenAICompatibleBackend
+
+    return OpenAICompatibleBackend(spec)
+
+
+def get_registry() -> ModelRegistry:
+    """The process's registry, owned by the `inference` app and built on first use."""
+    return apps.get_app_config("inference").registry  # type: ignore[attr-defined]
+
+
+def build_registry() -> ModelRegistry:
+    return ModelRegistry(load_catalog(), backend_factory=default_backend_factory)

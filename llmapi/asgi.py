@@ -126,7 +126,7 @@ class GatewayASGIHandler(ASGIHandler):
         stream ends with an in-band error, and wait for them. A request cut before its answer
         started gets a 503.
         """
-        from completions.streaming import SHUTDOWN_CANCEL_MESSAGE, SHUTDOWN_DETAIL, StreamAborted
+        from api.streaming import SHUTDOWN_CANCEL_MESSAGE, SHUTDOWN_DETAIL, StreamAborted
 
         for task in reversed(tasks):  # the response first, then the disconnect listener
             task.cancel(msg=SHUTDOWN_CANCEL_MESSAGE)
@@ -149,8 +149,8 @@ django_application = GatewayASGIHandler()
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from completions.body_limit import BodySizeLimitMiddleware  # noqa: E402
-from completions.lifespan import LifespanMiddleware  # noqa: E402
+from server.body_limit import BodySizeLimitMiddleware  # noqa: E402
+from server.lifespan import LifespanMiddleware  # noqa: E402
 
 
 class GatewayStaticFilesHandler(ASGIStaticFilesHandler):

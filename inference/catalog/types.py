@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 CAPABILITIES = ("chat", "vision", "embeddings", "tools")
 BACKENDS = ("openai", "embedded")
@@ -78,7 +79,9 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return f"model '{self.name}'"
+        """How messages name the model: the seed models as before, catalog models by name."""
+        seed_labels = {"TEXT_MODEL": "text model", "IMAGE_MODEL": "image model"}
+        return seed_labels.get(self.origin) or f"model '{self.name}'"
 
     def setting(self, key: str) -> str:
         """The name of one of this model's settings, as the operator wrote it."""
@@ -166,6 +169,14 @@ def build_catalog(
                 raise CatalogError(
                     f"{spec.setting('fallbacks')}: a model cannot fall back to itself."
                 )
+    for spec in specs:
+        if spec.api_key and any("@" in urlsplit(server).netloc for server in spec.servers):
+            raise CatalogError(
+                f"{spec.setting('base_url' if spec.origin.isupper() else 'servers')} holds a user "
+                "name and password (sent as HTTP Basic auth) and "
+                f"{spec.setting('api_key')} is set too (sent as a Bearer token); the model "
+                "server can get only one of them. Remove one."
+            )
     embedded = [spec.name for spec in specs if spec.is_embedded]
     if len(embedded) > 1:
         raise CatalogError(

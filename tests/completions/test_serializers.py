@@ -1,6 +1,7 @@
 import pytest
 
-from completions.serializers import OpenAIChatRequestSerializer, TextChatRequestSerializer
+from completions.serializers import TextChatRequestSerializer
+from openai_compat.serializers import OpenAIChatRequestSerializer
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
 
@@ -157,7 +158,7 @@ def test_openai_content_parts_are_checked(part, fragment):
 
 
 def test_openai_data_url_over_the_size_limit_is_refused_before_decoding():
-    from completions import serializers
+    from api import serializers
 
     payload = "A" * (serializers.MAX_IMAGE_BYTES // 3 * 4 + 8)
     assert "IMAGE_MODEL__MAX_IMAGE_BYTES" in openai_errors(

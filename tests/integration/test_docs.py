@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from django.contrib.staticfiles import finders
 
-from completions.apis import REDOC_BUNDLE, REDOC_CDN_LOGO
+from playground.views import REDOC_BUNDLE, REDOC_CDN_LOGO
 
 CDN_HOSTS = ("cdn.jsdelivr.net", "unpkg.com", "cdnjs.cloudflare.com", "fonts.googleapis.com")
 
@@ -85,11 +85,11 @@ def test_descriptions_show_the_address_the_schema_was_fetched_from(gateway):
 def test_redoc_bundle_points_its_logo_here(gateway):
     with gateway.client(key=None) as client:
         bundle = client.get("/redoc/redoc.standalone.js")
-        logo = client.get("/static/completions/redoc-logo.svg")
+        logo = client.get("/static/playground/redoc-logo.svg")
     assert bundle.status_code == HTTPStatus.OK
     assert bundle.headers["content-type"].startswith("text/javascript")
     assert "cdn.redoc.ly" not in bundle.text
-    assert "/static/completions/redoc-logo.svg" in bundle.text
+    assert "/static/playground/redoc-logo.svg" in bundle.text
     assert logo.status_code == HTTPStatus.OK and logo.text.startswith("<svg")
 
 

@@ -12,7 +12,7 @@ import httpx
 import jsonschema
 import pytest
 
-from tests.completions.test_structured import REVIEW_FORMAT, REVIEW_SCHEMA
+from tests.inference.test_structured import REVIEW_FORMAT, REVIEW_SCHEMA
 
 pytestmark = pytest.mark.local_model
 

@@ -7,9 +7,9 @@ import httpx
 import openai
 import pytest
 
-from tests.completions.test_structured import OUT_OF_RANGE, REVIEW_FORMAT, VALID
 from tests.conftest import API_KEY
 from tests.images import image_bytes
+from tests.inference.test_structured import OUT_OF_RANGE, REVIEW_FORMAT, VALID
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

@@ -5,8 +5,8 @@ from http import HTTPStatus
 
 import pytest
 
-from tests.completions.test_structured import OUT_OF_RANGE, REVIEW_FORMAT, VALID
 from tests.images import image_bytes
+from tests.inference.test_structured import OUT_OF_RANGE, REVIEW_FORMAT, VALID
 
 REVIEW = {
     "messages": [{"role": "user", "content": "Analyze this product review"}],

@@ -14,6 +14,7 @@ import pytest
 
 from limits import lifespan, redis_client
 from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.teams import key_pepper, make_key, team  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -146,5 +147,3 @@ def workers():
     yield start
     for worker in started:
         worker.stop()
-
-from tests.teams import key_pepper, make_key, team  # noqa: F401

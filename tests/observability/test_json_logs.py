@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from completions.middleware import RequestIdLogFilter, request_id_var
 from observability.json_logs import (
     JsonFormatter,
     ScrubSecretsFilter,
@@ -19,6 +18,7 @@ from observability.json_logs import (
     log_request_summary,
     scrub,
 )
+from server.middleware import RequestIdLogFilter, request_id_var
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = [

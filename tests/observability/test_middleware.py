@@ -9,7 +9,7 @@ from django.test import AsyncClient, override_settings
 from tests.observability.conftest import sample
 
 MIDDLEWARE = [
-    "completions.middleware.RequestIdMiddleware",
+    "server.middleware.RequestIdMiddleware",
     "observability.middleware.ObservabilityMiddleware",
 ]
 

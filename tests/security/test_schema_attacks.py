@@ -18,7 +18,7 @@ from http import HTTPStatus
 import httpx
 import pytest
 
-from tests.completions.test_structured import COSTLY_ANSWER, COSTLY_SCHEMA, VALID
+from tests.inference.test_structured import COSTLY_ANSWER, COSTLY_SCHEMA, VALID
 
 MESSAGES = [{"role": "user", "content": "Analyze this product review"}]
 
@@ -229,7 +229,7 @@ def test_stream_reports_a_check_past_its_budget_in_the_last_event(gateway, upstr
 
 
 def test_normal_schema_still_works(gateway, upstream):
-    from tests.completions.test_structured import REVIEW_FORMAT
+    from tests.inference.test_structured import REVIEW_FORMAT
 
     upstream.behave(content=VALID)
     response = post(gateway, {"messages": MESSAGES, "response_format": REVIEW_FORMAT})

@@ -1,0 +1,85 @@
+"""
+The base of every API view: DRF's APIView, dispatched on the event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from django.http import HttpResponse
+from django.template.response import SimpleTemplateResponse
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.views import APIView
+
+from inference import services
+
+
+class AsyncApiView(APIView):
+    """
+    DRF's APIView, dispatched natively on the event loop.
+
+    Authentication, permissions, parsing, the exception handler and rendering are DRF's own;
+    only the handler call is awaited. Nothing in DRF's request cycle here touches a database,
+    so running it on the loop (rather than hopping to a thread per request) is safe and fast.
+    """
+
+    async def dispatch(self, request, *args, **kwargs):
+        self.args = args
+        self.kwargs = kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            method = request.method.lower()
+            if method in self.http_method_names:
+                handler = getattr(self, method, self.http_method_not_allowed)
+            else:
+                handler = self.http_method_not_allowed
+            response = handler(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:  # noqa: BLE001 (DRF's handler decides what each one means)
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return rendered(self.response)
+
+
+def rendered(response):
+    """
+    Render a DRF Response here, on the event loop, and hand Django a plain HttpResponse.
+    Django renders a template response through `sync_to_async`, a thread hop per request that
+    costs more than the rendering itself (a few microseconds of JSON encoding).
+    """
+    if not isinstance(response, SimpleTemplateResponse):
+        return response
+    response.render()
+    content = response.content
+    plain = HttpResponse(content, status=response.status_code)
+    plain["Content-Length"] = str(len(content))
+    for header, value in response.items():
+        plain[header] = value
+    plain.cookies = response.cookies
+    return plain
+
+
+class FirstRendererNegotiation(DefaultContentNegotiation):
+    """Stream endpoints choose their framing from Accept themselves; errors are always JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        renderer = renderers[0]
+        return renderer, renderer.media_type
+
+
+def validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def answered_headers(answer: services.ChatResult | services.ChatStream) -> dict[str, str]:
+    """Which catalog model answered, and which one was asked for when a fallback answered."""
+    headers = {"X-LLMAPI-Model": answer.answered_by}
+    if answer.fallback_from:
+        headers["X-LLMAPI-Fallback-From"] = answer.fallback_from
+    return headers

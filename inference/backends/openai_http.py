@@ -1,0 +1,539 @@
+"""
+The one module that speaks HTTP to model servers.
+
+Any OpenAI-compatible server works: vLLM, llama.cpp's server, Ollama, OpenAI itself. All
+requests go through one long-lived `httpx.AsyncClient` per event loop, on the aiohttp
+transport (measurably faster than httpx's default one), with every timeout set explicitly.
+
+A model may have several servers (replicas): requests go to the least busy healthy one,
+failing replicas are skipped for a while, and connection failures and 429/502/503/504 are
+retried on another replica while no byte has reached the client.
+
+`OpenAICompatibleBackend` exposes the interface the services use for any model, local or
+remote:
+
+* `await backend.create(payload)` returns the server's `chat.completion` object;
+* `async with backend.stream(payload) as chunks:` checks the status first, then yields the
+  `chat.completion.chunk` objects as they arrive. Leaving the block closes the upstream
+  request at once, which is how a client disconnect reaches the model server.
+
+Failures are raised as the `UpstreamError` family from `inference.exceptions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import aiohttp
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+from httpx_sse import EventSource, SSEError
+
+from inference.catalog import ModelSpec
+from inference.exceptions import (
+    ContextLengthExceeded,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_ERROR_MESSAGE_CHARS = 500
+
+
+class ChatBackend(Protocol):
+    async def create(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+    def stream(
+        self, payload: dict[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[dict[str, Any]]]: ...
+
+
+# --- The shared client ---------------------------------------------------------------------
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def get_http_client() -> httpx.AsyncClient:
+    """Return this event loop's shared client, creating it on first use."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None or client.is_closed:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        client = httpx.AsyncClient(
+            transport=AiohttpTransport(limits=limits),
+            limits=limits,
+            # Proxies from the environment would bypass the aiohttp transport; a gateway talks
+            # to its model servers directly.
+            trust_env=False,
+            follow_redirects=False,
+        )
+        _clients[loop] = client
+    return client
+
+
+async def close_http_clients() -> None:
+    """Close this event loop's client (called on server shutdown)."""
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+def chat_completions_url(base_url: str) -> str:
+    """`http://host:8000` and `http://host:8000/v1` both mean `http://host:8000/v1/...`."""
+    base = base_url.rstrip("/")
+    if not base.endswith("/v1"):
+        base += "/v1"
+    return base + "/chat/completions"
+
+
+def split_credentials(base_url: str) -> tuple[str, str | None]:
+    """
+    `http://user:pass@host/v1` -> (`http://host/v1`, an HTTP Basic `Authorization` value).
+    Credentials stay out of the URL so that no log line or error message can show them.
+    """
+    parts = urlsplit(base_url)
+    if "@" not in parts.netloc:
+        return base_url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password)}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=hostport)), f"Basic {token}"
+
+
+def public_location(base_url: str) -> str:
+    """The server's address without credentials or path, safe to show in an error."""
+    try:
+        url = httpx.URL(base_url)
+        return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+    except httpx.InvalidURL:
+        return "the configured address"
+
+
+# --- Replicas --------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Replica:
+    """One server of a model; `failures` counts consecutive failures for outlier ejection."""
+
+    base_url: str
+    url: httpx.URL
+    location: str
+    authorization: str | None = None  # HTTP Basic, from credentials in BASE_URL
+    in_flight: int = 0
+    failures: int = 0
+    ejected_until: float = 0.0
+
+    def ejected(self, now: float) -> bool:
+        return self.ejected_until > now
+
+
+class ReplicaPool:
+    """
+    Least-in-flight balancing over a model's servers, with outlier ejection like Envoy's:
+    a replica that fails `eject_after` times in a row is skipped for `eject_seconds`, then
+    tried again; one more failure ejects it again, one success restores it.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.replicas = []
+        for base_url in spec.servers:
+            base, authorization = split_credentials(base_url)
+            self.replicas.append(
+                Replica(
+                    base,
+                    httpx.URL(chat_completions_url(base)),
+                    public_location(base),
+                    authorization=authorization,
+                )
+            )
+        self._turn = itertools.count()
+
+    def choose(self, *, avoid: Collection[Replica] = ()) -> Replica:
+        now = time.monotonic()
+        healthy = [r for r in self.replicas if not r.ejected(now)]
+        candidates = [r for r in healthy if r not in avoid] or healthy or self.replicas
+        # Rotate before taking the minimum, so equally loaded replicas share the traffic.
+        start = next(self._turn) % len(candidates)
+        rotated = candidates[start:] + candidates[:start]
+        return min(rotated, key=lambda r: r.in_flight)
+
+    def succeeded(self, replica: Replica) -> None:
+        if replica.failures >= self.spec.eject_after:
+            logger.info("%s server %s is healthy again", self.spec.label, replica.location)
+        replica.failures = 0
+        replica.ejected_until = 0.0
+
+    def failed(self, replica: Replica) -> None:
+        replica.failures += 1
+        if replica.failures >= self.spec.eject_after and len(self.replicas) > 1:
+            replica.ejected_until = time.monotonic() + self.spec.eject_seconds
+            logger.warning(
+                "%s server %s failed %d times in a row; skipping it for %g s",
+                self.spec.label,
+                replica.location,
+                replica.failures,
+                self.spec.eject_seconds,
+            )
+
+
+# --- The backend ---------------------------------------------------------------------------
+
+# Retried (before any byte reached the client): connection failures and these statuses.
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+# A replica's health suffers from these statuses (and from connection failures and timeouts).
+REPLICA_FAILURE_STATUSES = frozenset({500, 502, 503, 504})
+BACKOFF_BASE, BACKOFF_MAX = 0.1, 2.0
+# An upstream 429 asking to wait longer than this is passed to the client instead of waited out.
+RETRY_AFTER_CAP = 5.0
+
+
+class OpenAICompatibleBackend:
+    """A model served by one or more OpenAI-compatible HTTP servers."""
+
+    # Set once a server refused `response_format: json_schema` (JSON_SCHEMA_MODE=auto).
+    refuses_native_schema = False
+
+    def __init__(self, spec: ModelSpec, *, client: httpx.AsyncClient | None = None) -> None:
+        self.spec = spec
+        self.pool = ReplicaPool(spec)
+        self._client = client
+        self._headers = {"Accept": "application/json"}
+        if spec.api_key:
+            self._headers["Authorization"] = f"Bearer {spec.api_key}"
+        self._timeout = httpx.Timeout(
+            connect=spec.connect_timeout, read=spec.timeout, write=spec.timeout, pool=spec.timeout
+        )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        return self._client or get_http_client()
+
+    async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send a non-streaming chat completion and return the decoded answer."""
+        body = orjson.dumps(payload)
+
+        async def attempt(replica: Replica) -> httpx.Response:
+            with self._mapped_errors(replica):
+                response = await self.client.post(
+                    replica.url,
+                    content=body,
+                    headers=self._json_headers(replica),
+                    timeout=self._timeout,
+                )
+            if response.status_code >= 400:
+                raise self._status_error(
+                    replica, response.status_code, response.headers, response.content
+                )
+            return response
+
+        response = await self._with_retries(attempt, release=True)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise UpstreamProtocolError(
+                f"The {self.spec.label} server answered with something that is not JSON."
+            ) from None
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("choices"), list)
+            or not data["choices"]
+        ):
+            raise UpstreamProtocolError(
+                f"The {self.spec.label} server's answer has no choices; is it OpenAI-compatible?"
+            )
+        return data
+
+    @contextlib.asynccontextmanager
+    async def stream(self, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        """
+        Open a streaming chat completion. The status is checked, and failures retried, before
+        anything is yielded; once chunks flow, a failure is final.
+        """
+        body = orjson.dumps(payload)
+        opened: dict[str, Any] = {}
+
+        async def attempt(replica: Replica) -> httpx.Response:
+            headers = self._json_headers(replica)
+            headers["Accept"] = "text/event-stream"
+            request = self.client.build_request(
+                "POST", replica.url, content=body, headers=headers, timeout=self._timeout
+            )
+            with self._mapped_errors(replica):
+                response = await self.client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    with self._mapped_errors(replica):
+                        error_body = await response.aread()
+                    raise self._status_error(
+                        replica, response.status_code, response.headers, error_body
+                    )
+                if "text/event-stream" not in response.headers.get("content-type", ""):
+                    raise UpstreamProtocolError(
+                        f"The {self.spec.label} server did not answer with an event stream."
+                    )
+            except BaseException:
+                await response.aclose()
+                raise
+            opened["replica"] = replica
+            return response
+
+        response = await self._with_retries(attempt, release=False)
+        replica = opened["replica"]
+        try:
+            yield self._chunks(response, replica)
+        except UpstreamUnavailable:
+            self.pool.failed(replica)
+            raise
+        finally:
+            replica.in_flight -= 1
+            await response.aclose()
+
+    async def _with_retries(self, attempt, *, release: bool):
+        """
+        Run `attempt(replica)` on the least-loaded healthy replica, retrying connection
+        failures and 429/502/503/504 on another replica with jittered exponential backoff.
+        With `release=False` the chosen replica stays counted as in flight for the caller.
+        """
+        tried: list[Replica] = []
+        for number in range(self.spec.max_retries + 1):
+            replica = self.pool.choose(avoid=tried)
+            replica.in_flight += 1
+            try:
+                result = await attempt(replica)
+            except UpstreamError as exc:
+                replica.in_flight -= 1
+                if exc.replica_failure:
+                    self.pool.failed(replica)
+                delay = self._retry_delay(exc, number)
+                if delay is None:
+                    raise
+                logger.info(
+                    "Retrying the %s after %s from %s (attempt %d of %d, in %.2f s)",
+                    self.spec.label,
+                    type(exc).__name__,
+                    replica.location,
+                    number + 2,
+                    self.spec.max_retries + 1,
+                    delay,
+                )
+                tried.append(replica)
+                await asyncio.sleep(delay)
+                continue
+            except BaseException:
+                replica.in_flight -= 1
+                raise
+            self.pool.succeeded(replica)
+            if release:
+                replica.in_flight -= 1
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _retry_delay(self, exc: UpstreamError, number: int) -> float | None:
+        """Seconds to wait before retrying `exc`, or None when it must not be retried."""
+        if number >= self.spec.max_retries or not exc.retryable:
+            return None
+        retry_after = getattr(exc, "retry_after", None) or 0
+        if retry_after > RETRY_AFTER_CAP:
+            return None
+        backoff = random.uniform(0, min(BACKOFF_MAX, BACKOFF_BASE * 2**number))  # noqa: S311
+        return max(float(retry_after), backoff)
+
+    def _replica_headers(self, replica: Replica) -> dict[str, str]:
+        if replica.authorization:
+            return {**self._headers, "Authorization": replica.authorization}
+        return self._headers
+
+    def _json_headers(self, replica: Replica) -> dict[str, str]:
+        return {**self._replica_headers(replica), "Content-Type": "application/json"}
+
+    @contextlib.contextmanager
+    def _mapped_errors(self, replica: Replica):
+        where = replica.location
+        try:
+            yield
+        except UpstreamError:
+            raise
+        except httpx.TimeoutException as exc:
+            if _is_real_timeout(exc):
+                error = UpstreamTimeout(
+                    f"The {self.spec.label} server at {where} did not answer in time "
+                    f"({_timeout_kind(exc)}; see {self.spec.setting('timeout')} and "
+                    f"{self.spec.setting('connect_timeout')})."
+                )
+                error.retryable = isinstance(exc, httpx.ConnectTimeout)
+            elif isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                error = UpstreamUnavailable(
+                    f"Could not connect to the {self.spec.label} server at {where}."
+                )
+                error.retryable = True
+            else:
+                error = UpstreamUnavailable(
+                    f"The connection to the {self.spec.label} server at {where} was lost."
+                )
+            error.replica_failure = True
+            raise error from None
+        except httpx.ConnectError:
+            error = UpstreamUnavailable(
+                f"Could not connect to the {self.spec.label} server at {where}."
+            )
+            error.retryable = error.replica_failure = True
+            raise error from None
+        except (httpx.TransportError, httpx.StreamError):
+            error = UpstreamUnavailable(
+                f"The connection to the {self.spec.label} server at {where} failed mid-request."
+            )
+            error.replica_failure = True
+            raise error from None
+
+    def _status_error(
+        self, replica: Replica, status: int, headers: httpx.Headers, body: bytes
+    ) -> UpstreamStatusError | ContextLengthExceeded:
+        message = _error_message_from_body(body)
+        if status == 400 and _is_context_length_error(body, message):
+            return ContextLengthExceeded(
+                f"The messages do not fit the {self.spec.label}'s context window. "
+                f"Server said: {message}"
+            )
+        if status in (401, 403):
+            detail = (
+                f"The {self.spec.label} server refused the gateway's credentials ({status}); "
+                f"check {self.spec.setting('api_key')}. Server said: {message}"
+            )
+        elif status >= 500:
+            detail = f"The {self.spec.label} server failed ({status}): {message}"
+        else:
+            detail = f"The {self.spec.label} server rejected the request ({status}): {message}"
+        error = UpstreamStatusError(
+            detail,
+            upstream_status=status,
+            retry_after=_retry_after(headers) if status == 429 else None,
+        )
+        error.retryable = status in RETRYABLE_STATUSES
+        error.replica_failure = status in REPLICA_FAILURE_STATUSES
+        return error
+
+    async def probe(self, replica: Replica) -> bool:
+        """Whether the replica answers HTTP at all (any status), within a short timeout."""
+        url = replica.url.copy_with(
+            path=replica.url.path.removesuffix("/chat/completions") + "/models"
+        )
+        try:
+            await self.client.get(
+                url,
+                headers=self._replica_headers(replica),
+                timeout=httpx.Timeout(2.0, connect=1.0),
+            )
+        except httpx.HTTPError:
+            return False
+        return True
+
+    async def _chunks(
+        self, response: httpx.Response, replica: Replica
+    ) -> AsyncIterator[dict[str, Any]]:
+        finished = False
+        with self._mapped_errors(replica):
+            try:
+                async for event in EventSource(response).aiter_sse():
+                    if event.data == "[DONE]":
+                        return
+                    if event.event == "error":
+                        raise UpstreamProtocolError(
+                            f"The {self.spec.label} server reported an error mid-stream: "
+                            f"{event.data[:MAX_ERROR_MESSAGE_CHARS]}"
+                        )
+                    if not event.data:
+                        continue
+                    try:
+                        chunk = orjson.loads(event.data)
+                    except orjson.JSONDecodeError:
+                        raise UpstreamProtocolError(
+                            f"The {self.spec.label} server sent an event that is not JSON."
+                        ) from None
+                    if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+                        raise UpstreamProtocolError(
+                            f"The {self.spec.label} server reported an error mid-stream: "
+                            f"{_error_message(chunk)}"
+                        )
+                    finished = finished or any(
+                        choice.get("finish_reason") for choice in chunk.get("choices") or ()
+                    )
+                    yield chunk
+            except SSEError:
+                raise UpstreamProtocolError(
+                    f"The {self.spec.label} server did not answer with an event stream."
+                ) from None
+        if not finished:
+            # Some servers omit `[DONE]`; a stream that ended without a finish_reason was cut.
+            raise UpstreamUnavailable(
+                f"The {self.spec.label} server closed the stream before it finished."
+            )
+
+
+def _is_real_timeout(exc: httpx.TimeoutException) -> bool:
+    # The aiohttp transport reports refused and dropped connections as ConnectTimeout; only
+    # a timeout whose cause is a timeout is one.
+    cause = exc.__cause__
+    return cause is None or isinstance(cause, TimeoutError)
+
+
+def _timeout_kind(exc: httpx.TimeoutException) -> str:
+    return "connect timeout" if isinstance(exc, httpx.ConnectTimeout) else "read timeout"
+
+
+def _retry_after(headers: httpx.Headers) -> int:
+    try:
+        return max(1, int(float(headers.get("Retry-After", "1"))))
+    except ValueError:
+        return 1
+
+
+def _error_message(data: Any) -> str:
+    if isinstance(data, dict):
+        error = data.get("error", data.get("detail", data.get("message")))
+        if isinstance(error, dict):
+            error = error.get("message", error)
+        if error is not None:
+            return str(error)[:MAX_ERROR_MESSAGE_CHARS]
+    return str(data)[:MAX_ERROR_MESSAGE_CHARS]
+
+
+# How servers say a prompt is too long: OpenAI's and vLLM's code and message, llama.cpp's type.
+CONTEXT_LENGTH_MARKERS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "exceed_context_size",
+    "exceeds the available context size",
+)
+
+
+def _is_context_length_error(body: bytes, message: str) -> bool:
+    text = (body[:4096].decode("utf-8", "replace") + " " + message).lower()
+    return any(marker in text for marker in CONTEXT_LENGTH_MARKERS)
+
+
+def _error_message_from_body(body: bytes) -> str:
+    try:
+        return _error_message(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        return text[:MAX_ERROR_MESSAGE_CHARS] or "(empty body)"

@@ -1,0 +1,476 @@
+"""
+The use cases: chat with a model, whole or streamed.
+
+Services build the upstream request from validated input and the model's configured defaults,
+hold a concurrency slot for the duration of the upstream call, and shape the answer. They do
+not care whether the model is the embedded one or a remote server: both sit behind the
+`ChatBackend` interface of `inference.backends.openai_http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from inference import structured
+from inference.backends.openai_http import ChatBackend
+from inference.catalog import ModelSpec
+from inference.exceptions import (
+    DETAIL_LIMIT,
+    InferenceError,
+    InvalidModelOutput,
+    ModelBusy,
+    ModelNotConfigured,
+    ModelNotFound,
+    OutputCheckTooCostly,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamStatusError,
+    quote,
+)
+from inference.images import prepare_uploads
+from inference.registry import get_registry
+from limits.slots import SlotTimeout
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Sent only when the caller set them.
+OPTIONAL_PARAMS = ("response_format", "stop")
+
+SAMPLING_PARAMS = (
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+)
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    response: str
+    model: str
+    finish_reason: str | None
+    usage: dict[str, int] | None
+    parsed: Any = None  # the decoded JSON, when a JSON response_format was asked for
+    # The catalog model that answered, and the one asked for when a fallback answered instead.
+    answered_by: str = ""
+    fallback_from: str | None = None
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    model: str
+    finish_reason: str | None
+    usage: dict[str, int] | None = field(default=None)
+    # For JSON response formats: {"valid": bool, "errors": [...]}. Streams are not repaired.
+    validation: dict[str, Any] | None = field(default=None)
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+@dataclass(frozen=True)
+class ChatStream:
+    """An opened stream: its events, and which catalog model answered (a fallback, maybe)."""
+
+    events: AsyncGenerator[StreamEvent, None]
+    answered_by: str
+    fallback_from: str | None = None
+
+
+# --- Models, backends and concurrency --------------------------------------------------------
+
+
+def resolve_model(name: str | None, *, role: str = "text", capability: str = "chat") -> ModelSpec:
+    """
+    The model a request asks for: by name or alias, or the seed endpoints' default for `role`
+    ("text" or "image") when it names none.
+    """
+    catalog = get_registry().catalog
+    if name:
+        spec = catalog.resolve(name, capability=capability)
+        if spec is None:
+            raise ModelNotFound(
+                f"The model '{quote(name, 100)}' does not exist; GET /v1/models lists them."
+            )
+        return spec
+    spec = catalog.text if role == "text" else catalog.image
+    if spec is not None:
+        return spec
+    if role == "image":
+        raise ModelNotConfigured(
+            "No vision model is configured. Set IMAGE_MODEL__BASE_URL to an OpenAI-compatible "
+            "server that serves a VLM (for example vLLM with Qwen2-VL, or llama.cpp's server "
+            "with an mmproj file) and IMAGE_MODEL__MODEL_NAME to its model name."
+        )
+    raise ModelNotConfigured(
+        "No text model is configured. Set TEXT_MODEL__BASE_URL to an OpenAI-compatible server."
+    )
+
+
+def get_backend(spec: ModelSpec) -> ChatBackend:
+    """The backend that serves `spec`: its servers, or the embedded model."""
+    return get_registry().backend(spec)
+
+
+def slots_in_use(spec: ModelSpec) -> int:
+    """How many requests to `spec` are in flight in this process right now."""
+    return get_registry().slots(spec).in_use
+
+
+@contextlib.asynccontextmanager
+async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
+    """Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`."""
+    try:
+        async with get_registry().slots(spec).hold(queue_timeout=spec.queue_timeout):
+            yield
+    except SlotTimeout:
+        raise ModelBusy(
+            f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
+            f"{spec.queue_timeout:g} s. Retry after a moment.",
+            retry_after=max(1, math.ceil(spec.queue_timeout)),
+        ) from None
+
+
+def falls_back(exc: InferenceError) -> bool:
+    """
+    Whether a failure of one model sends the request to its fallback: its servers are down,
+    too slow, overloaded or failing (after the replica retries), or its slots are all taken.
+    A request the model refused (4xx) or an answer that broke its format does not.
+    """
+    if isinstance(exc, UpstreamStatusError):
+        return exc.upstream_status == 429 or exc.upstream_status >= 500
+    if isinstance(exc, InvalidModelOutput | OutputCheckTooCostly):
+        return False
+    return isinstance(exc, UpstreamError | ModelBusy | ModelNotConfigured)
+
+
+async def _with_fallbacks(spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]]) -> T:
+    """`attempt(spec)`, then each of its fallback models in order while the failure allows."""
+    chain = [spec, *get_registry().catalog.fallbacks_of(spec)]
+    for index, candidate in enumerate(chain):
+        try:
+            return await attempt(candidate)
+        except InferenceError as exc:
+            if index == len(chain) - 1 or not falls_back(exc):
+                raise
+            logger.warning(
+                "The %s failed before answering (%s); falling back to model '%s'",
+                candidate.label,
+                type(exc).__name__,
+                chain[index + 1].name,
+            )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --- Requests --------------------------------------------------------------------------------
+
+
+def build_payload(
+    *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any], stream: bool
+) -> dict[str, Any]:
+    """The OpenAI request body: the caller's parameters, the model's defaults for the rest."""
+    payload: dict[str, Any] = {"model": spec.served_name, "messages": messages}
+    for name in SAMPLING_PARAMS:
+        value = params.get(name)
+        payload[name] = spec.defaults[name] if value is None else value
+    for name in OPTIONAL_PARAMS:
+        if params.get(name) is not None:
+            payload[name] = params[name]
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
+async def chat_completion(
+    *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
+) -> ChatResult:
+    """
+    Ask the model for a whole answer; if it fails before answering, ask its fallback models
+    in order. `answered_by` says which model answered.
+
+    With a JSON `response_format`, the answer is validated; an invalid one is sent back to the
+    model with the errors, up to `JSON_RETRIES` times, and a final failure is an honest 502.
+    """
+
+    async def attempt(candidate: ModelSpec) -> ChatResult:
+        result = await _chat_completion_on(candidate, messages=messages, params=params)
+        fallback_from = spec.name if candidate is not spec else None
+        return replace(result, answered_by=candidate.name, fallback_from=fallback_from)
+
+    return await _with_fallbacks(spec, attempt)
+
+
+async def _chat_completion_on(
+    spec: ModelSpec, *, messages: list[dict[str, Any]], params: dict[str, Any]
+) -> ChatResult:
+    backend = get_backend(spec)
+    response_format = params.get("response_format")
+    payload = build_payload(spec=spec, messages=messages, params=params, stream=False)
+    async with concurrency_slot(spec):
+        result = _chat_result(spec, await _create(spec, backend, payload))
+        if not structured.wants_json(response_format):
+            return result
+        check = await structured.check_output_off_loop(result.response, response_format)
+        for attempt in range(1, spec.json_retries + 1):
+            if check.valid:
+                break
+            logger.info(
+                "Invalid JSON from the %s (attempt %d of repair): %s",
+                spec.label,
+                attempt,
+                quote(structured.describe_errors(check.errors), DETAIL_LIMIT),
+            )
+            repair = structured.repair_messages(
+                messages, output=result.response, check=check, response_format=response_format
+            )
+            result = _chat_result(
+                spec, await _create(spec, backend, {**payload, "messages": repair})
+            )
+            check = await structured.check_output_off_loop(result.response, response_format)
+    if not check.valid:
+        raise InvalidModelOutput(
+            f"The model did not produce valid {response_format['type']} output "
+            f"(after {spec.json_retries} repair attempt(s)): "
+            f"{structured.describe_errors(check.errors)}",
+            errors=check.errors,
+            output=result.response,
+        )
+    return replace(result, response=check.text, parsed=check.parsed)
+
+
+async def open_chat_stream(
+    *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
+) -> ChatStream:
+    """
+    Start a streamed answer and return its events.
+
+    The upstream request is open and its status checked when this returns, so a failure
+    becomes an HTTP error before any byte reaches the client. The returned generator owns the
+    upstream request and the concurrency slot: closing it, finishing it or cancelling it
+    (a client disconnect) releases both. With a JSON `response_format`, the last event says
+    whether the whole answer was valid; nothing is repaired mid-stream. A model that fails
+    before its first byte hands the request to its fallback models, in order.
+    """
+
+    async def attempt(candidate: ModelSpec) -> ChatStream:
+        backend = get_backend(candidate)
+        payload = build_payload(spec=candidate, messages=messages, params=params, stream=True)
+        events = _stream_events(spec=candidate, backend=backend, payload=payload)
+        try:
+            await anext(events)  # runs up to the first yield: slot taken, upstream answered 2xx
+        except BaseException:
+            await events.aclose()
+            raise
+        fallback_from = spec.name if candidate is not spec else None
+        return ChatStream(events, answered_by=candidate.name, fallback_from=fallback_from)
+
+    return await _with_fallbacks(spec, attempt)
+
+
+async def _stream_events(
+    *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]
+) -> AsyncGenerator[StreamEvent, None]:
+    async with concurrency_slot(spec), contextlib.AsyncExitStack() as stack:
+        chunks = await _open_stream(spec, backend, payload, stack)
+        yield TextDelta("")  # marks "opened"; consumed by open_chat_stream
+        model, finish_reason, usage = spec.name, None, None
+        pieces: list[str] = []
+        async for chunk in chunks:
+            if not isinstance(chunk, dict):
+                raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
+            model = chunk.get("model") or model
+            usage = _usage(chunk.get("usage")) or usage
+            for choice in chunk.get("choices") or ():
+                delta = (choice.get("delta") or {}).get("content")
+                if delta:
+                    pieces.append(delta)
+                    yield TextDelta(delta)
+                finish_reason = choice.get("finish_reason") or finish_reason
+        validation = None
+        response_format = payload.get("response_format")
+        if structured.wants_json(response_format):
+            try:
+                check = await structured.check_output_off_loop("".join(pieces), response_format)
+            except OutputCheckTooCostly as exc:
+                # The answer is already sent; its verdict says why it was not checked.
+                check = structured.OutputCheck(
+                    False, "", errors=[{"path": "$", "message": str(exc.detail)}]
+                )
+            validation = {"valid": check.valid, "errors": check.errors}
+        yield StreamEnd(
+            model=model, finish_reason=finish_reason, usage=usage, validation=validation
+        )
+
+
+# --- json_schema on servers that refuse it ----------------------------------------------------
+
+
+def _schema_payload(spec: ModelSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    response_format = payload.get("response_format") or {}
+    if response_format.get("type") != "json_schema":
+        return payload
+    # A server that refused a native json_schema once is not asked again (the backend, one
+    # per model and process, remembers it).
+    refused = getattr(get_backend(spec), "refuses_native_schema", False)
+    if spec.json_schema_mode == "prompt" or (spec.json_schema_mode == "auto" and refused):
+        return _prompted(payload)
+    return payload
+
+
+def _prompted(payload: dict[str, Any]) -> dict[str, Any]:
+    response_format, messages = structured.schema_prompt_format(
+        payload["response_format"], payload["messages"]
+    )
+    return {**payload, "response_format": response_format, "messages": messages}
+
+
+def _schema_fallback(spec: ModelSpec, payload: dict[str, Any], exc: UpstreamStatusError):
+    """The prompt-mode payload to retry with, when the server refused a native json_schema."""
+    refused = exc.upstream_status in SCHEMA_REFUSAL_STATUSES
+    native = (payload.get("response_format") or {}).get("type") == "json_schema"
+    if not (refused and native and spec.json_schema_mode == "auto"):
+        return None
+    logger.warning(
+        "The %s server refused response_format json_schema (%s); falling back to json_object "
+        "with the schema in a system message (%s=prompt makes this permanent).",
+        spec.label,
+        exc.upstream_status,
+        spec.setting("json_schema_mode"),
+    )
+    get_backend(spec).refuses_native_schema = True
+    return _prompted(payload)
+
+
+SCHEMA_REFUSAL_STATUSES = (400, 422, 501)
+
+
+async def _with_schema_fallback(
+    spec: ModelSpec, payload: dict[str, Any], send: Callable[[dict[str, Any]], Awaitable[T]]
+) -> T:
+    """`send(payload)`, retried once in prompt mode if the server refuses native json_schema."""
+    payload = _schema_payload(spec, payload)
+    try:
+        return await send(payload)
+    except UpstreamStatusError as exc:
+        fallback = _schema_fallback(spec, payload, exc)
+        if fallback is None:
+            raise
+        return await send(fallback)
+
+
+async def _create(spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]) -> dict[str, Any]:
+    return await _with_schema_fallback(spec, payload, backend.create)
+
+
+async def _open_stream(
+    spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any], stack: contextlib.AsyncExitStack
+) -> AsyncIterator[dict[str, Any]]:
+    async def open_(body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        return await stack.enter_async_context(backend.stream(body))
+
+    return await _with_schema_fallback(spec, payload, open_)
+
+
+def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
+    choice = data["choices"][0]
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise UpstreamProtocolError(f"The {spec.label} server's answer has no message.")
+    return ChatResult(
+        response=message.get("content") or "",
+        model=data.get("model") or spec.name,
+        finish_reason=choice.get("finish_reason"),
+        usage=_usage(data.get("usage")),
+    )
+
+
+async def readiness() -> dict[str, Any]:
+    """
+    Whether every model of the catalog can answer: its embedded model is loaded, or at least
+    one of its servers answers HTTP and is not ejected. Per model and per replica; shows no
+    secret (servers appear as scheme://host:port only).
+    """
+    registry = get_registry()
+    catalog = registry.catalog
+
+    async def report(spec: ModelSpec) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": spec.name, "in_flight": slots_in_use(spec)}
+        if spec.is_embedded:
+            return {**entry, "backend": "embedded", "ready": registry.loaded(spec)}
+        backend = registry.backend(spec)
+        replicas = backend.pool.replicas
+        reachable = await asyncio.gather(*(backend.probe(r) for r in replicas))
+        now = time.monotonic()
+        return {
+            **entry,
+            "backend": "server",
+            "ready": any(
+                ok and not r.ejected(now) for r, ok in zip(replicas, reachable, strict=True)
+            ),
+            "servers": [
+                {
+                    "server": r.location,
+                    "reachable": ok,
+                    "ejected": r.ejected(now),
+                    "in_flight": r.in_flight,
+                }
+                for r, ok in zip(replicas, reachable, strict=True)
+            ],
+        }
+
+    reports = await asyncio.gather(*(report(spec) for spec in catalog))
+    # The seed models keep their keys ("text", "image"); catalog models go by name.
+    seed_keys = {"TEXT_MODEL": "text", "IMAGE_MODEL": "image"}
+    models = {
+        seed_keys.get(spec.origin, spec.name): r for spec, r in zip(catalog, reports, strict=True)
+    }
+    roles = {
+        "text": catalog.text.name if catalog.text else None,
+        "image": catalog.image.name if catalog.image else None,
+    }
+    return {"ready": all(r["ready"] for r in reports), "defaults": roles, "models": models}
+
+
+def seed_image_limits() -> dict[str, int]:
+    """The image limits of the seed variables (`IMAGE_MODEL__MAX_IMAGE_*`)."""
+    raw = settings.LLMAPI_MODELS["image"]
+    return {"max_bytes": raw["max_image_bytes"], "max_side": raw["max_image_side"]}
+
+
+async def image_chat_messages(
+    *, spec: ModelSpec, prompt: str, system: str | None, images: list[Any]
+) -> list[dict[str, Any]]:
+    """The OpenAI vision message for a prompt and uploaded images (checked, upright, downscaled)."""
+    prepared = await prepare_uploads(
+        images, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
+    )
+    content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+    content += [{"type": "image_url", "image_url": {"url": image.data_url}} for image in prepared]
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def _usage(raw: Any) -> dict[str, int] | None:
+    if not isinstance(raw, dict):
+        return None
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {key: raw[key] for key in keys if isinstance(raw.get(key), int)} or None

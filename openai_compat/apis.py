@@ -1,0 +1,182 @@
+"""
+The OpenAI-compatible surface: `GET /v1/models` and `POST /v1/chat/completions`.
+
+Existing OpenAI clients (the `openai` SDKs, LangChain, LlamaIndex, curl scripts) work unchanged
+with `base_url=http://host:1999/v1`. The same keys, serializers' ranges, services, concurrency
+limits, structured-output validation and embedded model apply as on the seed endpoints; only
+the request and answer shapes, and the error shape, are OpenAI's.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+
+from accounts.key_sessions import BearerOrApiKeyAuthentication
+from api.exceptions import openai_exception_handler
+from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
+from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers, validated
+from inference import services
+from inference.catalog import ModelSpec
+from inference.images import prepare_message_images
+from inference.registry import get_registry
+from openai_compat.presenters import openai_chunk_frames
+from openai_compat.serializers import OpenAIChatRequestSerializer, has_image_parts
+
+OPENAI_SDK_EXAMPLE = """
+```python
+from openai import OpenAI
+
+client = OpenAI(base_url="http://localhost:1999/v1", api_key="YOUR_API_KEY")
+answer = client.chat.completions.create(
+    model="smollm2-135m-instruct",  # see GET /v1/models
+    messages=[{"role": "user", "content": "What is the capital of France?"}],
+)
+print(answer.choices[0].message.content)
+```
+"""
+
+
+class OpenAIApiView(AsyncApiView):
+    authentication_classes = [BearerOrApiKeyAuthentication]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = FirstRendererNegotiation
+
+    def get_exception_handler(self):
+        return openai_exception_handler
+
+
+class OpenAIModelSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    object = serializers.CharField()
+    created = serializers.IntegerField()
+    owned_by = serializers.CharField()
+
+
+class OpenAIModelListSerializer(serializers.Serializer):
+    object = serializers.CharField()
+    data = OpenAIModelSerializer(many=True)
+
+
+def model_object(spec: ModelSpec) -> dict:
+    """A model as OpenAI's API shows one, with the catalog's aliases and capabilities beside."""
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "llmapi",
+        "aliases": list(spec.aliases),
+        "capabilities": sorted(spec.capabilities),
+    }
+
+
+class OpenAIModelsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="List the models (OpenAI format)",
+        responses={200: OpenAIModelListSerializer},
+    )
+    async def get(self, request):
+        catalog = get_registry().catalog
+        data = [model_object(catalog.resolve(name)) for name in catalog.names]
+        return Response({"object": "list", "data": data})
+
+
+class OpenAIModelApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="One model, by name or alias (OpenAI format)",
+        responses={
+            200: OpenAIModelSerializer,
+            404: OpenApiResponse(description="No such model (OpenAI's error shape)."),
+        },
+    )
+    async def get(self, request, model: str):
+        spec = services.resolve_model(model)
+        return Response(model_object(spec))
+
+
+class OpenAIChatCompletionsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="Chat completion (OpenAI format)",
+        description="The OpenAI chat completions API. With `stream: true`, answers with "
+        "`chat.completion.chunk` events ending in `data: [DONE]`; `stream_options."
+        "include_usage` adds a usage chunk. Accepts `Authorization: Bearer <key>` or "
+        '`X-API-Key`. Errors use OpenAI\'s shape `{"error": {"message", "type", '
+        '"param", "code"}}`.\n' + OPENAI_SDK_EXAMPLE,
+        request=OpenAIChatRequestSerializer,
+        responses={
+            200: OpenApiResponse(description="A chat.completion object, or chunk events."),
+            400: OpenApiResponse(description="Invalid request."),
+            401: OpenApiResponse(description="Missing or wrong key."),
+            404: OpenApiResponse(description="Unknown model."),
+            413: OpenApiResponse(description="The body is too large."),
+            429: OpenApiResponse(description="The model is busy; see Retry-After."),
+            502: OpenApiResponse(description="The model server failed."),
+            503: OpenApiResponse(description="The model is not configured."),
+            504: OpenApiResponse(description="The model server took too long."),
+        },
+        examples=[
+            OpenApiExample(
+                "A question",
+                value={
+                    "model": "smollm2-135m-instruct",
+                    "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                },
+                request_only=True,
+            )
+        ],
+    )
+    async def post(self, request):
+        data = validated(OpenAIChatRequestSerializer, request)
+        name, messages = data.pop("model"), data.pop("messages")
+        stream, stream_options = data.pop("stream"), data.pop("stream_options", {}) or {}
+        needs_vision = has_image_parts(messages)
+        spec = services.resolve_model(name, capability="vision" if needs_vision else "chat")
+        if needs_vision and not spec.has("vision"):
+            raise serializers.ValidationError(
+                {"messages": [f"The model '{name}' does not accept images; use the image model."]}
+            )
+        if needs_vision:
+            messages = await prepare_message_images(
+                messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
+            )
+        completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        if stream:
+            opened = await services.open_chat_stream(spec=spec, messages=messages, params=data)
+            frames = openai_chunk_frames(
+                opened.events,
+                model=spec.name,
+                completion_id=completion_id,
+                created=created,
+                include_usage=bool(stream_options.get("include_usage")),
+            )
+            response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
+            for header, value in answered_headers(opened).items():
+                response[header] = value
+            return response
+        result = await services.chat_completion(spec=spec, messages=messages, params=data)
+        return Response(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": result.model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.response},
+                        "finish_reason": result.finish_reason or "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": result.usage,
+            },
+            headers=answered_headers(result),
+        )

@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class OpenaiCompatConfig(AppConfig):
+    name = "openai_compat"

@@ -1,0 +1,36 @@
+from django.templatetags.static import static
+from django.urls import path
+from django.views.generic import RedirectView, TemplateView
+from drf_spectacular.views import (
+    SpectacularJSONAPIView,
+    SpectacularRedocView,
+    SpectacularSwaggerView,
+)
+
+from playground.views import offline_page, redoc_bundle
+
+FAVICON = static("drf_spectacular_sidecar/swagger-ui-dist/favicon-32x32.png")
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/playground"), name="home"),
+    path("favicon.ico", RedirectView.as_view(url=FAVICON), name="favicon"),
+    path(
+        "playground",
+        offline_page(TemplateView.as_view(template_name="playground/playground.html")),
+        name="playground",
+    ),
+    path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
+    path(
+        "docs",
+        offline_page(SpectacularSwaggerView.as_view(url_name="schema")),
+        name="swagger-ui",
+    ),
+    path("redoc/redoc.standalone.js", redoc_bundle, name="redoc-bundle"),
+    path(
+        "redoc",
+        offline_page(
+            SpectacularRedocView.as_view(url_name="schema", template_name="playground/redoc.html")
+        ),
+        name="redoc",
+    ),
+]

@@ -1,0 +1,48 @@
+"""ASGI lifespan: what the gateway does when the server starts and stops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from inference.backends.openai_http import close_http_clients
+from inference.registry import get_registry
+from server.reload import install_reload_signal
+
+logger = logging.getLogger(__name__)
+
+
+async def on_startup() -> None:
+    registry = get_registry()  # reads and checks the catalog: a broken one stops the start
+    for spec in registry.catalog:
+        if spec.is_embedded:
+            await asyncio.to_thread(registry.backend, spec)  # loads the model file
+    install_reload_signal()
+
+
+async def on_shutdown() -> None:
+    await close_http_clients()
+
+
+class LifespanMiddleware:
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await on_startup()
+                except Exception as exc:  # noqa: BLE001 (reported to the server, which exits)
+                    logger.error("Start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
