@@ -36,8 +36,10 @@ class AdminSessionMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(self.get_response):
             markcoroutinefunction(self)
+        # The stubs type a middleware's get_response as plain sync or async; Django's own
+        # middleware are both (sync_capable and async_capable), which is what chaining needs.
         self.admin_chain = SessionMiddleware(
-            AuthenticationMiddleware(MessageMiddleware(get_response))
+            AuthenticationMiddleware(MessageMiddleware(get_response))  # type: ignore[arg-type]
         )
         self.session_engine = SessionMiddleware(get_response).SessionStore
 

@@ -56,6 +56,7 @@ def status_of(exc: inference.InferenceError) -> int:
 
 def exception_handler(exc: Exception, context: dict) -> Response:
     """Render every exception as `{"detail": ...}` and log it once."""
+    response: Response | None
     if isinstance(exc, inference.InferenceError):
         response = Response({"detail": exc.detail}, status=status_of(exc))
     else:

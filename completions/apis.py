@@ -12,7 +12,7 @@ from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooMany
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
@@ -258,7 +258,7 @@ class LimitedFormParser(LimitedFormParsing, FormParser):
     pass
 
 
-FORM_PARSERS = [LimitedMultiPartParser, LimitedFormParser]
+FORM_PARSERS: list[type[BaseParser]] = [LimitedMultiPartParser, LimitedFormParser]
 
 
 async def image_chat_request(request) -> tuple[ModelSpec, list[dict], dict]:

@@ -60,7 +60,8 @@ class OpenAIModelSerializer(serializers.Serializer):
 
 class OpenAIModelListSerializer(serializers.Serializer):
     object = serializers.CharField()
-    data = OpenAIModelSerializer(many=True)
+    # OpenAI's list shape has a `data` key, which shadows Serializer.data (docs only).
+    data = OpenAIModelSerializer(many=True)  # type: ignore[assignment]
 
 
 def model_object(spec: ModelSpec) -> dict:

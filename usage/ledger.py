@@ -22,10 +22,11 @@ import datetime as dt
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import Field
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +209,8 @@ def _insert(batch: list[tuple]) -> None:
 
     table = connection.ops.quote_name(UsageRecord._meta.db_table)
     columns = ", ".join(
-        connection.ops.quote_name(UsageRecord._meta.get_field(name).column) for name in FIELDS
+        connection.ops.quote_name(cast(Field, UsageRecord._meta.get_field(name)).column)
+        for name in FIELDS
     )
     placeholders = ", ".join(["%s"] * len(FIELDS))
     adapt = connection.ops.adapt_datetimefield_value

@@ -124,6 +124,8 @@ class LocalModelBackend:
     instead, which costs little next to generation on a model this size.
     """
 
+    refuses_native_schema = False  # its grammar enforces any schema
+
     def __init__(
         self,
         llamas: list[Any],

@@ -57,6 +57,9 @@ MAX_ERROR_MESSAGE_CHARS = 500
 
 
 class ChatBackend(Protocol):
+    # Set once a server refused `response_format: json_schema` (JSON_SCHEMA_MODE=auto).
+    refuses_native_schema: bool
+
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]: ...
 
     def stream(
@@ -375,7 +378,7 @@ class OpenAICompatibleBackend:
             raise
         except httpx.TimeoutException as exc:
             if _is_real_timeout(exc):
-                error = UpstreamTimeout(
+                error: UpstreamError = UpstreamTimeout(
                     f"The {self.spec.label} server at {where} did not answer in time "
                     f"({_timeout_kind(exc)}; see {self.spec.setting('timeout')} and "
                     f"{self.spec.setting('connect_timeout')})."
