@@ -35,7 +35,7 @@ PLAIN_MEDIA_TYPE = "text/plain; charset=utf-8"
 
 
 # The message the ASGI handler cancels a response with when the server's graceful-shutdown
-# timeout runs out (see llmapi/asgi.py); any other cancellation is a client that went away.
+# timeout runs out (see server/handler.py); any other cancellation is a client that went away.
 SHUTDOWN_CANCEL_MESSAGE = "llmapi: graceful shutdown timeout"
 SHUTDOWN_DETAIL = "The server is shutting down and cut this stream. Retry the request."
 INTERNAL_DETAIL = "Internal server error: the stream could not be completed."
