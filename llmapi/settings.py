@@ -186,7 +186,7 @@ SERVER_HOST = env.str("SERVER__HOST", default="127.0.0.1")
 SERVER_PORT = _setting("int", "SERVER__PORT", 1999)
 SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
 # Where `serve` writes its process id, for `manage.py reload_models` (SIGHUP).
-SERVER_PID_FILE = env.str("SERVER__PID_FILE", default=str(BASE_DIR / "var" / "llmapi.pid"))
+SERVER_PID_FILE = env.str("SERVER__PID_FILE", default="") or str(BASE_DIR / "var" / "llmapi.pid")
 # Seconds in-flight requests and streams get to finish after SIGTERM.
 SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
 # Conversation limits (400 above them), beside the body size limit.
