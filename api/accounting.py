@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from accounts.authentication import check_model_allowed
 from api.exceptions import status_of
@@ -176,7 +176,9 @@ async def accounted(
         await account.close(status=_status(exc) if isinstance(exc, Exception) else 499)
         raise
     if isinstance(answer, services.ChatStream):
-        return replace(answer, events=account.watched(answer)), account.headers
+        stream: services.ChatStream = answer
+        watched = replace(stream, events=account.watched(stream))
+        return cast(Answer, watched), account.headers
     await account.close(
         status=200, model=answer.answered_by, replica=answer.replica, usage=answer.usage
     )

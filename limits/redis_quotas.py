@@ -27,7 +27,6 @@ from typing import Any
 
 from limits import redis_counters
 from limits.quotas import (
-    Limits,
     QuotaExceeded,
     QuotaSubject,
     Reservation,
@@ -155,11 +154,43 @@ class RedisQuotaStore:
         await redis_counters.settle(counted, actual)
 
     async def snapshot(self, subject: QuotaSubject, *, now: float | None = None) -> dict:
-        """Each holder's limits (counts are not read back from Redis here)."""
+        """
+        Each holder's limits, current counts and remaining quota (for GET /v1/me): one
+        reservation of nothing against every counter, which reads them all in one round trip.
+        """
+        counters, described = _counters(subject, 0)
+        # Read with a limit nothing reaches, so the reply is never a refusal.
+        probes = [Counter(c.key, _UNREACHABLE, c.window, 0, buckets=c.buckets) for c in counters]
+        counted = await redis_counters.reserve(probes) if probes else None
+        states = counted.states if counted is not None and counted.counted else ()
+        used = {
+            (holder_id, kind_of(counter)): (_UNREACHABLE - state.remaining, state.reset_after)
+            for state, (holder_id, *_), counter in zip(states, described, counters, strict=False)
+        }
         result = {}
         for holder_id, limits in zip(subject.holder_ids, subject.holder_limits(), strict=True):
-            result[holder_id.split(":", 1)[0]] = _describe_limits(limits)
+            entry = {}
+            for attribute, suffix, window, _, _ in LIMITS:
+                limit = getattr(limits, attribute)
+                count, reset = used.get((holder_id, suffix), (0, window))
+                if suffix == "concurrent":
+                    reset = 0
+                entry[attribute] = {
+                    "limit": limit,
+                    # None: Redis could not be read (the requests are admitted uncounted).
+                    "used": count if states or not probes else None,
+                    "remaining": None if limit is None else max(0, limit - count),
+                    "resets_in_seconds": math.ceil(reset),
+                }
+            result[holder_id.split(":", 1)[0]] = entry
         return result
+
+
+_UNREACHABLE = 2**53  # a limit no counter reaches (Lua numbers are exact up to 2^53)
+
+
+def kind_of(counter: Counter) -> str:
+    return counter.key.rsplit(":", 1)[1]
 
 
 def _refused_rate(described, index: int, limit: int, kind: str, now: float):
@@ -180,16 +211,3 @@ def _refused_rate(described, index: int, limit: int, kind: str, now: float):
         *((0, tokens[1]) if tokens else (None, None)),
         reset,
     )
-
-
-def _describe_limits(limits: Limits) -> dict:
-    names = (
-        "requests_per_minute",
-        "tokens_per_minute",
-        "concurrent_requests",
-        "tokens_per_day",
-        "tokens_per_month",
-    )
-    return {
-        name: {"limit": getattr(limits, name), "used": None, "remaining": None} for name in names
-    }

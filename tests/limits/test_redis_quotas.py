@@ -81,3 +81,23 @@ def test_get_quota_store_picks_redis_when_configured(settings, monkeypatch):
     monkeypatch.setattr(quotas, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": ""}
     assert isinstance(quotas.get_quota_store(), quotas.InProcessQuotaStore)
+
+
+async def test_snapshot_reads_the_shared_counts(use_redis):
+    store = RedisQuotaStore()
+    who = subject(Limits(requests_per_minute=5, tokens_per_day=1000), Limits(tokens_per_minute=50))
+    held = await store.reserve(who, tokens=30)
+    await store.settle(held, used_tokens=12)
+    snapshot = await RedisQuotaStore().snapshot(who)
+    key, team = snapshot["key"], snapshot["team"]
+    assert key["requests_per_minute"]["used"] == 1
+    assert key["requests_per_minute"]["remaining"] == 4
+    assert key["tokens_per_day"]["used"] == 12
+    assert team["tokens_per_minute"] == {
+        "limit": 50,
+        "used": 12,
+        "remaining": 38,
+        "resets_in_seconds": team["tokens_per_minute"]["resets_in_seconds"],
+    }
+    assert 1 <= team["tokens_per_minute"]["resets_in_seconds"] <= 61
+    assert key["concurrent_requests"]["limit"] is None
