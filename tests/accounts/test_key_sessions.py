@@ -149,3 +149,36 @@ def test_wrong_key_opens_no_session():
 def test_session_holds_a_digest_never_the_key():
     stored = SessionStore(session_cookie("first-key"))
     assert stored[SESSION_KEY_DIGEST] and "first-key" not in stored.values()
+
+
+# --- Database keys in the browser session --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_session_opened_with_a_database_key_stops_when_it_is_revoked(make_key):
+    from accounts import selectors, services
+
+    created = make_key(name="browser")
+    cookie = session_cookie(created.full_key)
+    client, _ = ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))
+    assert (client.kind, client.name) == ("key", "browser")
+    assert created.full_key not in SessionStore(cookie).values()
+    services.revoke_api_key(prefix=created.api_key.prefix)
+    selectors.forget_all()
+    with pytest.raises(exceptions.NotAuthenticated):
+        ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))
+
+
+@pytest.mark.django_db
+def test_a_header_cannot_reach_a_sessions_cache_entry(make_key):
+    from accounts import selectors
+
+    created = make_key(name="browser")
+    cookie = session_cookie(created.full_key)
+    ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))  # cached now
+    forged = selectors.session_candidate(created.api_key.prefix)
+    with pytest.raises(exceptions.PermissionDenied) as caught:
+        ApiKeyAuthentication().authenticate(
+            browser_request("get", session=None, **{"X-API-Key": forged})
+        )
+    assert caught.value.detail == INVALID_KEY_DETAIL
