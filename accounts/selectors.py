@@ -12,15 +12,18 @@ so an expired key stops at the exact second.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
 from accounts.keys import secret_matches, split_key
-from accounts.models import ApiKey
 from accounts.principals import Principal
 from limits.quotas import QuotaSubject
+
+if TYPE_CHECKING:
+    from accounts.models import ApiKey
 
 # Bounded: a flood of made-up keys can cost memory only up to this many entries.
 MAX_CACHED_KEYS = 10_000
@@ -66,7 +69,7 @@ def _load(candidate: str) -> Principal | None:
     if parts is None:
         return None
     prefix, secret = parts
-    key = ApiKey.objects.select_related("team").filter(prefix=prefix).first()
+    key = _api_keys().select_related("team").filter(prefix=prefix).first()
     if key is None or not secret_matches(secret, key.secret_hash) or not key.is_active:
         return None
     return _principal(key)
@@ -88,7 +91,7 @@ def load_session_principal(prefix: str) -> Principal | None:
     signed cookie names the prefix and the secret was checked at log-in: the key only has to
     be still active.
     """
-    key = ApiKey.objects.select_related("team").filter(prefix=prefix).first()
+    key = _api_keys().select_related("team").filter(prefix=prefix).first()
     principal = None if key is None or not key.is_active else _principal(key)
     _remember(session_candidate(prefix), principal)
     return principal
@@ -106,6 +109,14 @@ def _load_session_and_close(prefix: str) -> Principal | None:
         return load_session_principal(prefix)
     finally:
         connection.close()
+
+
+def _api_keys():
+    # Imported here: DRF imports the authentication classes (and so this module) while
+    # uvicorn configures logging in a new worker, before Django's apps are loaded.
+    from accounts.models import ApiKey
+
+    return ApiKey.objects
 
 
 def _principal(key: ApiKey) -> Principal:
