@@ -51,6 +51,10 @@ class OpenAIApiView(AsyncApiView):
     def get_exception_handler(self):
         return openai_exception_handler
 
+    def get_authenticate_header(self, request):
+        # A 401 here asks for a bearer token (the staff session class comes first in the list).
+        return BearerOrApiKeyAuthentication().authenticate_header(request)
+
 
 class OpenAIModelSerializer(serializers.Serializer):
     id = serializers.CharField()

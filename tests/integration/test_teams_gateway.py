@@ -24,12 +24,13 @@ def database(tmp_path_factory):
     return tmp_path_factory.mktemp("teams") / "gateway.sqlite3"
 
 
-def manage(database, *args: str) -> str:
+def manage(database, *args: str, env: dict[str, str] | None = None) -> str:
     env = {
         **os.environ,
         "ENV_FILE": "/dev/null",
         "DATABASE__SQLITE_PATH": str(database),
         "API_KEYS__PEPPER": "test-pepper",
+        **(env or {}),
     }
     done = subprocess.run(
         [sys.executable, "manage.py", *args],
