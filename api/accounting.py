@@ -128,27 +128,59 @@ class _Account:
                 request_id=self.request_id,
             )
 
-    async def watched(
-        self, stream: services.ChatStream
-    ) -> AsyncGenerator[services.StreamEvent, None]:
-        """The stream's events; settles and writes the ledger row when they end."""
-        status, usage, model, first = 200, None, stream.answered_by, None
+
+class _WatchedEvents:
+    """
+    A stream's events, passed through; when they end (finished, failed, or closed early
+    because the client went away) the reservation is settled and the ledger row written,
+    exactly once. A class rather than a generator so that closing it settles even when it
+    was never iterated.
+    """
+
+    def __init__(self, account: _Account, stream: services.ChatStream) -> None:
+        self._account = account
+        self._stream = stream
+        self._events = stream.events
+        self._usage: dict[str, int] | None = None
+        self._first: float | None = None
+        self._ended = False
+
+    def __aiter__(self) -> _WatchedEvents:
+        return self
+
+    async def __anext__(self) -> services.StreamEvent:
         try:
-            async for event in stream.events:
-                if isinstance(event, services.TextDelta):
-                    if first is None and event.text:
-                        first = time.monotonic()
-                elif isinstance(event, services.StreamEnd):
-                    usage = event.usage
-                yield event
+            event = await anext(self._events)
+        except StopAsyncIteration:
+            await self._end(200)
+            raise
         except BaseException as exc:
             # The response's status is sent already; the row keeps what went wrong.
-            status = _status(exc) if isinstance(exc, Exception) else 499
+            await self._end(_status(exc) if isinstance(exc, Exception) else 499)
             raise
+        if isinstance(event, services.TextDelta):
+            if self._first is None and event.text:
+                self._first = time.monotonic()
+        elif isinstance(event, services.StreamEnd):
+            self._usage = event.usage
+        return event
+
+    async def aclose(self) -> None:
+        await self._end(499)  # a no-op when the events already ended
+
+    async def _end(self, status: int) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            await self._events.aclose()
         finally:
-            await stream.events.aclose()
-            await self.close(
-                status=status, model=model, replica=stream.replica, usage=usage, ttft=first
+            await self._account.close(
+                status=status,
+                model=self._stream.answered_by,
+                replica=self._stream.replica,
+                usage=self._usage,
+                ttft=self._first,
             )
 
 
@@ -177,7 +209,8 @@ async def accounted(
         raise
     if isinstance(answer, services.ChatStream):
         stream: services.ChatStream = answer
-        watched = replace(stream, events=account.watched(stream))
+        events = cast(AsyncGenerator[services.StreamEvent, None], _WatchedEvents(account, stream))
+        watched = replace(stream, events=events)
         return cast(Answer, watched), account.headers
     await account.close(
         status=200, model=answer.answered_by, replica=answer.replica, usage=answer.usage

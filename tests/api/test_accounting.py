@@ -129,3 +129,28 @@ async def test_model_outside_the_keys_scope(fresh_store_and_ledger):
     with pytest.raises(PermissionDenied):
         accounting.check_model(request, spec)
     assert not accounting.may_use(request.user, spec)
+
+
+async def test_stream_closed_before_its_first_event_still_settles(fresh_store_and_ledger):
+    spec, request = text_spec(), request_from(Limits(concurrent_requests=1))
+    closed = []
+
+    async def events():
+        try:
+            yield services.TextDelta("a")
+        finally:
+            closed.append(True)
+
+    async def call():
+        stream = events()
+        await anext(stream)  # opened, as services.open_chat_stream leaves it
+        return services.ChatStream(stream, answered_by=spec.name)
+
+    stream, _ = await accounting.accounted(
+        request, endpoint="s", spec=spec, messages=[], params={}, call=call
+    )
+    await stream.events.aclose()
+    assert closed == [True]  # the model's stream (and its slot) is released
+    assert [row["status"] for row in rows(fresh_store_and_ledger)] == [499]
+    await stream.events.aclose()  # twice: nothing more
+    assert len(rows(fresh_store_and_ledger)) == 1
