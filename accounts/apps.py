@@ -11,3 +11,7 @@ class AccountsConfig(AppConfig):
             schema,  # noqa: F401
             signals,  # noqa: F401  (drops cached keys when one changes)
         )
+        from limits import revocations
+
+        # A key revoked in another process (published through Redis) is dropped here at once.
+        revocations.on_revocation(signals.drop_revoked)

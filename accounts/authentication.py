@@ -12,6 +12,14 @@ DRF calls `authenticate()` synchronously. On the event loop the database cannot 
 an async view first awaits `prepare_authentication(request)`, which fills the cache when the
 key is not in it (one thread hop per key per cache period); `authenticate()` then answers
 from the cache without blocking. In a sync view (a worker thread) it looks keys up directly.
+
+A person using the browsable API from a plain browser cannot set a header, so /api-auth/key
+takes a key once and keeps a digest of it (and, for a database key, its prefix) in the
+signed session cookie (`accounts.key_sessions`). A request without the header then
+authenticates with that session, with Django's CSRF check on unsafe methods exactly as DRF's
+SessionAuthentication does; the session stops working when its key is removed from
+`API_KEY`, revoked or expired. A request that sends the header is judged by the header
+alone, and never needs a CSRF token. The OpenAI-compatible endpoints take no session.
 """
 
 from __future__ import annotations
@@ -87,7 +95,7 @@ def resolve_key(candidate: str) -> Principal | None:
     index = environment_key_index(candidate)
     if index is not None:
         return bootstrap_principal(index)
-    if not candidate.startswith(KEY_PREFIX):
+    if not is_database_key(candidate):
         return None
     cached = selectors.cached_principal(candidate)
     if cached is not selectors.NOT_CACHED:
@@ -99,6 +107,58 @@ def resolve_key(candidate: str) -> Principal | None:
         )
     try:
         return selectors.load_principal(candidate)
+    except DatabaseError as exc:
+        logger.error("Key lookup failed: %s", exc)
+        raise KeyStoreUnavailable() from None
+
+
+def is_database_key(candidate: str) -> bool:
+    # "#" marks the cache entries of browser sessions (selectors.session_candidate): a
+    # presented key never reaches them.
+    return candidate.startswith(KEY_PREFIX) and "#" not in candidate
+
+
+def session_digest_and_prefix(request) -> tuple[str, str] | None:
+    """The key digest (and database key prefix, or "") a browser session carries, if any."""
+    # Only a browser that logged in sends the cookie; anything else never touches the session
+    # (so header-less API calls are not marked `Vary: Cookie`).
+    django_request = getattr(request, "_request", request)
+    session = getattr(django_request, "session", None)
+    if session is None or settings.SESSION_COOKIE_NAME not in django_request.COOKIES:
+        return None
+    from accounts.key_sessions import SESSION_KEY_DIGEST, SESSION_KEY_PREFIX
+
+    digest = session.get(SESSION_KEY_DIGEST)
+    if not isinstance(digest, str):
+        return None
+    prefix = session.get(SESSION_KEY_PREFIX, "")
+    return digest, prefix if isinstance(prefix, str) else ""
+
+
+def session_principal(request) -> Principal | None:
+    """The caller whose key the browser session carries, while that key is still valid."""
+    from accounts.key_sessions import environment_key_for_digest
+
+    carried = session_digest_and_prefix(request)
+    if carried is None:
+        return None
+    digest, prefix = carried
+    if not prefix:
+        index = environment_key_for_digest(digest)
+        return None if index is None else bootstrap_principal(index)
+    prepared = getattr(request, PREPARED_ATTRIBUTE, None)
+    if prepared is not None and prepared[0] == selectors.session_candidate(prefix):
+        return prepared[1]
+    cached = selectors.cached_principal(selectors.session_candidate(prefix))
+    if cached is not selectors.NOT_CACHED:
+        return cached
+    if _on_event_loop():
+        raise KeyCacheNotPrepared(
+            "await accounts.authentication.prepare_authentication(request) before DRF's "
+            "authentication runs on the event loop"
+        )
+    try:
+        return selectors.load_session_principal(prefix)
     except DatabaseError as exc:
         logger.error("Key lookup failed: %s", exc)
         raise KeyStoreUnavailable() from None
@@ -124,11 +184,21 @@ async def prepare_authentication(request) -> None:
     """
     candidate = presented_key(request)
     if not candidate:
+        carried = session_digest_and_prefix(request)
+        if carried is None or not carried[1]:
+            return  # no key, or an environment key's session: nothing to look up
+        prefix = carried[1]
+        try:
+            principal = await selectors.alookup_session_principal(prefix)
+        except DatabaseError as exc:
+            logger.error("Key lookup failed: %s", exc)
+            raise KeyStoreUnavailable() from None
+        setattr(request, PREPARED_ATTRIBUTE, (selectors.session_candidate(prefix), principal))
         return
     index = environment_key_index(candidate)
     if index is not None:
-        principal: Principal | None = bootstrap_principal(index)
-    elif candidate.startswith(KEY_PREFIX):
+        principal = bootstrap_principal(index)
+    elif is_database_key(candidate):
         cached = selectors.cached_principal(candidate)
         if cached is selectors.NOT_CACHED:
             try:
@@ -145,18 +215,26 @@ async def prepare_authentication(request) -> None:
 
 def _authenticate(request, candidate: str) -> Principal | None:
     prepared = getattr(request, PREPARED_ATTRIBUTE, None)
-    if prepared is not None and prepared[0] == candidate:
+    if prepared is not None and prepared[0] == candidate and "#" not in candidate:
         return prepared[1]
     return resolve_key(candidate)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """Accept a request whose `X-API-Key` header holds a valid key; see the module docstring."""
+    """
+    Accept a request whose `X-API-Key` header holds a valid key or, without the header, a
+    browser session opened at /api-auth/key (CSRF-checked); see the module docstring.
+    """
 
     def authenticate(self, request) -> tuple[Principal, None]:
         candidate = request.headers.get(API_KEY_HEADER)
         if not candidate:
-            raise exceptions.NotAuthenticated(MISSING_KEY_DETAIL)
+            principal = session_principal(request)
+            if principal is None:
+                raise exceptions.NotAuthenticated(MISSING_KEY_DETAIL)
+            # DRF's own check: Django's CSRF validation of unsafe methods, raising 403.
+            authentication.SessionAuthentication().enforce_csrf(request)
+            return principal, None
         principal = _authenticate(request, candidate)
         if principal is None:
             raise exceptions.PermissionDenied(INVALID_KEY_DETAIL)

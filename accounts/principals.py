@@ -41,7 +41,7 @@ def bootstrap_principal(index: int) -> Principal:
         kind="bootstrap",
         key_id=None,
         prefix="",
-        name=f"API_KEY #{index + 1}",
+        name=f"API key #{index + 1}",
         team_id=None,
         team_name="",
         allowed_models=frozenset(),

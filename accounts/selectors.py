@@ -12,15 +12,18 @@ so an expired key stops at the exact second.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
 from accounts.keys import secret_matches, split_key
-from accounts.models import ApiKey
 from accounts.principals import Principal
 from limits.quotas import QuotaSubject
+
+if TYPE_CHECKING:
+    from accounts.models import ApiKey
 
 # Bounded: a flood of made-up keys can cost memory only up to this many entries.
 MAX_CACHED_KEYS = 10_000
@@ -49,12 +52,16 @@ def cached_principal(candidate: str):
 def load_principal(candidate: str) -> Principal | None:
     """Look a key up in the database (blocking) and cache the answer."""
     principal = _load(candidate)
+    _remember(candidate, principal)
+    return principal
+
+
+def _remember(candidate: str, principal: Principal | None) -> None:
     if len(_cache) >= MAX_CACHED_KEYS:
         _cache.clear()
     _cache[candidate] = (time.monotonic(), principal)
     if principal is not None:
         _last_used[principal.key_id] = time.time()  # type: ignore[index]
-    return principal
 
 
 def _load(candidate: str) -> Principal | None:
@@ -62,9 +69,57 @@ def _load(candidate: str) -> Principal | None:
     if parts is None:
         return None
     prefix, secret = parts
-    key = ApiKey.objects.select_related("team").filter(prefix=prefix).first()
+    key = _api_keys().select_related("team").filter(prefix=prefix).first()
     if key is None or not secret_matches(secret, key.secret_hash) or not key.is_active:
         return None
+    return _principal(key)
+
+
+def session_candidate(prefix: str) -> str:
+    """
+    The cache entry of a browser session opened with the key `prefix`. It starts like the
+    key, so `forget_key` drops it with the key's own entry. "#" never occurs in a real key,
+    and authentication refuses a presented key that contains one, so no header can reach
+    this entry.
+    """
+    return f"llm_{prefix}_#session"
+
+
+def load_session_principal(prefix: str) -> Principal | None:
+    """
+    The caller of a browser session opened with the key `prefix` (blocking, cached). Its
+    signed cookie names the prefix and the secret was checked at log-in: the key only has to
+    be still active.
+    """
+    key = _api_keys().select_related("team").filter(prefix=prefix).first()
+    principal = None if key is None or not key.is_active else _principal(key)
+    _remember(session_candidate(prefix), principal)
+    return principal
+
+
+async def alookup_session_principal(prefix: str) -> Principal | None:
+    cached = cached_principal(session_candidate(prefix))
+    if cached is not NOT_CACHED:
+        return cached
+    return await sync_to_async(_load_session_and_close, thread_sensitive=False)(prefix)
+
+
+def _load_session_and_close(prefix: str) -> Principal | None:
+    try:
+        return load_session_principal(prefix)
+    finally:
+        connection.close()
+
+
+def _api_keys():
+    # Imported here: DRF imports the authentication classes (and so this module) while
+    # uvicorn configures logging in a new worker, before Django's apps are loaded.
+    from accounts.models import ApiKey
+
+    return ApiKey.objects
+
+
+def _principal(key: ApiKey) -> Principal:
     team = key.team
     return Principal(
         kind="key",

@@ -17,6 +17,8 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from inference import exceptions as inference
+from limits.exceptions import LimitsUnavailable
+from limits.quotas import QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,13 @@ def exception_handler(exc: Exception, context: dict) -> Response:
     response: Response | None
     if isinstance(exc, inference.InferenceError):
         response = Response({"detail": exc.detail}, status=status_of(exc))
+    elif isinstance(exc, QuotaExceeded):
+        # Its headers (Retry-After, x-ratelimit-*) are added below.
+        response = Response({"detail": exc.detail}, status=HTTPStatus.TOO_MANY_REQUESTS)
+    elif isinstance(exc, LimitsUnavailable):
+        # Redis is down and LIMITS__ON_REDIS_ERROR=closed: refuse rather than admit uncounted.
+        response = Response({"detail": str(exc)}, status=HTTPStatus.SERVICE_UNAVAILABLE)
+        response["Retry-After"] = "1"
     else:
         response = drf_exception_handler(exc, context)
     if response is None:

@@ -11,6 +11,7 @@ from django.template.response import SimpleTemplateResponse
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
+from accounts.authentication import prepare_authentication
 from inference import services
 
 
@@ -19,8 +20,10 @@ class AsyncApiView(APIView):
     DRF's APIView, dispatched natively on the event loop.
 
     Authentication, permissions, parsing, the exception handler and rendering are DRF's own;
-    only the handler call is awaited. Nothing in DRF's request cycle here touches a database,
-    so running it on the loop (rather than hopping to a thread per request) is safe and fast.
+    only the handler call is awaited. Nothing in DRF's request cycle here touches a database
+    (the API key is looked up first, on the loop, by `prepare_authentication`, which only
+    hops to a thread when the key is not cached), so running it on the loop (rather than
+    hopping to a thread per request) is safe and fast.
     """
 
     async def dispatch(self, request, *args, **kwargs):
@@ -30,6 +33,7 @@ class AsyncApiView(APIView):
         self.request = request
         self.headers = self.default_response_headers
         try:
+            await prepare_authentication(request)
             self.initial(request, *args, **kwargs)
             method = request.method.lower()
             if method in self.http_method_names:

@@ -16,6 +16,7 @@ from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
+from api.accounting import accounted
 from api.serializers import ErrorSerializer
 from api.streaming import streaming_response, wants_event_stream
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers, validated
@@ -144,11 +145,11 @@ class StreamingApiView(AsyncApiView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = FirstRendererNegotiation
 
-    def stream(self, stream: services.ChatStream):
+    def stream(self, stream: services.ChatStream, headers: dict[str, str]):
         response = streaming_response(
             stream.events, sse=wants_event_stream(self.request.headers.get("Accept", ""))
         )
-        for header, value in answered_headers(stream).items():
+        for header, value in {**answered_headers(stream), **headers}.items():
             response[header] = value
         return response
 
@@ -168,8 +169,17 @@ class TextChatCompletionApi(AsyncApiView):
         data = validated(TextChatRequestSerializer, request)
         spec = services.resolve_model(data.pop("model", None), role="text")
         messages = data.pop("messages")
-        result = await services.chat_completion(spec=spec, messages=messages, params=data)
-        return Response(ChatResponseSerializer(result).data, headers=answered_headers(result))
+        result, headers = await accounted(
+            request,
+            endpoint="text_model/chat/completion",
+            spec=spec,
+            messages=messages,
+            params=data,
+            call=lambda: services.chat_completion(spec=spec, messages=messages, params=data),
+        )
+        return Response(
+            ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
+        )
 
 
 class TextChatStreamApi(StreamingApiView):
@@ -195,8 +205,15 @@ class TextChatStreamApi(StreamingApiView):
         data = validated(TextChatRequestSerializer, request)
         spec = services.resolve_model(data.pop("model", None), role="text")
         messages = data.pop("messages")
-        stream = await services.open_chat_stream(spec=spec, messages=messages, params=data)
-        return self.stream(stream)
+        stream, headers = await accounted(
+            request,
+            endpoint="text_model/chat/stream",
+            spec=spec,
+            messages=messages,
+            params=data,
+            call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=data),
+        )
+        return self.stream(stream, headers)
 
 
 IMAGE_ERROR_RESPONSES = {
@@ -291,8 +308,17 @@ class ImageChatCompletionApi(AsyncApiView):
     )
     async def post(self, request):
         spec, messages, params = await image_chat_request(request)
-        result = await services.chat_completion(spec=spec, messages=messages, params=params)
-        return Response(ChatResponseSerializer(result).data, headers=answered_headers(result))
+        result, headers = await accounted(
+            request,
+            endpoint="image_model/chat/completion",
+            spec=spec,
+            messages=messages,
+            params=params,
+            call=lambda: services.chat_completion(spec=spec, messages=messages, params=params),
+        )
+        return Response(
+            ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
+        )
 
 
 class ImageChatStreamApi(StreamingApiView):
@@ -308,5 +334,12 @@ class ImageChatStreamApi(StreamingApiView):
     )
     async def post(self, request):
         spec, messages, params = await image_chat_request(request)
-        stream = await services.open_chat_stream(spec=spec, messages=messages, params=params)
-        return self.stream(stream)
+        stream, headers = await accounted(
+            request,
+            endpoint="image_model/chat/stream",
+            spec=spec,
+            messages=messages,
+            params=params,
+            call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=params),
+        )
+        return self.stream(stream, headers)

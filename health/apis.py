@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from api.views import AsyncApiView
 from inference import services
+from limits import redis_client
 
 
 class HealthApi(AsyncApiView):
@@ -46,5 +47,10 @@ class ReadinessApi(HealthApi):
     )
     async def get(self, request):
         report = await services.readiness()
+        # The shared limits: not ready only when Redis is down and requests would be refused.
+        limits = await redis_client.redis_status()
+        report["limits"] = limits
+        if limits["redis"] == "down" and limits["mode"] == "closed":
+            report["ready"] = False
         status = HTTPStatus.OK if report["ready"] else HTTPStatus.SERVICE_UNAVAILABLE
         return Response(report, status=status)

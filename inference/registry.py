@@ -21,6 +21,8 @@ from django.apps import apps
 from inference.catalog import Catalog, ModelSpec
 from inference.catalog.loader import load_catalog
 from inference.exceptions import ModelNotConfigured
+from limits import redis_client
+from limits.redis_slots import RedisSlots
 from limits.slots import LocalSlots
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,10 @@ class ModelRegistry:
 
     @staticmethod
     def _new_slots(spec: ModelSpec) -> LocalSlots:
+        # With Redis, a model server's MAX_CONCURRENCY holds across every gateway process;
+        # the embedded model lives in this process, so its slots stay here.
+        if redis_client.enabled() and not spec.is_embedded:
+            return RedisSlots(spec.origin or spec.name, spec.max_concurrency)  # type: ignore[return-value]
         return LocalSlots(spec.max_concurrency)
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 
 from inference import structured
-from inference.backends.openai_http import ChatBackend
+from inference.backends.openai_http import ChatBackend, answered_replica
 from inference.catalog import ModelSpec
 from inference.exceptions import (
     DETAIL_LIMIT,
@@ -66,6 +66,7 @@ class ChatResult:
     # The catalog model that answered, and the one asked for when a fallback answered instead.
     answered_by: str = ""
     fallback_from: str | None = None
+    replica: str = ""  # the server that answered ("embedded" for the embedded model)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,11 @@ class ChatStream:
     events: AsyncGenerator[StreamEvent, None]
     answered_by: str
     fallback_from: str | None = None
+    replica: str = ""  # the server that answered ("embedded" for the embedded model)
+
+
+def _replica(spec: ModelSpec) -> str:
+    return "embedded" if spec.is_embedded else answered_replica.get()
 
 
 # --- Models, backends and concurrency --------------------------------------------------------
@@ -213,7 +219,12 @@ async def chat_completion(
     async def attempt(candidate: ModelSpec) -> ChatResult:
         result = await _chat_completion_on(candidate, messages=messages, params=params)
         fallback_from = spec.name if candidate is not spec else None
-        return replace(result, answered_by=candidate.name, fallback_from=fallback_from)
+        return replace(
+            result,
+            answered_by=candidate.name,
+            fallback_from=fallback_from,
+            replica=_replica(candidate),
+        )
 
     return await _with_fallbacks(spec, attempt)
 
@@ -280,7 +291,12 @@ async def open_chat_stream(
             await events.aclose()
             raise
         fallback_from = spec.name if candidate is not spec else None
-        return ChatStream(events, answered_by=candidate.name, fallback_from=fallback_from)
+        return ChatStream(
+            events,
+            answered_by=candidate.name,
+            fallback_from=fallback_from,
+            replica=_replica(candidate),
+        )
 
     return await _with_fallbacks(spec, attempt)
 

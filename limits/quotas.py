@@ -399,8 +399,15 @@ _store: QuotaStore | None = None
 
 
 def get_quota_store() -> QuotaStore:
-    """The process's store (in-process today; the Redis one will be chosen here)."""
+    """The process's store: shared through Redis when REDIS_URL is set, else in-process."""
     global _store
     if _store is None:
-        _store = InProcessQuotaStore()
+        from limits import redis_client  # imported late: redis_quotas imports this module
+
+        if redis_client.enabled():
+            from limits.redis_quotas import RedisQuotaStore
+
+            _store = RedisQuotaStore()
+        else:
+            _store = InProcessQuotaStore()
     return _store

@@ -17,7 +17,8 @@ from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from accounts.key_sessions import BearerOrApiKeyAuthentication
+from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
+from api.accounting import accounted, check_model, may_use
 from api.exceptions import openai_exception_handler
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
 from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers, validated
@@ -43,12 +44,16 @@ print(answer.choices[0].message.content)
 
 
 class OpenAIApiView(AsyncApiView):
-    authentication_classes = [BearerOrApiKeyAuthentication]
+    authentication_classes = [StaffSessionAuthentication, BearerOrApiKeyAuthentication]
     renderer_classes = [JSONRenderer]
     content_negotiation_class = FirstRendererNegotiation
 
     def get_exception_handler(self):
         return openai_exception_handler
+
+    def get_authenticate_header(self, request):
+        # A 401 here asks for a bearer token (the staff session class comes first in the list).
+        return BearerOrApiKeyAuthentication().authenticate_header(request)
 
 
 class OpenAIModelSerializer(serializers.Serializer):
@@ -84,7 +89,8 @@ class OpenAIModelsApi(OpenAIApiView):
     )
     async def get(self, request):
         catalog = get_registry().catalog
-        data = [model_object(catalog.resolve(name)) for name in catalog.names]
+        specs = (catalog.resolve(name) for name in catalog.names)
+        data = [model_object(spec) for spec in specs if may_use(request.user, spec)]
         return Response({"object": "list", "data": data})
 
 
@@ -99,6 +105,7 @@ class OpenAIModelApi(OpenAIApiView):
     )
     async def get(self, request, model: str):
         spec = services.resolve_model(model)
+        check_model(request, spec, hide=True)
         return Response(model_object(spec))
 
 
@@ -148,9 +155,18 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
             messages = await prepare_message_images(
                 messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
             )
+        check_model(request, spec, hide=True)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if stream:
-            opened = await services.open_chat_stream(spec=spec, messages=messages, params=data)
+            opened, quota_headers = await accounted(
+                request,
+                endpoint="v1/chat/completions",
+                spec=spec,
+                messages=messages,
+                params=data,
+                call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=data),
+                hide_models=True,
+            )
             frames = openai_chunk_frames(
                 opened.events,
                 model=spec.name,
@@ -159,10 +175,18 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
                 include_usage=bool(stream_options.get("include_usage")),
             )
             response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
-            for header, value in answered_headers(opened).items():
+            for header, value in {**answered_headers(opened), **quota_headers}.items():
                 response[header] = value
             return response
-        result = await services.chat_completion(spec=spec, messages=messages, params=data)
+        result, quota_headers = await accounted(
+            request,
+            endpoint="v1/chat/completions",
+            spec=spec,
+            messages=messages,
+            params=data,
+            call=lambda: services.chat_completion(spec=spec, messages=messages, params=data),
+            hide_models=True,
+        )
         return Response(
             {
                 "id": completion_id,
@@ -179,5 +203,5 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
                 ],
                 "usage": result.usage,
             },
-            headers=answered_headers(result),
+            headers={**answered_headers(result), **quota_headers},
         )

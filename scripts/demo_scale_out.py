@@ -50,6 +50,9 @@ def start_gateway(
         "TEXT_MODEL__QUEUE_TIMEOUT": "60",
         "REDIS_URL": redis_url,
         "LIMITS__ON_REDIS_ERROR": "closed",
+        # Each gateway's own throw-away database (keys, usage), beside its log.
+        "DATABASE__SQLITE_PATH": str(log_dir / f"gateway-{port}.sqlite3"),
+        "API_KEYS__PEPPER": "demo-pepper",
     }
     log = (log_dir / f"gateway-{port}.log").open("wb")
     process = subprocess.Popen(  # noqa: S603 (our own interpreter and manage.py)

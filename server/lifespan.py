@@ -7,7 +7,9 @@ import logging
 
 from inference.backends.openai_http import close_http_clients
 from inference.registry import get_registry
+from limits import lifespan as shared_limits
 from server.reload import install_reload_signal
+from usage import ledger
 
 logger = logging.getLogger(__name__)
 
@@ -18,9 +20,15 @@ async def on_startup() -> None:
         if spec.is_embedded:
             await asyncio.to_thread(registry.backend, spec)  # loads the model file
     install_reload_signal()
+    ledger.start()  # the usage ledger's writer thread
+    await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
 
 
 async def on_shutdown() -> None:
+    # The server calls this after in-flight requests and streams have finished (or the
+    # graceful timeout passed): their ledger rows are queued, and written here.
+    await ledger.flush_and_stop()
+    await shared_limits.stop()
     await close_http_clients()
 
 

@@ -79,6 +79,9 @@ class GatewayPool:
             "ENV_FILE": "/dev/null",
             "API_KEY": f"{API_KEY},{OTHER_KEY}",
             "PYTHONUNBUFFERED": "1",
+            # Each gateway's database (keys, usage) in the test's temporary folder.
+            "DATABASE__SQLITE_PATH": str(self.tmp_dir / f"gateway-{port}.sqlite3"),
+            "API_KEYS__PEPPER": "test-pepper",
             **env,
         }
         with log_path.open("wb") as log:

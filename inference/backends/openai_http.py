@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import contextvars
 import itertools
 import logging
 import random
@@ -50,8 +51,15 @@ from inference.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from limits import redis_client, replica_health
 
 logger = logging.getLogger(__name__)
+
+# The server that answered the request being handled (for the usage ledger): set when a
+# replica's answer is accepted, in the task that awaited it.
+answered_replica: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "answered_replica", default=""
+)
 
 MAX_ERROR_MESSAGE_CHARS = 500
 
@@ -173,12 +181,33 @@ class ReplicaPool:
 
     def choose(self, *, avoid: Collection[Replica] = ()) -> Replica:
         now = time.monotonic()
-        healthy = [r for r in self.replicas if not r.ejected(now)]
+        healthy = [r for r in self.replicas if not self._ejected(r, now)]
         candidates = [r for r in healthy if r not in avoid] or healthy or self.replicas
         # Rotate before taking the minimum, so equally loaded replicas share the traffic.
         start = next(self._turn) % len(candidates)
         rotated = candidates[start:] + candidates[:start]
         return min(rotated, key=lambda r: r.in_flight)
+
+    def _ejected(self, replica: Replica, now: float) -> bool:
+        if replica.ejected(now):
+            return True
+        # With Redis, a replica another gateway process ejected is skipped here too.
+        shared = redis_client.enabled() and len(self.replicas) > 1
+        return shared and replica_health.is_ejected(self.spec.name, replica.location)
+
+    async def report(self, replica: Replica, *, ok: bool) -> None:
+        """Share a replica's success or failure with the other processes (with Redis)."""
+        if not redis_client.enabled() or len(self.replicas) < 2:
+            return
+        if ok:
+            await replica_health.succeeded(self.spec.name, replica.location)
+        else:
+            await replica_health.failed(
+                self.spec.name,
+                replica.location,
+                eject_after=self.spec.eject_after,
+                eject_seconds=self.spec.eject_seconds,
+            )
 
     def succeeded(self, replica: Replica) -> None:
         if replica.failures >= self.spec.eject_after:
@@ -306,6 +335,7 @@ class OpenAICompatibleBackend:
             yield self._chunks(response, replica)
         except UpstreamUnavailable:
             self.pool.failed(replica)
+            await self.pool.report(replica, ok=False)
             raise
         finally:
             replica.in_flight -= 1
@@ -327,6 +357,7 @@ class OpenAICompatibleBackend:
                 replica.in_flight -= 1
                 if exc.replica_failure:
                     self.pool.failed(replica)
+                    await self.pool.report(replica, ok=False)
                 delay = self._retry_delay(exc, number)
                 if delay is None:
                     raise
@@ -348,6 +379,8 @@ class OpenAICompatibleBackend:
             self.pool.succeeded(replica)
             if release:
                 replica.in_flight -= 1
+            answered_replica.set(replica.location)
+            await self.pool.report(replica, ok=True)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -11,11 +11,11 @@ from accounts.key_sessions import (
     INVALID_KEY_DETAIL,
     MISSING_KEY_DETAIL,
     SESSION_KEY_DIGEST,
-    ApiClient,
     ApiKeyAuthentication,
     key_is_valid,
     log_in_session,
 )
+from accounts.principals import bootstrap_principal
 
 factory = APIRequestFactory()
 
@@ -45,7 +45,7 @@ def test_wrong_key_raises_permission_denied():
 @pytest.mark.parametrize(("key", "index"), [("first-key", 0), ("second-key", 1)])
 def test_every_rotated_key_is_accepted(key, index):
     client, _ = authenticate(**{"X-API-Key": key})
-    assert client.is_authenticated and client.key_index == index
+    assert client.is_authenticated and client.quota.key_id == f"env{index}"
 
 
 def test_prefix_of_a_key_is_not_accepted():
@@ -61,7 +61,7 @@ def test_authenticate_header_names_the_header():
 
 
 def test_client_is_shown_by_key_position_never_by_key():
-    assert str(ApiClient(key_index=1)) == "API key #2"
+    assert str(bootstrap_principal(1)) == "API key #2"
 
 
 # --- The browser session (browsable API) ---------------------------------------------------
@@ -94,7 +94,7 @@ def test_session_from_the_login_page_authenticates_a_safe_request():
     client, _ = ApiKeyAuthentication().authenticate(
         browser_request("get", session=session_cookie("second-key"))
     )
-    assert client.key_index == 1
+    assert client.quota.key_id == "env1"
 
 
 def test_session_post_without_csrf_token_is_refused():
@@ -107,14 +107,14 @@ def test_session_post_without_csrf_token_is_refused():
 def test_session_post_with_csrf_token_is_accepted():
     request = browser_request("post", session=session_cookie("first-key"), csrf=True)
     client, _ = ApiKeyAuthentication().authenticate(request)
-    assert client.key_index == 0
+    assert client.quota.key_id == "env0"
 
 
 def test_header_post_needs_no_csrf_token():
     client, _ = ApiKeyAuthentication().authenticate(
         browser_request("post", session=None, **{"X-API-Key": "first-key"})
     )
-    assert client.key_index == 0
+    assert client.quota.key_id == "env0"
 
 
 def test_header_is_judged_alone_even_beside_a_valid_session():
@@ -149,3 +149,36 @@ def test_wrong_key_opens_no_session():
 def test_session_holds_a_digest_never_the_key():
     stored = SessionStore(session_cookie("first-key"))
     assert stored[SESSION_KEY_DIGEST] and "first-key" not in stored.values()
+
+
+# --- Database keys in the browser session --------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_session_opened_with_a_database_key_stops_when_it_is_revoked(make_key):
+    from accounts import selectors, services
+
+    created = make_key(name="browser")
+    cookie = session_cookie(created.full_key)
+    client, _ = ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))
+    assert (client.kind, client.name) == ("key", "browser")
+    assert created.full_key not in SessionStore(cookie).values()
+    services.revoke_api_key(prefix=created.api_key.prefix)
+    selectors.forget_all()
+    with pytest.raises(exceptions.NotAuthenticated):
+        ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))
+
+
+@pytest.mark.django_db
+def test_a_header_cannot_reach_a_sessions_cache_entry(make_key):
+    from accounts import selectors
+
+    created = make_key(name="browser")
+    cookie = session_cookie(created.full_key)
+    ApiKeyAuthentication().authenticate(browser_request("get", session=cookie))  # cached now
+    forged = selectors.session_candidate(created.api_key.prefix)
+    with pytest.raises(exceptions.PermissionDenied) as caught:
+        ApiKeyAuthentication().authenticate(
+            browser_request("get", session=None, **{"X-API-Key": forged})
+        )
+    assert caught.value.detail == INVALID_KEY_DETAIL

@@ -157,6 +157,8 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
         "TEXT_MODEL__BASE_URL": upstream.url,
         "SERVER__GRACEFUL_TIMEOUT": "10",
         "PATH": "/usr/bin:/bin",
+        "DATABASE__SQLITE_PATH": str(tmp_path / "gateway.sqlite3"),
+        "API_KEYS__PEPPER": "test-pepper",
     }
     log = (tmp_path / "drain.log").open("wb")
     process = subprocess.Popen(
@@ -234,7 +236,13 @@ def test_concurrent_requests_keep_request_ids_apart(gateway, upstream):
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_generated_key_is_printed_once_and_works_in_every_worker(tmp_path, upstream, workers):
     port = _free_port()
-    env = {"ENV_FILE": "/dev/null", "TEXT_MODEL__BASE_URL": upstream.url, "PATH": "/usr/bin:/bin"}
+    env = {
+        "ENV_FILE": "/dev/null",
+        "TEXT_MODEL__BASE_URL": upstream.url,
+        "PATH": "/usr/bin:/bin",
+        "DATABASE__SQLITE_PATH": str(tmp_path / "gateway.sqlite3"),
+        "API_KEYS__PEPPER": "test-pepper",
+    }
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

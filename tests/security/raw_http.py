@@ -45,7 +45,14 @@ def raw_request(url: str, request: bytes, *, timeout: float = 10) -> bytes:
 def start_serve(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, str]:
     """`manage.py serve` in a process of the test's own (for signals and worker counts)."""
     port = _free_port()
-    full_env = {"ENV_FILE": "/dev/null", "API_KEY": API_KEY, "PATH": "/usr/bin:/bin", **env}
+    full_env = {
+        "ENV_FILE": "/dev/null",
+        "API_KEY": API_KEY,
+        "PATH": "/usr/bin:/bin",
+        "DATABASE__SQLITE_PATH": str(tmp_path / f"serve-{port}.sqlite3"),
+        "API_KEYS__PEPPER": "test-pepper",
+        **env,
+    }
     log = (tmp_path / f"serve-{port}.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port), *args],

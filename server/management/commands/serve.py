@@ -26,6 +26,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from accounts.database import ensure_database
 from inference.catalog import CatalogError
 from inference.registry import get_registry
 from server.http_protocol import BoundedHttpToolsProtocol
@@ -88,6 +89,8 @@ class Command(BaseCommand):
                     f"  X-API-Key: {key}\n"
                 )
             )
+        # Migrations and the key pepper, once, here: the workers never race to migrate.
+        ensure_database()
         try:
             catalog = get_registry().catalog  # reads and checks the catalog
         except (CatalogError, ImproperlyConfigured) as exc:

@@ -1,0 +1,213 @@
+"""
+Per-key and per-team quotas counted in Redis, shared by every gateway process: the same
+interface and the same answers as `limits.quotas.InProcessQuotaStore`, one round trip to
+reserve and one to settle (`limits.redis_counters`).
+
+Each limit of each holder is one counter with a fixed window on the Redis clock (windows are
+multiples of their length since the epoch, so minutes and days are UTC-aligned):
+
+- requests and tokens per minute: 60 s windows;
+- concurrent requests: the request counts 1 until settled (the settle gives it back); a
+  600 s window bounds how long a crashed process's requests stay counted;
+- tokens per day: 86400 s windows (the UTC day); per month: 30-day windows (not calendar
+  months, unlike the in-process store). A budget refuses once spent, as in-process: its
+  counter's limit is the budget plus this request's reservation minus one, so a request is
+  refused exactly when the tokens already used reach the budget.
+
+Redis unreachable: `redis_counters.reserve` admits uncounted (`LIMITS__ON_REDIS_ERROR=open`)
+or raises `LimitsUnavailable` (closed, 503).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from limits import redis_counters
+from limits.quotas import (
+    QuotaExceeded,
+    QuotaSubject,
+    Reservation,
+    _format_rate_headers,
+)
+from limits.redis_counters import Counter
+
+MINUTE, DAY, MONTH = 60.0, 86400.0, 30 * 86400.0
+# How long a request's concurrency unit stays counted if its process dies before settling.
+CONCURRENCY_WINDOW = 600.0
+
+# (limit attribute, counter suffix, window, what it counts, how its amount is chosen)
+_REQUESTS, _TOKENS, _CONCURRENT, _BUDGET = "requests", "tokens", "concurrent", "budget"
+LIMITS = (
+    ("requests_per_minute", "rpm", MINUTE, "requests per minute", _REQUESTS),
+    ("tokens_per_minute", "tpm", MINUTE, "tokens per minute", _TOKENS),
+    ("concurrent_requests", "concurrent", CONCURRENCY_WINDOW, "concurrent requests", _CONCURRENT),
+    ("tokens_per_day", "tpd", DAY, "tokens per day", _BUDGET),
+    ("tokens_per_month", "tpmonth", MONTH, "tokens per month", _BUDGET),
+)
+
+
+@dataclass(slots=True)
+class RedisReservation(Reservation):
+    """A reservation that also remembers its Redis counters, for `settle`."""
+
+    counted: Any = None  # the redis_counters.Reservation
+    kinds: tuple[str, ...] = ()
+
+
+def _counters(subject: QuotaSubject, tokens: int) -> tuple[list[Counter], list[tuple]]:
+    counters: list[Counter] = []
+    described: list[tuple] = []  # (holder id, limit, what, kind) per counter
+    for holder_id, limits in zip(subject.holder_ids, subject.holder_limits(), strict=True):
+        for attribute, suffix, window, what, kind in LIMITS:
+            limit = getattr(limits, attribute)
+            if limit is None:
+                continue
+            amount = tokens if kind in (_TOKENS, _BUDGET) else 1
+            # A budget refuses once spent (see the module docstring).
+            counter_limit = max(0, limit + amount - 1) if kind == _BUDGET else limit
+            counters.append(
+                Counter(f"quota:{holder_id}:{suffix}", counter_limit, window, amount, buckets=1)
+            )
+            described.append((holder_id, limit, what, kind))
+    return counters, described
+
+
+def _rate(counted, described, now: float):
+    """The tightest holder's remaining requests and tokens this minute, as the headers want."""
+    requests = tokens = None
+    for state, (_, limit, _, kind), counter in zip(
+        counted.states, described, counted.counters, strict=True
+    ):
+        if counter.window != MINUTE:
+            continue
+        if kind == _REQUESTS and (requests is None or state.remaining < requests[0]):
+            requests = (state.remaining, limit)
+        elif kind == _TOKENS and (tokens is None or state.remaining < tokens[0]):
+            tokens = (state.remaining, limit)
+    if requests is None and tokens is None:
+        return None
+    reset = 60 - int(now) % 60
+    return (*(requests or (None, None)), *(tokens or (None, None)), reset)
+
+
+class RedisQuotaStore:
+    """Quotas shared through Redis. See the module docstring."""
+
+    async def reserve(
+        self, subject: QuotaSubject, *, tokens: int, now: float | None = None
+    ) -> Reservation:
+        now = time.time() if now is None else now
+        minute, day = int(now) // 60, int(now) // 86400
+        if subject.unlimited:
+            return RedisReservation(subject, tokens, minute, day, 0)
+        tokens = max(0, tokens)
+        counters, described = _counters(subject, tokens)
+        counted = await redis_counters.reserve(counters)
+        if not counted.admitted:
+            index = counters.index(counted.over)  # type: ignore[arg-type]
+            holder_id, limit, what, kind = described[index]
+            holder = "team" if holder_id.startswith("team:") else "API key"
+            if counted.retry_after is None and kind in (_TOKENS, _BUDGET) and tokens > limit:
+                detail = (
+                    f"This request may use {tokens} tokens (max_tokens plus the prompt), more "
+                    f"than the {holder}'s limit of {limit} {what}. Lower max_tokens."
+                )
+            else:
+                detail = f"Rate limit reached: the {holder}'s limit of {limit} {what}."
+            wait = 1 if kind == _CONCURRENT else math.ceil(counted.retry_after or 60)
+            refused_rate = _refused_rate(described, index, limit, kind, now)
+            raise QuotaExceeded(
+                detail, retry_after=max(1, wait), headers=_format_rate_headers(refused_rate)
+            )
+        rate = _rate(counted, described, now) if counted.counted and counted.states else None
+        return RedisReservation(
+            subject,
+            tokens,
+            minute,
+            day,
+            0,
+            rate,
+            counted=counted,
+            kinds=tuple(d[3] for d in described),
+        )
+
+    async def settle(self, reservation: Reservation, *, used_tokens: int | None) -> None:
+        """Give back the concurrency unit and count the real tokens instead of the estimate."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        counted = getattr(reservation, "counted", None)
+        if counted is None:
+            return
+        kinds = reservation.kinds  # type: ignore[attr-defined]
+        actual = []
+        for counter, kind in zip(counted.counters, kinds, strict=True):
+            if kind == _CONCURRENT:
+                actual.append(0)
+            elif kind in (_TOKENS, _BUDGET) and used_tokens is not None:
+                actual.append(max(0, used_tokens))
+            else:
+                actual.append(counter.amount)
+        await redis_counters.settle(counted, actual)
+
+    async def snapshot(self, subject: QuotaSubject, *, now: float | None = None) -> dict:
+        """
+        Each holder's limits, current counts and remaining quota (for GET /v1/me): one
+        reservation of nothing against every counter, which reads them all in one round trip.
+        """
+        counters, described = _counters(subject, 0)
+        # Read with a limit nothing reaches, so the reply is never a refusal.
+        probes = [Counter(c.key, _UNREACHABLE, c.window, 0, buckets=c.buckets) for c in counters]
+        counted = await redis_counters.reserve(probes) if probes else None
+        states = counted.states if counted is not None and counted.counted else ()
+        used = {
+            (holder_id, kind_of(counter)): (_UNREACHABLE - state.remaining, state.reset_after)
+            for state, (holder_id, *_), counter in zip(states, described, counters, strict=False)
+        }
+        result = {}
+        for holder_id, limits in zip(subject.holder_ids, subject.holder_limits(), strict=True):
+            entry = {}
+            for attribute, suffix, window, _, _ in LIMITS:
+                limit = getattr(limits, attribute)
+                count, reset = used.get((holder_id, suffix), (0, window))
+                if suffix == "concurrent":
+                    reset = 0
+                entry[attribute] = {
+                    "limit": limit,
+                    # None: Redis could not be read (the requests are admitted uncounted).
+                    "used": count if states or not probes else None,
+                    "remaining": None if limit is None else max(0, limit - count),
+                    "resets_in_seconds": math.ceil(reset),
+                }
+            result[holder_id.split(":", 1)[0]] = entry
+        return result
+
+
+_UNREACHABLE = 2**53  # a limit no counter reaches (Lua numbers are exact up to 2^53)
+
+
+def kind_of(counter: Counter) -> str:
+    return counter.key.rsplit(":", 1)[1]
+
+
+def _refused_rate(described, index: int, limit: int, kind: str, now: float):
+    """Headers of a refusal: the counter over its limit has nothing left."""
+    reset = 60 - int(now) % 60
+    if kind == _REQUESTS:
+        return (0, limit, None, None, reset)
+    if kind == _TOKENS:
+        return (None, None, 0, limit, reset)
+    # Another limit refused: report the holder's per-minute limits as unknown-but-present.
+    holder_id = described[index][0]
+    requests = next((d for d in described if d[0] == holder_id and d[3] == _REQUESTS), None)
+    tokens = next((d for d in described if d[0] == holder_id and d[3] == _TOKENS), None)
+    if requests is None and tokens is None:
+        return None
+    return (
+        *((0, requests[1]) if requests else (None, None)),
+        *((0, tokens[1]) if tokens else (None, None)),
+        reset,
+    )
