@@ -12,6 +12,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from inference import services
+from observability import timing
 
 
 class AsyncApiView(APIView):
@@ -31,6 +32,7 @@ class AsyncApiView(APIView):
         self.headers = self.default_response_headers
         try:
             self.initial(request, *args, **kwargs)
+            timing.annotate_principal(request.user)  # team and key for metrics and the log
             method = request.method.lower()
             if method in self.http_method_names:
                 handler = getattr(self, method, self.http_method_not_allowed)
