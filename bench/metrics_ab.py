@@ -9,7 +9,7 @@ Beside req/s it reports the gateway's CPU time per request (from /proc): on a ma
 with other work, req/s swings with the neighbours, while CPU per request stays put, and on a
 core of its own the gateway's req/s is the inverse of it.
 
-    python bench/metrics_ab.py [--rounds 3 --seconds 10]
+    python bench/metrics_ab.py [--rounds 3 --seconds 10] [--only off on]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def variants(workdir: Path) -> dict[str, dict[str, str]]:
+def variants() -> dict[str, dict[str, str]]:
     """
     "off" is the gateway as shipped without METRICS__TOKEN: the middleware times requests and
     sets the timing headers, nothing is recorded. "on" sets the token: every request is
@@ -81,7 +81,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument(
+        "--only", nargs="+", help="variants to run (default: all), e.g. --only off on"
+    )
     args = parser.parse_args()
+    chosen = {name: env for name, env in variants().items() if not args.only or name in args.only}
     workdir = Path(tempfile.mkdtemp(prefix="llmapi-metrics-ab-"))
     log = (workdir / "services.log").open("wb")
     ngx = workdir / "nginx"
@@ -99,11 +103,11 @@ def main() -> None:
         port=nginx_port,
         log=log,
     )
-    rps: dict[str, list[float]] = {name: [] for name in variants(workdir)}
-    cpu: dict[str, list[float]] = {name: [] for name in variants(workdir)}
+    rps: dict[str, list[float]] = {name: [] for name in chosen}
+    cpu: dict[str, list[float]] = {name: [] for name in chosen}
     try:
         for round_ in range(args.rounds):
-            for name, env in variants(workdir).items():
+            for name, env in chosen.items():
                 gateway = start_gateway(f"http://127.0.0.1:{nginx_port}", env, log)
                 try:
                     target = gateway_target(gateway)

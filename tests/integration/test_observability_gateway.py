@@ -300,3 +300,34 @@ def test_prometheus_counts_every_request_of_a_two_worker_gateway(two_worker_gate
         assert query(url, 'sum(llmapi_in_flight_requests{model="scraped"})') == 0
     finally:
         stop(prometheus)
+
+
+def test_a_replaced_worker_keeps_its_counts_but_not_its_live_gauges(two_worker_gateway):
+    gateway, metrics_dir = two_worker_gateway
+    with httpx.Client(
+        base_url=gateway,
+        headers={"X-API-Key": API_KEY},
+        timeout=10,
+        limits=httpx.Limits(max_keepalive_connections=0),
+    ) as client:
+        for _ in range(6):
+            assert client.post("/text_model/chat/completion", json=QUESTION).status_code == 200
+    # Each worker has its live gauges (in flight, ledger queue) in a file of its own.
+    deadline = time.monotonic() + 30
+    while len(list(metrics_dir.glob("gauge_livesum_*.db"))) < 2:
+        assert time.monotonic() < deadline, "a worker has no live-gauge file"
+        time.sleep(0.1)
+    gauges = sorted(metrics_dir.glob("gauge_livesum_*.db"))
+    victim = int(gauges[0].stem.rsplit("_", 1)[1])
+    os.kill(victim, signal.SIGKILL)
+    # The supervisor replaces the worker and forgets its in-flight gauge; no scrape has run,
+    # so nothing else could have removed the file.
+    deadline = time.monotonic() + 30
+    while gauges[0].exists():
+        assert time.monotonic() < deadline, "the dead worker's live gauges were kept"
+        time.sleep(0.1)
+    assert (metrics_dir / f"counter_{victim}.db").exists()
+    with httpx.Client(base_url=gateway, timeout=10) as client:
+        counted = scrape(client)
+        wait_for_http(f"{gateway}/healthz")
+    assert value(counted, "llmapi_requests_total", model="scraped", status_class="2xx") == 6
