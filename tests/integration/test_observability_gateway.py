@@ -331,3 +331,26 @@ def test_a_replaced_worker_keeps_its_counts_but_not_its_live_gauges(two_worker_g
         counted = scrape(client)
         wait_for_http(f"{gateway}/healthz")
     assert value(counted, "llmapi_requests_total", model="scraped", status_class="2xx") == 6
+
+
+def test_structured_output_outcomes_are_counted(gateways, upstream):
+    model = f"structured-{upstream.port}"
+    gateway = gateways.get(
+        TEXT_MODEL__BASE_URL=upstream.url, TEXT_MODEL__MODEL_NAME=model, METRICS__TOKEN=TOKEN
+    )
+    # The first answer is not JSON and gets repaired; every later one is valid at once.
+    upstream.behave(contents=["Paris, I think.", '{"city": "Paris"}'])
+    body = {**QUESTION, "model": model, "response_format": {"type": "json_object"}}
+    with gateway.client() as client:
+        before = scrape(client)
+        answers = [client.post("/v1/chat/completions", json=body) for _ in range(2)]
+        after = scrape(client)
+    assert [a.status_code for a in answers] == [HTTPStatus.OK, HTTPStatus.OK]
+
+    def delta(outcome: str) -> float:
+        labels = {"model": model, "outcome": outcome}
+        return value(after, "llmapi_structured_output_total", **labels) - value(
+            before, "llmapi_structured_output_total", **labels
+        )
+
+    assert (delta("repaired"), delta("valid"), delta("failed")) == (1, 1, 0)
