@@ -32,8 +32,13 @@ from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http  # noqa:
 TOKEN = "dashboard-metrics-token"
 API_KEY = "dashboard-key-0123456789"
 TEXT, VISION = "chat-model", "vision-model"
-# About 150 ms to the first token, then 20 ms per token.
-NORMAL: dict = {"delay": 0.15, "chunk_interval": 0.02}
+# About 150 ms to the first token, then 20 ms per token; answers that are JSON, so requests
+# asking for a JSON response_format count as valid structured output.
+NORMAL: dict = {
+    "delay": 0.15,
+    "chunk_interval": 0.02,
+    "content": '{"city": "Paris", "country": "France", "population": 2102650}',
+}
 FAILING: dict = {"status": 503}
 
 
@@ -64,7 +69,13 @@ async def load(gateway: str, seconds: float, failing: FakeUpstream) -> dict[int,
         async def one() -> None:
             question = {"messages": [{"role": "user", "content": "Tell me about Paris. " * 3}]}
             roll = rng.random()
-            if roll < 0.5:
+            if roll < 0.1:
+                json_format = {"type": "json_object"}
+                request = client.post(
+                    "/v1/chat/completions",
+                    json={**question, "model": TEXT, "response_format": json_format},
+                )
+            elif roll < 0.5:
                 request = client.post("/text_model/chat/completion", json=question)
             elif roll < 0.8:
                 request = client.post("/v1/chat/completions", json={**question, "model": TEXT})
@@ -116,8 +127,8 @@ def main() -> None:
         "METRICS__TOKEN": TOKEN,
         "TEXT_MODEL__BASE_URL": f"{first.url},{second.url}",
         "TEXT_MODEL__MODEL_NAME": TEXT,
-        "TEXT_MODEL__MAX_CONCURRENCY": "3",
-        "TEXT_MODEL__QUEUE_TIMEOUT": "0.3",
+        "TEXT_MODEL__MAX_CONCURRENCY": "2",
+        "TEXT_MODEL__QUEUE_TIMEOUT": "0.1",
         "TEXT_MODEL__EJECT_AFTER": "3",
         "TEXT_MODEL__EJECT_SECONDS": "10",
         "IMAGE_MODEL__BASE_URL": first.url,
