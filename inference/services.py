@@ -146,7 +146,11 @@ async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
             with timing.span("queue"):
                 await stack.enter_async_context(slots.hold(queue_timeout=spec.queue_timeout))
         except SlotTimeout:
-            metrics.record_rate_limited("model_slots", spec.name)
+            caller = timing.current()
+            fields = caller.fields if caller is not None else {}
+            metrics.record_rate_limited(
+                "model_slots", spec.name, fields.get("team"), fields.get("key_id")
+            )
             raise ModelBusy(
                 f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
                 f"{spec.queue_timeout:g} s. Retry after a moment.",
