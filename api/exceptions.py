@@ -19,6 +19,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from inference import exceptions as inference
 from limits.exceptions import LimitsUnavailable
 from limits.quotas import QuotaExceeded
+from observability.middleware import record_quota_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def status_of(exc: inference.InferenceError) -> int:
 def exception_handler(exc: Exception, context: dict) -> Response:
     """Render every exception as `{"detail": ...}` and log it once."""
     response: Response | None
+    if isinstance(exc, QuotaExceeded):
+        record_quota_refusal(exc)  # model-slot 429s are counted where they happen
     if isinstance(exc, inference.InferenceError):
         response = Response({"detail": exc.detail}, status=status_of(exc))
     elif isinstance(exc, QuotaExceeded):

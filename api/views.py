@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from accounts.authentication import prepare_authentication
 from inference import services
+from observability import timing
 
 
 class AsyncApiView(APIView):
@@ -35,6 +36,7 @@ class AsyncApiView(APIView):
         try:
             await prepare_authentication(request)
             self.initial(request, *args, **kwargs)
+            timing.annotate_principal(request.user)  # team and key for metrics and the log
             method = request.method.lower()
             if method in self.http_method_names:
                 handler = getattr(self, method, self.http_method_not_allowed)

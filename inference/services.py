@@ -39,6 +39,7 @@ from inference.exceptions import (
 from inference.images import prepare_uploads
 from inference.registry import get_registry
 from limits.slots import SlotTimeout
+from observability import metrics, timing
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,15 +144,27 @@ def slots_in_use(spec: ModelSpec) -> int:
 @contextlib.asynccontextmanager
 async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
     """Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`."""
-    try:
-        async with get_registry().slots(spec).hold(queue_timeout=spec.queue_timeout):
+    timing.annotate(model=spec.name)  # the model that answers (a fallback, maybe)
+    slots = get_registry().slots(spec)
+    async with contextlib.AsyncExitStack() as stack:
+        started = time.perf_counter()
+        try:
+            with timing.span("queue"):
+                await stack.enter_async_context(slots.hold(queue_timeout=spec.queue_timeout))
+        except SlotTimeout:
+            caller = timing.current()
+            fields = caller.fields if caller is not None else {}
+            metrics.record_rate_limited(
+                "model_slots", spec.name, fields.get("team"), fields.get("key_id")
+            )
+            raise ModelBusy(
+                f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
+                f"{spec.queue_timeout:g} s. Retry after a moment.",
+                retry_after=max(1, math.ceil(spec.queue_timeout)),
+            ) from None
+        metrics.record_queue_wait(spec.name, time.perf_counter() - started)
+        with metrics.in_flight(spec.name):
             yield
-    except SlotTimeout:
-        raise ModelBusy(
-            f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
-            f"{spec.queue_timeout:g} s. Retry after a moment.",
-            retry_after=max(1, math.ceil(spec.queue_timeout)),
-        ) from None
 
 
 def falls_back(exc: InferenceError) -> bool:
@@ -236,7 +249,7 @@ async def _chat_completion_on(
     response_format = params.get("response_format")
     payload = build_payload(spec=spec, messages=messages, params=params, stream=False)
     async with concurrency_slot(spec):
-        result = _chat_result(spec, await _create(spec, backend, payload))
+        result = first = _chat_result(spec, await _create(spec, backend, payload))
         if not structured.wants_json(response_format):
             return result
         check = await structured.check_output_off_loop(result.response, response_format)
@@ -256,6 +269,10 @@ async def _chat_completion_on(
                 spec, await _create(spec, backend, {**payload, "messages": repair})
             )
             check = await structured.check_output_off_loop(result.response, response_format)
+    repaired = result is not first
+    metrics.record_structured_output(
+        spec.name, "failed" if not check.valid else "repaired" if repaired else "valid"
+    )
     if not check.valid:
         raise InvalidModelOutput(
             f"The model did not produce valid {response_format['type']} output "
@@ -331,6 +348,8 @@ async def _stream_events(
                     False, "", errors=[{"path": "$", "message": str(exc.detail)}]
                 )
             validation = {"valid": check.valid, "errors": check.errors}
+            metrics.record_structured_output(spec.name, "valid" if check.valid else "failed")
+        _annotate_usage(usage)
         yield StreamEnd(
             model=model, finish_reason=finish_reason, usage=usage, validation=validation
         )
@@ -410,12 +429,22 @@ def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
         raise UpstreamProtocolError(f"The {spec.label} server's answer has no message.")
+    usage = _usage(data.get("usage"))
+    _annotate_usage(usage)
     return ChatResult(
         response=message.get("content") or "",
         model=data.get("model") or spec.name,
         finish_reason=choice.get("finish_reason"),
-        usage=_usage(data.get("usage")),
+        usage=usage,
     )
+
+
+def _annotate_usage(usage: dict[str, int] | None) -> None:
+    if usage:
+        timing.annotate(
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+        )
 
 
 async def readiness() -> dict[str, Any]:

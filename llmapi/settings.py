@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "server.middleware.RequestIdMiddleware",
+    # Timing headers, metrics and the summary log line; inside the request id, so it is logged.
+    "observability.middleware.ObservabilityMiddleware",
     "server.middleware.AsyncSecurityMiddleware",
     "accounts.browser_session.BrowserSessionMiddleware",
     # Sessions, auth and messages for the admin and staff logins only (a no-op for API calls).

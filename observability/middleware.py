@@ -117,3 +117,19 @@ def finish_request(
         messages=fields.get("messages"),
         response=fields.get("response"),
     )
+
+
+def record_quota_refusal(exc: Exception) -> None:
+    """
+    A 429 from a key's or a team's quota, labelled with the request's model, team and key as
+    far as they are known when it was refused. Which quota: the exception's `scope` ("key" or
+    "team") when it carries one, else what its message names.
+    """
+    scope = getattr(exc, "scope", None)
+    if scope not in ("key", "team"):
+        scope = "team" if "team's" in str(getattr(exc, "detail", exc)) else "key"
+    request_timing = timing.current()
+    fields: dict[str, Any] = request_timing.fields if request_timing is not None else {}
+    metrics.record_rate_limited(
+        f"{scope}_quota", fields.get("model"), fields.get("team"), fields.get("key_id")
+    )

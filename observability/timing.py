@@ -100,6 +100,13 @@ def mark(name: str) -> None:
         timing.mark(name)
 
 
+def mark_once(name: str) -> None:
+    """`mark(name)` the first time only: a request has one first token, whatever retries."""
+    timing = _current.get()
+    if timing is not None and name not in timing.durations:
+        timing.mark(name)
+
+
 def add(name: str, seconds: float) -> None:
     timing = _current.get()
     if timing is not None:
@@ -120,6 +127,22 @@ def annotate(**fields: Any) -> None:
     timing = _current.get()
     if timing is not None:
         timing.fields.update(fields)
+
+
+def annotate_principal(principal: Any) -> None:
+    """
+    Who is calling, from whatever authenticated the request: a database key (team, key id,
+    public prefix), an operator key (no team), a staff session or nobody (neither).
+    """
+    timing = _current.get()
+    if timing is None:
+        return
+    key_id = getattr(principal, "key_id", None)
+    timing.fields.update(
+        team=getattr(principal, "team_name", None) or None,
+        key_id=None if key_id is None else str(key_id),
+        key_prefix=getattr(principal, "prefix", None) or None,
+    )
 
 
 def _phases(timing: RequestTiming) -> list[tuple[str, float]]:

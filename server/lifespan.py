@@ -8,6 +8,7 @@ import logging
 from inference.backends.openai_http import close_http_clients
 from inference.registry import get_registry
 from limits import lifespan as shared_limits
+from observability import metrics
 from server.reload import install_reload_signal
 from usage import ledger
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 async def on_startup() -> None:
     registry = get_registry()  # reads and checks the catalog: a broken one stops the start
+    metrics.register_models(spec.name for spec in registry.catalog)
     for spec in registry.catalog:
         if spec.is_embedded:
             await asyncio.to_thread(registry.backend, spec)  # loads the model file

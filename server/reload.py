@@ -20,6 +20,7 @@ from django.conf import settings
 
 from inference.catalog import CatalogError
 from inference.registry import get_registry
+from observability import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +39,12 @@ def write_pid_file() -> None:
 def reload_catalog() -> bool:
     """Reload in this process; on a broken configuration, log why and keep the old catalog."""
     try:
-        get_registry().reload()
+        registry = get_registry()
+        registry.reload()
     except CatalogError as exc:
         logger.error("The model catalog was not reloaded; the old one stays. %s", exc)
         return False
+    metrics.register_models(spec.name for spec in registry.catalog)
     return True
 
 

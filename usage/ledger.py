@@ -28,6 +28,8 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Field
 
+from observability import metrics
+
 logger = logging.getLogger(__name__)
 
 # Order of the fields in a queued row.
@@ -117,6 +119,7 @@ class LedgerWriter:
 
     def _count_drop(self) -> None:
         self.dropped += 1
+        metrics.record_ledger_drop()
         now = time.monotonic()
         if now - self._last_drop_log >= DROP_LOG_INTERVAL:
             self._last_drop_log = now
@@ -155,6 +158,7 @@ class LedgerWriter:
             while True:
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
+                metrics.set_ledger_queue_depth(len(self.queue))  # the backlog at each wake
                 if self.write_pending():
                     failures = 0
                 else:

@@ -36,6 +36,7 @@ from inference.exceptions import (
     InferenceError,
     UpstreamError,
 )
+from observability import metrics, timing
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class LocalModelBackend:
                     if kind == "error":
                         raise raised(item)
                     if kind == "chunk":
+                        timing.mark_once("ttft")
                         yield item
 
             yield chunks()
@@ -271,11 +273,12 @@ class LocalModelBackend:
         finally:
             stream.close()
         usage = dict(llama.usage)
-        logger.debug(
-            "Local generation: %d tokens in %.2f s",
-            usage["completion_tokens"],
-            time.monotonic() - began,
-        )
+        seconds = time.monotonic() - began
+        logger.debug("Local generation: %d tokens in %.2f s", usage["completion_tokens"], seconds)
+        if seconds > 0:
+            metrics.record_embedded_tokens_per_second(
+                self.name, usage["completion_tokens"] / seconds
+            )
         yield {"object": "chat.completion.chunk", "model": self.name, "choices": [], "usage": usage}
 
 

@@ -52,6 +52,7 @@ from inference.exceptions import (
     UpstreamUnavailable,
 )
 from limits import redis_client, replica_health
+from observability import metrics, timing
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +220,7 @@ class ReplicaPool:
         replica.failures += 1
         if replica.failures >= self.spec.eject_after and len(self.replicas) > 1:
             replica.ejected_until = time.monotonic() + self.spec.eject_seconds
+            metrics.record_ejection(self.spec.name, replica.base_url)
             logger.warning(
                 "%s server %s failed %d times in a row; skipping it for %g s",
                 self.spec.label,
@@ -265,6 +267,7 @@ class OpenAICompatibleBackend:
         body = orjson.dumps(payload)
 
         async def attempt(replica: Replica) -> httpx.Response:
+            timing.begin("upstream_ttfb")
             with self._mapped_errors(replica):
                 response = await self.client.post(
                     replica.url,
@@ -272,13 +275,19 @@ class OpenAICompatibleBackend:
                     headers=self._json_headers(replica),
                     timeout=self._timeout,
                 )
+            timing.end("upstream_ttfb")
             if response.status_code >= 400:
                 raise self._status_error(
                     replica, response.status_code, response.headers, response.content
                 )
             return response
 
-        response = await self._with_retries(attempt, release=True)
+        started = time.perf_counter()
+        try:
+            response = await self._with_retries(attempt, release=True)
+        finally:
+            timing.add("upstream", time.perf_counter() - started)
+        timing.mark_once("ttft")  # a whole answer: its first token arrives with the rest
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
@@ -310,8 +319,10 @@ class OpenAICompatibleBackend:
             request = self.client.build_request(
                 "POST", replica.url, content=body, headers=headers, timeout=self._timeout
             )
+            timing.begin("upstream_ttfb")
             with self._mapped_errors(replica):
                 response = await self.client.send(request, stream=True)
+            timing.end("upstream_ttfb")
             try:
                 if response.status_code >= 400:
                     with self._mapped_errors(replica):
@@ -329,17 +340,24 @@ class OpenAICompatibleBackend:
             opened["replica"] = replica
             return response
 
-        response = await self._with_retries(attempt, release=False)
+        started = time.perf_counter()
+        try:
+            response = await self._with_retries(attempt, release=False)
+        except BaseException:
+            timing.add("upstream", time.perf_counter() - started)
+            raise
         replica = opened["replica"]
         try:
             yield self._chunks(response, replica)
-        except UpstreamUnavailable:
+        except UpstreamUnavailable as exc:
+            metrics.record_upstream_error(self.spec.name, replica.base_url, _error_kind(exc))
             self.pool.failed(replica)
             await self.pool.report(replica, ok=False)
             raise
         finally:
             replica.in_flight -= 1
             await response.aclose()
+            timing.add("upstream", time.perf_counter() - started)
 
     async def _with_retries(self, attempt, *, release: bool):
         """
@@ -355,12 +373,14 @@ class OpenAICompatibleBackend:
                 result = await attempt(replica)
             except UpstreamError as exc:
                 replica.in_flight -= 1
+                metrics.record_upstream_error(self.spec.name, replica.base_url, _error_kind(exc))
                 if exc.replica_failure:
                     self.pool.failed(replica)
                     await self.pool.report(replica, ok=False)
                 delay = self._retry_delay(exc, number)
                 if delay is None:
                     raise
+                metrics.record_retry(self.spec.name, replica.base_url)
                 logger.info(
                     "Retrying the %s after %s from %s (attempt %d of %d, in %.2f s)",
                     self.spec.label,
@@ -377,6 +397,7 @@ class OpenAICompatibleBackend:
                 replica.in_flight -= 1
                 raise
             self.pool.succeeded(replica)
+            timing.annotate(replica=metrics.replica_label(replica.base_url))
             if release:
                 replica.in_flight -= 1
             answered_replica.set(replica.location)
@@ -513,6 +534,7 @@ class OpenAICompatibleBackend:
                     finished = finished or any(
                         choice.get("finish_reason") for choice in chunk.get("choices") or ()
                     )
+                    timing.mark_once("ttft")
                     yield chunk
             except SSEError:
                 raise UpstreamProtocolError(
@@ -523,6 +545,19 @@ class OpenAICompatibleBackend:
             raise UpstreamUnavailable(
                 f"The {self.spec.label} server closed the stream before it finished."
             )
+
+
+def _error_kind(exc: UpstreamError) -> str:
+    """A short fixed word for a failed attempt (a metric label)."""
+    if isinstance(exc, UpstreamStatusError):
+        return f"http_{exc.upstream_status}"
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnavailable):
+        return "unavailable"
+    if isinstance(exc, UpstreamProtocolError):
+        return "protocol"
+    return "other"
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:

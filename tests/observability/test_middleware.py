@@ -96,3 +96,36 @@ async def test_timing_headers_can_be_turned_off(model):
     assert "Server-Timing" not in response
     assert "x-llmapi-total-ms" not in response
     assert requests_total(model, "text-completion", "2xx", "research") == 1
+
+
+def test_quota_refusals_are_counted_by_scope(model):
+    from limits.quotas import QuotaExceeded
+    from observability import timing
+    from observability.middleware import record_quota_refusal
+
+    request_timing = timing.start()
+    request_timing.fields.update(model=model, team="research")
+
+    def refused(cause: str) -> float:
+        labels = {"cause": cause, "model": model, "team": "research", "key": ""}
+        return sample("llmapi_rate_limited_total", **labels)
+
+    record_quota_refusal(
+        QuotaExceeded(
+            "Rate limit reached: the team's limit of 5 requests per minute.",
+            retry_after=1,
+            headers={},
+        )
+    )
+    record_quota_refusal(
+        QuotaExceeded(
+            "Rate limit reached: the API key's limit of 5 requests per minute.",
+            retry_after=1,
+            headers={},
+        )
+    )
+    scoped = QuotaExceeded("Over the limit.", retry_after=1, headers={})
+    scoped.scope = "team"  # type: ignore[attr-defined]
+    record_quota_refusal(scoped)
+    assert refused("team_quota") == 2
+    assert refused("key_quota") == 1

@@ -82,3 +82,34 @@ async def test_each_task_sees_its_own_request():
         return current.fields["model"]
 
     assert await asyncio.gather(serve("a"), serve("b")) == ["a", "b"]
+
+
+def test_mark_once_keeps_the_first_token_of_a_request():
+    request_timing = timing.start()
+    timing.mark_once("ttft")
+    first = request_timing.durations["ttft"]
+    time.sleep(0.01)
+    timing.mark_once("ttft")  # a repair attempt's answer, say
+    assert request_timing.durations["ttft"] == first
+
+
+class _DatabaseKey:
+    key_id = 42
+    prefix = "abcd1234"
+    team_name = "research"
+
+
+class _BootstrapKey:
+    key_id = None
+    prefix = ""
+    team_name = ""
+
+
+def test_annotate_principal_takes_whatever_the_caller_is():
+    request_timing = timing.start()
+    timing.annotate_principal(_DatabaseKey())
+    assert request_timing.fields == {"team": "research", "key_id": "42", "key_prefix": "abcd1234"}
+    timing.annotate_principal(_BootstrapKey())
+    assert request_timing.fields == {"team": None, "key_id": None, "key_prefix": None}
+    timing.annotate_principal(object())  # an anonymous user: nothing known
+    assert request_timing.fields == {"team": None, "key_id": None, "key_prefix": None}

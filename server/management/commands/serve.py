@@ -29,6 +29,13 @@ from uvicorn.supervisors.multiprocess import Multiprocess
 from accounts.database import ensure_database
 from inference.catalog import CatalogError
 from inference.registry import get_registry
+from observability.exposition import start_metrics_server
+from observability.json_logs import apply_to_uvicorn_log_config
+from observability.multiprocess import (
+    mark_worker_dead,
+    prepare_multiprocess_dir,
+    remove_multiprocess_dir,
+)
 from server.http_protocol import BoundedHttpToolsProtocol
 from server.reload import write_pid_file
 
@@ -51,6 +58,14 @@ class DrainingMultiprocess(Multiprocess):
     def stop_listening(self) -> None:
         for sock in self.sockets:
             sock.close()
+
+    def keep_subprocess_alive(self) -> None:
+        """uvicorn's restart of dead workers, then forget the live gauges of the dead ones."""
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_worker_dead(pid)
 
     def handle_hup(self) -> None:
         """SIGHUP reloads the model catalog in every worker; uvicorn's own would restart them."""
@@ -112,9 +127,27 @@ class Command(BaseCommand):
             role += " (image default)" if spec is catalog.image else ""
             via = "the embedded model" if spec.is_embedded else f"{len(spec.servers)} server(s)"
             lines.append(f"  model {spec.name}{role}: {via}")
-        self.stdout.write("\n".join(lines) + "\n")
+        if settings.LOG_FORMAT == "json":
+            for line in lines:  # every line of the output parses as JSON
+                logger.info(line.strip())
+        else:
+            self.stdout.write("\n".join(lines) + "\n")
         write_pid_file()
         self.stdout.flush()  # the generated key must reach a redirected stdout before serving
+        # Workers are spawned (fresh interpreters): they see the directory in their environment
+        # before they first import prometheus_client, and all record into it.
+        metrics_dir = prepare_multiprocess_dir() if workers > 1 else None
+        try:
+            if settings.METRICS["port"]:
+                start_metrics_server(
+                    settings.METRICS["host"], settings.METRICS["port"], multiprocess_dir=metrics_dir
+                )
+            self._serve(host=host, port=port, workers=workers, access_log=access_log)
+        finally:
+            if metrics_dir is not None:
+                remove_multiprocess_dir(metrics_dir)
+
+    def _serve(self, *, host: str, port: int, workers: int, access_log: bool) -> None:
         config = uvicorn.Config(
             "llmapi.asgi:application",
             host=host,
@@ -143,4 +176,7 @@ def uvicorn_log_config() -> dict:
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config.setdefault("filters", {})["stream_abort"] = {"()": "api.streaming.StreamAbortLogFilter"}
     config["handlers"]["default"]["filters"] = ["stream_abort"]
-    return config
+    # Secrets scrubbed from every line; one JSON object per line with LOG_FORMAT=json.
+    return apply_to_uvicorn_log_config(
+        config, log_format=settings.LOG_FORMAT, log_content=settings.LOG_CONTENT
+    )
