@@ -249,8 +249,11 @@ class OpenAINotFoundApi(OpenAIApiView):
     permission_classes: list = []
     schema = None  # not part of the API's documentation
 
-    def initial(self, request, *args, **kwargs):
+    async def get(self, request, *args, **kwargs):
         raise NotFound(
             f"Unknown path {request.path[:100]!r}; the /v1 API has /v1/models, "
             "/v1/chat/completions, /v1/completions and /v1/embeddings."
         )
+
+    # Every method is async (Django runs the view on the event loop) and answers the same.
+    post = put = patch = delete = head = options = get
