@@ -221,6 +221,9 @@ def passthrough_payload(*, spec: ModelSpec, body: dict[str, Any], stream: bool) 
     """
     payload = {**body, "model": spec.served_name}
     if spec.is_embedded:
+        # The embedded model is its own server: its configured defaults are the server's.
+        for name in SAMPLING_PARAMS:
+            payload.setdefault(name, spec.defaults[name])
         # llama.cpp's chat templates know no "developer" role; it is OpenAI's new "system".
         payload["messages"] = [
             {**m, "role": "system"} if m.get("role") == "developer" else m
