@@ -143,6 +143,24 @@ class FakeUpstream:
             await _send_json(send, 200, _embeddings(payload))
             return
         if scope["path"] == "/v1/completions":
+            if payload.get("stream"):
+                events = [
+                    {"id": "cmpl-fake", "object": "text_completion", "choices": [c]}
+                    for c in (
+                        *({"index": 0, "text": w, "finish_reason": None} for w in _words(answer)),
+                        {"index": 0, "text": "", "finish_reason": "stop"},
+                    )
+                ]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")],
+                    }
+                )
+                body = b"".join(_sse(event) for event in events) + b"data: [DONE]\n\n"
+                await send({"type": "http.response.body", "body": body})
+                return
             await _send_json(send, 200, _text_completion(payload, answer))
             return
         if scope["path"] != "/v1/chat/completions":

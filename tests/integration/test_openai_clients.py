@@ -285,6 +285,13 @@ def test_sdk_legacy_completions(sdk, upstream):
     }
 
 
+def test_sdk_legacy_completions_streamed(sdk, upstream):
+    chunks = list(sdk.completions.create(model="fake-llm", prompt="Paris is", stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == "The capital of France is Paris."
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert upstream.last_request.body == {"model": "fake-llm", "prompt": "Paris is", "stream": True}
+
+
 def test_sdk_async_streaming(gateway):
     async def run() -> str:
         async with openai.AsyncOpenAI(
