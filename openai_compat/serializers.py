@@ -230,6 +230,7 @@ def _image_url(image_url) -> str | None:
     return url if isinstance(url, str) else None
 
 
+@extend_schema_serializer(component_name="OpenAIEmbeddings")
 class OpenAIEmbeddingsRequestSerializer(serializers.Serializer):
     """What the gateway reads of an embeddings body; the rest is forwarded as sent."""
 
@@ -237,6 +238,7 @@ class OpenAIEmbeddingsRequestSerializer(serializers.Serializer):
     input = serializers.JSONField(help_text="A string, a list of strings or of token lists.")
 
 
+@extend_schema_serializer(component_name="OpenAICompletions")
 class OpenAICompletionsRequestSerializer(serializers.Serializer):
     """What the gateway reads of a legacy completions body; the rest is forwarded as sent."""
 
