@@ -50,6 +50,18 @@ print(answer.choices[0].message.content)
 """
 
 
+OPENAI_ERROR_RESPONSES = {
+    400: OpenApiResponse(description="Invalid request."),
+    401: OpenApiResponse(description="Missing or wrong key."),
+    404: OpenApiResponse(description="Unknown model."),
+    413: OpenApiResponse(description="The body is too large."),
+    429: OpenApiResponse(description="The model is busy; see Retry-After."),
+    502: OpenApiResponse(description="The model server failed."),
+    503: OpenApiResponse(description="The model is not configured."),
+    504: OpenApiResponse(description="The model server took too long."),
+}
+
+
 class OpenAIApiView(AsyncApiView):
     authentication_classes = [BearerOrApiKeyAuthentication]
     renderer_classes = [JSONRenderer]
@@ -121,14 +133,7 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         request=OpenAIChatRequestSerializer,
         responses={
             200: OpenApiResponse(description="A chat.completion object, or chunk events."),
-            400: OpenApiResponse(description="Invalid request."),
-            401: OpenApiResponse(description="Missing or wrong key."),
-            404: OpenApiResponse(description="Unknown model."),
-            413: OpenApiResponse(description="The body is too large."),
-            429: OpenApiResponse(description="The model is busy; see Retry-After."),
-            502: OpenApiResponse(description="The model server failed."),
-            503: OpenApiResponse(description="The model is not configured."),
-            504: OpenApiResponse(description="The model server took too long."),
+            **OPENAI_ERROR_RESPONSES,
         },
         examples=[
             OpenApiExample(
@@ -187,7 +192,10 @@ class OpenAIEmbeddingsApi(OpenAIApiView):
         description="Passed through to the servers of a model with the `embeddings` "
         "capability; the body is forwarded as sent.",
         request=OpenAIEmbeddingsRequestSerializer,
-        responses={200: OpenApiResponse(description="A list of embedding objects.")},
+        responses={
+            200: OpenApiResponse(description="A list of embedding objects."),
+            **OPENAI_ERROR_RESPONSES,
+        },
     )
     async def post(self, request):
         body = passthrough_body(request.data)
@@ -213,7 +221,10 @@ class OpenAICompletionsApi(OpenAIApiView):
         description="Passed through to the model's servers, whole or streamed; the body is "
         "forwarded as sent.",
         request=OpenAICompletionsRequestSerializer,
-        responses={200: OpenApiResponse(description="A text_completion object, or chunks.")},
+        responses={
+            200: OpenApiResponse(description="A text_completion object, or chunks."),
+            **OPENAI_ERROR_RESPONSES,
+        },
     )
     async def post(self, request):
         body = passthrough_body(request.data)
