@@ -174,9 +174,15 @@ def falls_back(exc: InferenceError) -> bool:
     return isinstance(exc, UpstreamError | ModelBusy | ModelNotConfigured)
 
 
-async def _with_fallbacks(spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]]) -> T:
-    """`attempt(spec)`, then each of its fallback models in order while the failure allows."""
-    chain = [spec, *get_registry().catalog.fallbacks_of(spec)]
+async def _with_fallbacks(
+    spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]], *, requires: str = ""
+) -> T:
+    """
+    `attempt(spec)`, then each of its fallback models in order while the failure allows;
+    fallbacks without the capability a request `requires` ("tools") are skipped.
+    """
+    fallbacks = get_registry().catalog.fallbacks_of(spec)
+    chain = [spec, *(f for f in fallbacks if not requires or f.has(requires))]
     for index, candidate in enumerate(chain):
         try:
             return await attempt(candidate)
@@ -235,11 +241,13 @@ def passthrough_payload(*, spec: ModelSpec, body: dict[str, Any], stream: bool) 
     return payload
 
 
+def _uses_tools(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools") or body.get("tool_choice") or body.get("functions"))
+
+
 def check_tool_support(spec: ModelSpec, body: dict[str, Any]) -> None:
     """Tools on a model without the `tools` capability are a clear 400, not a silent no-op."""
-    if (body.get("tools") or body.get("tool_choice") or body.get("functions")) and not spec.has(
-        "tools"
-    ):
+    if _uses_tools(body) and not spec.has("tools"):
         raise CapabilityMissing(
             f"The model '{spec.name}' has no tool support (tools, tool_choice); use a model "
             "served by a model server (GET /v1/models lists each model's capabilities)."
@@ -251,13 +259,12 @@ async def openai_chat_completion(*, spec: ModelSpec, body: dict[str, Any]) -> Ch
     check_tool_support(spec, body)
 
     async def attempt(candidate: ModelSpec) -> ChatResult:
-        check_tool_support(candidate, body)
         payload = passthrough_payload(spec=candidate, body=body, stream=False)
         result = await _chat_completion_on(candidate, payload)
         fallback_from = spec.name if candidate is not spec else None
         return replace(result, answered_by=candidate.name, fallback_from=fallback_from)
 
-    return await _with_fallbacks(spec, attempt)
+    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
 
 
 async def open_openai_chat_stream(*, spec: ModelSpec, body: dict[str, Any]) -> ChatStream:
@@ -265,11 +272,10 @@ async def open_openai_chat_stream(*, spec: ModelSpec, body: dict[str, Any]) -> C
     check_tool_support(spec, body)
 
     async def attempt(candidate: ModelSpec) -> ChatStream:
-        check_tool_support(candidate, body)
         payload = passthrough_payload(spec=candidate, body=body, stream=True)
         return await _open_stream_on(spec, candidate, payload, raw=True)
 
-    return await _with_fallbacks(spec, attempt)
+    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
 
 
 def _served_backend(spec: ModelSpec, what: str) -> OpenAICompatibleBackend:

@@ -164,6 +164,8 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
                 messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
             )
         body = {**body, "messages": messages}
+        if "stream" in body:  # as the gateway read it ("true" would reach a server as a string)
+            body["stream"] = data["stream"]
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if data["stream"]:
             opened = await services.open_openai_chat_stream(spec=spec, body=body)

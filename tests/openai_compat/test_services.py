@@ -101,3 +101,39 @@ async def test_strict_tool_arguments_are_validated(backend):
             spec=text_spec(), body={"messages": QUESTION, "tools": [tool]}
         )
     assert "strict schema" in str(caught.value.detail)
+
+
+async def test_fallbacks_without_tool_support_are_skipped_for_tool_requests(monkeypatch):
+    from types import SimpleNamespace
+
+    from inference.exceptions import UpstreamUnavailable
+
+    primary = text_spec(name="primary")
+    no_tools = text_spec(name="no-tools", capabilities=frozenset({"chat"}))
+    with_tools = text_spec(name="with-tools")
+    tried: list[str] = []
+
+    class Failing(Backend):
+        async def create(self, payload: dict) -> dict:
+            tried.append("primary")
+            raise UpstreamUnavailable("down")
+
+    backends = {primary: Failing([]), no_tools: Backend([]), with_tools: Backend([answer("ok")])}
+    catalog = SimpleNamespace(fallbacks_of=lambda spec: [no_tools, with_tools])
+    monkeypatch.setattr(services, "get_registry", lambda: SimpleNamespace(catalog=catalog))
+    monkeypatch.setattr(services, "concurrency_slot", _no_slot)
+    monkeypatch.setattr(services, "get_backend", lambda spec: backends[spec])
+    body = {"messages": QUESTION, "tools": [{"type": "function"}]}
+    result = await services.openai_chat_completion(spec=primary, body=body)
+    assert (result.answered_by, result.fallback_from) == ("with-tools", "primary")
+    assert tried == ["primary"] and backends[no_tools].payloads == []
+
+
+def _no_slot(spec):
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def held():
+        yield
+
+    return held()
