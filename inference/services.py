@@ -409,22 +409,43 @@ async def _check_tool_arguments(
 ) -> None:
     """The arguments of calls to `strict` tools follow the tool's parameters schema (else 502)."""
     message = (result.raw or {}).get("choices", [{}])[0].get("message") or {}
+    calls = []
     for call in message.get("tool_calls") or ():
         function = call.get("function") if isinstance(call, dict) else None
-        if not isinstance(function, dict) or function.get("name") not in strict_tools:
+        if isinstance(function, dict):
+            calls.append((function.get("name"), function.get("arguments")))
+    await _check_calls(spec, calls, strict_tools)
+
+
+async def _check_calls(
+    spec: ModelSpec, calls: list[tuple[Any, Any]], strict_tools: dict[str, dict[str, Any]]
+) -> None:
+    for name, arguments in calls:
+        if name not in strict_tools:
             continue
-        arguments = function.get("arguments")
-        response_format = structured.schema_format(strict_tools[function["name"]])
-        check = await structured.check_output_off_loop(
-            arguments if isinstance(arguments, str) else "", response_format
-        )
+        arguments = arguments if isinstance(arguments, str) else ""
+        response_format = structured.schema_format(strict_tools[name])
+        check = await structured.check_output_off_loop(arguments, response_format)
         if not check.valid:
             raise InvalidModelOutput(
-                f"The {spec.label} called tool '{quote(function['name'], 60)}' with arguments "
+                f"The {spec.label} called tool '{quote(name, 60)}' with arguments "
                 f"that break its strict schema: {structured.describe_errors(check.errors)}",
                 errors=check.errors,
-                output=arguments if isinstance(arguments, str) else "",
+                output=arguments,
             )
+
+
+def _add_tool_call_deltas(calls: dict[Any, list[Any]], delta: dict[str, Any]) -> None:
+    """Reassemble streamed tool calls: per index, the name, then the arguments in pieces."""
+    for part in delta.get("tool_calls") or ():
+        function = part.get("function") if isinstance(part, dict) else None
+        if not isinstance(function, dict):
+            continue
+        call = calls.setdefault(part.get("index"), ["", ""])
+        if isinstance(function.get("name"), str):
+            call[0] = function["name"]
+        if isinstance(function.get("arguments"), str):
+            call[1] += function["arguments"]
 
 
 async def open_chat_stream(
@@ -469,6 +490,8 @@ async def _stream_events(
         yield TextDelta("")  # marks "opened"; consumed by open_chat_stream
         model, finish_reason, usage = spec.name, None, None
         pieces: list[str] = []
+        strict_tools = structured.strict_tool_schemas(payload.get("tools")) if raw else {}
+        tool_calls: dict[Any, list[Any]] = {}
         async for chunk in chunks:
             if not isinstance(chunk, dict):
                 raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
@@ -479,12 +502,16 @@ async def _stream_events(
             for choice in chunk.get("choices") or ():
                 if not isinstance(choice, dict):
                     raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
+                if strict_tools and choice.get("index", 0) == 0:
+                    _add_tool_call_deltas(tool_calls, choice.get("delta") or {})
                 delta = (choice.get("delta") or {}).get("content")
                 if delta and choice.get("index", 0) == 0:
                     pieces.append(delta)
                     if not raw:
                         yield TextDelta(delta)
                 finish_reason = choice.get("finish_reason") or finish_reason
+        # The calls are sent already; a broken one ends the stream with an in-band error.
+        await _check_calls(spec, [tuple(call) for call in tool_calls.values()], strict_tools)
         validation = None
         response_format = payload.get("response_format")
         if structured.wants_json(response_format):

@@ -439,3 +439,21 @@ def test_litellm_with_tools(gateway, upstream, monkeypatch):
         {"city": "Paris"},
     )
     assert upstream.last_request.body["tools"] == [WEATHER_TOOL]
+
+
+def test_sdk_streamed_strict_tool_arguments_are_checked(sdk, upstream):
+    strict = {"type": "function", "function": {**WEATHER_TOOL["function"], "strict": True}}
+    upstream.behave(tool_calls=[{"name": "get_weather", "arguments": '{"town": "Paris"}'}])
+    stream = sdk.chat.completions.create(
+        model="fake-llm", messages=QUESTION, tools=[strict], stream=True
+    )
+    with pytest.raises(openai.APIError) as caught:
+        list(stream)
+    assert "strict schema" in caught.value.message
+    upstream.behave(tool_calls=PARIS_CALL)
+    chunks = list(
+        sdk.chat.completions.create(
+            model="fake-llm", messages=QUESTION, tools=[strict], stream=True
+        )
+    )
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
