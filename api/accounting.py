@@ -158,8 +158,8 @@ class _WatchedEvents:
             # The response's status is sent already; the row keeps what went wrong.
             await self._end(_status(exc) if isinstance(exc, Exception) else 499)
             raise
-        if isinstance(event, services.TextDelta):
-            if self._first is None and event.text:
+        if isinstance(event, services.TextDelta | services.RawChunk):
+            if self._first is None and (not isinstance(event, services.TextDelta) or event.text):
                 self._first = time.monotonic()
         elif isinstance(event, services.StreamEnd):
             self._usage = event.usage

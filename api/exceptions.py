@@ -143,6 +143,10 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response:
     response.data = openai_error_body(
         response.status_code, data.get("detail", ""), param=param, code=code
     )
+    if isinstance(exc, inference.UpstreamError):
+        # The gateway already retried the model server (MAX_RETRIES) and repaired the answer
+        # (JSON_RETRIES); the OpenAI SDKs' own retries would multiply those calls.
+        response["x-should-retry"] = "false"
     return response
 
 

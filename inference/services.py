@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from django.conf import settings
 
 from inference import structured
-from inference.backends.openai_http import ChatBackend, answered_replica
+from inference.backends.openai_http import ChatBackend, OpenAICompatibleBackend, answered_replica
 from inference.catalog import ModelSpec
 from inference.exceptions import (
     DETAIL_LIMIT,
+    CapabilityMissing,
     InferenceError,
     InvalidModelOutput,
     ModelBusy,
@@ -68,11 +69,23 @@ class ChatResult:
     answered_by: str = ""
     fallback_from: str | None = None
     replica: str = ""  # the server that answered ("embedded" for the embedded model)
+    # The server's whole answer as it sent it (for /v1, which passes it through).
+    raw: dict[str, Any] | None = None
+    # For a JSON format whose answer was cut by max_tokens: {"valid": False, "truncated": True,
+    # "errors": [...]}; the truncated text is returned, not repaired.
+    validation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """A `chat.completion.chunk` as the server sent it (pass-through streams)."""
+
+    chunk: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,7 @@ class StreamEnd:
     validation: dict[str, Any] | None = field(default=None)
 
 
-StreamEvent = TextDelta | StreamEnd
+StreamEvent = TextDelta | RawChunk | StreamEnd
 
 
 @dataclass(frozen=True)
@@ -180,9 +193,15 @@ def falls_back(exc: InferenceError) -> bool:
     return isinstance(exc, UpstreamError | ModelBusy | ModelNotConfigured)
 
 
-async def _with_fallbacks(spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]]) -> T:
-    """`attempt(spec)`, then each of its fallback models in order while the failure allows."""
-    chain = [spec, *get_registry().catalog.fallbacks_of(spec)]
+async def _with_fallbacks(
+    spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]], *, requires: str = ""
+) -> T:
+    """
+    `attempt(spec)`, then each of its fallback models in order while the failure allows;
+    fallbacks without the capability a request `requires` ("tools") are skipped.
+    """
+    fallbacks = get_registry().catalog.fallbacks_of(spec)
+    chain = [spec, *(f for f in fallbacks if not requires or f.has(requires))]
     for index, candidate in enumerate(chain):
         try:
             return await attempt(candidate)
@@ -218,6 +237,120 @@ def build_payload(
     return payload
 
 
+def passthrough_payload(*, spec: ModelSpec, body: dict[str, Any], stream: bool) -> dict[str, Any]:
+    """
+    The OpenAI request body for /v1: what the client sent, as it sent it, with the model's
+    served name. No defaults are added: the model server's own apply. A stream also asks for
+    the usage chunk, which the gateway needs to count tokens (it reaches the client only when
+    the client asked for it).
+    """
+    payload = {**body, "model": spec.served_name}
+    if spec.is_embedded:
+        # The embedded model is its own server: its configured defaults are the server's.
+        for name in SAMPLING_PARAMS:
+            payload.setdefault(name, spec.defaults[name])
+        # llama.cpp's chat templates know no "developer" role; it is OpenAI's new "system".
+        payload["messages"] = [
+            {**m, "role": "system"} if m.get("role") == "developer" else m
+            for m in payload["messages"]
+        ]
+    if stream:
+        payload["stream"] = True
+        payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return payload
+
+
+def _uses_tools(body: dict[str, Any]) -> bool:
+    return bool(body.get("tools") or body.get("tool_choice") or body.get("functions"))
+
+
+def check_tool_support(spec: ModelSpec, body: dict[str, Any]) -> None:
+    """Tools on a model without the `tools` capability are a clear 400, not a silent no-op."""
+    if _uses_tools(body) and not spec.has("tools"):
+        raise CapabilityMissing(
+            f"The model '{spec.name}' has no tool support (tools, tool_choice); use a model "
+            "served by a model server (GET /v1/models lists each model's capabilities)."
+        )
+
+
+async def openai_chat_completion(*, spec: ModelSpec, body: dict[str, Any]) -> ChatResult:
+    """A /v1 chat completion, passed through; `raw` holds the server's whole answer."""
+    check_tool_support(spec, body)
+
+    async def attempt(candidate: ModelSpec) -> ChatResult:
+        payload = passthrough_payload(spec=candidate, body=body, stream=False)
+        result = await _chat_completion_on(candidate, payload)
+        fallback_from = spec.name if candidate is not spec else None
+        return replace(
+            result,
+            answered_by=candidate.name,
+            fallback_from=fallback_from,
+            replica=_replica(candidate),
+        )
+
+    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
+
+
+async def open_openai_chat_stream(*, spec: ModelSpec, body: dict[str, Any]) -> ChatStream:
+    """A /v1 streamed chat completion, passed through chunk by chunk (`RawChunk` events)."""
+    check_tool_support(spec, body)
+
+    async def attempt(candidate: ModelSpec) -> ChatStream:
+        payload = passthrough_payload(spec=candidate, body=body, stream=True)
+        return await _open_stream_on(spec, candidate, payload, raw=True)
+
+    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
+
+
+def _served_backend(spec: ModelSpec, what: str) -> OpenAICompatibleBackend:
+    if spec.is_embedded:
+        raise CapabilityMissing(
+            f"The model '{spec.name}' runs inside the gateway and has no {what}; use a model "
+            "served by a model server (GET /v1/models lists each model's capabilities)."
+        )
+    return get_backend(spec)  # type: ignore[return-value]
+
+
+async def openai_passthrough(
+    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str
+) -> dict[str, Any]:
+    """
+    Another OpenAI endpoint (`/embeddings`, `/completions`) of the model's servers, the body
+    passed through with the model's served name, the answer returned as the server sent it.
+    """
+
+    async def attempt(candidate: ModelSpec) -> dict[str, Any]:
+        backend = _served_backend(candidate, what)
+        async with concurrency_slot(candidate):
+            return await backend.post(path, {**body, "model": candidate.served_name})
+
+    return await _with_fallbacks(spec, attempt)
+
+
+async def open_openai_passthrough_stream(
+    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str
+) -> ChatStream:
+    """A streamed `/completions`, its chunks passed through as `RawChunk` events."""
+    backend = _served_backend(spec, what)
+
+    async def events() -> AsyncGenerator[StreamEvent, None]:
+        payload = {**body, "model": spec.served_name, "stream": True}
+        async with concurrency_slot(spec), backend.stream(payload, path=path) as chunks:
+            yield TextDelta("")  # marks "opened"
+            async for chunk in chunks:
+                if not isinstance(chunk, dict):
+                    raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
+                yield RawChunk(chunk)
+
+    opened = events()
+    try:
+        await anext(opened)
+    except BaseException:
+        await opened.aclose()
+        raise
+    return ChatStream(opened, answered_by=spec.name, replica=_replica(spec))
+
+
 async def chat_completion(
     *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
 ) -> ChatResult:
@@ -230,7 +363,8 @@ async def chat_completion(
     """
 
     async def attempt(candidate: ModelSpec) -> ChatResult:
-        result = await _chat_completion_on(candidate, messages=messages, params=params)
+        payload = build_payload(spec=candidate, messages=messages, params=params, stream=False)
+        result = await _chat_completion_on(candidate, payload)
         fallback_from = spec.name if candidate is not spec else None
         return replace(
             result,
@@ -242,19 +376,26 @@ async def chat_completion(
     return await _with_fallbacks(spec, attempt)
 
 
-async def _chat_completion_on(
-    spec: ModelSpec, *, messages: list[dict[str, Any]], params: dict[str, Any]
-) -> ChatResult:
+async def _chat_completion_on(spec: ModelSpec, payload: dict[str, Any]) -> ChatResult:
+    """
+    One model's answer. A JSON answer that breaks its format is repaired (sent back with the
+    errors) only when the model finished it ("stop"), at most `JSON_RETRIES` times per request;
+    one cut by max_tokens ("length") is returned as it is, flagged, as OpenAI does. With the
+    replica retries bounded by `MAX_RETRIES`, a request costs at most
+    (1 + JSON_RETRIES) x (1 + MAX_RETRIES) upstream calls.
+    """
     backend = get_backend(spec)
-    response_format = params.get("response_format")
-    payload = build_payload(spec=spec, messages=messages, params=params, stream=False)
+    response_format = payload.get("response_format")
+    strict_tools = structured.strict_tool_schemas(payload.get("tools"))
     async with concurrency_slot(spec):
         result = first = _chat_result(spec, await _create(spec, backend, payload))
-        if not structured.wants_json(response_format):
+        if strict_tools:
+            await _check_tool_arguments(spec, result, strict_tools)
+        if not structured.wants_json(response_format) or _has_tool_calls(result):
             return result
         check = await structured.check_output_off_loop(result.response, response_format)
         for attempt in range(1, spec.json_retries + 1):
-            if check.valid:
+            if check.valid or result.finish_reason not in (None, "stop"):
                 break
             logger.info(
                 "Invalid JSON from the %s (attempt %d of repair): %s",
@@ -263,7 +404,10 @@ async def _chat_completion_on(
                 quote(structured.describe_errors(check.errors), DETAIL_LIMIT),
             )
             repair = structured.repair_messages(
-                messages, output=result.response, check=check, response_format=response_format
+                payload["messages"],
+                output=result.response,
+                check=check,
+                response_format=response_format,
             )
             result = _chat_result(
                 spec, await _create(spec, backend, {**payload, "messages": repair})
@@ -274,6 +418,10 @@ async def _chat_completion_on(
         spec.name, "failed" if not check.valid else "repaired" if repaired else "valid"
     )
     if not check.valid:
+        if result.finish_reason == "length":
+            return replace(
+                result, validation={"valid": False, "truncated": True, "errors": check.errors}
+            )
         raise InvalidModelOutput(
             f"The model did not produce valid {response_format['type']} output "
             f"(after {spec.json_retries} repair attempt(s)): "
@@ -282,6 +430,55 @@ async def _chat_completion_on(
             output=result.response,
         )
     return replace(result, response=check.text, parsed=check.parsed)
+
+
+def _has_tool_calls(result: ChatResult) -> bool:
+    message = (result.raw or {}).get("choices", [{}])[0].get("message") or {}
+    return bool(message.get("tool_calls"))
+
+
+async def _check_tool_arguments(
+    spec: ModelSpec, result: ChatResult, strict_tools: dict[str, dict[str, Any]]
+) -> None:
+    """The arguments of calls to `strict` tools follow the tool's parameters schema (else 502)."""
+    message = (result.raw or {}).get("choices", [{}])[0].get("message") or {}
+    calls = []
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            calls.append((function.get("name"), function.get("arguments")))
+    await _check_calls(spec, calls, strict_tools)
+
+
+async def _check_calls(
+    spec: ModelSpec, calls: list[tuple[Any, Any]], strict_tools: dict[str, dict[str, Any]]
+) -> None:
+    for name, arguments in calls:
+        if name not in strict_tools:
+            continue
+        arguments = arguments if isinstance(arguments, str) else ""
+        response_format = structured.schema_format(strict_tools[name])
+        check = await structured.check_output_off_loop(arguments, response_format)
+        if not check.valid:
+            raise InvalidModelOutput(
+                f"The {spec.label} called tool '{quote(name, 60)}' with arguments "
+                f"that break its strict schema: {structured.describe_errors(check.errors)}",
+                errors=check.errors,
+                output=arguments,
+            )
+
+
+def _add_tool_call_deltas(calls: dict[Any, list[Any]], delta: dict[str, Any]) -> None:
+    """Reassemble streamed tool calls: per index, the name, then the arguments in pieces."""
+    for part in delta.get("tool_calls") or ():
+        function = part.get("function") if isinstance(part, dict) else None
+        if not isinstance(function, dict):
+            continue
+        call = calls.setdefault(part.get("index"), ["", ""])
+        if isinstance(function.get("name"), str):
+            call[0] = function["name"]
+        if isinstance(function.get("arguments"), str):
+            call[1] += function["arguments"]
 
 
 async def open_chat_stream(
@@ -299,44 +496,57 @@ async def open_chat_stream(
     """
 
     async def attempt(candidate: ModelSpec) -> ChatStream:
-        backend = get_backend(candidate)
         payload = build_payload(spec=candidate, messages=messages, params=params, stream=True)
-        events = _stream_events(spec=candidate, backend=backend, payload=payload)
-        try:
-            await anext(events)  # runs up to the first yield: slot taken, upstream answered 2xx
-        except BaseException:
-            await events.aclose()
-            raise
-        fallback_from = spec.name if candidate is not spec else None
-        return ChatStream(
-            events,
-            answered_by=candidate.name,
-            fallback_from=fallback_from,
-            replica=_replica(candidate),
-        )
+        return await _open_stream_on(spec, candidate, payload, raw=False)
 
     return await _with_fallbacks(spec, attempt)
 
 
+async def _open_stream_on(
+    asked: ModelSpec, spec: ModelSpec, payload: dict[str, Any], *, raw: bool
+) -> ChatStream:
+    events = _stream_events(spec=spec, backend=get_backend(spec), payload=payload, raw=raw)
+    try:
+        await anext(events)  # runs up to the first yield: slot taken, upstream answered 2xx
+    except BaseException:
+        await events.aclose()
+        raise
+    fallback_from = asked.name if spec is not asked else None
+    return ChatStream(
+        events, answered_by=spec.name, fallback_from=fallback_from, replica=_replica(spec)
+    )
+
+
 async def _stream_events(
-    *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any]
+    *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any], raw: bool = False
 ) -> AsyncGenerator[StreamEvent, None]:
     async with concurrency_slot(spec), contextlib.AsyncExitStack() as stack:
         chunks = await _open_stream(spec, backend, payload, stack)
         yield TextDelta("")  # marks "opened"; consumed by open_chat_stream
         model, finish_reason, usage = spec.name, None, None
         pieces: list[str] = []
+        strict_tools = structured.strict_tool_schemas(payload.get("tools")) if raw else {}
+        tool_calls: dict[Any, list[Any]] = {}
         async for chunk in chunks:
             if not isinstance(chunk, dict):
                 raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
             model = chunk.get("model") or model
             usage = _usage(chunk.get("usage")) or usage
+            if raw:
+                yield RawChunk(chunk)
             for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict):
+                    raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
+                if strict_tools and choice.get("index", 0) == 0:
+                    _add_tool_call_deltas(tool_calls, choice.get("delta") or {})
                 delta = (choice.get("delta") or {}).get("content")
-                if delta:
+                if delta and choice.get("index", 0) == 0:
                     pieces.append(delta)
-                    yield TextDelta(delta)
+                    if not raw:
+                        yield TextDelta(delta)
                 finish_reason = choice.get("finish_reason") or finish_reason
+        # The calls are sent already; a broken one ends the stream with an in-band error.
+        await _check_calls(spec, [tuple(call) for call in tool_calls.values()], strict_tools)
         validation = None
         response_format = payload.get("response_format")
         if structured.wants_json(response_format):
@@ -436,6 +646,7 @@ def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
         model=data.get("model") or spec.name,
         finish_reason=choice.get("finish_reason"),
         usage=usage,
+        raw=data,
     )
 
 

@@ -93,6 +93,26 @@ def schema_of(response_format: dict) -> dict | None:
     return None
 
 
+def schema_format(schema: dict) -> dict:
+    """A `json_schema` response format for `schema` (to check a strict tool's arguments)."""
+    return {"type": "json_schema", "json_schema": {"name": "arguments", "schema": schema}}
+
+
+def strict_tool_schemas(tools: Any) -> dict[str, dict]:
+    """The parameters schema of each function tool marked `strict: true`, by function name."""
+    strict: dict[str, dict] = {}
+    for tool in tools if isinstance(tools, list) else ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if (
+            isinstance(function, dict)
+            and function.get("strict") is True
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("parameters"), dict)
+        ):
+            strict[function["name"]] = function["parameters"]
+    return strict
+
+
 def schema_validator_class(schema: dict) -> type[jsonschema.protocols.Validator]:
     """The validator for the schema's `$schema` dialect, Draft 2020-12 when it names none."""
     return jsonschema.validators.validator_for(schema, default=Draft202012Validator)

@@ -196,6 +196,10 @@ SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
 SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)
 # JSON bodies nested deeper than this are refused with 400 (a real request needs about 6).
 SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
+# /v1 forwards unknown top-level fields to the model server, except these (400 instead).
+OPENAI_DENIED_FIELDS = frozenset(
+    name.strip() for name in env.list("OPENAI__DENIED_FIELDS", default=[]) if name.strip()
+)
 # Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
 # and must arrive within HEADER_TIMEOUT seconds; a body must arrive within BODY_TIMEOUT
 # seconds (408, or the connection is closed).

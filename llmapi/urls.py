@@ -3,6 +3,8 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from openai_compat.urls import not_found_patterns
+
 urlpatterns = [
     path("", include("completions.urls")),  # the seed API: /text_model/*, /image_model/*
     path("", include("openai_compat.urls")),  # /v1/*
@@ -12,4 +14,5 @@ urlpatterns = [
     path("", include("accounts.urls")),  # the browsable API's key login
     path("admin/", admin.site.urls),  # teams, keys, usage
     path("", include("playground.urls")),  # /playground, /docs, /redoc
+    path("", include(not_found_patterns)),  # any other /v1 path: OpenAI's 404
 ]

@@ -14,6 +14,7 @@ import uuid
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
@@ -21,13 +22,20 @@ from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAu
 from api.accounting import accounted, check_model, may_use
 from api.exceptions import openai_exception_handler
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
-from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers, validated
+from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers
 from inference import services
 from inference.catalog import ModelSpec
+from inference.exceptions import CapabilityMissing
 from inference.images import prepare_message_images
 from inference.registry import get_registry
-from openai_compat.presenters import openai_chunk_frames
-from openai_compat.serializers import OpenAIChatRequestSerializer, has_image_parts
+from openai_compat.presenters import openai_completion, openai_passthrough_frames
+from openai_compat.serializers import (
+    OpenAIChatRequestSerializer,
+    OpenAICompletionsRequestSerializer,
+    OpenAIEmbeddingsRequestSerializer,
+    has_image_parts,
+    passthrough_body,
+)
 
 OPENAI_SDK_EXAMPLE = """
 ```python
@@ -41,6 +49,18 @@ answer = client.chat.completions.create(
 print(answer.choices[0].message.content)
 ```
 """
+
+
+OPENAI_ERROR_RESPONSES = {
+    400: OpenApiResponse(description="Invalid request."),
+    401: OpenApiResponse(description="Missing or wrong key."),
+    404: OpenApiResponse(description="Unknown model."),
+    413: OpenApiResponse(description="The body is too large."),
+    429: OpenApiResponse(description="The model is busy; see Retry-After."),
+    502: OpenApiResponse(description="The model server failed."),
+    503: OpenApiResponse(description="The model is not configured."),
+    504: OpenApiResponse(description="The model server took too long."),
+}
 
 
 class OpenAIApiView(AsyncApiView):
@@ -121,14 +141,7 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         request=OpenAIChatRequestSerializer,
         responses={
             200: OpenApiResponse(description="A chat.completion object, or chunk events."),
-            400: OpenApiResponse(description="Invalid request."),
-            401: OpenApiResponse(description="Missing or wrong key."),
-            404: OpenApiResponse(description="Unknown model."),
-            413: OpenApiResponse(description="The body is too large."),
-            429: OpenApiResponse(description="The model is busy; see Retry-After."),
-            502: OpenApiResponse(description="The model server failed."),
-            503: OpenApiResponse(description="The model is not configured."),
-            504: OpenApiResponse(description="The model server took too long."),
+            **OPENAI_ERROR_RESPONSES,
         },
         examples=[
             OpenApiExample(
@@ -142,9 +155,12 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         ],
     )
     async def post(self, request):
-        data = validated(OpenAIChatRequestSerializer, request)
-        name, messages = data.pop("model"), data.pop("messages")
-        stream, stream_options = data.pop("stream"), data.pop("stream_options", {}) or {}
+        body = passthrough_body(request.data)
+        serializer = OpenAIChatRequestSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        name, messages = data["model"], data["messages"]
+        stream_options = data.get("stream_options") or {}
         needs_vision = has_image_parts(messages)
         spec = services.resolve_model(name, capability="vision" if needs_vision else "chat")
         if needs_vision and not spec.has("vision"):
@@ -155,19 +171,22 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
             messages = await prepare_message_images(
                 messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
             )
+        body = {**body, "messages": messages}
+        if "stream" in body:  # as the gateway read it ("true" would reach a server as a string)
+            body["stream"] = data["stream"]
         check_model(request, spec, hide=True)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        if stream:
+        if data["stream"]:
             opened, quota_headers = await accounted(
                 request,
                 endpoint="v1/chat/completions",
                 spec=spec,
                 messages=messages,
-                params=data,
-                call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=data),
+                params=body,
+                call=lambda: services.open_openai_chat_stream(spec=spec, body=body),
                 hide_models=True,
             )
-            frames = openai_chunk_frames(
+            frames = openai_passthrough_frames(
                 opened.events,
                 model=spec.name,
                 completion_id=completion_id,
@@ -183,25 +202,98 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
             endpoint="v1/chat/completions",
             spec=spec,
             messages=messages,
-            params=data,
-            call=lambda: services.chat_completion(spec=spec, messages=messages, params=data),
+            params=body,
+            call=lambda: services.openai_chat_completion(spec=spec, body=body),
             hide_models=True,
         )
         return Response(
-            {
-                "id": completion_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": result.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result.response},
-                        "finish_reason": result.finish_reason or "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": result.usage,
-            },
+            openai_completion(result, completion_id=completion_id, created=created),
             headers={**answered_headers(result), **quota_headers},
         )
+
+
+class OpenAIEmbeddingsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="Embeddings (OpenAI format)",
+        description="Passed through to the servers of a model with the `embeddings` "
+        "capability; the body is forwarded as sent.",
+        request=OpenAIEmbeddingsRequestSerializer,
+        responses={
+            200: OpenApiResponse(description="A list of embedding objects."),
+            **OPENAI_ERROR_RESPONSES,
+        },
+    )
+    async def post(self, request):
+        body = passthrough_body(request.data)
+        serializer = OpenAIEmbeddingsRequestSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        name = serializer.validated_data["model"]
+        spec = services.resolve_model(name, capability="embeddings")
+        check_model(request, spec, hide=True)
+        if not spec.has("embeddings"):
+            raise CapabilityMissing(
+                f"The model '{name}' does not make embeddings; GET /v1/models lists the models "
+                "with the `embeddings` capability."
+            )
+        answer = await services.openai_passthrough(
+            spec=spec, path="/embeddings", body=body, what="embeddings endpoint"
+        )
+        return Response(answer, headers={"X-LLMAPI-Model": spec.name})
+
+
+class OpenAICompletionsApi(OpenAIApiView):
+    @extend_schema(
+        tags=["OpenAI-compatible"],
+        summary="Text completion, the legacy API (OpenAI format)",
+        description="Passed through to the model's servers, whole or streamed; the body is "
+        "forwarded as sent.",
+        request=OpenAICompletionsRequestSerializer,
+        responses={
+            200: OpenApiResponse(description="A text_completion object, or chunks."),
+            **OPENAI_ERROR_RESPONSES,
+        },
+    )
+    async def post(self, request):
+        body = passthrough_body(request.data)
+        serializer = OpenAICompletionsRequestSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        spec = services.resolve_model(serializer.validated_data["model"])
+        check_model(request, spec, hide=True)
+        what = "legacy completions endpoint"
+        if serializer.validated_data["stream"]:
+            opened = await services.open_openai_passthrough_stream(
+                spec=spec, path="/completions", body=body, what=what
+            )
+            frames = openai_passthrough_frames(
+                opened.events,
+                model=spec.name,
+                completion_id=f"cmpl-{uuid.uuid4().hex}",
+                created=int(time.time()),
+                include_usage=True,
+                object_name="text_completion",
+            )
+            response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
+            response["X-LLMAPI-Model"] = spec.name
+            return response
+        answer = await services.openai_passthrough(
+            spec=spec, path="/completions", body=body, what=what
+        )
+        return Response(answer, headers={"X-LLMAPI-Model": spec.name})
+
+
+class OpenAINotFoundApi(OpenAIApiView):
+    """Every other /v1 path: a 404 in OpenAI's shape, for any method, before authentication."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    schema = None  # not part of the API's documentation
+
+    async def get(self, request, *args, **kwargs):
+        raise NotFound(
+            f"Unknown path {request.path[:100]!r}; the /v1 API has /v1/models, "
+            "/v1/chat/completions, /v1/completions and /v1/embeddings."
+        )
+
+    # Every method is async (Django runs the view on the event loop) and answers the same.
+    post = put = patch = delete = head = options = get  # type: ignore[assignment]

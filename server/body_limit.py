@@ -30,7 +30,7 @@ class BodySizeLimitMiddleware:
         limit, what = self.limit_for_path(scope["path"])
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_413(send, limit, what)
+            await _send_413(send, limit, what, scope["path"])
             return
 
         received = 0
@@ -55,7 +55,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not response_started:
-                await _send_413(send, limit, what)
+                await _send_413(send, limit, what, scope["path"])
 
 
 def _content_length(scope) -> int | None:
@@ -68,9 +68,20 @@ def _content_length(scope) -> int | None:
     return None
 
 
-async def _send_413(send, limit: int, what: str) -> None:
+async def _send_413(send, limit: int, what: str, path: str = "") -> None:
     detail = f"The request body is larger than {limit} bytes ({what})."
     body = orjson.dumps({"detail": detail})
+    if path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
+        body = orjson.dumps(
+            {
+                "error": {
+                    "message": detail,
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "request_too_large",
+                }
+            }
+        )
     await send(
         {
             "type": "http.response.start",

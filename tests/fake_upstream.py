@@ -36,6 +36,12 @@ class Behaviour:
     contents: list[str] | None = None  # successive answers, one per request (then the last)
     fail_first: int | None = None  # only the first N requests get `status`, then normal answers
     reject_json_schema: bool = False
+    # Answer with these tool calls ([{"name": ..., "arguments": "..."}]) like vLLM does:
+    # content null, finish_reason "tool_calls"; streamed as tool_calls deltas.
+    tool_calls: list[dict[str, str]] | None = None
+    finish_reason: str = "stop"
+    message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
+    answer_extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
     chaos: float = 0.0  # probability of a random fault per request (status, delay or drop)  # answer 400 to response_format json_schema, like some servers
 
 
@@ -133,6 +139,30 @@ class FakeUpstream:
 
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        if scope["path"] == "/v1/embeddings":
+            await _send_json(send, 200, _embeddings(payload))
+            return
+        if scope["path"] == "/v1/completions":
+            if payload.get("stream"):
+                events = [
+                    {"id": "cmpl-fake", "object": "text_completion", "choices": [c]}
+                    for c in (
+                        *({"index": 0, "text": w, "finish_reason": None} for w in _words(answer)),
+                        {"index": 0, "text": "", "finish_reason": "stop"},
+                    )
+                ]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"text/event-stream")],
+                    }
+                )
+                body = b"".join(_sse(event) for event in events) + b"data: [DONE]\n\n"
+                await send({"type": "http.response.body", "body": body})
+                return
+            await _send_json(send, 200, _text_completion(payload, answer))
+            return
         if scope["path"] != "/v1/chat/completions":
             await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
             return
@@ -155,7 +185,7 @@ class FakeUpstream:
         if payload.get("stream"):
             await self._stream(payload, answer, behaviour, receive, send)
         else:
-            await _send_json(send, 200, _completion(payload, answer))
+            await _send_json(send, 200, _completion(payload, answer, behaviour))
 
     async def _stream(self, payload, answer, behaviour: Behaviour, receive, send) -> None:
         pieces = behaviour.chunks if behaviour.chunks is not None else _words(answer)
@@ -178,6 +208,12 @@ class FakeUpstream:
         self.open_streams += 1
         try:
             model = payload.get("model", "fake")
+            if behaviour.tool_calls is not None:
+                pieces = []
+                for chunk in _tool_call_chunks(model, behaviour.tool_calls):
+                    await send(
+                        {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
+                    )
             for index, piece in enumerate(pieces):
                 if behaviour.drop_after is not None and index >= behaviour.drop_after:
                     raise ConnectionAbortedError("injected mid-stream drop")
@@ -187,7 +223,14 @@ class FakeUpstream:
                     "id": "chatcmpl-fake",
                     "object": "chat.completion.chunk",
                     "model": model,
-                    "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "delta": {"content": piece, **behaviour.message_extra},
+                            "finish_reason": None,
+                        }
+                    ],
+                    **behaviour.answer_extra,
                 }
                 await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
                 if behaviour.chunk_interval:
@@ -200,7 +243,15 @@ class FakeUpstream:
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "model": model,
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {},
+                        "finish_reason": "tool_calls"
+                        if behaviour.tool_calls is not None
+                        else behaviour.finish_reason,
+                    }
+                ],
             }
             usage = {
                 "id": "chatcmpl-fake",
@@ -216,7 +267,12 @@ class FakeUpstream:
             watcher.cancel()
 
 
-def _completion(payload: dict, answer: str) -> dict:
+def _completion(payload: dict, answer: str, behaviour: Behaviour) -> dict:
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    finish_reason = behaviour.finish_reason
+    if behaviour.tool_calls is not None:
+        message = {"role": "assistant", "content": None, "tool_calls": _tool_calls(behaviour)}
+        finish_reason = "tool_calls"
     return {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
@@ -224,11 +280,71 @@ def _completion(payload: dict, answer: str) -> dict:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": answer},
-                "finish_reason": "stop",
+                "message": {**message, **behaviour.message_extra},
+                "finish_reason": finish_reason,
             }
         ],
         "usage": _usage(payload, _words(answer)),
+        **behaviour.answer_extra,
+    }
+
+
+def _tool_calls(behaviour: Behaviour) -> list[dict]:
+    return [
+        {
+            "id": f"call_{index}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": call["arguments"]},
+        }
+        for index, call in enumerate(behaviour.tool_calls or ())
+    ]
+
+
+def _tool_call_chunks(model: str, calls: list[dict[str, str]]) -> list[dict]:
+    """vLLM's way: the role, then per call its id and name, then its arguments in pieces."""
+
+    def chunk(delta: dict) -> dict:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
+
+    chunks = [chunk({"role": "assistant", "content": None})]
+    for index, call in enumerate(calls):
+        head = {"index": index, "id": f"call_{index}", "type": "function"}
+        chunks.append(chunk({"tool_calls": [{**head, "function": {"name": call["name"]}}]}))
+        arguments = call["arguments"]
+        middle = len(arguments) // 2
+        for piece in (arguments[:middle], arguments[middle:]):
+            chunks.append(
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+            )
+    return chunks
+
+
+def _embeddings(payload: dict) -> dict:
+    inputs = payload.get("input")
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    return {
+        "object": "list",
+        "model": payload.get("model", "fake"),
+        "data": [
+            {"object": "embedding", "index": i, "embedding": [0.5, -0.25, float(len(str(x)))]}
+            for i, x in enumerate(inputs)
+        ],
+        "usage": {"prompt_tokens": len(inputs), "total_tokens": len(inputs)},
+    }
+
+
+def _text_completion(payload: dict, answer: str) -> dict:
+    return {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "model": payload.get("model", "fake"),
+        "choices": [{"index": 0, "text": answer, "finish_reason": "stop", "logprobs": None}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
 
 

@@ -264,13 +264,25 @@ class OpenAICompatibleBackend:
 
     async def create(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send a non-streaming chat completion and return the decoded answer."""
+        data = await self.post("/chat/completions", payload)
+        if not isinstance(data.get("choices"), list) or not data["choices"]:
+            raise UpstreamProtocolError(
+                f"The {self.spec.label} server's answer has no choices; is it OpenAI-compatible?"
+            )
+        return data
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """
+        POST `payload` to another OpenAI endpoint of the servers (`/embeddings`,
+        `/completions`), with the same retries, and return the decoded JSON object.
+        """
         body = orjson.dumps(payload)
 
         async def attempt(replica: Replica) -> httpx.Response:
             timing.begin("upstream_ttfb")
             with self._mapped_errors(replica):
                 response = await self.client.post(
-                    replica.url,
+                    endpoint_url(replica, path),
                     content=body,
                     headers=self._json_headers(replica),
                     timeout=self._timeout,
@@ -294,21 +306,21 @@ class OpenAICompatibleBackend:
             raise UpstreamProtocolError(
                 f"The {self.spec.label} server answered with something that is not JSON."
             ) from None
-        if (
-            not isinstance(data, dict)
-            or not isinstance(data.get("choices"), list)
-            or not data["choices"]
-        ):
+        if not isinstance(data, dict):
             raise UpstreamProtocolError(
-                f"The {self.spec.label} server's answer has no choices; is it OpenAI-compatible?"
+                f"The {self.spec.label} server's answer is not a JSON object; "
+                "is it OpenAI-compatible?"
             )
         return data
 
     @contextlib.asynccontextmanager
-    async def stream(self, payload: dict[str, Any]) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    async def stream(
+        self, payload: dict[str, Any], *, path: str = "/chat/completions"
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """
-        Open a streaming chat completion. The status is checked, and failures retried, before
-        anything is yielded; once chunks flow, a failure is final.
+        Open a streaming chat completion (or legacy completion, with `path`). The status is
+        checked, and failures retried, before anything is yielded; once chunks flow, a
+        failure is final.
         """
         body = orjson.dumps(payload)
         opened: dict[str, Any] = {}
@@ -317,7 +329,11 @@ class OpenAICompatibleBackend:
             headers = self._json_headers(replica)
             headers["Accept"] = "text/event-stream"
             request = self.client.build_request(
-                "POST", replica.url, content=body, headers=headers, timeout=self._timeout
+                "POST",
+                endpoint_url(replica, path),
+                content=body,
+                headers=headers,
+                timeout=self._timeout,
             )
             timing.begin("upstream_ttfb")
             with self._mapped_errors(replica):
@@ -558,6 +574,13 @@ def _error_kind(exc: UpstreamError) -> str:
     if isinstance(exc, UpstreamProtocolError):
         return "protocol"
     return "other"
+
+
+def endpoint_url(replica: Replica, path: str) -> httpx.URL:
+    """The replica's URL for another OpenAI endpoint: `/v1/chat/completions` -> `/v1<path>`."""
+    if path == "/chat/completions":
+        return replica.url
+    return replica.url.copy_with(path=replica.url.path.removesuffix("/chat/completions") + path)
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:

@@ -21,12 +21,16 @@ def seed_specs(
     text_raw, image_raw = models["text"], models["image"]
     text = None
     if _servers(text_raw):
-        text = _spec(text_raw, "TEXT_MODEL", backend="openai", capabilities={"chat"})
+        # A model server decides itself whether its model calls tools (vLLM, llama.cpp's server
+        # with --jinja, Ollama, OpenAI do); the embedded model does not.
+        text = _spec(text_raw, "TEXT_MODEL", backend="openai", capabilities={"chat", "tools"})
     elif embedded_enabled:
         text = _spec(text_raw, "TEXT_MODEL", backend="embedded", capabilities={"chat"})
     image = None
     if _servers(image_raw):
-        image = _spec(image_raw, "IMAGE_MODEL", backend="openai", capabilities={"chat", "vision"})
+        image = _spec(
+            image_raw, "IMAGE_MODEL", backend="openai", capabilities={"chat", "vision", "tools"}
+        )
     return text, image
 
 
