@@ -79,6 +79,9 @@ def rss_kib(pid: int) -> int:
 class Service:
     """A process pinned to a core, stopped at the end."""
 
+    key = API_KEY  # the gateway's client key (a database key with quotas, for llmapi)
+    database = ""  # the gateway's SQLite file
+
     def __init__(self, name: str, argv: list[str], *, core: str, port: int, env=None, log=None):
         self.name, self.port = name, port
         self.log = log or open(os.devnull, "wb")  # noqa: SIM115
@@ -280,7 +283,12 @@ async def memory_growth(target: Target) -> dict:
 # --- the peers --------------------------------------------------------------------------------
 
 
-def start_gateway(upstream: str, log) -> Service:
+def start_gateway(upstream: str, log, workdir: Path) -> Service:
+    """
+    One gateway worker as a team would run it: a database key with quotas on every request
+    (limits far above the load, so none refuses), the usage ledger writing a row per request,
+    and Prometheus metrics recorded.
+    """
     port = free_port()
     env = {
         "ENV_FILE": "/dev/null",
@@ -289,9 +297,81 @@ def start_gateway(upstream: str, log) -> Service:
         "TEXT_MODEL__MODEL_NAME": MODEL,
         "TEXT_MODEL__MAX_CONCURRENCY": "2000",
         "LOG_LEVEL": "WARNING",
+        "DATABASE__SQLITE_PATH": str(workdir / f"llmapi-{port}.sqlite3"),
+        "METRICS__TOKEN": "bench-metrics",
+        "SERVER__PID_FILE": str(workdir / f"llmapi-{port}.pid"),
     }
+    full_env = {**os.environ, **env}
+    subprocess.run(
+        [
+            PYTHON,
+            "-c",
+            "import django; django.setup(); "
+            "from accounts.database import ensure_database; ensure_database()",
+        ],
+        cwd=ROOT,
+        env={**full_env, "DJANGO_SETTINGS_MODULE": "llmapi.settings"},
+        check=True,
+    )
+    huge = "1000000000"
+    created = subprocess.run(
+        [
+            PYTHON,
+            "manage.py",
+            "create_api_key",
+            "--team",
+            "bench",
+            "--name",
+            "bench",
+            "--requests-per-minute",
+            huge,
+            "--tokens-per-minute",
+            huge,
+            "--concurrent-requests",
+            "100000",
+            "--tokens-per-day",
+            huge,
+            "--tokens-per-month",
+            huge,
+        ],
+        cwd=ROOT,
+        env=full_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     argv = [PYTHON, "manage.py", "serve", "--port", str(port), "--workers", "1"]
-    return Service("llmapi", argv, core=GATEWAY_CORE, port=port, env=env, log=log)
+    service = Service("llmapi", argv, core=GATEWAY_CORE, port=port, env=env, log=log)
+    service.key = created.stdout.strip()
+    service.database = env["DATABASE__SQLITE_PATH"]
+    return service
+
+
+def gateway_requests_answered(service: Service) -> int:
+    """Requests the gateway answered, from its own Prometheus counter."""
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{service.port}/metrics",
+        headers={"Authorization": "Bearer bench-metrics"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (loopback)
+        text = response.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("llmapi_requests_total{")
+        )
+    )
+
+
+def ledger_rows(service: Service) -> int:
+    """Usage-ledger rows written by a gateway that has shut down (SIGTERM flushes its queue)."""
+    import sqlite3
+
+    with sqlite3.connect(service.database) as db:
+        return db.execute("SELECT COUNT(*) FROM usage_usagerecord").fetchone()[0]
 
 
 def start_litellm(litellm: Path, upstream: str, workdir: Path, log) -> Service:
@@ -333,7 +413,7 @@ def gateway_target(service: Service, *, openai_route: bool = False) -> Target:
             "llmapi /v1",
             f"{base}/v1/chat/completions",
             {"model": MODEL, **QUESTION},
-            {"Authorization": f"Bearer {API_KEY}"},
+            {"Authorization": f"Bearer {service.key}"},
             f"{base}/v1/chat/completions",
             {"model": MODEL, "stream": True, **QUESTION},
             service.pid,
@@ -342,7 +422,7 @@ def gateway_target(service: Service, *, openai_route: bool = False) -> Target:
         "llmapi",
         f"{base}/text_model/chat/completion",
         QUESTION,
-        {"X-API-Key": API_KEY},
+        {"X-API-Key": service.key},
         f"{base}/text_model/chat/stream",
         QUESTION,
         service.pid,
@@ -463,7 +543,7 @@ def main() -> None:
             if name == "direct":
                 target = direct
             elif name.startswith("llmapi"):
-                service = start_gateway(nginx_url, log)
+                service = start_gateway(nginx_url, log, workdir)
                 target = gateway_target(service, openai_route=name.endswith("/v1"))
             else:
                 try:
@@ -481,12 +561,15 @@ def main() -> None:
             if service is not None and name == "llmapi":
                 row["memory"] = asyncio.run(memory_growth(target))
             if service is not None:
+                answered = gateway_requests_answered(service) if name.startswith("llmapi") else None
                 service.stop()
+                if answered is not None:
+                    row["ledger"] = {"answered": answered, "rows": ledger_rows(service)}
             # Streaming phases: the same peer in front of the streaming model server.
             if name == "direct":
                 stream_target = direct
             elif name.startswith("llmapi"):
-                service = start_gateway(stream_url, log)
+                service = start_gateway(stream_url, log, workdir)
                 stream_target = gateway_target(service, openai_route=name.endswith("/v1"))
             else:
                 service = start_litellm(litellm, stream_url, workdir, log)
@@ -583,6 +666,15 @@ def evaluate(peers: dict) -> list[dict]:
                     "goal": "RSS after 10k within 10% of after 1k",
                     "value": f"{growth:+.1f}%",
                     "met": growth <= 10,
+                }
+            )
+        if ours.get("ledger"):
+            ledger = ours["ledger"]
+            goals.append(
+                {
+                    "goal": "usage-ledger rows = requests answered (keys, quotas, ledger on)",
+                    "value": f"{ledger['rows']} rows / {ledger['answered']} requests",
+                    "met": ledger["rows"] >= ledger["answered"],
                 }
             )
     return goals
