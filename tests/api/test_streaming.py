@@ -15,7 +15,7 @@ from api.streaming import (
 )
 from inference.exceptions import UpstreamUnavailable
 from inference.services import StreamEnd, TextDelta
-from openai_compat.presenters import openai_chunk_frames
+from openai_compat.presenters import openai_passthrough_frames
 
 
 async def events_then(failure: BaseException | None):
@@ -30,7 +30,7 @@ async def collect(frames) -> list[bytes]:
 
 
 def openai_frames(events):
-    return openai_chunk_frames(
+    return openai_passthrough_frames(
         events, model="m", completion_id="chatcmpl-1", created=0, include_usage=False
     )
 
