@@ -21,11 +21,25 @@ checks the grammar text.
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 from typing import Any
 
+from llama_cpp import _utils as llama_cpp_utils
 from llama_cpp import llama_grammar
+
+
+def _close_llama_cpp_null_files() -> None:
+    """
+    llama-cpp-python opens two /dev/null files when it is imported and never closes them;
+    Python then reports them as unclosed (ResourceWarning) when the process exits.
+    """
+    for handle in (llama_cpp_utils.outnull_file, llama_cpp_utils.errnull_file):
+        handle.close()
+
+
+atexit.register(_close_llama_cpp_null_files)
 
 # Any JSON object, for `{"type": "json_object"}`. llama-cpp-python's JSON_GBNF, with whitespace
 # cut to at most one space, so a small model cannot spend its whole budget on newlines.
