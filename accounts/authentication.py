@@ -97,7 +97,15 @@ def resolve_key(candidate: str) -> Principal | None:
         return bootstrap_principal(index)
     if not is_database_key(candidate):
         return None
-    cached = selectors.cached_principal(candidate)
+    return _cached_or_loaded(candidate, lambda: selectors.load_principal(candidate))
+
+
+def _cached_or_loaded(cache_key: str, load) -> Principal | None:
+    """
+    The principal cached under `cache_key`, or `load()` from the database: only off the event
+    loop (prepare_authentication does it there), with database failures as a 503.
+    """
+    cached = selectors.cached_principal(cache_key)
     if cached is not selectors.NOT_CACHED:
         return cached
     if _on_event_loop():
@@ -106,7 +114,7 @@ def resolve_key(candidate: str) -> Principal | None:
             "authentication runs on the event loop"
         )
     try:
-        return selectors.load_principal(candidate)
+        return load()
     except DatabaseError as exc:
         logger.error("Key lookup failed: %s", exc)
         raise KeyStoreUnavailable() from None
@@ -149,19 +157,9 @@ def session_principal(request) -> Principal | None:
     prepared = getattr(request, PREPARED_ATTRIBUTE, None)
     if prepared is not None and prepared[0] == selectors.session_candidate(prefix):
         return prepared[1]
-    cached = selectors.cached_principal(selectors.session_candidate(prefix))
-    if cached is not selectors.NOT_CACHED:
-        return cached
-    if _on_event_loop():
-        raise KeyCacheNotPrepared(
-            "await accounts.authentication.prepare_authentication(request) before DRF's "
-            "authentication runs on the event loop"
-        )
-    try:
-        return selectors.load_session_principal(prefix)
-    except DatabaseError as exc:
-        logger.error("Key lookup failed: %s", exc)
-        raise KeyStoreUnavailable() from None
+    return _cached_or_loaded(
+        selectors.session_candidate(prefix), lambda: selectors.load_session_principal(prefix)
+    )
 
 
 def presented_key(request) -> str:
