@@ -11,6 +11,7 @@ from http import HTTPStatus
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import API_KEY
 
@@ -29,6 +30,12 @@ WEATHER_TOOL = {
         "parameters": WEATHER_PARAMETERS,
     },
 }
+
+
+class Weather(BaseModel):
+    city: str
+
+
 PARIS_CALL = [{"name": "get_weather", "arguments": '{"city": "Paris"}'}]
 
 
@@ -367,10 +374,6 @@ def test_denied_fields_are_refused(gateways, upstream):
 
 def test_langchain_bind_tools_and_structured_output(gateway, upstream):
     from langchain_openai import ChatOpenAI
-    from pydantic import BaseModel
-
-    class Weather(BaseModel):
-        city: str
 
     http = httpx.Client()  # closed at the end, unlike the one ChatOpenAI would cache
     model = ChatOpenAI(
@@ -396,13 +399,9 @@ def test_langchain_bind_tools_and_structured_output(gateway, upstream):
 
 
 def test_pydantic_ai_default_output(gateway, upstream):
-    from pydantic import BaseModel
     from pydantic_ai import Agent
     from pydantic_ai.models.openai import OpenAIChatModel
     from pydantic_ai.providers.openai import OpenAIProvider
-
-    class Weather(BaseModel):
-        city: str
 
     async def run() -> Weather:
         async with openai.AsyncOpenAI(
@@ -457,3 +456,57 @@ def test_sdk_streamed_strict_tool_arguments_are_checked(sdk, upstream):
         )
     )
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+# --- instructor -------------------------------------------------------------------------------
+
+
+def test_instructor_default_mode_is_a_forced_tool_call(sdk, upstream):
+    import instructor
+
+    client = instructor.from_openai(sdk)  # Mode.TOOLS, instructor's default
+    upstream.behave(tool_calls=[{"name": "Weather", "arguments": '{"city": "Paris"}'}])
+    answer = client.chat.completions.create(
+        model="fake-llm", response_model=Weather, messages=QUESTION, max_retries=0
+    )
+    assert answer.model_dump() == {"city": "Paris"}
+    sent = upstream.last_request.body
+    assert sent["tools"][0]["function"]["name"] == "Weather"
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": "Weather"}}
+
+
+def test_instructor_reasks_after_a_validation_error(sdk, upstream):
+    import instructor
+
+    client = instructor.from_openai(sdk, mode=instructor.Mode.JSON)
+    # The first answer is valid JSON but not a Weather; instructor asks again with the error.
+    upstream.behave(contents=['{"town": "Paris"}', '{"city": "Paris"}'])
+    answer = client.chat.completions.create(
+        model="fake-llm", response_model=Weather, messages=QUESTION, max_retries=1
+    )
+    assert answer.model_dump() == {"city": "Paris"}
+    assert len(upstream.requests) == 2
+    assert upstream.requests[0].body["response_format"] == {"type": "json_object"}
+    retry_messages = json.dumps(upstream.requests[1].body["messages"])
+    assert "city" in retry_messages and "Field required" in retry_messages
+
+
+def test_instructor_streams_partial_objects_from_tool_call_deltas(gateway, upstream):
+    import instructor
+
+    upstream.behave(tool_calls=[{"name": "Weather", "arguments": '{"city": "Paris"}'}])
+
+    async def run() -> list:
+        async with openai.AsyncOpenAI(
+            base_url=f"{gateway.url}/v1", api_key=API_KEY, max_retries=0
+        ) as sdk_client:
+            client = instructor.from_openai(sdk_client)
+            stream = client.chat.completions.create_partial(
+                model="fake-llm", response_model=Weather, messages=QUESTION, max_retries=0
+            )
+            return [partial async for partial in stream]
+
+    partials = asyncio.run(run())
+    assert upstream.last_request.body["stream"] is True
+    assert partials[-1].city == "Paris"
+    assert len(partials) >= 2  # the arguments arrived in pieces
