@@ -12,13 +12,14 @@ straight through.
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
-from django.db import connections
+
+from server.database import release_stale_connections
 
 # The admin's pages load nothing from another origin (the usage charts are inline SVG).
 ADMIN_CSP = (
@@ -48,7 +49,7 @@ class AdminSessionMiddleware:
             try:
                 response = await self.admin_chain(request)
             finally:
-                await _release_connections()
+                await release_stale_connections()
             response.setdefault("Content-Security-Policy", ADMIN_CSP)
             return response
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
@@ -57,19 +58,5 @@ class AdminSessionMiddleware:
             try:
                 request.user = await aget_user(request)
             finally:
-                await _release_connections()
+                await release_stale_connections()
         return await self.get_response(request)
-
-
-@sync_to_async
-def _release_connections() -> None:
-    """
-    Django closes stale connections when a request ends, in the thread that sends the signal;
-    the gateway sends it on the event loop, while the admin's queries ran in the sync thread.
-    Closing (or, with PostgreSQL's pool, returning) them here keeps a broken or expired
-    connection from outliving a request there. (Not inside a transaction: the test client
-    runs requests in the test's own.)
-    """
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()

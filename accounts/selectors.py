@@ -14,13 +14,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
 
 from accounts.keys import secret_matches, split_key
 from accounts.principals import Principal
 from limits.quotas import QuotaSubject
+from server.database import in_database_thread
 
 if TYPE_CHECKING:
     from accounts.models import ApiKey
@@ -101,14 +100,7 @@ async def alookup_session_principal(prefix: str) -> Principal | None:
     cached = cached_principal(session_candidate(prefix))
     if cached is not NOT_CACHED:
         return cached
-    return await sync_to_async(_load_session_and_close, thread_sensitive=False)(prefix)
-
-
-def _load_session_and_close(prefix: str) -> Principal | None:
-    try:
-        return load_session_principal(prefix)
-    finally:
-        connection.close()
+    return await _load_session_in_thread(prefix)
 
 
 def _api_keys():
@@ -144,16 +136,7 @@ async def alookup_principal(candidate: str) -> Principal | None:
     cached = cached_principal(candidate)
     if cached is not NOT_CACHED:
         return cached
-    # Not the shared sync thread (where the admin's views run): a slow admin page must not
-    # hold up a key lookup. The thread's connection goes back (to the pool) right after.
-    return await sync_to_async(_load_and_close, thread_sensitive=False)(candidate)
-
-
-def _load_and_close(candidate: str) -> Principal | None:
-    try:
-        return load_principal(candidate)
-    finally:
-        connection.close()
+    return await _load_in_thread(candidate)
 
 
 def forget_key(prefix: str) -> None:
@@ -172,3 +155,7 @@ def take_last_used() -> dict[int, float]:
     global _last_used
     taken, _last_used = _last_used, {}
     return taken
+
+
+_load_in_thread = in_database_thread(load_principal)
+_load_session_in_thread = in_database_thread(load_session_principal)

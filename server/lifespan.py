@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from inference.backends.openai_http import close_http_clients
+from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
 from limits import lifespan as shared_limits
 from observability import metrics
@@ -31,7 +31,7 @@ async def on_shutdown() -> None:
     # graceful timeout passed): their ledger rows are queued, and written here.
     await ledger.flush_and_stop()
     await shared_limits.stop()
-    await close_http_clients()
+    await close_transports()
 
 
 class LifespanMiddleware:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from asgiref.sync import sync_to_async
-
 from accounts.principals import Principal
 from limits.quotas import get_quota_store
+from server.database import in_database_thread
 from usage.selectors import key_totals
 
 
@@ -21,7 +20,7 @@ async def usage_summary(principal: Principal, *, now: dt.datetime | None = None)
     quotas = await get_quota_store().snapshot(principal.quota, now=now.timestamp())
     usage = None
     if principal.kind == "key":
-        usage = await sync_to_async(_ledger_usage)(principal.prefix, now)
+        usage = await _ledger_usage_in_thread(principal.prefix, now)
     return {
         "key": {
             "kind": principal.kind,
@@ -47,3 +46,6 @@ def _ledger_usage(prefix: str, now: dt.datetime) -> dict:
         "today": key_totals(key_prefix=prefix, since=today),
         "this_month": key_totals(key_prefix=prefix, since=month),
     }
+
+
+_ledger_usage_in_thread = in_database_thread(_ledger_usage)

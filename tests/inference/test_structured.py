@@ -63,7 +63,7 @@ def test_schema_dialect_follows_dollar_schema():
     assert structured.check_output('{"a": 1}', fmt).valid
 
 
-def scripted_backend(answers: list[str], seen: list[dict], status_for=None):
+def scripted_transport(answers: list[str], seen: list[dict], status_for=None):
     def handler(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         seen.append(body)
@@ -78,7 +78,7 @@ def scripted_backend(answers: list[str], seen: list[dict], status_for=None):
             },
         )
 
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return httpx.MockTransport(handler)
 
 
 @pytest.fixture
@@ -88,9 +88,9 @@ def model(monkeypatch):
 
     def use(answers, status_for=None, **changes):
         seen: list[dict] = []
-        client = scripted_backend(answers, seen, status_for)
+        transport = scripted_transport(answers, seen, status_for)
         monkeypatch.setattr(
-            services, "get_backend", lambda s: OpenAICompatibleBackend(s, client=client)
+            services, "get_backend", lambda s: OpenAICompatibleBackend(s, transport=transport)
         )
         holder["spec"] = replace(spec, **changes)
         return holder["spec"], seen

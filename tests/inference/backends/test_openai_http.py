@@ -34,8 +34,7 @@ COMPLETION = {
 
 def backend_with(handler, **spec_changes) -> OpenAICompatibleBackend:
     spec = text_spec(**spec_changes)
-    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return OpenAICompatibleBackend(spec, client=client)
+    return OpenAICompatibleBackend(spec, transport=httpx.MockTransport(handler))
 
 
 def sse_body(*chunks: dict, done: bool = True) -> bytes:
@@ -265,9 +264,7 @@ async def test_credentials_in_base_url_are_sent_as_basic_auth_not_in_the_url():
         return httpx.Response(200, json=COMPLETION)
 
     spec = text_spec(servers=("http://bob:hunter2@model:8000",), api_key="")
-    backend = OpenAICompatibleBackend(
-        spec, client=httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    )
+    backend = OpenAICompatibleBackend(spec, transport=httpx.MockTransport(handler))
     await backend.create({"model": "m", "messages": []})
     assert seen["url"] == "http://model:8000/v1/chat/completions"
     assert seen["auth"] == "Basic " + base64.b64encode(b"bob:hunter2").decode()
