@@ -24,9 +24,7 @@ def negotiated(view_class, *, accept: str | None, query: str = "", format_kwarg=
     view.format_kwarg = format_kwarg
     request = Request(django_request)
     renderer, media_type = view.perform_content_negotiation(request)
-    full = DefaultContentNegotiation().select_renderer(
-        request, view.get_renderers(), format_kwarg
-    )
+    full = DefaultContentNegotiation().select_renderer(request, view.get_renderers(), format_kwarg)
     return (type(renderer), media_type), (type(full[0]), full[1])
 
 
