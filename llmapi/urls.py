@@ -5,14 +5,20 @@ from django.urls import include, path
 
 from openai_compat.urls import not_found_patterns
 
-urlpatterns = [
-    path("", include("completions.urls")),  # the seed API: /text_model/*, /image_model/*
-    path("", include("openai_compat.urls")),  # /v1/*
+# Under a prefix, a path outside it is passed over at once, instead of being tried (and
+# listed for the 404 page) against every pattern inside.
+v1_patterns = [
+    path("", include("openai_compat.urls")),  # /v1/chat/completions, /v1/models, ...
     path("", include("usage.urls")),  # /v1/me
+    path("", include(not_found_patterns)),  # any other /v1 path: OpenAI's 404
+]
+
+urlpatterns = [
+    path("v1/", include(v1_patterns)),
+    path("", include("completions.urls")),  # the seed API: /text_model/*, /image_model/*
     path("", include("health.urls")),  # /healthz, /readyz
     path("", include("observability.urls")),  # /metrics
     path("", include("accounts.urls")),  # the browsable API's key login
     path("admin/", admin.site.urls),  # teams, keys, usage
     path("", include("playground.urls")),  # /playground, /docs, /redoc
-    path("", include(not_found_patterns)),  # any other /v1 path: OpenAI's 404
 ]

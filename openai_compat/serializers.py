@@ -10,6 +10,7 @@ from api.serializers import (
     MAX_IMAGE_BYTES,
     MAX_MESSAGES,
     ResponseFormatField,
+    SharedFieldsMixin,
     check_total_chars,
     validate_response_format,
 )
@@ -89,7 +90,7 @@ GATEWAY_FIELDS = ("model", "messages", "stream", "stream_options", "response_for
 
 # COMPONENT_SPLIT_REQUEST adds "Request": the schema names this `OpenAIChatRequest`.
 @extend_schema_serializer(component_name="OpenAIChat")
-class OpenAIChatRequestSerializer(serializers.Serializer):
+class OpenAIChatRequestSerializer(SharedFieldsMixin, serializers.Serializer):
     """
     The fields of an OpenAI chat completions body that the gateway itself must understand.
 
@@ -231,7 +232,7 @@ def _image_url(image_url) -> str | None:
 
 
 @extend_schema_serializer(component_name="OpenAIEmbeddings")
-class OpenAIEmbeddingsRequestSerializer(serializers.Serializer):
+class OpenAIEmbeddingsRequestSerializer(SharedFieldsMixin, serializers.Serializer):
     """What the gateway reads of an embeddings body; the rest is forwarded as sent."""
 
     model = serializers.CharField(help_text="A model with the `embeddings` capability.")
@@ -239,7 +240,7 @@ class OpenAIEmbeddingsRequestSerializer(serializers.Serializer):
 
 
 @extend_schema_serializer(component_name="OpenAICompletions")
-class OpenAICompletionsRequestSerializer(serializers.Serializer):
+class OpenAICompletionsRequestSerializer(SharedFieldsMixin, serializers.Serializer):
     """What the gateway reads of a legacy completions body; the rest is forwarded as sent."""
 
     model = serializers.CharField(help_text="A model name from GET /v1/models.")

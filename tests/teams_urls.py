@@ -21,5 +21,5 @@ class WhoAmI(APIView):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("whoami", WhoAmI.as_view()),
-    path("", include("usage.urls")),
+    path("v1/", include("usage.urls")),
 ]
