@@ -25,6 +25,7 @@ from api.exceptions import status_of
 from inference import services
 from inference.catalog import ModelSpec
 from inference.exceptions import InferenceError, ModelNotFound, quote
+from limits import admission
 from limits.exceptions import LimitsUnavailable
 from limits.quotas import QuotaExceeded, Reservation, estimate_request_tokens, get_quota_store
 from server.middleware import request_id_var
@@ -86,13 +87,28 @@ class _Account:
         self.started = time.monotonic()
         self.request_id = request_id_var.get()
         self.reservation: Reservation | None = None
+        self._pending: Awaitable[Reservation] | None = None
 
     async def reserve(self, spec: ModelSpec, messages: list[dict[str, Any]], params: dict) -> None:
+        """
+        Reserve the quota: at once in-process; with shared limits, started here and sent
+        with the model slot's acquisition (`limits.admission`), and known after `reserved`.
+        """
         max_tokens = params.get("max_tokens") or spec.defaults.get("max_tokens") or 0
         tokens = estimate_request_tokens(
             max_tokens=int(max_tokens), prompt_chars=_prompt_chars(messages), messages=len(messages)
         )
-        self.reservation = await get_quota_store().reserve(self.principal.quota, tokens=tokens)
+        store, subject = get_quota_store(), self.principal.quota
+        if getattr(store, "shared", False) and not subject.unlimited:
+            self._pending = admission.start(store.reserve(subject, tokens=tokens))
+        else:
+            self.reservation = await store.reserve(subject, tokens=tokens)
+
+    async def reserved(self) -> None:
+        """Wait for a reservation started by `reserve`: raises a refusal (429) or an outage."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.reservation = await admission.result(pending)  # type: ignore[arg-type]
 
     @property
     def headers(self) -> dict[str, str]:
@@ -203,7 +219,10 @@ async def accounted(
     account = _Account(request, endpoint=endpoint, spec=spec)
     try:
         await account.reserve(spec, messages, params)
-        answer = await call()
+        try:
+            answer = await call()
+        finally:
+            await account.reserved()  # a refused quota is the answer, whatever the call did
     except BaseException as exc:
         await account.close(status=_status(exc) if isinstance(exc, Exception) else 499)
         raise

@@ -39,6 +39,7 @@ from inference.exceptions import (
 )
 from inference.images import prepare_uploads
 from inference.registry import get_registry
+from limits import admission
 from limits.slots import SlotTimeout
 from observability import metrics, timing
 
@@ -176,6 +177,8 @@ async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
                 retry_after=max(1, math.ceil(spec.queue_timeout)),
             ) from None
         metrics.record_queue_wait(spec.name, time.perf_counter() - started)
+        # The caller's quota, sent with the slot's acquisition: refused, the slot goes back.
+        await admission.confirm()
         with metrics.in_flight(spec.name):
             yield
 

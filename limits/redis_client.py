@@ -19,6 +19,7 @@ the previous line, and recovery is logged once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import weakref
@@ -31,8 +32,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from limits.exceptions import LimitsUnavailable
 
@@ -101,13 +101,28 @@ def unavailable() -> LimitsUnavailable | None:
 # --- one client per event loop -------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _Call:
+    """A script call waiting for the next pipeline."""
+
+    what: str
+    source: str
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any]
+
+
 @dataclass
 class _LoopClient:
     config: RedisConfig
     client: redis.Redis
-    scripts: dict[str, AsyncScript]  # Lua source -> script registered with this client
     retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
+    queued: list[_Call] = field(default_factory=list)  # script calls for the next pipeline
+    later: list[_Call] = field(default_factory=list)  # calls whose replies nobody waits for
+    later_timer: asyncio.TimerHandle | None = None
+    sending: set[asyncio.Task[Any]] = field(default_factory=set)  # pipelines on their way
+    loaded: set[str] = field(default_factory=set)  # scripts Redis is known to have
 
 
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
@@ -138,10 +153,11 @@ def _loop_client() -> _LoopClient:
     cfg = config()
     entry = _clients.get(loop)
     if entry is None:
-        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), {})
+        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg))
     elif entry.config != cfg:  # settings replaced (tests): a new pool, the old one closed later
         entry.retired.append(entry.client)
-        entry.config, entry.client, entry.scripts = cfg, _new_client(cfg), {}
+        entry.config, entry.client = cfg, _new_client(cfg)
+        entry.loaded.clear()
     return entry
 
 
@@ -170,6 +186,8 @@ async def close() -> None:
     entry = _clients.get(asyncio.get_running_loop())
     if entry is None:
         return
+    # Releases and settlements sent after their answers went out are delivered first.
+    await flush()
     while entry.tasks:
         tasks = list(entry.tasks)
         for task in tasks:
@@ -268,18 +286,142 @@ def stopping() -> bool:
 
 async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> Any:
     """
-    Run a Lua script (EVALSHA; loaded again by redis-py after a Redis restart) under the
-    failure rules of `call`.
+    Run a Lua script under the failure rules of `call`, and return its reply.
+
+    Calls are not sent one by one: every call made while the event loop runs one round of
+    ready work goes out in the next pipeline (`EVALSHA`s, one write and one read), so a
+    request's start (its quota and its model slot) or end costs one round trip, and under
+    load many requests share one. A script unknown to Redis (after a restart) is loaded and
+    run again in a second round trip.
     """
+    if _health.paused():
+        raise RedisUnreachable(what)
+    return await _queue(what, source, keys, args)
 
-    def operation(r: redis.Redis) -> Awaitable[Any]:
-        scripts = _loop_client().scripts
-        script = scripts.get(source)
-        if script is None:
-            script = scripts[source] = r.register_script(source)
-        return script(keys=keys, args=args)
 
-    return await call(what, operation)
+# How long a call nobody waits for may wait for a pipeline to ride along with.
+LATER_SECONDS = 0.005
+
+
+def run_script_later(what: str, source: str, keys: list[str], args: list[Any]) -> None:
+    """
+    `run_script` without waiting for the reply: for work after an answer went out (a slot's
+    release, a quota's settlement), so that its round trip is not the client's. It rides
+    along with the next pipeline (the next request's), or goes on its own within
+    LATER_SECONDS. A failure is logged by the failure rules and otherwise dropped (leases and
+    windows expire by themselves). `close` delivers what is still queued.
+    """
+    if _health.paused():
+        return
+    loop = asyncio.get_running_loop()
+    entry = _loop_client()
+    future = loop.create_future()
+    future.add_done_callback(_drop_outcome)
+    entry.later.append(_Call(what, source, keys, args, future))
+    if entry.later_timer is None:
+        entry.later_timer = loop.call_later(LATER_SECONDS, _send_queued, entry)
+
+
+def _drop_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # retrieved: no "exception was never retrieved" warning
+
+
+def _queue(what: str, source: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
+    loop = asyncio.get_running_loop()
+    entry = _loop_client()
+    future = loop.create_future()
+    if not entry.queued:
+        loop.call_soon(_send_queued, entry)
+    entry.queued.append(_Call(what, source, keys, args, future))
+    return future
+
+
+def _send_queued(entry: _LoopClient) -> None:
+    # Calls nobody waits for were made first: they go first.
+    calls, entry.later, entry.queued = entry.later + entry.queued, [], []
+    if entry.later_timer is not None:
+        entry.later_timer.cancel()
+        entry.later_timer = None
+    if calls:
+        task = asyncio.get_running_loop().create_task(_send(entry, calls), name="redis-pipeline")
+        entry.sending.add(task)
+        task.add_done_callback(entry.sending.discard)
+
+
+async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
+    what = calls[0].what if len(calls) == 1 else f"{len(calls)} calls ({calls[0].what}, ...)"
+    try:
+        replies = await call(what, lambda r: _pipeline(r, calls, entry.loaded))
+    except (RedisUnreachable, asyncio.CancelledError) as exc:
+        for each in calls:
+            if not each.future.done():
+                each.future.set_exception(
+                    RedisUnreachable(each.what)
+                    if isinstance(exc, RedisUnreachable)
+                    else asyncio.CancelledError()
+                )
+        return
+    for each, reply in zip(calls, replies, strict=True):
+        if each.future.done():  # its caller went away
+            continue
+        if isinstance(reply, Exception):
+            _health.failed(reply, each.what, config())
+            each.future.set_exception(RedisUnreachable(each.what))
+        else:
+            each.future.set_result(reply)
+
+
+async def _pipeline(r: redis.Redis, calls: list[_Call], loaded: set[str]) -> list[Any]:
+    """
+    One round trip for all `calls`, in order. A script's first use loads it in the same
+    pipeline, ahead of the calls. If Redis lost scripts it was known to have (a restart),
+    those calls are run again after loading them: a second round trip, and in that one case
+    they run after the calls that followed them in the pipeline.
+    """
+    pipe = r.pipeline(transaction=False)
+    new = {each.source for each in calls if _sha(each.source) not in loaded}
+    for source in new:
+        pipe.script_load(source)
+    for each in calls:
+        pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
+    replies = (await pipe.execute(raise_on_error=False))[len(new) :]
+    loaded.update(_sha(source) for source in new)
+    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    if missing:
+        loaded.clear()
+        again = {calls[i].source for i in missing}
+        pipe = r.pipeline(transaction=False)
+        for source in again:
+            pipe.script_load(source)
+        for i in missing:
+            each = calls[i]
+            pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
+        retried = (await pipe.execute(raise_on_error=False))[len(again) :]
+        loaded.update(_sha(source) for source in again)
+        for i, reply in zip(missing, retried, strict=True):
+            replies[i] = reply
+    return replies
+
+
+_shas: dict[str, str] = {}
+
+
+def _sha(source: str) -> str:
+    sha = _shas.get(source)
+    if sha is None:
+        sha = _shas[source] = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 (Redis's)
+    return sha
+
+
+async def flush() -> None:
+    """Send what is queued and wait for the pipelines on their way (at shutdown)."""
+    entry = _clients.get(asyncio.get_running_loop())
+    if entry is None:
+        return
+    _send_queued(entry)
+    if entry.sending:
+        await asyncio.wait(list(entry.sending))
 
 
 async def redis_status() -> dict[str, Any]:

@@ -207,8 +207,9 @@ async def reserve(counters: Sequence[Counter]) -> Reservation:
 async def settle(reservation: Reservation, actual: Sequence[int]) -> None:
     """
     Correct an admitted reservation with the real amount per counter (same order as the
-    counters): the difference from what was reserved is added (or given back). Best effort:
-    when Redis is unreachable the estimate stands.
+    counters): the difference from what was reserved is added (or given back). Sent after the
+    answer, without waiting for Redis (`redis_client.run_script_later`); best effort: when
+    Redis is unreachable the estimate stands.
     """
     if not reservation.admitted or not reservation.counted or not reservation.counters:
         return
@@ -224,7 +225,4 @@ async def settle(reservation: Reservation, actual: Sequence[int]) -> None:
             args += [bucket, amount - counter.amount, counter.bucket_ms, counter.buckets]
     if not keys:
         return
-    try:
-        await redis_client.run_script("counters settle", _SETTLE, keys, args)
-    except RedisUnreachable:
-        pass  # logged by redis_client
+    redis_client.run_script_later("counters settle", _SETTLE, keys, args)

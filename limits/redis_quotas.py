@@ -96,6 +96,9 @@ def _rate(counted, described, now: float):
 class RedisQuotaStore:
     """Quotas shared through Redis. See the module docstring."""
 
+    # Reservations go out with the request's model slot (limits.admission).
+    shared = True
+
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
     ) -> Reservation:

@@ -232,7 +232,7 @@ class RedisSlots:
             yield
         finally:
             state.held.pop(token, None)
-            await self._release(state, token)
+            self._release_later(token)  # after the answer, off the client's time
 
     # --- Redis -----------------------------------------------------------------------------
 
@@ -263,7 +263,11 @@ class RedisSlots:
             redis_client.key(WAKE_CHANNEL),
             1 if queue_timeout > 0 else 0,
         ]
-        reply = await self._run("slot acquire", _ACQUIRE, keys, args)
+        try:
+            reply = await self._run("slot acquire", _ACQUIRE, keys, args)
+        except asyncio.CancelledError:
+            self._release_later(token)  # the script may have run: give back what it took
+            raise
         if reply[0] == 1:
             return
         if queue_timeout <= 0:
@@ -291,16 +295,17 @@ class RedisSlots:
         except BaseException:
             # Gave up (timeout, cancelled, Redis error): leave the line without delaying the
             # caller; if this fails, the waiter's heartbeat expires within WAITER_TTL_MS.
-            redis_client.spawn(self._release(state, token), name=f"slots-leave-{self.name}")
+            self._release_later(token)
             raise
         finally:
             _waiting.pop(token, None)
 
-    async def _release(self, state: _LoopState, token: str) -> None:
+    def _release_later(self, token: str) -> None:
+        """Free the token's slot or its place in line; if Redis is unreachable, the lease or
+        the waiter's heartbeat expires by itself."""
         keys = self._keys("holders", "queue", "waiters")
         args = [token, self.capacity, redis_client.key(WAKE_CHANNEL)]
-        with contextlib.suppress(RedisUnreachable):  # the lease expires by itself
-            await self._run("slot release", _RELEASE, keys, args)
+        redis_client.run_script_later("slot release", _RELEASE, keys, args)
 
     def _ensure_renewer(self, state: _LoopState) -> None:
         if state.renewer is None or state.renewer.done():

@@ -81,6 +81,9 @@ class _View:
 
 
 _view = _View({}, {})
+# Local changes so far: a refresh whose reply comes back after one is not applied (its view
+# predates the change; the next refresh brings the shared view with it).
+_changes = 0
 _refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
     weakref.WeakKeyDictionary()
 )
@@ -115,6 +118,7 @@ async def failed(
             ejected = bool(ejected_flag)
         except RedisUnreachable:
             pass  # counted locally meanwhile
+    _note_change()
     _view.failures[replica] = count
     if ejected:
         _view.ejected_until[replica] = time.monotonic() + eject_seconds
@@ -126,6 +130,7 @@ async def succeeded(model: str, replica_location: str) -> None:
     replica = (model, replica_location)
     if replica not in _view.failures and replica not in _view.ejected_until:
         return  # nothing to clear, as far as the last refresh knows: no round trip
+    _note_change()
     _view.failures.pop(replica, None)
     _view.ejected_until.pop(replica, None)
     if redis_client.enabled():
@@ -138,7 +143,10 @@ async def refresh() -> None:
     """Replace the local view with the shared one (one round trip)."""
     if not redis_client.enabled():
         return
+    changes = _changes
     failures, ejected = await redis_client.run_script("replica health", _VIEW, _keys(), [])
+    if _changes != changes:
+        return
     now = time.monotonic()
     view = _View({}, {})
     for i in range(0, len(failures), 2):
@@ -149,6 +157,11 @@ async def refresh() -> None:
         view.ejected_until[(model, location)] = now + int(ejected[i + 1]) / 1000
     global _view
     _view = view
+
+
+def _note_change() -> None:
+    global _changes
+    _changes += 1
 
 
 def ensure_refresher() -> None:
