@@ -50,6 +50,14 @@ class AsyncApiView(APIView):
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return rendered(self.response)
 
+    def get_parsers(self):
+        """DRF's parsers, made once per set of parser classes: they keep no per-request state."""
+        key = tuple(self.parser_classes)
+        parsers = _PARSERS.get(key)
+        if parsers is None:
+            parsers = _PARSERS[key] = super().get_parsers()
+        return parsers
+
     def perform_content_negotiation(self, request, force=False):
         """
         DRF's negotiation, short-cut for what API clients send: no Accept header, `*/*` or
@@ -70,6 +78,7 @@ class AsyncApiView(APIView):
 
 
 PLAIN_ACCEPTS = frozenset({"*/*", "application/json", ""})
+_PARSERS: dict[tuple[type, ...], list] = {}
 
 
 def rendered(response):

@@ -2,6 +2,7 @@
 
 import pytest
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import FormParser
 from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
@@ -50,3 +51,12 @@ def test_shortcut_agrees_with_drf(view_class, accept, query, format_kwarg):
 def test_a_browser_still_gets_the_browsable_api():
     (renderer, _), _ = negotiated(BothRenderers, accept="text/html")
     assert renderer is BrowsableAPIRenderer
+
+
+def test_parsers_are_made_once_per_set_of_classes():
+    class Other(AsyncApiView):
+        parser_classes = [FormParser]
+
+    first, second = BothRenderers().get_parsers(), BothRenderers().get_parsers()
+    assert first is second
+    assert [type(p) for p in Other().get_parsers()] == [FormParser]
