@@ -185,7 +185,7 @@ class FakeUpstream:
         if payload.get("stream"):
             await self._stream(payload, answer, behaviour, receive, send)
         else:
-            await _send_json(send, 200, _completion(payload, answer, behaviour))
+            await _send_json(send, 200, _completion(payload, answer, behaviour), behaviour.headers)
 
     async def _stream(self, payload, answer, behaviour: Behaviour, receive, send) -> None:
         pieces = behaviour.chunks if behaviour.chunks is not None else _words(answer)

@@ -55,6 +55,17 @@ def test_upstream_gets_the_configured_bearer_token_not_the_client_key(gateway, u
     assert API_KEY not in str(headers)
 
 
+def test_a_model_servers_cookie_does_not_travel_to_the_next_caller(gateways, upstream):
+    # By name, not IP address: cookie jars keep cookies from names.
+    gateway = gateways.get(TEXT_MODEL__BASE_URL=f"http://localhost:{upstream.port}")
+    upstream.behave(headers={"Set-Cookie": "session=caller-one; Path=/"})
+    with gateway.client() as client:
+        client.post("/text_model/chat/completion", json=QUESTION).raise_for_status()
+        client.post("/text_model/chat/completion", json=QUESTION).raise_for_status()
+    assert len(upstream.requests) == 2
+    assert "cookie" not in upstream.last_request.headers
+
+
 def test_missing_key_is_401_with_exact_message(gateway):
     with gateway.client(key=None) as client:
         response = client.post("/text_model/chat/completion", json=QUESTION)
