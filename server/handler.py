@@ -23,7 +23,8 @@ from django.core.exceptions import RequestAborted, SuspiciousOperation
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpResponseBase, JsonResponse
-from django.urls import set_script_prefix
+from django.urls import URLResolver, get_resolver, set_script_prefix
+from django.urls.resolvers import ResolverMatch
 
 from server.body_limit import BodySizeLimitMiddleware
 from server.lifespan import LifespanMiddleware
@@ -124,6 +125,24 @@ class GatewayASGIHandler(ASGIHandler):
 
         body_file.close()
 
+    def resolve_request(self, request):
+        """
+        Django's, with each fixed route remembered once resolved: requests keep hitting a
+        handful of paths, and resolving one walks the URLconf's includes every time. Only a
+        match whose route spells the whole path is kept (no parameters, no catch-all), so the
+        cache holds at most one entry per fixed route of the URLconf in use.
+        """
+        if hasattr(request, "urlconf"):
+            return super().resolve_request(request)
+        key = (get_resolver(), request.path_info)
+        match = _fixed_routes.get(key)
+        if match is None:
+            match = super().resolve_request(request)
+            if not match.args and not match.kwargs and match.route == request.path_info[1:]:
+                _fixed_routes[key] = match
+        request.resolver_match = match
+        return match
+
     async def cut_at_shutdown(self, tasks: list[asyncio.Task], body_file, send) -> None:
         """
         The server cancelled this request: its graceful-shutdown timeout ran out. Django's
@@ -148,6 +167,11 @@ class GatewayASGIHandler(ASGIHandler):
         unavailable = JsonResponse({"detail": SHUTDOWN_DETAIL}, status=503)
         unavailable["Connection"] = "close"
         await self.send_response(unavailable, send)
+
+
+# (URL resolver, path) -> the match of a fixed route. A new resolver (another URLconf, or the
+# same after Django cleared its URL caches) starts afresh.
+_fixed_routes: dict[tuple[URLResolver, str], ResolverMatch] = {}
 
 
 class GatewayStaticFilesHandler(ASGIStaticFilesHandler):
