@@ -15,6 +15,7 @@ and is written to the ledger with its status.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import replace
@@ -87,7 +88,7 @@ class _Account:
         self.started = time.monotonic()
         self.request_id = request_id_var.get()
         self.reservation: Reservation | None = None
-        self._pending: Awaitable[Reservation] | None = None
+        self._pending: asyncio.Future[Reservation] | None = None
 
     async def reserve(self, spec: ModelSpec, messages: list[dict[str, Any]], params: dict) -> None:
         """
@@ -99,7 +100,7 @@ class _Account:
             max_tokens=int(max_tokens), prompt_chars=_prompt_chars(messages), messages=len(messages)
         )
         store, subject = get_quota_store(), self.principal.quota
-        if getattr(store, "shared", False) and not subject.unlimited:
+        if store.shared and not subject.unlimited:
             self._pending = admission.start(store.reserve(subject, tokens=tokens))
         else:
             self.reservation = await store.reserve(subject, tokens=tokens)
@@ -108,7 +109,7 @@ class _Account:
         """Wait for a reservation started by `reserve`: raises a refusal (429) or an outage."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            self.reservation = await admission.result(pending)  # type: ignore[arg-type]
+            self.reservation = await admission.result(pending)
 
     @property
     def headers(self) -> dict[str, str]:

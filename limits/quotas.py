@@ -132,6 +132,10 @@ class QuotaExceeded(QuotaError):
 class QuotaStore(Protocol):
     """The interface every implementation (in-process, Redis) provides."""
 
+    # True when a reservation is a round trip to a shared store (sent with the request's
+    # model slot, see limits.admission); False when it is answered in-process at once.
+    shared: bool
+
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
     ) -> Reservation: ...
@@ -206,6 +210,8 @@ class _Clock:
 
 class InProcessQuotaStore:
     """Quotas counted in this process (one worker). See the module docstring."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counters] = {}

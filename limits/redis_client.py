@@ -353,15 +353,15 @@ async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
     what = calls[0].what if len(calls) == 1 else f"{len(calls)} calls ({calls[0].what}, ...)"
     try:
         replies = await call(what, lambda r: _pipeline(r, calls, entry.loaded))
-    except (RedisUnreachable, asyncio.CancelledError) as exc:
+    except RedisUnreachable:
         for each in calls:
             if not each.future.done():
-                each.future.set_exception(
-                    RedisUnreachable(each.what)
-                    if isinstance(exc, RedisUnreachable)
-                    else asyncio.CancelledError()
-                )
+                each.future.set_exception(RedisUnreachable(each.what))
         return
+    except asyncio.CancelledError:
+        for each in calls:
+            each.future.cancel()
+        raise
     for each, reply in zip(calls, replies, strict=True):
         if each.future.done():  # its caller went away
             continue
@@ -379,29 +379,25 @@ async def _pipeline(r: redis.Redis, calls: list[_Call], loaded: set[str]) -> lis
     those calls are run again after loading them: a second round trip, and in that one case
     they run after the calls that followed them in the pipeline.
     """
-    pipe = r.pipeline(transaction=False)
-    new = {each.source for each in calls if _sha(each.source) not in loaded}
-    for source in new:
-        pipe.script_load(source)
-    for each in calls:
-        pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
-    replies = (await pipe.execute(raise_on_error=False))[len(new) :]
-    loaded.update(_sha(source) for source in new)
+    replies = await _execute(r, calls, {c.source for c in calls if _sha(c.source) not in loaded})
     missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
     if missing:
         loaded.clear()
-        again = {calls[i].source for i in missing}
-        pipe = r.pipeline(transaction=False)
-        for source in again:
-            pipe.script_load(source)
-        for i in missing:
-            each = calls[i]
-            pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
-        retried = (await pipe.execute(raise_on_error=False))[len(again) :]
-        loaded.update(_sha(source) for source in again)
+        retried = await _execute(r, [calls[i] for i in missing], {calls[i].source for i in missing})
         for i, reply in zip(missing, retried, strict=True):
             replies[i] = reply
+    loaded.update(_sha(c.source) for c in calls)
     return replies
+
+
+async def _execute(r: redis.Redis, calls: list[_Call], load: set[str]) -> list[Any]:
+    """One pipeline: `SCRIPT LOAD` for the sources in `load`, then the calls; their replies."""
+    pipe = r.pipeline(transaction=False)
+    for source in load:
+        pipe.script_load(source)
+    for each in calls:
+        pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
+    return (await pipe.execute(raise_on_error=False))[len(load) :]
 
 
 _shas: dict[str, str] = {}

@@ -17,6 +17,7 @@ from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections, reset_queries
+from django.db.backends.base.base import BaseDatabaseWrapper
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -25,12 +26,10 @@ T = TypeVar("T")
 def close_connections() -> None:
     """
     Close (or, with PostgreSQL's pool, return) this thread's connections: for a worker thread
-    that may not run database work again. Not inside a transaction: the test client runs
-    requests in the test's own.
+    that may not run database work again.
     """
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close()
+    for connection in _outside_transactions():
+        connection.close()
 
 
 @sync_to_async
@@ -40,9 +39,13 @@ def release_stale_connections() -> None:
     when a request ends: close the connections that are broken or older than
     `CONN_MAX_AGE`, so none outlives a request there.
     """
-    for connection in connections.all(initialized_only=True):
-        if not connection.in_atomic_block:
-            connection.close_if_unusable_or_obsolete()
+    for connection in _outside_transactions():
+        connection.close_if_unusable_or_obsolete()
+
+
+def _outside_transactions() -> list[BaseDatabaseWrapper]:
+    """This thread's open connections, but those inside a transaction (a test's own)."""
+    return [c for c in connections.all(initialized_only=True) if not c.in_atomic_block]
 
 
 def in_database_thread(func: Callable[P, T]):
