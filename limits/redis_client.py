@@ -1,10 +1,11 @@
 """
 The Redis connection the shared limits use, and what happens when Redis fails.
 
-`REDIS_URL` turns shared limits on; without it every limit is counted per process. There is one
-async client per event loop (redis-py's connections belong to the loop that opened them), with
-short explicit timeouts, so a dead or unreachable Redis costs a request at most about
-`connect + read` timeout, never a hang. After a failure Redis is left alone for `retry_seconds`
+`REDIS_URL` turns shared limits on; without it every limit is counted per process. Each event
+loop has one pipelined connection for the limits' scripts and commands
+(`limits.redis_connection`) and a redis-py client for pub/sub, both with short explicit
+timeouts, so a dead or unreachable Redis costs a request at most about `connect + read`
+timeout, never a hang. After a failure Redis is left alone for `retry_seconds`
 (the policy below applies at once, without a round trip), then tried again: limits recover
 without a restart.
 
@@ -30,11 +31,13 @@ from typing import Any, Literal, TypeVar
 import redis.asyncio as redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError
 
 from limits.exceptions import LimitsUnavailable
+from limits.redis_connection import PipelinedConnection, ReplyError
 
 logger = logging.getLogger("limits.redis")
 
@@ -48,7 +51,7 @@ class RedisConfig:
     url: str = ""
     connect_timeout: float = 0.2
     timeout: float = 0.2  # each command's reply
-    max_connections: int = 64
+    max_connections: int = 64  # redis-py's pool, for pub/sub
     key_prefix: str = "llmapi"
     on_redis_error: Literal["open", "closed"] = "open"
     lease_seconds: float = 10.0  # a concurrency slot's lease; a crashed holder frees it after this
@@ -65,16 +68,22 @@ class RedisConfig:
         return config
 
 
-_config_cache: tuple[object, RedisConfig] | None = None
+_config_cache: RedisConfig | None = None
 
 
 def config() -> RedisConfig:
-    """The configuration, read again whenever `settings.SHARED_LIMITS` is replaced (tests)."""
+    """The configuration, read again whenever `settings.SHARED_LIMITS` changes (tests)."""
     global _config_cache
-    values = getattr(settings, "SHARED_LIMITS", None)
-    if _config_cache is None or _config_cache[0] is not values:
-        _config_cache = (values, RedisConfig.from_settings())
-    return _config_cache[1]
+    if _config_cache is None:
+        _config_cache = RedisConfig.from_settings()
+    return _config_cache
+
+
+@receiver(setting_changed)
+def _settings_changed(*, setting: str, **_: Any) -> None:
+    global _config_cache
+    if setting == "SHARED_LIMITS":
+        _config_cache = None
 
 
 def enabled() -> bool:
@@ -115,7 +124,8 @@ class _Call:
 @dataclass
 class _LoopClient:
     config: RedisConfig
-    client: redis.Redis
+    client: redis.Redis  # pub/sub
+    connection: PipelinedConnection  # everything else
     retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
     queued: list[_Call] = field(default_factory=list)  # script calls for the next pipeline
@@ -148,21 +158,27 @@ def _new_client(cfg: RedisConfig) -> redis.Redis:
     return redis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
+def _new_connection(cfg: RedisConfig) -> PipelinedConnection:
+    return PipelinedConnection(cfg.url, connect_timeout=cfg.connect_timeout, timeout=cfg.timeout)
+
+
 def _loop_client() -> _LoopClient:
     loop = asyncio.get_running_loop()
     cfg = config()
     entry = _clients.get(loop)
     if entry is None:
-        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg))
-    elif entry.config != cfg:  # settings replaced (tests): a new pool, the old one closed later
+        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), _new_connection(cfg))
+    elif entry.config != cfg:  # settings replaced (tests): new ones, the old client closed later
         entry.retired.append(entry.client)
+        entry.connection.close()
         entry.config, entry.client = cfg, _new_client(cfg)
+        entry.connection = _new_connection(cfg)
         entry.loaded.clear()
     return entry
 
 
 def client() -> redis.Redis:
-    """This event loop's client (created on first use). Requires REDIS_URL."""
+    """This event loop's redis-py client, for pub/sub (created on first use). Requires REDIS_URL."""
     return _loop_client().client
 
 
@@ -194,6 +210,7 @@ async def close() -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     _clients.pop(asyncio.get_running_loop(), None)
+    entry.connection.close()
     for old in (*entry.retired, entry.client):
         await old.aclose()
 
@@ -254,28 +271,35 @@ def note_failure(exc: BaseException, what: str) -> None:
     _health.failed(exc, what, config())
 
 
-async def call(what: str, operation: Callable[[redis.Redis], Awaitable[T]]) -> T:
+async def _guarded(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     """
-    Run one Redis operation under the failure rules: raise `RedisUnreachable` at once while
-    Redis is paused after a failure, and on any Redis or network error or timeout.
+    Run one exchange with Redis under the failure rules: raise `RedisUnreachable` at once
+    while Redis is paused after a failure, and on any network error or timeout (the
+    connection bounds each step: connecting, and each batch's replies).
     """
     if _health.paused():
         raise RedisUnreachable(what)
-    cfg = config()
     try:
-        # The socket timeouts bound each step; this bounds the sum (pool wait, connect, retry).
-        async with asyncio.timeout(2 * (cfg.connect_timeout + cfg.timeout)):
-            result = await operation(client())
-    except (RedisError, OSError, TimeoutError) as exc:
-        if stopping():
-            # redis-py turns a cancellation during a command into a connection error; a
-            # cancelled caller (a client that went away, a shutdown) must stay cancelled.
-            raise asyncio.CancelledError from exc
-        _health.failed(exc, what, cfg)
+        result = await operation()
+    except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
+        _health.failed(exc, what, config())
         raise RedisUnreachable(what) from exc
     if not _health.up:
         _health.succeeded()
     return result
+
+
+async def command(what: str, *args: Any) -> Any:
+    """
+    One Redis command (PUBLISH, PING, ...) under the failure rules, on this loop's pipelined
+    connection. An error reply raises `RedisUnreachable` too.
+    """
+    connection = _loop_client().connection
+    (reply,) = await _guarded(what, lambda: connection.execute([args]))
+    if isinstance(reply, ReplyError):
+        _health.failed(reply, what, config())
+        raise RedisUnreachable(what)
+    return reply
 
 
 def stopping() -> bool:
@@ -352,7 +376,7 @@ def _send_queued(entry: _LoopClient) -> None:
 async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
     what = calls[0].what if len(calls) == 1 else f"{len(calls)} calls ({calls[0].what}, ...)"
     try:
-        replies = await call(what, lambda r: _pipeline(r, calls, entry.loaded))
+        replies = await _guarded(what, lambda: _pipeline(entry.connection, calls, entry.loaded))
     except RedisUnreachable:
         for each in calls:
             if not each.future.done():
@@ -372,32 +396,40 @@ async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
             each.future.set_result(reply)
 
 
-async def _pipeline(r: redis.Redis, calls: list[_Call], loaded: set[str]) -> list[Any]:
+async def _pipeline(
+    connection: PipelinedConnection, calls: list[_Call], loaded: set[str]
+) -> list[Any]:
     """
     One round trip for all `calls`, in order. A script's first use loads it in the same
     pipeline, ahead of the calls. If Redis lost scripts it was known to have (a restart),
     those calls are run again after loading them: a second round trip, and in that one case
     they run after the calls that followed them in the pipeline.
     """
-    replies = await _execute(r, calls, {c.source for c in calls if _sha(c.source) not in loaded})
-    missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+    load = {c.source for c in calls if _sha(c.source) not in loaded}
+    replies = await _execute(connection, calls, load)
+    missing = [i for i, reply in enumerate(replies) if _no_script(reply)]
     if missing:
         loaded.clear()
-        retried = await _execute(r, [calls[i] for i in missing], {calls[i].source for i in missing})
+        again = [calls[i] for i in missing]
+        retried = await _execute(connection, again, {c.source for c in again})
         for i, reply in zip(missing, retried, strict=True):
             replies[i] = reply
     loaded.update(_sha(c.source) for c in calls)
     return replies
 
 
-async def _execute(r: redis.Redis, calls: list[_Call], load: set[str]) -> list[Any]:
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
+
+
+async def _execute(
+    connection: PipelinedConnection, calls: list[_Call], load: set[str]
+) -> list[Any]:
     """One pipeline: `SCRIPT LOAD` for the sources in `load`, then the calls; their replies."""
-    pipe = r.pipeline(transaction=False)
-    for source in load:
-        pipe.script_load(source)
+    commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", source) for source in load]
     for each in calls:
-        pipe.evalsha(_sha(each.source), len(each.keys), *each.keys, *each.args)
-    return (await pipe.execute(raise_on_error=False))[len(load) :]
+        commands.append((b"EVALSHA", _sha(each.source), len(each.keys), *each.keys, *each.args))
+    return (await connection.execute(commands))[len(load) :]
 
 
 _shas: dict[str, str] = {}
@@ -429,7 +461,7 @@ async def redis_status() -> dict[str, Any]:
     if not enabled():
         return {"redis": "off", "mode": cfg.on_redis_error}
     try:
-        await call("ping", lambda r: r.ping())
+        await command("ping", "PING")
     except RedisUnreachable:
         return {"redis": "down", "mode": cfg.on_redis_error}
     return {"redis": "ok", "mode": cfg.on_redis_error}

@@ -279,8 +279,6 @@ class RedisSlots:
         delay = POLL_MIN
         try:
             while True:
-                if redis_client.stopping():  # a cancellation redis-py swallowed
-                    raise asyncio.CancelledError
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise SlotTimeout

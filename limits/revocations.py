@@ -73,9 +73,7 @@ async def publish_revocation(revoked: str) -> int:
         return 1
     try:
         return int(
-            await redis_client.call(
-                "revocation", lambda r: r.publish(redis_client.key(CHANNEL), revoked)
-            )
+            await redis_client.command("revocation", "PUBLISH", redis_client.key(CHANNEL), revoked)
         )
     except redis_client.RedisUnreachable:
         # This process at least stops accepting the key.

@@ -19,15 +19,16 @@ REDIS_SERVER = shutil.which("redis-server")
 
 
 class RedisServer:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *options: str) -> None:
         if REDIS_SERVER is None:
             raise RuntimeError(
                 "redis-server is not installed (Debian: apt-get install redis-server)"
             )
         self.port = port or _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._dir = Path(tempfile.mkdtemp(prefix="llmapi-redis-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="llmapi-redis-"))
         self.process: subprocess.Popen | None = None
+        self.options = list(options)  # more redis-server options (--requirepass, --unixsocket)
 
     def start(self) -> None:
         assert REDIS_SERVER is not None
@@ -43,11 +44,12 @@ class RedisServer:
                 "--appendonly",
                 "no",
                 "--dir",
-                str(self._dir),
+                str(self.dir),
                 "--protected-mode",
                 "yes",
                 "--loglevel",
                 "warning",
+                *self.options,
             ],  # fmt: skip
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -59,7 +61,8 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    # Up, whether or not it asks for a password.
+                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.02)
@@ -74,7 +77,7 @@ class RedisServer:
 
     def stop(self) -> None:
         self.kill()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def command(self, *args: str) -> bytes:
         """One command over a raw socket (no client library state involved)."""
