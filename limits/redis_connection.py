@@ -60,7 +60,7 @@ class Address:
 
     @classmethod
     def from_url(cls, url: str) -> Address:
-        options = parse_url(url)  # redis-py's reading of the URL, as its own clients use it
+        options: dict[str, Any] = dict(parse_url(url))  # redis-py's reading of the URL
         tls = url.lower().startswith("rediss://")
         reqs = str(options.get("ssl_cert_reqs", "required")).lower()
         return cls(
@@ -72,7 +72,7 @@ class Address:
             password=options.get("password"),
             tls=tls,
             verify=reqs not in ("none", "cert_none"),
-            ca_file=str(options["ssl_ca_certs"]) if options.get("ssl_ca_certs") else None,
+            ca_file=options.get("ssl_ca_certs"),
         )
 
     def ssl_context(self) -> ssl.SSLContext | None:
