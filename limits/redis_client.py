@@ -24,8 +24,9 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import redis.asyncio as redis
@@ -131,7 +132,7 @@ class _LoopClient:
     queued: list[_Call] = field(default_factory=list)  # script calls for the next pipeline
     later: list[_Call] = field(default_factory=list)  # calls whose replies nobody waits for
     later_timer: asyncio.TimerHandle | None = None
-    sending: set[asyncio.Task[Any]] = field(default_factory=set)  # pipelines on their way
+    sending: set[asyncio.Future[Any]] = field(default_factory=set)  # pipelines on their way
     loaded: set[str] = field(default_factory=set)  # scripts Redis is known to have
 
 
@@ -367,25 +368,64 @@ def _send_queued(entry: _LoopClient) -> None:
     if entry.later_timer is not None:
         entry.later_timer.cancel()
         entry.later_timer = None
-    if calls:
-        task = asyncio.get_running_loop().create_task(_send(entry, calls), name="redis-pipeline")
-        entry.sending.add(task)
-        task.add_done_callback(entry.sending.discard)
-
-
-async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
-    what = calls[0].what if len(calls) == 1 else f"{len(calls)} calls ({calls[0].what}, ...)"
-    try:
-        replies = await _guarded(what, lambda: _pipeline(entry.connection, calls, entry.loaded))
-    except RedisUnreachable:
-        for each in calls:
-            if not each.future.done():
-                each.future.set_exception(RedisUnreachable(each.what))
+    if not calls:
         return
-    except asyncio.CancelledError:
-        for each in calls:
-            each.future.cancel()
-        raise
+    connection = entry.connection
+    if connection.ready and all(_sha(c.source) in entry.loaded for c in calls):
+        # The usual case: written at once, the replies handed out when they come.
+        batch = connection.submit(_commands(calls, ()))
+        entry.sending.add(batch)
+        batch.add_done_callback(partial(_sent, entry, calls))
+        return
+    _send_later(entry, calls)
+
+
+def _send_later(entry: _LoopClient, calls: list[_Call]) -> None:
+    """Send `calls` from a task: to connect first, or to load scripts."""
+    task = asyncio.get_running_loop().create_task(_send(entry, calls), name="redis-pipeline")
+    entry.sending.add(task)
+    task.add_done_callback(entry.sending.discard)
+
+
+def _what(calls: list[_Call]) -> str:
+    return calls[0].what if len(calls) == 1 else f"{len(calls)} calls ({calls[0].what}, ...)"
+
+
+def _sent(entry: _LoopClient, calls: list[_Call], batch: asyncio.Future[list[Any]]) -> None:
+    """The replies of a batch written by `_send_queued`, under the failure rules of `_guarded`."""
+    entry.sending.discard(batch)
+    if batch.cancelled():
+        _fail(calls, None)
+        return
+    error = batch.exception()
+    if error is not None:
+        _health.failed(error, _what(calls), config())
+        _fail(calls, RedisUnreachable)
+        return
+    if not _health.up:
+        _health.succeeded()
+    replies = batch.result()
+    lost = [i for i, reply in enumerate(replies) if _no_script(reply)]
+    if lost:  # Redis restarted and lost its scripts: load them and run those calls again
+        entry.loaded.clear()
+        _send_later(entry, [calls[i] for i in lost])
+        keep = set(range(len(calls))) - set(lost)
+        calls = [calls[i] for i in sorted(keep)]
+        replies = [replies[i] for i in sorted(keep)]
+    _deliver(calls, replies)
+
+
+def _fail(calls: list[_Call], error: type[RedisUnreachable] | None) -> None:
+    """Fail every call still waited for (cancel them if `error` is None)."""
+    for each in calls:
+        if not each.future.done():
+            if error is None:
+                each.future.cancel()
+            else:
+                each.future.set_exception(error(each.what))
+
+
+def _deliver(calls: list[_Call], replies: list[Any]) -> None:
     for each, reply in zip(calls, replies, strict=True):
         if each.future.done():  # its caller went away
             continue
@@ -394,6 +434,20 @@ async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
             each.future.set_exception(RedisUnreachable(each.what))
         else:
             each.future.set_result(reply)
+
+
+async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
+    try:
+        replies = await _guarded(
+            _what(calls), lambda: _pipeline(entry.connection, calls, entry.loaded)
+        )
+    except RedisUnreachable:
+        _fail(calls, RedisUnreachable)
+        return
+    except asyncio.CancelledError:
+        _fail(calls, None)
+        raise
+    _deliver(calls, replies)
 
 
 async def _pipeline(
@@ -426,10 +480,15 @@ async def _execute(
     connection: PipelinedConnection, calls: list[_Call], load: set[str]
 ) -> list[Any]:
     """One pipeline: `SCRIPT LOAD` for the sources in `load`, then the calls; their replies."""
+    return (await connection.execute(_commands(calls, load)))[len(load) :]
+
+
+def _commands(calls: list[_Call], load: Collection[str]) -> list[tuple[Any, ...]]:
+    """`SCRIPT LOAD` for the sources in `load`, then an `EVALSHA` per call."""
     commands: list[tuple[Any, ...]] = [("SCRIPT", "LOAD", source) for source in load]
     for each in calls:
         commands.append((b"EVALSHA", _sha(each.source), len(each.keys), *each.keys, *each.args))
-    return (await connection.execute(commands))[len(load) :]
+    return commands
 
 
 _shas: dict[str, str] = {}

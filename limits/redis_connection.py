@@ -173,15 +173,27 @@ class PipelinedConnection:
         `ReplyError` in the list. Raises `ConnectionError`, `OSError` or `TimeoutError` when
         Redis cannot be reached or answers late.
         """
+        if not self.ready:
+            await self._connect()
+        return await self.submit(commands)
+
+    @property
+    def ready(self) -> bool:
+        """Whether `submit` can send now (the connection is open)."""
+        return self._protocol is not None and self._protocol.open
+
+    def submit(self, commands: Sequence[Sequence[Any]]) -> asyncio.Future[list[Any]]:
+        """
+        `execute` without a coroutine, on an open connection (`ready`): the commands are
+        written now, and the future gets their replies or the error.
+        """
         protocol = self._protocol
-        if protocol is None or not protocol.open:
-            protocol = await self._connect()
+        if protocol is None:
+            raise ConnectionError("not connected to Redis")
         future = protocol.send(pack(commands), len(commands))
         deadline = _Deadline(self.timeout, future, partial(_late, future, protocol))
-        try:
-            return await future
-        finally:
-            deadline.cancel()
+        future.add_done_callback(deadline.cancel)
+        return future
 
     async def _connect(self) -> _Protocol:
         if self._opening is None:
@@ -290,7 +302,7 @@ class _Deadline:
         self.passed = True
         self._give_up()
 
-    def cancel(self) -> None:
+    def cancel(self, _: object = None) -> None:
         self._handle.cancel()
 
 

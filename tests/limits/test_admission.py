@@ -19,13 +19,13 @@ from limits.redis_slots import RedisSlots
 def pipelines(monkeypatch):
     """What each Redis round trip carried, by the names of its script calls."""
     sent: list[list[str]] = []
-    original = redis_client._pipeline
+    original = redis_client._commands
 
-    async def recording(r, calls, loaded):
+    def recording(calls, load):
         sent.append([each.what for each in calls])
-        return await original(r, calls, loaded)
+        return original(calls, load)
 
-    monkeypatch.setattr(redis_client, "_pipeline", recording)
+    monkeypatch.setattr(redis_client, "_commands", recording)
     return sent
 
 
@@ -68,6 +68,21 @@ async def test_work_after_an_answer_rides_with_the_next_pipeline(use_redis, pipe
     redis_client.run_script_later("later", INCR, ["n"], [1])
     assert await redis_client.run_script("now", INCR, ["n"], [10]) == 11  # sent after "later"
     assert pipelines == [["later", "now"]]
+
+
+async def test_once_connected_and_loaded_calls_are_written_at_once(use_redis, pipelines):
+    assert await redis_client.run_script("first", INCR, ["n"], [1]) == 1  # connects, loads
+    first = redis_client.run_script("a", INCR, ["n"], [1])
+    second = redis_client.run_script("b", INCR, ["n"], [1])
+    assert await asyncio.gather(first, second) == [2, 3]
+    assert pipelines == [["first"], ["a", "b"]]
+
+
+async def test_scripts_redis_lost_are_loaded_again(use_redis, pipelines):
+    assert await redis_client.run_script("x", INCR, ["n"], [1]) == 1
+    use_redis.command("SCRIPT", "FLUSH")  # as after a restart, on the same connection
+    assert await redis_client.run_script("y", INCR, ["n"], [1]) == 2
+    assert pipelines == [["x"], ["y"], ["y"]]  # refused (NOSCRIPT), then loaded and run
 
 
 async def test_work_after_an_answer_goes_alone_when_nothing_else_does(use_redis, pipelines):
