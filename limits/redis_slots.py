@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -156,6 +157,10 @@ return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
 """
 )
 
+# Lease tokens: pid, a random tag (pids repeat across hosts) and a serial number.
+_PROCESS_TAG = secrets.token_hex(6)
+_serials = itertools.count()
+
 # Wake-up events of this process's waiters, by token (tokens are unique).
 _waiting: dict[str, asyncio.Event] = {}
 
@@ -213,7 +218,7 @@ class RedisSlots:
         uncounted.
         """
         state = self._state()
-        token = f"{os.getpid()}-{secrets.token_hex(8)}"
+        token = f"{os.getpid()}-{_PROCESS_TAG}-{next(_serials)}"  # unique on every host
         try:
             await self._acquire(state, token, queue_timeout)
         except RedisUnreachable:
