@@ -298,11 +298,13 @@ async def memory_growth(target: Target) -> dict:
 # --- the peers --------------------------------------------------------------------------------
 
 
-def start_gateway(upstream: str, log, workdir: Path) -> Service:
+def start_gateway(
+    upstream: str, log, workdir: Path, extra_env: dict[str, str] | None = None
+) -> Service:
     """
     One gateway worker as a team would run it: a database key with quotas on every request
     (limits far above the load, so none refuses), the usage ledger writing a row per request,
-    and Prometheus metrics recorded.
+    and Prometheus metrics recorded. `extra_env` adds settings (for example `REDIS_URL`).
     """
     port = free_port()
     env = {
@@ -315,6 +317,7 @@ def start_gateway(upstream: str, log, workdir: Path) -> Service:
         "DATABASE__SQLITE_PATH": str(workdir / f"llmapi-{port}.sqlite3"),
         "METRICS__TOKEN": "bench-metrics",
         "SERVER__PID_FILE": str(workdir / f"llmapi-{port}.pid"),
+        **(extra_env or {}),
     }
     full_env = {**os.environ, **env}
     subprocess.run(
