@@ -20,6 +20,7 @@ or raises `LimitsUnavailable` (closed, 503).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass
@@ -57,21 +58,27 @@ class RedisReservation(Reservation):
     kinds: tuple[str, ...] = ()
 
 
-def _counters(subject: QuotaSubject, tokens: int) -> tuple[list[Counter], list[tuple]]:
-    counters: list[Counter] = []
-    described: list[tuple] = []  # (holder id, limit, what, kind) per counter
+@functools.lru_cache(maxsize=4096)
+def _described(subject: QuotaSubject) -> tuple[tuple[str, str, int, float, str, str], ...]:
+    """The subject's limits that apply: (counter key, holder id, limit, window, what, kind)."""
+    rows = []
     for holder_id, limits in zip(subject.holder_ids, subject.holder_limits(), strict=True):
         for attribute, suffix, window, what, kind in LIMITS:
             limit = getattr(limits, attribute)
-            if limit is None:
-                continue
-            amount = tokens if kind in (_TOKENS, _BUDGET) else 1
-            # A budget refuses once spent (see the module docstring).
-            counter_limit = max(0, limit + amount - 1) if kind == _BUDGET else limit
-            counters.append(
-                Counter(f"quota:{holder_id}:{suffix}", counter_limit, window, amount, buckets=1)
-            )
-            described.append((holder_id, limit, what, kind))
+            if limit is not None:
+                rows.append((f"quota:{holder_id}:{suffix}", holder_id, limit, window, what, kind))
+    return tuple(rows)
+
+
+def _counters(subject: QuotaSubject, tokens: int) -> tuple[list[Counter], list[tuple]]:
+    counters: list[Counter] = []
+    described: list[tuple] = []  # (holder id, limit, what, kind) per counter
+    for key, holder_id, limit, window, what, kind in _described(subject):
+        amount = tokens if kind in (_TOKENS, _BUDGET) else 1
+        # A budget refuses once spent (see the module docstring).
+        counter_limit = max(0, limit + amount - 1) if kind == _BUDGET else limit
+        counters.append(Counter(key, counter_limit, window, amount, buckets=1))
+        described.append((holder_id, limit, what, kind))
     return counters, described
 
 

@@ -195,6 +195,7 @@ class RedisSlots:
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
     # --- the LocalSlots interface ----------------------------------------------------------
 
@@ -249,8 +250,12 @@ class RedisSlots:
         return state
 
     def _keys(self, *names: str) -> list[str]:
-        tag = f"{{{redis_client.config().key_prefix}:slots:{self.name}}}"
-        return [f"{tag}:{name}" for name in names]
+        prefix = redis_client.config().key_prefix
+        cached = self._key_cache.get((prefix, names))
+        if cached is None:
+            tag = f"{{{prefix}:slots:{self.name}}}"
+            cached = self._key_cache[(prefix, names)] = [f"{tag}:{name}" for name in names]
+        return cached
 
     def _run(self, what: str, source: str, keys: list[str], args: list) -> Awaitable[Any]:
         return redis_client.run_script(what, source, keys, args)
