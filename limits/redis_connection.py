@@ -5,8 +5,7 @@ Commands are written as soon as they are sent, and Redis answers a connection's 
 the order they came, so every request on the loop shares one connection without waiting for
 another's reply, and a batch of commands costs one write and one read. RESP is encoded and
 parsed by hiredis, Redis's own C parser. Through redis-py's pipelines the same scripts cost
-about seven times the CPU per request (most of it building and parsing commands in Python),
-more than the rest of a request in the gateway; `bench/redis_limits.py` measures both.
+about five times the CPU per request (most of it building and parsing commands in Python).
 
 redis-py remains the client for pub/sub (`limits.redis_events`), which holds its own
 connection in subscriber mode.
