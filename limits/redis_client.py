@@ -24,7 +24,7 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -259,10 +259,6 @@ class _Health:
             self.failures_unlogged = 0
             self.last_log = float("-inf")
 
-    @property
-    def up(self) -> bool:
-        return self.down_since is None
-
 
 _health = _Health()
 
@@ -285,8 +281,7 @@ async def _guarded(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
         _health.failed(exc, what, config())
         raise RedisUnreachable(what) from exc
-    if not _health.up:
-        _health.succeeded()
+    _health.succeeded()
     return result
 
 
@@ -311,7 +306,7 @@ def stopping() -> bool:
 
 async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> Any:
     """
-    Run a Lua script under the failure rules of `call`, and return its reply.
+    Run a Lua script under the failure rules of `_guarded`, and return its reply.
 
     Calls are not sent one by one: every call made while the event loop runs one round of
     ready work goes out in the next pipeline (`EVALSHA`s, one write and one read), so a
@@ -402,17 +397,14 @@ def _sent(entry: _LoopClient, calls: list[_Call], batch: asyncio.Future[list[Any
         _health.failed(error, _what(calls), config())
         _fail(calls, RedisUnreachable)
         return
-    if not _health.up:
-        _health.succeeded()
+    _health.succeeded()
     replies = batch.result()
-    lost = [i for i, reply in enumerate(replies) if _no_script(reply)]
+    answered = list(zip(calls, replies, strict=True))
+    lost = [each for each, reply in answered if _no_script(reply)]
     if lost:  # Redis restarted and lost its scripts: load them and run those calls again
         entry.loaded.clear()
-        _send_later(entry, [calls[i] for i in lost])
-        keep = set(range(len(calls))) - set(lost)
-        calls = [calls[i] for i in sorted(keep)]
-        replies = [replies[i] for i in sorted(keep)]
-    _deliver(calls, replies)
+        _send_later(entry, lost)
+    _deliver((each, reply) for each, reply in answered if not _no_script(reply))
 
 
 def _fail(calls: list[_Call], error: type[RedisUnreachable] | None) -> None:
@@ -425,8 +417,9 @@ def _fail(calls: list[_Call], error: type[RedisUnreachable] | None) -> None:
                 each.future.set_exception(error(each.what))
 
 
-def _deliver(calls: list[_Call], replies: list[Any]) -> None:
-    for each, reply in zip(calls, replies, strict=True):
+def _deliver(answered: Iterable[tuple[_Call, Any]]) -> None:
+    """Each call's reply to its caller; an error reply as RedisUnreachable."""
+    for each, reply in answered:
         if each.future.done():  # its caller went away
             continue
         if isinstance(reply, Exception):
@@ -447,7 +440,7 @@ async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
     except asyncio.CancelledError:
         _fail(calls, None)
         raise
-    _deliver(calls, replies)
+    _deliver(zip(calls, replies, strict=True))
 
 
 async def _pipeline(

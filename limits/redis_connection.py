@@ -186,9 +186,14 @@ class PipelinedConnection:
         `execute` without a coroutine, on an open connection (`ready`): the commands are
         written now, and the future gets their replies or the error.
         """
-        protocol = self._protocol
-        if protocol is None:
+        if self._protocol is None:
             raise ConnectionError("not connected to Redis")
+        return self._send(self._protocol, commands)
+
+    def _send(
+        self, protocol: _Protocol, commands: Sequence[Sequence[Any]]
+    ) -> asyncio.Future[list[Any]]:
+        """Write `commands` on `protocol`; their replies, or TimeoutError after `timeout`."""
         future = protocol.send(pack(commands), len(commands))
         deadline = _Deadline(self.timeout, future, partial(_late, future, protocol))
         future.add_done_callback(deadline.cancel)
@@ -246,18 +251,13 @@ class PipelinedConnection:
         address = self.address
         handshake: list[tuple[Any, ...]] = []
         if address.password is not None:
-            credentials = (address.username, address.password) if address.username else ()
-            handshake.append(("AUTH", *(credentials or (address.password,))))
+            user = (address.username,) if address.username else ()
+            handshake.append(("AUTH", *user, address.password))
         if address.db:
             handshake.append(("SELECT", address.db))
         if not handshake:
             return
-        future = protocol.send(pack(handshake), len(handshake))
-        deadline = _Deadline(self.timeout, future, partial(_late, future, protocol))
-        try:
-            replies = await future
-        finally:
-            deadline.cancel()
+        replies = await self._send(protocol, handshake)
         for command, reply in zip(handshake, replies, strict=True):
             if isinstance(reply, ReplyError):
                 # The command's name only: never the password.
