@@ -319,7 +319,35 @@ def start_gateway(
         "SERVER__PID_FILE": str(workdir / f"llmapi-{port}.pid"),
         **(extra_env or {}),
     }
-    full_env = {**os.environ, **env}
+    huge = "1000000000"
+    key = create_api_key(
+        env,
+        "--name",
+        "bench",
+        "--requests-per-minute",
+        huge,
+        "--tokens-per-minute",
+        huge,
+        "--concurrent-requests",
+        "100000",
+        "--tokens-per-day",
+        huge,
+        "--tokens-per-month",
+        huge,
+    )
+    argv = [PYTHON, "manage.py", "serve", "--port", str(port), "--workers", "1"]
+    service = Service("llmapi", argv, core=GATEWAY_CORE, port=port, env=env, log=log)
+    service.key = key
+    service.database = env["DATABASE__SQLITE_PATH"]
+    return service
+
+
+def create_api_key(env: dict[str, str], *options: str) -> str:
+    """
+    Create the gateway's database (the settings in `env`) if needed, then a key of team
+    "bench" with `options` (`manage.py create_api_key`'s flags); returns the key.
+    """
+    full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "llmapi.settings"}
     subprocess.run(
         [
             PYTHON,
@@ -328,41 +356,32 @@ def start_gateway(
             "from accounts.database import ensure_database; ensure_database()",
         ],
         cwd=ROOT,
-        env={**full_env, "DJANGO_SETTINGS_MODULE": "llmapi.settings"},
+        env=full_env,
         check=True,
     )
-    huge = "1000000000"
     created = subprocess.run(
-        [
-            PYTHON,
-            "manage.py",
-            "create_api_key",
-            "--team",
-            "bench",
-            "--name",
-            "bench",
-            "--requests-per-minute",
-            huge,
-            "--tokens-per-minute",
-            huge,
-            "--concurrent-requests",
-            "100000",
-            "--tokens-per-day",
-            huge,
-            "--tokens-per-month",
-            huge,
-        ],
+        [PYTHON, "manage.py", "create_api_key", "--team", "bench", *options],
         cwd=ROOT,
         env=full_env,
         check=True,
         capture_output=True,
         text=True,
     )
-    argv = [PYTHON, "manage.py", "serve", "--port", str(port), "--workers", "1"]
-    service = Service("llmapi", argv, core=GATEWAY_CORE, port=port, env=env, log=log)
-    service.key = created.stdout.strip()
-    service.database = env["DATABASE__SQLITE_PATH"]
-    return service
+    return created.stdout.strip()
+
+
+def start_nginx(workdir: Path, log) -> Service:
+    """nginx answering a fixed chat completion (bench/nginx.conf.template), on the load core."""
+    port = free_port()
+    ngx = workdir / "nginx"
+    for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (ngx / sub).mkdir(parents=True, exist_ok=True)
+    conf = (BENCH / "nginx.conf.template").read_text()
+    conf = conf.replace("__PORT__", str(port)).replace("__PREFIX__", str(ngx))
+    (ngx / "nginx.conf").write_text(conf)
+    nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
+    argv = [nginx_bin, "-c", str(ngx / "nginx.conf"), "-p", str(ngx)]
+    return Service("nginx", argv, core=LOAD_CORE, port=port, log=log)
 
 
 def gateway_requests_answered(service: Service) -> int:
@@ -499,23 +518,8 @@ def main() -> None:
         print(f"== {title}", flush=True)
 
     try:
-        nginx_port = free_port()
-        ngx = workdir / "nginx"
-        for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (ngx / sub).mkdir(parents=True, exist_ok=True)
-        conf = (BENCH / "nginx.conf.template").read_text()
-        conf = conf.replace("__PORT__", str(nginx_port)).replace("__PREFIX__", str(ngx))
-        (ngx / "nginx.conf").write_text(conf)
-        nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        services.append(
-            Service(
-                "nginx",
-                [nginx_bin, "-c", str(ngx / "nginx.conf"), "-p", str(ngx)],
-                core=LOAD_CORE,
-                port=nginx_port,
-                log=log,
-            )
-        )
+        nginx = start_nginx(workdir, log)
+        services.append(nginx)
         stream_port = free_port()
         services.append(
             Service(
@@ -535,7 +539,7 @@ def main() -> None:
                 log=log,
             )
         )
-        nginx_url = f"http://127.0.0.1:{nginx_port}"
+        nginx_url = f"http://127.0.0.1:{nginx.port}"
         stream_url = f"http://127.0.0.1:{stream_port}"
         direct = Target(
             "direct",

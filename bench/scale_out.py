@@ -59,9 +59,11 @@ from bench.run import (  # noqa: E402
     Service,
     Target,
     _cpu_model,
+    create_api_key,
     free_port,
     gateway_target,
     start_gateway,
+    start_nginx,
     wrk,
 )
 from tests.fake_upstream import FakeUpstream, wait_for_http  # noqa: E402
@@ -307,40 +309,6 @@ def redis_clock_offset(redis: RedisServer) -> float:
     return int(seconds) + int(micros) / 1e6 - (before + after) / 2
 
 
-def create_key(env: dict[str, str], *, requests_per_minute: int) -> str:
-    full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "llmapi.settings"}
-    subprocess.run(
-        [
-            PYTHON,
-            "-c",
-            "import django; django.setup(); "
-            "from accounts.database import ensure_database; ensure_database()",
-        ],
-        cwd=ROOT,
-        env=full_env,
-        check=True,
-    )
-    created = subprocess.run(
-        [
-            PYTHON,
-            "manage.py",
-            "create_api_key",
-            "--team",
-            "bench",
-            "--name",
-            "rate",
-            "--requests-per-minute",
-            str(requests_per_minute),
-        ],
-        cwd=ROOT,
-        env=full_env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return created.stdout.strip()
-
-
 def rate_phase(workdir: Path, *, clients: int = 16, margin: float = 0.3) -> dict:
     redis = RedisServer()
     upstream = FakeUpstream()
@@ -351,7 +319,7 @@ def rate_phase(workdir: Path, *, clients: int = 16, margin: float = 0.3) -> dict
         env = gateway_env(
             upstream.url, workdir, REDIS_URL=redis.url, TEXT_MODEL__MAX_CONCURRENCY="64"
         )
-        key = create_key(env, requests_per_minute=RATE_LIMIT)
+        key = create_api_key(env, "--name", "rate", "--requests-per-minute", str(RATE_LIMIT))
         gateways = Gateways(workdir, env)
         # Warm-up (key lookups, connections), in the minute before the measured one.
         asyncio.run(load(gateways.urls, clients=2, until=time.monotonic() + 0.2, key=key))
@@ -434,23 +402,8 @@ def cost_phase(workdir: Path, *, rounds: int, duration: int) -> dict:
     services: list[Service] = []
     redis = RedisServer()
     try:
-        nginx_port = free_port()
-        ngx = workdir / "nginx"
-        for sub in ("", "body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (ngx / sub).mkdir(parents=True, exist_ok=True)
-        conf = (ROOT / "bench" / "nginx.conf.template").read_text()
-        conf = conf.replace("__PORT__", str(nginx_port)).replace("__PREFIX__", str(ngx))
-        (ngx / "nginx.conf").write_text(conf)
-        nginx_bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        services.append(
-            Service(
-                "nginx",
-                [nginx_bin, "-c", str(ngx / "nginx.conf"), "-p", str(ngx)],
-                core=LOAD_CORE,
-                port=nginx_port,
-                log=log,
-            )
-        )
+        nginx = start_nginx(workdir, log)
+        services.append(nginx)
         redis.start()
         assert redis.process is not None
         subprocess.run(
@@ -458,7 +411,7 @@ def cost_phase(workdir: Path, *, rounds: int, duration: int) -> dict:
             check=True,
             capture_output=True,
         )
-        nginx_url = f"http://127.0.0.1:{nginx_port}"
+        nginx_url = f"http://127.0.0.1:{nginx.port}"
         # Both gateways stay up (one idle while the other is measured) so that the rounds
         # can alternate without restarts.
         local = start_gateway(nginx_url, log, workdir / "local")
