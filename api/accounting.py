@@ -92,8 +92,9 @@ class _Account:
 
     async def reserve(self, spec: ModelSpec, messages: list[dict[str, Any]], params: dict) -> None:
         """
-        Reserve the quota: at once in-process; with shared limits, started here and sent
-        with the model slot's acquisition (`limits.admission`), and known after `reserved`.
+        Reserve the quota: at once in-process; with shared limits, one made ahead for a busy
+        key (`limits.redis_ahead`), or started here and sent with the model slot's
+        acquisition (`limits.admission`), and known after `reserved`.
         """
         max_tokens = params.get("max_tokens") or spec.defaults.get("max_tokens") or 0
         tokens = estimate_request_tokens(
@@ -101,7 +102,9 @@ class _Account:
         )
         store, subject = get_quota_store(), self.principal.quota
         if store.shared and not subject.unlimited:
-            self._pending = admission.start(store.reserve(subject, tokens=tokens))
+            self.reservation = store.take_ready(subject, tokens=tokens)
+            if self.reservation is None:
+                self._pending = admission.start(store.reserve(subject, tokens=tokens))
         else:
             self.reservation = await store.reserve(subject, tokens=tokens)
 

@@ -21,6 +21,8 @@ import contextvars
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from limits.per_loop import running_loop
+
 T = TypeVar("T")
 
 _pending: contextvars.ContextVar[asyncio.Future[Any] | None] = contextvars.ContextVar(
@@ -30,7 +32,7 @@ _pending: contextvars.ContextVar[asyncio.Future[Any] | None] = contextvars.Conte
 
 def start(reservation: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Start `reservation` in the background; `confirm` in this request waits for it."""
-    task = asyncio.get_running_loop().create_task(reservation)
+    task = running_loop().create_task(reservation)
     _pending.set(task)
     return task
 

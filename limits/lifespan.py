@@ -10,7 +10,8 @@ and the refresher keep trying in the background, and the error policy covers req
 
 from __future__ import annotations
 
-from limits import redis_client, redis_events, replica_health
+from limits import redis_client, redis_events, redis_slots, replica_health
+from limits.quotas import get_quota_store
 
 
 async def start(*, connect_timeout: float = 1.0) -> bool:
@@ -26,5 +27,15 @@ async def start(*, connect_timeout: float = 1.0) -> bool:
 
 
 async def stop() -> None:
-    """Stop the background work (listener, refresher, lease renewals) and close the client."""
+    """
+    Give back what this worker kept for its next requests (reservations made ahead, slot
+    leases to hand on), stop the background work (listener, refresher, lease renewals) and
+    close the client.
+    """
+    if redis_client.enabled():
+        store = get_quota_store()
+        give_back = getattr(store, "give_back_ahead", None)
+        if give_back is not None:
+            give_back()
+        redis_slots.release_kept_leases()
     await redis_client.close()

@@ -74,6 +74,7 @@ class QuotaSubject:
     # limit applies at all.
     holder_ids: tuple[str, ...] = field(init=False, compare=False, repr=False)
     unlimited: bool = field(init=False, compare=False, repr=False)
+    _hash: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         holders: tuple[str, ...] = (f"key:{self.key_id}",)
@@ -85,6 +86,13 @@ class QuotaSubject:
             "unlimited",
             self.key_limits.unlimited and (self.team_id is None or self.team_limits.unlimited),
         )
+        object.__setattr__(
+            self, "_hash", hash((self.key_id, self.key_limits, self.team_id, self.team_limits))
+        )
+
+    def __hash__(self) -> int:
+        # Computed once: a subject is a dictionary key several times per request.
+        return self._hash
 
     def holder_limits(self) -> tuple[Limits, ...]:
         return (self.key_limits, self.team_limits)[: len(self.holder_ids)]
@@ -135,6 +143,10 @@ class QuotaStore(Protocol):
     # True when a reservation is a round trip to a shared store (sent with the request's
     # model slot, see limits.admission); False when it is answered in-process at once.
     shared: bool
+
+    def take_ready(self, subject: QuotaSubject, *, tokens: int) -> Reservation | None:
+        """A reservation made ahead that this request may take now, without waiting."""
+        ...
 
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
@@ -212,6 +224,9 @@ class InProcessQuotaStore:
     """Quotas counted in this process (one worker). See the module docstring."""
 
     shared = False
+
+    def take_ready(self, subject: QuotaSubject, *, tokens: int) -> Reservation | None:
+        return None  # `reserve` answers at once: nothing is reserved ahead
 
     def __init__(self) -> None:
         self._counters: dict[str, _Counters] = {}

@@ -23,7 +23,6 @@ import asyncio
 import hashlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,6 +37,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from limits.exceptions import LimitsUnavailable
+from limits.per_loop import PerLoop, running_loop
 from limits.redis_connection import PipelinedConnection, ReplyError
 
 logger = logging.getLogger("limits.redis")
@@ -133,12 +133,16 @@ class _LoopClient:
     later: list[_Call] = field(default_factory=list)  # calls whose replies nobody waits for
     later_timer: asyncio.TimerHandle | None = None
     sending: set[asyncio.Future[Any]] = field(default_factory=set)  # pipelines on their way
+    before_send: list[Callable[[], None]] = field(default_factory=list)  # see `on_next_send`
     loaded: set[str] = field(default_factory=set)  # scripts Redis is known to have
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClient] = (
-    weakref.WeakKeyDictionary()
-)
+def _new_loop_client() -> _LoopClient:
+    cfg = config()
+    return _LoopClient(cfg, _new_client(cfg), _new_connection(cfg))
+
+
+_clients: PerLoop[_LoopClient] = PerLoop(_new_loop_client)
 
 
 def _new_client(cfg: RedisConfig) -> redis.Redis:
@@ -164,12 +168,10 @@ def _new_connection(cfg: RedisConfig) -> PipelinedConnection:
 
 
 def _loop_client() -> _LoopClient:
-    loop = asyncio.get_running_loop()
+    entry = _clients.get()
     cfg = config()
-    entry = _clients.get(loop)
-    if entry is None:
-        entry = _clients[loop] = _LoopClient(cfg, _new_client(cfg), _new_connection(cfg))
-    elif entry.config != cfg:  # settings replaced (tests): new ones, the old client closed later
+    if entry.config is not cfg and entry.config != cfg:
+        # Settings replaced (tests): new ones, the old client closed later.
         entry.retired.append(entry.client)
         entry.connection.close()
         entry.config, entry.client = cfg, _new_client(cfg)
@@ -188,7 +190,7 @@ def spawn(coroutine: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
     Run background work of the shared limits on this loop (a listener, a refresher, lease
     renewals, a waiter leaving the line); `close` cancels whatever still runs.
     """
-    task = asyncio.get_running_loop().create_task(coroutine, name=name)
+    task = running_loop().create_task(coroutine, name=name)
     tasks = _loop_client().tasks
     tasks.add(task)
     task.add_done_callback(tasks.discard)
@@ -200,7 +202,7 @@ async def close() -> None:
     Lifespan shutdown: stop this loop's background work, then close its client. Without
     REDIS_URL there is nothing to do.
     """
-    entry = _clients.get(asyncio.get_running_loop())
+    entry = _clients.peek()
     if entry is None:
         return
     # Releases and settlements sent after their answers went out are delivered first.
@@ -210,7 +212,7 @@ async def close() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    _clients.pop(asyncio.get_running_loop(), None)
+    _clients.pop()
     entry.connection.close()
     for old in (*entry.retired, entry.client):
         await old.aclose()
@@ -263,6 +265,11 @@ class _Health:
 _health = _Health()
 
 
+def healthy() -> bool:
+    """Whether Redis answered the last exchange (no outage is under way)."""
+    return _health.down_since is None
+
+
 def note_failure(exc: BaseException, what: str) -> None:
     """Record a failure seen outside `call` (the pub/sub listener)."""
     _health.failed(exc, what, config())
@@ -304,9 +311,10 @@ def stopping() -> bool:
     return task is not None and task.cancelling() > 0
 
 
-async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> Any:
+def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
     """
-    Run a Lua script under the failure rules of `_guarded`, and return its reply.
+    Run a Lua script under the failure rules of `_guarded`: a future of its reply (raises
+    `RedisUnreachable` at once while Redis is paused after a failure).
 
     Calls are not sent one by one: every call made while the event loop runs one round of
     ready work goes out in the next pipeline (`EVALSHA`s, one write and one read), so a
@@ -316,7 +324,7 @@ async def run_script(what: str, source: str, keys: list[str], args: list[Any]) -
     """
     if _health.paused():
         raise RedisUnreachable(what)
-    return await _queue(what, source, keys, args)
+    return _queue(what, source, keys, args)
 
 
 # How long a call nobody waits for may wait for a pipeline to ride along with.
@@ -333,7 +341,7 @@ def run_script_later(what: str, source: str, keys: list[str], args: list[Any]) -
     """
     if _health.paused():
         return
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     entry = _loop_client()
     future = loop.create_future()
     future.add_done_callback(_drop_outcome)
@@ -342,13 +350,29 @@ def run_script_later(what: str, source: str, keys: list[str], args: list[Any]) -
         entry.later_timer = loop.call_later(LATER_SECONDS, _send_queued, entry)
 
 
+def on_next_send(callback: Callable[[], None]) -> bool:
+    """
+    Call `callback` just before the next pipeline goes out (the next request's, or on its own
+    within LATER_SECONDS), for work nobody waits for that is merged until then (settlements
+    of one counter add up) and then queued with `run_script_later`. False, and nothing is
+    called, while Redis is paused after a failure.
+    """
+    if _health.paused():
+        return False
+    entry = _loop_client()
+    entry.before_send.append(callback)
+    if entry.later_timer is None:
+        entry.later_timer = running_loop().call_later(LATER_SECONDS, _send_queued, entry)
+    return True
+
+
 def _drop_outcome(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 def _queue(what: str, source: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     entry = _loop_client()
     future = loop.create_future()
     if not entry.queued:
@@ -358,6 +382,9 @@ def _queue(what: str, source: str, keys: list[str], args: list[Any]) -> asyncio.
 
 
 def _send_queued(entry: _LoopClient) -> None:
+    before, entry.before_send = entry.before_send, []
+    for callback in before:
+        callback()  # queues its merged work with run_script_later
     # Calls nobody waits for were made first: they go first.
     calls, entry.later, entry.queued = entry.later + entry.queued, [], []
     if entry.later_timer is not None:
@@ -377,7 +404,7 @@ def _send_queued(entry: _LoopClient) -> None:
 
 def _send_later(entry: _LoopClient, calls: list[_Call]) -> None:
     """Send `calls` from a task: to connect first, or to load scripts."""
-    task = asyncio.get_running_loop().create_task(_send(entry, calls), name="redis-pipeline")
+    task = running_loop().create_task(_send(entry, calls), name="redis-pipeline")
     entry.sending.add(task)
     task.add_done_callback(entry.sending.discard)
 
@@ -496,7 +523,7 @@ def _sha(source: str) -> str:
 
 async def flush() -> None:
     """Send what is queued and wait for the pipelines on their way (at shutdown)."""
-    entry = _clients.get(asyncio.get_running_loop())
+    entry = _clients.peek()
     if entry is None:
         return
     _send_queued(entry)

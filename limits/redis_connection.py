@@ -38,6 +38,8 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import parse_url
 
+from limits.per_loop import running_loop
+
 ReplyError = hiredis.ReplyError  # an error reply (a script's error, NOSCRIPT, WRONGPASS, ...)
 
 STALL = 0.02  # seconds: a deadline noticed later than this was missed by this process's stall
@@ -112,7 +114,7 @@ class _Protocol(asyncio.Protocol):
     def send(self, payload: bytes, count: int) -> asyncio.Future[list[Any]]:
         if self.transport is None:
             raise ConnectionError("connection to Redis lost")
-        future = asyncio.get_running_loop().create_future()
+        future = running_loop().create_future()
         self.batches.append(_Batch(future, count))
         self.transport.write(payload)
         return future
@@ -231,7 +233,7 @@ class PipelinedConnection:
         return protocol
 
     async def _dial(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         address = self.address
         if address.path:
             _, protocol = await loop.create_unix_connection(_Protocol, address.path)
@@ -281,7 +283,7 @@ class _Deadline:
     def __init__(
         self, seconds: float, future: asyncio.Future[Any], give_up: Callable[[], object]
     ) -> None:
-        self._loop = asyncio.get_running_loop()
+        self._loop = running_loop()
         self._future, self._give_up = future, give_up
         self._at = self._loop.time() + seconds
         self._handle = self._loop.call_at(self._at, self._fire)

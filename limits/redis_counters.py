@@ -24,22 +24,31 @@ Time is the Redis server's clock.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from limits import redis_client
+from limits.per_loop import PerLoop
 from limits.redis_client import RedisUnreachable
 
-# KEYS: the counters. ARGV: per counter, 4 values: limit, amount, bucket ms, buckets.
-# Over: {0, index of the first counter over (1-based), retry-after ms or -1 if it never fits}.
-# Admitted: {1, then per counter: bucket, remaining, reset-after ms}.
+# KEYS: the counters. ARGV: required (1/0), extra copies wanted, then per counter 4 values:
+# limit, amount, bucket ms, buckets.
+# Over (only when required): {0, index of the first counter over (1-based), retry-after ms or
+# -1 if it never fits}.
+# Admitted: {1, extra copies granted, then per counter: bucket, remaining, reset-after ms}.
+# Extra copies (the same amounts again, for `RedisQuotaStore`'s reservations made ahead) are
+# granted one by one while every counter keeps at least half its limit free after them.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local required, wanted = tonumber(ARGV[1]), tonumber(ARGV[2])
 local plan = {}
 for i = 1, #KEYS do
-  local at = (i - 1) * 4
+  local at = 2 + (i - 1) * 4
   local limit, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local size, buckets = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
   -- a sub-window counts while fewer than `span` sub-windows have started since it began
@@ -58,7 +67,7 @@ for i = 1, #KEYS do
   end
   if #stale > 0 then redis.call('HDEL', KEYS[i], unpack(stale)) end
   table.sort(live, function(a, b) return a[1] < b[1] end)
-  if used + amount > limit then
+  if required == 1 and used + amount > limit then
     if amount > limit then return {0, i, -1} end
     local freed, need = 0, used + amount - limit
     for _, entry in ipairs(live) do
@@ -68,16 +77,27 @@ for i = 1, #KEYS do
     return {0, i, size}
   end
   local first = live[1] and live[1][1] or current
-  plan[i] = {current, limit - used - amount, (first + span) * size - now, span * size}
+  plan[i] = {current, limit, used, amount, (first + span) * size - now, span * size}
 end
-local reply = {1}
+local extra = 0
+while extra < wanted do
+  local copies = required + extra + 1
+  for i = 1, #KEYS do
+    local p = plan[i]
+    if (p[2] - p[3] - p[4] * copies) * 2 < p[2] then copies = nil break end
+  end
+  if not copies then break end
+  extra = extra + 1
+end
+local copies = required + extra
+local reply = {1, extra}
 for i = 1, #KEYS do
-  local amount = tonumber(ARGV[(i - 1) * 4 + 2])
-  if amount ~= 0 then redis.call('HINCRBY', KEYS[i], plan[i][1], amount) end
-  redis.call('PEXPIRE', KEYS[i], plan[i][4] + 1000)
-  reply[#reply + 1] = plan[i][1]
-  reply[#reply + 1] = plan[i][2]
-  reply[#reply + 1] = plan[i][3]
+  local p = plan[i]
+  if p[4] ~= 0 and copies > 0 then redis.call('HINCRBY', KEYS[i], p[1], p[4] * copies) end
+  if copies > 0 then redis.call('PEXPIRE', KEYS[i], p[6] + 1000) end
+  reply[#reply + 1] = p[1]
+  reply[#reply + 1] = p[2] - p[3] - p[4] * copies
+  reply[#reply + 1] = p[5]
 end
 return reply
 """
@@ -126,7 +146,7 @@ class Counter:
         if self.window * 1000 < self.buckets:
             raise ValueError(f"counter {self.key!r}: sub-windows shorter than 1 ms")
 
-    @property
+    @functools.cached_property
     def bucket_ms(self) -> int:
         return max(1, math.floor(self.window * 1000 / self.buckets))
 
@@ -146,7 +166,8 @@ class Reservation:
     The outcome of `reserve`. Admitted: `states` per counter. Refused: `over` is the first
     counter over its limit, `retry_after` the seconds until it has room (None: the amount is
     larger than the limit and never fits). `counted` is False when Redis was unreachable and
-    the policy `open` admitted without counting.
+    the policy `open` admitted without counting. `extra`: copies of the same amounts reserved
+    besides (`reserve`'s `extra`).
     """
 
     admitted: bool
@@ -156,33 +177,78 @@ class Reservation:
     retry_after: float | None = None
     counted: bool = True
     buckets: tuple[int, ...] = ()  # where each amount went, for `settle`
+    extra: int = 0
+
+
+_redis_keys: dict[tuple[str, str], str] = {}
 
 
 def _redis_key(counter: Counter) -> str:
-    return redis_client.key("counters", counter.key)
+    prefix = redis_client.config().key_prefix
+    key = _redis_keys.get((prefix, counter.key))
+    if key is None:
+        if len(_redis_keys) > 100_000:
+            _redis_keys.clear()
+        key = _redis_keys[(prefix, counter.key)] = redis_client.key("counters", counter.key)
+    return key
 
 
-async def reserve(counters: Sequence[Counter]) -> Reservation:
+async def reserve(
+    counters: Sequence[Counter], *, extra: int = 0, required: bool = True
+) -> Reservation:
     """
     Check every counter and, if all have room, add each one's amount (one atomic round trip).
+
+    `extra`: also reserve up to this many more copies of the same amounts, each only while
+    every counter keeps at least half its limit free after it (the reply's `extra` says how
+    many). `required=False` reserves only such copies, and is never refused (`extra` may be 0).
 
     Raises `LimitsUnavailable` when Redis is unreachable under `LIMITS__ON_REDIS_ERROR=closed`.
     """
     counters = tuple(counters)
     if not counters:
         return Reservation(admitted=True, counters=counters)
-    args: list[int] = []
-    for counter in counters:
-        args += [counter.limit, counter.amount, counter.bucket_ms, counter.buckets]
     try:
-        reply = await redis_client.run_script(
-            "counters", _RESERVE, [_redis_key(c) for c in counters], args
-        )
+        reply = await _send(counters, extra, required)
     except RedisUnreachable:
         error = redis_client.unavailable()
         if error is not None:
             raise error from None
         return Reservation(admitted=True, counters=counters, counted=False)
+    return _parse(counters, reply)
+
+
+def reserve_copies_later(
+    counters: Sequence[Counter], copies: int, then: Callable[[Reservation | None], None]
+) -> None:
+    """
+    `reserve(counters, extra=copies, required=False)` without waiting: `then` gets the
+    outcome when it comes (None when Redis could not be reached).
+    """
+    counters = tuple(counters)
+    try:
+        future = _send(counters, copies, False)
+    except RedisUnreachable:
+        then(None)
+        return
+
+    def done(future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            then(None)
+        else:
+            then(_parse(counters, future.result()))
+
+    future.add_done_callback(done)
+
+
+def _send(counters: tuple[Counter, ...], extra: int, required: bool) -> asyncio.Future[Any]:
+    args: list[int] = [1 if required else 0, extra]
+    for counter in counters:
+        args += [counter.limit, counter.amount, counter.bucket_ms, counter.buckets]
+    return redis_client.run_script("counters", _RESERVE, [_redis_key(c) for c in counters], args)
+
+
+def _parse(counters: tuple[Counter, ...], reply: list[Any]) -> Reservation:
     if reply[0] == 0:
         over = counters[int(reply[1]) - 1]
         retry_ms = int(reply[2])
@@ -192,7 +258,7 @@ async def reserve(counters: Sequence[Counter]) -> Reservation:
             over=over,
             retry_after=None if retry_ms < 0 else max(retry_ms, 1) / 1000,
         )
-    values = [int(v) for v in reply[1:]]
+    values = [int(v) for v in reply[2:]]
     return Reservation(
         admitted=True,
         counters=counters,
@@ -201,28 +267,69 @@ async def reserve(counters: Sequence[Counter]) -> Reservation:
             for i, c in enumerate(counters)
         ),
         buckets=tuple(values[3 * i] for i in range(len(counters))),
+        extra=int(reply[1]),
     )
 
 
 async def settle(reservation: Reservation, actual: Sequence[int]) -> None:
+    """`settle_later`, for callers that await their settlement."""
+    settle_later(reservation, actual)
+
+
+def settle_later(reservation: Reservation, actual: Sequence[int]) -> None:
     """
     Correct an admitted reservation with the real amount per counter (same order as the
     counters): the difference from what was reserved is added (or given back). Sent after the
-    answer, without waiting for Redis (`redis_client.run_script_later`); best effort: when
-    Redis is unreachable the estimate stands.
+    answer, without waiting for Redis: the corrections of one counter's window add up until
+    the next pipeline leaves (`redis_client.on_next_send`), and all of them go in one script
+    call. Best effort: when Redis is unreachable the estimate stands.
     """
     if not reservation.admitted or not reservation.counted or not reservation.counters:
         return
     if len(actual) != len(reservation.counters):
         raise ValueError("one actual amount per counter")
-    keys: list[str] = []
-    args: list[int] = []
+    pending: dict[tuple[str, int, int, int], int] | None = None
     for counter, bucket, amount in zip(
         reservation.counters, reservation.buckets, actual, strict=True
     ):
         if amount != counter.amount:
-            keys.append(_redis_key(counter))
-            args += [bucket, amount - counter.amount, counter.bucket_ms, counter.buckets]
-    if not keys:
-        return
-    redis_client.run_script_later("counters settle", _SETTLE, keys, args)
+            if pending is None:
+                pending = _settlements()
+                if pending is None:
+                    return  # Redis is paused after a failure: the estimate stands
+            where = (_redis_key(counter), bucket, counter.bucket_ms, counter.buckets)
+            pending[where] = pending.get(where, 0) + amount - counter.amount
+
+
+@dataclass(slots=True)
+class _Settlements:
+    """A loop's settlements waiting for the next pipeline: a delta per (Redis key, bucket,
+    bucket ms, buckets)."""
+
+    deltas: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
+    scheduled: bool = False
+
+
+_pending: PerLoop[_Settlements] = PerLoop(_Settlements)
+
+
+def _settlements() -> dict[tuple[str, int, int, int], int] | None:
+    """This loop's settlements to add to, sent just before the next pipeline leaves."""
+    pending = _pending.get()
+    if not pending.scheduled:
+        if not redis_client.on_next_send(functools.partial(_send_settlements, pending)):
+            return None
+        pending.scheduled = True
+    return pending.deltas
+
+
+def _send_settlements(pending: _Settlements) -> None:
+    deltas, pending.deltas, pending.scheduled = pending.deltas, {}, False
+    keys: list[str] = []
+    args: list[int] = []
+    for (key, bucket, bucket_ms, buckets), delta in deltas.items():
+        if delta:
+            keys.append(key)
+            args += [bucket, delta, bucket_ms, buckets]
+    if keys:
+        redis_client.run_script_later("counters settle", _SETTLE, keys, args)

@@ -33,6 +33,7 @@ from limits.quotas import (
     Reservation,
     _format_rate_headers,
 )
+from limits.redis_ahead import AheadReservations
 from limits.redis_counters import Counter
 
 MINUTE, DAY, MONTH = 60.0, 86400.0, 30 * 86400.0
@@ -70,16 +71,35 @@ def _described(subject: QuotaSubject) -> tuple[tuple[str, str, int, float, str, 
     return tuple(rows)
 
 
-def _counters(subject: QuotaSubject, tokens: int) -> tuple[list[Counter], list[tuple]]:
+@functools.lru_cache(maxsize=4096)
+def _descriptions(subject: QuotaSubject) -> list[tuple]:
+    """(holder id, limit, what, kind) per counter, as `_counters` gives them."""
+    return [
+        (holder_id, limit, what, kind) for _, holder_id, limit, _, what, kind in _described(subject)
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _counters(subject: QuotaSubject, tokens: int) -> tuple[tuple[Counter, ...], list[tuple]]:
+    """The counters a request of `tokens` reserves, and `_descriptions` of them."""
     counters: list[Counter] = []
-    described: list[tuple] = []  # (holder id, limit, what, kind) per counter
-    for key, holder_id, limit, window, what, kind in _described(subject):
+    for key, _, limit, window, _, kind in _described(subject):
         amount = tokens if kind in (_TOKENS, _BUDGET) else 1
         # A budget refuses once spent (see the module docstring).
         counter_limit = max(0, limit + amount - 1) if kind == _BUDGET else limit
         counters.append(Counter(key, counter_limit, window, amount, buckets=1))
-        described.append((holder_id, limit, what, kind))
-    return counters, described
+    return tuple(counters), _descriptions(subject)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kinds(subject: QuotaSubject) -> tuple[str, ...]:
+    return tuple(d[3] for d in _descriptions(subject))
+
+
+def _rate_of(subject: QuotaSubject):
+    """`_rate` for reservations of this subject made ahead."""
+    described = _descriptions(subject)
+    return lambda counted: _rate(counted, described, time.time())
 
 
 def _rate(counted, described, now: float):
@@ -106,6 +126,36 @@ class RedisQuotaStore:
     # Reservations go out with the request's model slot (limits.admission).
     shared = True
 
+    def __init__(self) -> None:
+        self._ahead = AheadReservations()
+
+    def take_ready(self, subject: QuotaSubject, *, tokens: int) -> Reservation | None:
+        """
+        A reservation made ahead for this busy key, if one is ready and fits (no round trip);
+        None: `reserve` as usual. Either way the request counts in the key's streak.
+        """
+        if subject.unlimited:
+            return None
+        tokens = max(0, tokens)
+        ahead, key = self._ahead.take(subject, tokens)
+        if ahead is None:
+            return None
+        wanted = self._ahead.wanted(subject, key)
+        if wanted:
+            counters = _counters(subject, tokens)[0]
+            self._ahead.refill(subject, key, wanted, counters, tokens, _rate_of(subject))
+        now = time.time()
+        return RedisReservation(
+            subject,
+            tokens,
+            int(now) // 60,
+            int(now) // 86400,
+            0,
+            ahead.rate,
+            counted=ahead.counted,
+            kinds=_kinds(subject),
+        )
+
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
     ) -> Reservation:
@@ -115,9 +165,9 @@ class RedisQuotaStore:
             return RedisReservation(subject, tokens, minute, day, 0)
         tokens = max(0, tokens)
         counters, described = _counters(subject, tokens)
-        counted = await redis_counters.reserve(counters)
+        counted = await redis_counters.reserve(counters, extra=self._ahead.wanted(subject))
         if not counted.admitted:
-            index = counters.index(counted.over)  # type: ignore[arg-type]
+            index = counters.index(counted.over)
             holder_id, limit, what, kind = described[index]
             holder = "team" if holder_id.startswith("team:") else "API key"
             if counted.retry_after is None and kind in (_TOKENS, _BUDGET) and tokens > limit:
@@ -133,6 +183,8 @@ class RedisQuotaStore:
                 detail, retry_after=max(1, wait), headers=_format_rate_headers(refused_rate)
             )
         rate = _rate(counted, described, now) if counted.counted and counted.states else None
+        if counted.extra:
+            self._ahead.keep(subject, counted, tokens, rate)
         return RedisReservation(
             subject,
             tokens,
@@ -141,8 +193,12 @@ class RedisQuotaStore:
             0,
             rate,
             counted=counted,
-            kinds=tuple(d[3] for d in described),
+            kinds=_kinds(subject),
         )
+
+    def give_back_ahead(self) -> None:
+        """Shutdown: give back this worker's reservations made ahead."""
+        self._ahead.give_back_all()
 
     async def settle(self, reservation: Reservation, *, used_tokens: int | None) -> None:
         """Give back the concurrency unit and count the real tokens instead of the estimate."""
@@ -157,8 +213,9 @@ class RedisQuotaStore:
         for counter, kind in zip(counted.counters, kinds, strict=True):
             if kind == _CONCURRENT:
                 actual.append(0)
-            elif kind in (_TOKENS, _BUDGET) and used_tokens is not None:
-                actual.append(max(0, used_tokens))
+            elif kind in (_TOKENS, _BUDGET):
+                # Unknown use: the request's own estimate (one made ahead may hold more).
+                actual.append(max(0, reservation.tokens if used_tokens is None else used_tokens))
             else:
                 actual.append(counter.amount)
         await redis_counters.settle(counted, actual)

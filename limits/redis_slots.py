@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import redis_client, redis_events
+from limits.per_loop import PerLoop, running_loop
 from limits.redis_client import RedisUnreachable
 from limits.slots import SlotTimeout
 
@@ -77,7 +78,8 @@ end
 
 # KEYS: holders, queue, waiters, ticket. ARGV: token, capacity, lease ms, waiter ttl ms,
 # key ttl ms, wake channel, may_queue (1/0).
-# Returns {1} when admitted, {0, rank, free} when queued (or refused with may_queue=0).
+# Returns {1, slots still free, requests waiting} when admitted, {0, rank, free} when queued
+# (or refused with may_queue=0).
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -99,7 +101,7 @@ if rank < free then
   redis.call('ZREM', waiters, token)
   redis.call('ZADD', holders, now + lease, token)
   keep(key_ttl, holders, queue, waiters, ticket)
-  return {1}
+  return {1, free - 1, redis.call('ZCARD', queue)}
 end
 redis.call('ZADD', waiters, now + waiter_ttl, token)
 keep(key_ttl, holders, queue, waiters, ticket)
@@ -175,10 +177,32 @@ def _on_wake(payload: bytes) -> None:
 redis_events.subscribe(WAKE_CHANNEL, _on_wake)
 
 
+# Handing a slot on: a request that ends keeps its lease for WARM_SECONDS, and a request that
+# starts on the same worker meanwhile takes it over without a round trip, while the model had
+# at least half its slots free and nobody waiting at the last look (at most ROOMY_SECONDS ago).
+WARM_SECONDS = 0.005
+ROOMY_SECONDS = 0.5
+
+
 @dataclass
 class _LoopState:
     held: dict[str, None] = field(default_factory=dict)  # tokens held on this loop, in order
     renewer: asyncio.Task[None] | None = None
+    warm: dict[str, float] = field(default_factory=dict)  # leases kept to hand on: until when
+    cooling: asyncio.TimerHandle | None = None  # releases the warm leases left unused
+    roomy_until: float = 0.0  # loop time until which leases may be handed on
+    waiting: int = 0  # requests of this loop in the shared line
+
+
+_instances: weakref.WeakSet[RedisSlots] = weakref.WeakSet()
+
+
+def release_kept_leases() -> None:
+    """Release, on this loop, every lease kept to hand on (shutdown)."""
+    for slots in list(_instances):
+        state = slots._per_loop.peek()
+        if state is not None:
+            slots._cool(state, everything=True)
 
 
 class RedisSlots:
@@ -192,10 +216,9 @@ class RedisSlots:
             raise ValueError("capacity must be at least 1")
         self.name = name
         self.capacity = capacity
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop: PerLoop[_LoopState] = PerLoop(_LoopState)
         self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        _instances.add(self)
 
     # --- the LocalSlots interface ----------------------------------------------------------
 
@@ -203,10 +226,9 @@ class RedisSlots:
     def in_use(self) -> int:
         """Slots held right now by this process's event loop (the shared count: `shared_counts`)."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+            state = self._per_loop.peek()
+        except RuntimeError:  # no running loop
             return 0
-        state = self._per_loop.get(loop)
         return len(state.held) if state else 0
 
     @contextlib.asynccontextmanager
@@ -219,16 +241,17 @@ class RedisSlots:
         uncounted.
         """
         state = self._state()
-        token = f"{os.getpid()}-{_PROCESS_TAG}-{next(_serials)}"  # unique on every host
-        try:
-            await self._acquire(state, token, queue_timeout)
-        except RedisUnreachable:
-            error = redis_client.unavailable()
-            if error is not None:
-                raise error from None
-            counted = False  # open: admitted, counted nowhere
-        else:
-            counted = True
+        token = self._take_warm(state)
+        counted = True
+        if token is None:
+            token = f"{os.getpid()}-{_PROCESS_TAG}-{next(_serials)}"  # unique on every host
+            try:
+                await self._acquire(state, token, queue_timeout)
+            except RedisUnreachable:
+                error = redis_client.unavailable()
+                if error is not None:
+                    raise error from None
+                counted = False  # open: admitted, counted nowhere
         if not counted:
             yield
             return
@@ -238,16 +261,12 @@ class RedisSlots:
             yield
         finally:
             state.held.pop(token, None)
-            self._release_later(token)  # after the answer, off the client's time
+            self._hand_on(state, token)  # after the answer, off the client's time
 
     # --- Redis -----------------------------------------------------------------------------
 
     def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._per_loop.get(loop)
-        if state is None:
-            state = self._per_loop[loop] = _LoopState()
-        return state
+        return self._per_loop.get()
 
     def _keys(self, *names: str) -> list[str]:
         prefix = redis_client.config().key_prefix
@@ -279,7 +298,10 @@ class RedisSlots:
             self._release_later(token)  # the script may have run: give back what it took
             raise
         if reply[0] == 1:
+            self._looked(state, reply)
             return
+        # Full: no lease is handed on until an admission finds room again.
+        state.roomy_until = 0.0
         if queue_timeout <= 0:
             raise SlotTimeout
         # In line: wait for a wake-up (or poll), until admitted or out of time.
@@ -287,6 +309,7 @@ class RedisSlots:
         event = _waiting[token] = asyncio.Event()
         deadline = time.monotonic() + queue_timeout
         delay = POLL_MIN
+        state.waiting += 1
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -299,6 +322,7 @@ class RedisSlots:
                 delay = min(delay * 2, POLL_MAX)
                 reply = await self._run("slot acquire", _ACQUIRE, keys, args)
                 if reply[0] == 1:
+                    self._looked(state, reply)
                     return
         except BaseException:
             # Gave up (timeout, cancelled, Redis error): leave the line without delaying the
@@ -307,6 +331,56 @@ class RedisSlots:
             raise
         finally:
             _waiting.pop(token, None)
+            state.waiting -= 1
+
+    def _looked(self, state: _LoopState, reply: list[Any]) -> None:
+        """An admission's view of the slot set: whether leases may be handed on for a while."""
+        free, waiting = int(reply[1]), int(reply[2])
+        if waiting == 0 and free * 2 >= self.capacity and not state.waiting:
+            state.roomy_until = running_loop().time() + ROOMY_SECONDS
+
+    def _take_warm(self, state: _LoopState) -> str | None:
+        """A lease a finished request kept, if one may be handed on now."""
+        if not state.warm:
+            return None
+        now = running_loop().time()
+        if now >= state.roomy_until or state.waiting or not redis_client.healthy():
+            self._cool(state, everything=True)
+            return None
+        token, until = state.warm.popitem()  # the most recent
+        if now < until:
+            if not state.warm and state.cooling is not None:
+                state.cooling.cancel()  # nothing left to release: no wake-up for it
+                state.cooling = None
+            return token
+        self._cool(state, everything=True)
+        self._release_later(token)
+        return None
+
+    def _hand_on(self, state: _LoopState, token: str) -> None:
+        """Keep a finished request's lease for the next one on this worker, or release it."""
+        loop = running_loop()
+        now = loop.time()
+        if now >= state.roomy_until or state.waiting or not redis_client.healthy():
+            self._release_later(token)
+            return
+        state.warm[token] = now + WARM_SECONDS
+        if state.cooling is None:
+            state.cooling = loop.call_later(WARM_SECONDS, self._cool, state)
+
+    def _cool(self, state: _LoopState, everything: bool = False) -> None:
+        """Release the kept leases nobody took in time (or all of them)."""
+        if state.cooling is not None:
+            state.cooling.cancel()
+            state.cooling = None
+        now = running_loop().time()
+        for token, until in list(state.warm.items()):
+            if everything or until <= now:
+                del state.warm[token]
+                self._release_later(token)
+        if state.warm:
+            soonest = min(state.warm.values())
+            state.cooling = running_loop().call_at(soonest, self._cool, state)
 
     def _release_later(self, token: str) -> None:
         """Free the token's slot or its place in line; if Redis is unreachable, the lease or
@@ -324,9 +398,9 @@ class RedisSlots:
     async def _renew_while_held(self, state: _LoopState) -> None:
         lease = redis_client.config().lease_seconds
         keys = self._keys("holders", "queue", "waiters")
-        while state.held and not redis_client.stopping():
+        while (state.held or state.warm) and not redis_client.stopping():
             await asyncio.sleep(lease / 3)
-            tokens = list(state.held)
+            tokens = [*state.held, *state.warm]
             for start in range(0, len(tokens), RENEW_BATCH):
                 batch = tokens[start : start + RENEW_BATCH]
                 args = [self.capacity, int(lease * 1000), int(lease * 2000), *batch]
@@ -334,7 +408,10 @@ class RedisSlots:
                     status = await self._run("lease renewal", _RENEW, keys, args)
                 except RedisUnreachable:
                     break  # logged by redis_client; the next round tries again
-                lost = [t for t, s in zip(batch, status, strict=True) if s == 0 and t in state.held]
+                lost = [t for t, s in zip(batch, status, strict=True) if s == 0]
+                for token in lost:
+                    state.warm.pop(token, None)  # not to be handed on: it is no longer held
+                lost = [t for t in lost if t in state.held]
                 if lost:
                     logger.warning(
                         "%d lease(s) of slots %r lost while the slots are full; those requests "
