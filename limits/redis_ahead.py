@@ -31,6 +31,7 @@ answering.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,8 @@ from typing import Any
 from limits import redis_client, redis_counters
 from limits.per_loop import PerLoop, running_loop
 
-DEPTH = 4  # reservations kept ready per key and worker, at most
-LOW = 1  # ... made again (up to DEPTH, in one round trip) when no more than this are left
+DEPTH = 8  # reservations kept ready per key and worker, at most
+LOW = 3  # ... made again (up to DEPTH, in one round trip) when no more than this are left
 AFTER = 8  # ... once the key has sent this many requests in a row,
 GAP = 0.1  # ... each within this many seconds of the previous one
 IDLE = 1.0  # an unused reservation made ahead is given back after this many seconds
@@ -79,11 +80,10 @@ class AheadReservations:
     def __init__(self) -> None:
         self._loops: PerLoop[_Loop] = PerLoop(_Loop)
 
-    def take(self, subject: Any, tokens: int) -> tuple[Ahead | None, _Key]:
+    def take(self, subject: Any, tokens: int) -> Ahead | None:
         """
         Count the request in its key's streak, and hand it a ready reservation if one fits
-        (None otherwise: reserve as usual, with `wanted` extra copies). Also returns the key's
-        state, for `refill`.
+        (None otherwise: reserve as usual, with `wanted` extra copies).
         """
         loop = running_loop()
         now = loop.time()
@@ -95,21 +95,20 @@ class AheadReservations:
         key.streak = key.streak + 1 if now - key.last_at <= GAP else 1
         key.last_at = now
         if not key.ready:
-            return None, key
+            return None
         if not redis_client.healthy():
             self._give_back_all(key)
-            return None, key
+            return None
         for index, ahead in enumerate(key.ready):
             if ahead.tokens >= tokens and now < ahead.usable_until:
                 del key.ready[index]
-                return ahead, key
-        return None, key
+                return ahead
+        return None
 
-    def wanted(self, subject: Any, key: _Key | None = None) -> int:
+    def wanted(self, subject: Any) -> int:
         """How many reservations to make ahead for this key now (0 unless it is busy)."""
-        if key is None:
-            state = self._loops.peek()
-            key = state.keys.get(subject) if state else None
+        state = self._loops.peek()
+        key = state.keys.get(subject) if state else None
         if key is None or key.streak < AFTER or not redis_client.healthy():
             return 0
         have = len(key.ready) + key.refilling
@@ -132,25 +131,22 @@ class AheadReservations:
         # The window that ends first bounds them all (a reservation counts where it was made).
         ends = min((s.reset_after for s in counted.states), default=0.0)
         usable_until = now + ends - MARGIN
-        single = redis_counters.Reservation(
-            admitted=True,
-            counters=counted.counters,
-            states=counted.states,
-            buckets=counted.buckets,
-        )
+        single = dataclasses.replace(counted, extra=0)
         for _ in range(counted.extra):
             key.ready.append(Ahead(single, tokens, rate, usable_until, now + IDLE))
 
     def refill(
         self,
         subject: Any,
-        key: _Key,
         wanted: int,
         counters: Sequence[redis_counters.Counter],
         tokens: int,
         rate: Callable[[redis_counters.Reservation], Any],
     ) -> None:
         """Make `wanted` more reservations ahead in the background (nothing waits for them)."""
+        key = self._loops.get().keys.get(subject)
+        if key is None:
+            return
         key.refilling += wanted
 
         def reserved(counted: redis_counters.Reservation | None) -> None:

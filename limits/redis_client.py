@@ -134,6 +134,7 @@ class _LoopClient:
     later_timer: asyncio.TimerHandle | None = None
     sending: set[asyncio.Future[Any]] = field(default_factory=set)  # pipelines on their way
     before_send: list[Callable[[], None]] = field(default_factory=list)  # see `on_next_send`
+    before_send_timer: asyncio.TimerHandle | None = None
     loaded: set[str] = field(default_factory=set)  # scripts Redis is known to have
 
 
@@ -350,19 +351,19 @@ def run_script_later(what: str, source: str, keys: list[str], args: list[Any]) -
         entry.later_timer = loop.call_later(LATER_SECONDS, _send_queued, entry)
 
 
-def on_next_send(callback: Callable[[], None]) -> bool:
+def on_next_send(callback: Callable[[], None], *, within: float) -> bool:
     """
-    Call `callback` just before the next pipeline goes out (the next request's, or on its own
-    within LATER_SECONDS), for work nobody waits for that is merged until then (settlements
-    of one counter add up) and then queued with `run_script_later`. False, and nothing is
-    called, while Redis is paused after a failure.
+    Call `callback` just before the next pipeline goes out (another request's, or on its own
+    within `within` seconds), for work nobody waits for that is merged until then
+    (settlements of one counter add up) and then queued with `run_script_later`. False, and
+    nothing is called, while Redis is paused after a failure.
     """
     if _health.paused():
         return False
     entry = _loop_client()
     entry.before_send.append(callback)
-    if entry.later_timer is None:
-        entry.later_timer = running_loop().call_later(LATER_SECONDS, _send_queued, entry)
+    if entry.before_send_timer is None:
+        entry.before_send_timer = running_loop().call_later(within, _send_queued, entry)
     return True
 
 
@@ -383,6 +384,9 @@ def _queue(what: str, source: str, keys: list[str], args: list[Any]) -> asyncio.
 
 def _send_queued(entry: _LoopClient) -> None:
     before, entry.before_send = entry.before_send, []
+    if entry.before_send_timer is not None:
+        entry.before_send_timer.cancel()
+        entry.before_send_timer = None
     for callback in before:
         callback()  # queues its merged work with run_script_later
     # Calls nobody waits for were made first: they go first.

@@ -178,6 +178,7 @@ class Reservation:
     counted: bool = True
     buckets: tuple[int, ...] = ()  # where each amount went, for `settle`
     extra: int = 0
+    keys: tuple[str, ...] = ()  # the counters' Redis keys, for `settle`
 
 
 _redis_keys: dict[tuple[str, str], str] = {}
@@ -209,13 +210,14 @@ async def reserve(
     if not counters:
         return Reservation(admitted=True, counters=counters)
     try:
-        reply = await _send(counters, extra, required)
+        future, keys = _send(counters, extra, required)
+        reply = await future
     except RedisUnreachable:
         error = redis_client.unavailable()
         if error is not None:
             raise error from None
         return Reservation(admitted=True, counters=counters, counted=False)
-    return _parse(counters, reply)
+    return _parse(counters, keys, reply)
 
 
 def reserve_copies_later(
@@ -227,7 +229,7 @@ def reserve_copies_later(
     """
     counters = tuple(counters)
     try:
-        future = _send(counters, copies, False)
+        future, keys = _send(counters, copies, False)
     except RedisUnreachable:
         then(None)
         return
@@ -236,19 +238,22 @@ def reserve_copies_later(
         if future.cancelled() or future.exception() is not None:
             then(None)
         else:
-            then(_parse(counters, future.result()))
+            then(_parse(counters, keys, future.result()))
 
     future.add_done_callback(done)
 
 
-def _send(counters: tuple[Counter, ...], extra: int, required: bool) -> asyncio.Future[Any]:
+def _send(
+    counters: tuple[Counter, ...], extra: int, required: bool
+) -> tuple[asyncio.Future[Any], list[str]]:
     args: list[int] = [1 if required else 0, extra]
     for counter in counters:
         args += [counter.limit, counter.amount, counter.bucket_ms, counter.buckets]
-    return redis_client.run_script("counters", _RESERVE, [_redis_key(c) for c in counters], args)
+    keys = [_redis_key(c) for c in counters]
+    return redis_client.run_script("counters", _RESERVE, keys, args), keys
 
 
-def _parse(counters: tuple[Counter, ...], reply: list[Any]) -> Reservation:
+def _parse(counters: tuple[Counter, ...], keys: list[str], reply: list[Any]) -> Reservation:
     if reply[0] == 0:
         over = counters[int(reply[1]) - 1]
         retry_ms = int(reply[2])
@@ -268,6 +273,7 @@ def _parse(counters: tuple[Counter, ...], reply: list[Any]) -> Reservation:
         ),
         buckets=tuple(values[3 * i] for i in range(len(counters))),
         extra=int(reply[1]),
+        keys=tuple(keys),
     )
 
 
@@ -289,16 +295,22 @@ def settle_later(reservation: Reservation, actual: Sequence[int]) -> None:
     if len(actual) != len(reservation.counters):
         raise ValueError("one actual amount per counter")
     pending: dict[tuple[str, int, int, int], int] | None = None
-    for counter, bucket, amount in zip(
-        reservation.counters, reservation.buckets, actual, strict=True
+    for key, counter, bucket, amount in zip(
+        reservation.keys, reservation.counters, reservation.buckets, actual, strict=True
     ):
-        if amount != counter.amount:
+        delta = amount - counter.amount
+        if delta:
             if pending is None:
                 pending = _settlements()
                 if pending is None:
                     return  # Redis is paused after a failure: the estimate stands
-            where = (_redis_key(counter), bucket, counter.bucket_ms, counter.buckets)
-            pending[where] = pending.get(where, 0) + amount - counter.amount
+            where = (key, bucket, counter.bucket_ms, counter.buckets)
+            pending[where] = pending.get(where, 0) + delta
+
+
+# Settlements wait at most this long for a pipeline to ride along with (a busy key's next
+# reservations made ahead, another request's round trip), then go on their own.
+SETTLE_WITHIN = 0.025
 
 
 @dataclass(slots=True)
@@ -317,7 +329,8 @@ def _settlements() -> dict[tuple[str, int, int, int], int] | None:
     """This loop's settlements to add to, sent just before the next pipeline leaves."""
     pending = _pending.get()
     if not pending.scheduled:
-        if not redis_client.on_next_send(functools.partial(_send_settlements, pending)):
+        send = functools.partial(_send_settlements, pending)
+        if not redis_client.on_next_send(send, within=SETTLE_WITHIN):
             return None
         pending.scheduled = True
     return pending.deltas

@@ -137,13 +137,9 @@ class RedisQuotaStore:
         if subject.unlimited:
             return None
         tokens = max(0, tokens)
-        ahead, key = self._ahead.take(subject, tokens)
+        ahead = self._ahead.take(subject, tokens)
         if ahead is None:
             return None
-        wanted = self._ahead.wanted(subject, key)
-        if wanted:
-            counters = _counters(subject, tokens)[0]
-            self._ahead.refill(subject, key, wanted, counters, tokens, _rate_of(subject))
         now = time.time()
         return RedisReservation(
             subject,
@@ -219,6 +215,18 @@ class RedisQuotaStore:
             else:
                 actual.append(counter.amount)
         await redis_counters.settle(counted, actual)
+        self._refill(reservation.subject, reservation.tokens)
+
+    def _refill(self, subject: QuotaSubject, tokens: int) -> None:
+        """
+        Make reservations ahead for a busy key, if it wants more. Done as a request ends, so
+        that the round trip (and Redis's work) falls after its answer, not beside its call to
+        the model server.
+        """
+        wanted = self._ahead.wanted(subject)
+        if wanted:
+            counters = _counters(subject, tokens)[0]
+            self._ahead.refill(subject, wanted, counters, tokens, _rate_of(subject))
 
     async def snapshot(self, subject: QuotaSubject, *, now: float | None = None) -> dict:
         """
