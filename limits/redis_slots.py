@@ -338,6 +338,8 @@ class RedisSlots:
         free, waiting = int(reply[1]), int(reply[2])
         if waiting == 0 and free * 2 >= self.capacity and not state.waiting:
             state.roomy_until = running_loop().time() + ROOMY_SECONDS
+        else:
+            state.roomy_until = 0.0
 
     def _take_warm(self, state: _LoopState) -> str | None:
         """A lease a finished request kept, if one may be handed on now."""

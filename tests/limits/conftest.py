@@ -136,6 +136,20 @@ class Worker:
 
 
 @pytest.fixture
+def pipelines(monkeypatch):
+    """What each Redis round trip carried, by the names of its script calls."""
+    sent: list[list[str]] = []
+    original = redis_client._commands
+
+    def recording(calls, load):
+        sent.append([each.what for each in calls])
+        return original(calls, load)
+
+    monkeypatch.setattr(redis_client, "_commands", recording)
+    return sent
+
+
+@pytest.fixture
 def workers():
     started: list[Worker] = []
 

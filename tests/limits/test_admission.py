@@ -15,20 +15,6 @@ from limits.redis_quotas import RedisQuotaStore
 from limits.redis_slots import RedisSlots
 
 
-@pytest.fixture
-def pipelines(monkeypatch):
-    """What each Redis round trip carried, by the names of its script calls."""
-    sent: list[list[str]] = []
-    original = redis_client._commands
-
-    def recording(calls, load):
-        sent.append([each.what for each in calls])
-        return original(calls, load)
-
-    monkeypatch.setattr(redis_client, "_commands", recording)
-    return sent
-
-
 async def test_the_quota_and_the_slot_share_one_round_trip(use_redis, pipelines):
     store = RedisQuotaStore()
     who = QuotaSubject(key_id="1", key_limits=Limits(requests_per_minute=5, tokens_per_minute=1000))

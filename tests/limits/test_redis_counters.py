@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from limits import redis_client
 from limits.exceptions import LimitsUnavailable
 from limits.redis_counters import Counter, reserve, settle
 from tests.limits.conftest import shared_limits_settings
@@ -128,3 +129,33 @@ def test_two_processes_hammering_one_key_get_exactly_its_limit(use_redis, worker
     results = [worker.message(timeout=30) for worker in pair]
     assert 118 <= sum(r["admitted"] for r in results) <= 122, results
     assert all(r["refused"] > 0 for r in results), results  # both hammered past the limit
+
+
+async def test_extra_copies_are_reserved_only_while_half_the_limit_stays_free(use_redis):
+    counter = Counter("copies", limit=10, window=60)
+    reservation = await reserve([counter], extra=10)
+    assert reservation.admitted
+    assert reservation.extra == 4  # 1 + 4 used: 5 of 10 still free
+    assert reservation.states[0].remaining == 5
+    probe = await reserve([Counter("copies", limit=10, window=60, amount=0)])
+    assert probe.states[0].remaining == 5
+
+
+async def test_copies_alone_are_never_refused_and_take_nothing_when_they_do_not_fit(use_redis):
+    full = Counter("full", limit=2, window=60)
+    assert (await reserve([full])).admitted
+    copies = await reserve([full], extra=3, required=False)
+    assert copies.admitted and copies.extra == 0
+    assert (await reserve([full])).admitted  # the second unit was still free
+    assert not (await reserve([full])).admitted
+
+
+async def test_settlements_of_one_window_go_to_redis_as_one_call(use_redis, pipelines):
+    counter = Counter("merged", limit=1000, window=60, amount=10)
+    held = [await reserve([counter]) for _ in range(3)]
+    for reservation in held:
+        await settle(reservation, [4])  # 6 fewer each
+    await redis_client.flush()
+    assert pipelines[-1] == ["counters settle"]
+    probe = await reserve([Counter("merged", limit=1000, window=60, amount=0)])
+    assert probe.states[0].remaining == 1000 - 12

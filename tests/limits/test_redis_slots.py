@@ -236,3 +236,56 @@ async def test_a_killed_waiter_does_not_block_the_line(use_redis, workers):
         waited = time.monotonic() - started
     assert waited < 3.0  # the dead waiter's heartbeat (2 s) expired; it was never admitted
     assert use_redis.command("LLEN", "admitted") == b":0\r\n"
+
+
+async def test_a_finished_lease_is_handed_to_the_next_request_without_a_round_trip(
+    use_redis, pipelines
+):
+    slots = RedisSlots("handed", 4)
+    for _ in range(5):
+        async with slots.hold(queue_timeout=1):
+            assert await slots.shared_counts() == (1, 0)  # one lease, never two
+    acquired = [name for pipeline in pipelines for name in pipeline if name == "slot acquire"]
+    assert acquired == ["slot acquire"]
+    await asyncio.sleep(redis_slots.WARM_SECONDS * 3)
+    assert await slots.shared_counts() == (0, 0)  # kept only for a moment
+
+
+async def test_no_lease_is_handed_on_while_the_model_is_more_than_half_busy(use_redis, pipelines):
+    slots = RedisSlots("busy", 2)
+    async with slots.hold(queue_timeout=1):
+        async with slots.hold(queue_timeout=1):
+            pass  # two of two in use: this lease goes back to the line at once
+        await redis_client.flush()
+        assert await slots.shared_counts() == (1, 0)
+
+
+async def test_a_waiting_request_gets_the_lease_before_a_newcomer_of_the_holder(use_redis):
+    slots = RedisSlots("fair", 2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with slots.hold(queue_timeout=1):  # half the slots free after it: roomy
+            await release.wait()
+        async with slots.hold(queue_timeout=5):  # the holder's next request, right after
+            order.append("holder's next")
+
+    async def filler() -> None:
+        async with slots.hold(queue_timeout=1):  # now full
+            await asyncio.sleep(0.5)
+
+    async def waiter() -> None:
+        async with slots.hold(queue_timeout=5):
+            order.append("waiter")
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(holder())]
+    await asyncio.sleep(0.05)
+    tasks.append(asyncio.create_task(filler()))
+    await asyncio.sleep(0.05)
+    tasks.append(asyncio.create_task(waiter()))
+    await asyncio.sleep(0.1)  # the waiter is in line
+    release.set()
+    await asyncio.gather(*tasks)
+    assert order == ["waiter", "holder's next"]
