@@ -11,7 +11,9 @@ started without waiting (`start`), the service takes its slot, and then waits fo
 raises its `QuotaExceeded` as before.
 
 In-process limits need no round trip and do not use this: their quota is reserved before the
-call, as it always was.
+call, as it always was. Neither does a request that takes a reservation made ahead for its
+busy key (`limits.redis_ahead`), nor the slot a request of the same worker hands on
+(`limits.redis_slots`): those need no round trip at all.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ async def stop() -> None:
     close the client.
     """
     if redis_client.enabled():
+        await redis_client.flush()  # reservations being made ahead arrive first
         store = get_quota_store()
         give_back = getattr(store, "give_back_ahead", None)
         if give_back is not None:

@@ -240,10 +240,12 @@ class _Health:
         self.failures_unlogged += 1
         if now - self.last_log >= LOG_EVERY:
             action = "admitting uncounted" if cfg.on_redis_error == "open" else "refusing (503)"
+            # The error's own words help (a refused AUTH, a refused connection) and hold no
+            # secret: connection errors never carry the password.
             logger.error(
                 "Redis unreachable (%s during %s; %d failure(s) since the last report); "
                 "LIMITS__ON_REDIS_ERROR=%s: %s until it is back",
-                type(exc).__name__,
+                f"{type(exc).__name__}: {str(exc)[:200]}" if str(exc) else type(exc).__name__,
                 what,
                 self.failures_unlogged,
                 cfg.on_redis_error,

@@ -16,6 +16,9 @@ multiples of their length since the epoch, so minutes and days are UTC-aligned):
 
 Redis unreachable: `redis_counters.reserve` admits uncounted (`LIMITS__ON_REDIS_ERROR=open`)
 or raises `LimitsUnavailable` (closed, 503).
+
+A busy key's next reservations are made ahead (`limits.redis_ahead`): `take_ready` hands one
+out without a round trip, and `settle` makes more once a request has ended.
 """
 
 from __future__ import annotations
@@ -214,7 +217,7 @@ class RedisQuotaStore:
                 actual.append(max(0, reservation.tokens if used_tokens is None else used_tokens))
             else:
                 actual.append(counter.amount)
-        await redis_counters.settle(counted, actual)
+        redis_counters.settle_later(counted, actual)
         self._refill(reservation.subject, reservation.tokens)
 
     def _refill(self, subject: QuotaSubject, tokens: int) -> None:

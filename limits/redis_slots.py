@@ -18,6 +18,12 @@ Waiting: when a slot frees (a release, a waiter leaving, an expired lease found)
 publishes the tokens now at the head of the line; their processes wake them at once. A missed
 message costs little: waiters also poll, with a backoff from 20 ms to 250 ms.
 
+Handing on: a request that ends keeps its lease for `WARM_SECONDS`, and the next request of
+the same worker takes it without a round trip, while the last admission on this worker (at
+most `ROOMY_SECONDS` ago) saw at least half the slots free and nobody in line, and none of the
+worker's own requests is in line. Otherwise the lease is released at once, so that a waiting
+request is never passed over.
+
 When Redis cannot be reached, `LIMITS__ON_REDIS_ERROR` decides (see `redis_client`): `open`
 admits without counting, `closed` raises `LimitsUnavailable`. A holder whose lease was lost
 (Redis restarted empty, or it could not renew for a whole lease) takes it back at its next

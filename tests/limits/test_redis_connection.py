@@ -189,3 +189,21 @@ def test_tls_options_from_the_url():
     assert verified is not None and verified.verify_mode == ssl.CERT_REQUIRED
     assert verified.check_hostname
     assert Address.from_url("redis://cache.example").ssl_context() is None
+
+
+async def test_the_outage_log_line_says_why_without_the_password(guarded_server, settings, caplog):
+    from limits import lifespan, redis_client
+    from tests.limits.conftest import shared_limits_settings
+
+    url = f"redis://:not-the-pw@127.0.0.1:{guarded_server.port}/0"
+    settings.SHARED_LIMITS = shared_limits_settings(url)
+    redis_client.reset_state_for_tests()
+    try:
+        with pytest.raises(redis_client.RedisUnreachable):
+            await redis_client.command("ping", "PING")
+    finally:
+        await lifespan.stop()
+        redis_client.reset_state_for_tests()
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "Redis refused AUTH" in logged
+    assert "not-the-pw" not in logged
