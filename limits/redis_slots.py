@@ -19,10 +19,12 @@ publishes the tokens now at the head of the line; their processes wake them at o
 message costs little: waiters also poll, with a backoff from 20 ms to 250 ms.
 
 Handing on: a request that ends keeps its lease for `WARM_SECONDS`, and the next request of
-the same worker takes it without a round trip, while the last admission on this worker (at
-most `ROOMY_SECONDS` ago) saw at least half the slots free and nobody in line, and none of the
-worker's own requests is in line. Otherwise the lease is released at once, so that a waiting
-request is never passed over.
+the same worker takes it without a round trip, while the last look at the slot set (an
+admission's reply, or a count taken in the background every `ROOMY_SECONDS` while leases are
+handed on; at most twice that long ago) saw at least half the slots free and nobody in line,
+and none of the worker's own requests is in line. Otherwise the lease is released at once. A
+request that joins the line publishes it (`BUSY_CHANNEL`), and every worker then releases the
+leases it kept, so that a waiting request is not passed over.
 
 When Redis cannot be reached, `LIMITS__ON_REDIS_ERROR` decides (see `redis_client`): `open`
 admits without counting, `closed` raises `LimitsUnavailable`. A holder whose lease was lost
@@ -52,6 +54,7 @@ from limits.slots import SlotTimeout
 logger = logging.getLogger("limits.slots")
 
 WAKE_CHANNEL = "slots:wake"
+BUSY_CHANNEL = "slots:busy"  # a request joined a line: stop handing leases on in that set
 POLL_MIN = 0.02  # seconds before a waiter asks again when no wake-up came
 POLL_MAX = 0.25
 WAITER_TTL_MS = 2000  # a waiter that has not polled for this long is dropped from the line
@@ -83,7 +86,7 @@ end
 """
 
 # KEYS: holders, queue, waiters, ticket. ARGV: token, capacity, lease ms, waiter ttl ms,
-# key ttl ms, wake channel, may_queue (1/0).
+# key ttl ms, wake channel, may_queue (1/0), busy channel.
 # Returns {1, slots still free, requests waiting} when admitted, {0, rank, free} when queued
 # (or refused with may_queue=0).
 _ACQUIRE = (
@@ -100,6 +103,8 @@ if not rank then
   if rank >= free then
     if ARGV[7] == '0' then return {0, rank, free} end
     redis.call('ZADD', queue, redis.call('INCR', ticket), token)
+    -- Someone waits: workers keeping leases to hand on give them back now.
+    redis.call('PUBLISH', ARGV[8], holders)
   end
 end
 if rank < free then
@@ -183,10 +188,26 @@ def _on_wake(payload: bytes) -> None:
 redis_events.subscribe(WAKE_CHANNEL, _on_wake)
 
 
+def _on_busy(payload: bytes) -> None:
+    holders = payload.decode()
+    for slots in list(_instances):
+        if slots._keys("holders")[0] == holders:
+            slots.stop_handing_on()
+
+
+def _on_listener_reconnect() -> None:
+    for slots in list(_instances):
+        slots.stop_handing_on()  # a busy message may have been missed meanwhile
+
+
+redis_events.subscribe(BUSY_CHANNEL, _on_busy, on_reconnect=_on_listener_reconnect)
+
+
 # Handing a slot on: a request that ends keeps its lease for WARM_SECONDS, and a request that
 # starts on the same worker meanwhile takes it over without a round trip, while the model had
-# at least half its slots free and nobody waiting at the last look (at most ROOMY_SECONDS ago).
-WARM_SECONDS = 0.005
+# at least half its slots free and nobody waiting at the last look (taken again in the
+# background every ROOMY_SECONDS while leases are handed on).
+WARM_SECONDS = 0.2
 ROOMY_SECONDS = 0.5
 
 
@@ -196,7 +217,9 @@ class _LoopState:
     renewer: asyncio.Task[None] | None = None
     warm: dict[str, float] = field(default_factory=dict)  # leases kept to hand on: until when
     cooling: asyncio.TimerHandle | None = None  # releases the warm leases left unused
-    roomy_until: float = 0.0  # loop time until which leases may be handed on
+    roomy: bool = False  # the last look at the slot set saw room to hand leases on
+    looked_at: float = float("-inf")  # loop time of that look
+    looking: bool = False  # a look is on its way
     waiting: int = 0  # requests of this loop in the shared line
 
 
@@ -297,6 +320,7 @@ class RedisSlots:
             max(lease_ms, WAITER_TTL_MS) * 2,
             redis_client.key(WAKE_CHANNEL),
             1 if queue_timeout > 0 else 0,
+            redis_client.key(BUSY_CHANNEL),
         ]
         try:
             reply = await self._run("slot acquire", _ACQUIRE, keys, args)
@@ -307,7 +331,7 @@ class RedisSlots:
             self._looked(state, reply)
             return
         # Full: no lease is handed on until an admission finds room again.
-        state.roomy_until = 0.0
+        state.roomy = False
         if queue_timeout <= 0:
             raise SlotTimeout
         # In line: wait for a wake-up (or poll), until admitted or out of time.
@@ -339,24 +363,63 @@ class RedisSlots:
             _waiting.pop(token, None)
             state.waiting -= 1
 
+    def stop_handing_on(self) -> None:
+        """Someone waits for this slot set: release the leases kept to hand on (this loop)."""
+        state = self._per_loop.peek()
+        if state is not None:
+            state.roomy = False
+            self._cool(state, everything=True)
+
     def _looked(self, state: _LoopState, reply: list[Any]) -> None:
         """An admission's view of the slot set: whether leases may be handed on for a while."""
-        free, waiting = int(reply[1]), int(reply[2])
-        if waiting == 0 and free * 2 >= self.capacity and not state.waiting:
-            state.roomy_until = running_loop().time() + ROOMY_SECONDS
-        else:
-            state.roomy_until = 0.0
+        self._saw(state, free=int(reply[1]), waiting=int(reply[2]))
+
+    def _saw(self, state: _LoopState, *, free: int, waiting: int) -> None:
+        state.roomy = waiting == 0 and free * 2 >= self.capacity and not state.waiting
+        state.looked_at = running_loop().time()
+        if not state.roomy:
+            self._cool(state, everything=True)
+
+    def _may_hand_on(self, state: _LoopState) -> bool:
+        """
+        Whether leases may be handed on now: the last look (at most 2 x ROOMY_SECONDS ago)
+        saw room, and none of this worker's requests waits in line. A look older than
+        ROOMY_SECONDS is taken again in the background, without holding anyone up.
+        """
+        if not state.roomy or state.waiting or not redis_client.healthy():
+            return False
+        age = running_loop().time() - state.looked_at
+        if age >= ROOMY_SECONDS and not state.looking:
+            self._look(state)
+        return age < 2 * ROOMY_SECONDS
+
+    def _look(self, state: _LoopState) -> None:
+        keys = self._keys("holders", "queue", "waiters")
+        try:
+            future = redis_client.run_script("slot count", _COUNT, keys, [])
+        except RedisUnreachable:
+            return
+        state.looking = True
+
+        def seen(future: asyncio.Future[Any]) -> None:
+            state.looking = False
+            if future.cancelled() or future.exception() is not None:
+                state.roomy = False
+                return
+            held, waiting = future.result()
+            self._saw(state, free=self.capacity - int(held), waiting=int(waiting))
+
+        future.add_done_callback(seen)
 
     def _take_warm(self, state: _LoopState) -> str | None:
         """A lease a finished request kept, if one may be handed on now."""
         if not state.warm:
             return None
-        now = running_loop().time()
-        if now >= state.roomy_until or state.waiting or not redis_client.healthy():
+        if not self._may_hand_on(state):
             self._cool(state, everything=True)
             return None
         token, until = state.warm.popitem()  # the most recent
-        if now < until:
+        if running_loop().time() < until:
             if not state.warm and state.cooling is not None:
                 state.cooling.cancel()  # nothing left to release: no wake-up for it
                 state.cooling = None
@@ -367,12 +430,11 @@ class RedisSlots:
 
     def _hand_on(self, state: _LoopState, token: str) -> None:
         """Keep a finished request's lease for the next one on this worker, or release it."""
-        loop = running_loop()
-        now = loop.time()
-        if now >= state.roomy_until or state.waiting or not redis_client.healthy():
+        if not self._may_hand_on(state):
             self._release_later(token)
             return
-        state.warm[token] = now + WARM_SECONDS
+        loop = running_loop()
+        state.warm[token] = loop.time() + WARM_SECONDS
         if state.cooling is None:
             state.cooling = loop.call_later(WARM_SECONDS, self._cool, state)
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from limits import redis_client, redis_slots
+from limits import redis_client, redis_events, redis_slots
 from limits.exceptions import LimitsUnavailable
 from limits.redis_slots import RedisSlots
 from limits.slots import SlotTimeout
@@ -289,3 +289,21 @@ async def test_a_waiting_request_gets_the_lease_before_a_newcomer_of_the_holder(
     release.set()
     await asyncio.gather(*tasks)
     assert order == ["waiter", "holder's next"]
+
+
+async def test_a_request_joining_the_line_makes_other_workers_give_kept_leases_back(
+    use_redis, monkeypatch
+):
+    # Leases would be kept for a long time, and the slot set never looked at again: only
+    # the message a newcomer to the line publishes can free the kept lease in time.
+    monkeypatch.setattr(redis_slots, "WARM_SECONDS", 60.0)
+    monkeypatch.setattr(redis_slots, "ROOMY_SECONDS", 60.0)
+    redis_events.ensure_listener()  # as the gateway does at start-up
+    assert await redis_events.wait_connected(5)
+    keeper, other, newcomer = (RedisSlots("shared", 2) for _ in range(3))  # three workers
+    async with keeper.hold(queue_timeout=1):
+        pass  # one of two in use at its admission: roomy, so the lease is kept
+    assert await keeper.shared_counts() == (1, 0)
+    async with other.hold(queue_timeout=1):  # now both slots are held
+        async with newcomer.hold(queue_timeout=5):  # waits, and says so
+            assert await newcomer.shared_counts() == (2, 0)
