@@ -13,8 +13,8 @@ Scale-out: two gateway processes sharing one Redis behave as one gateway. One ru
    without Redis against the same gateway with `REDIS_URL` (redis-server on core 1), in
    alternating rounds. req/s at 64 connections, p50 at one connection, and the gateway's CPU
    time per request from /proc (less noisy than wall time on a shared machine). Each round
-   measures both back to back; the goals read the median over rounds of each round's ratio
-   (req/s) and difference (p50).
+   measures both back to back at each load; the goals read the median over rounds of each
+   round's ratio (req/s) and difference (p50).
 4. Faults, for `LIMITS__ON_REDIS_ERROR=open` and `closed`: steady load on two gateways while
    redis-server is killed (SIGKILL) and, 5 s later, started again on the same port. Statuses
    before, during and after the outage, the slowest request overlapping the outage, the peak at
@@ -380,23 +380,22 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def measure(target: Target, gateway_pid: int, redis_pid: int | None, duration: int) -> dict:
-    """wrk at one connection, then at 64, with the CPU time spent meanwhile."""
-    row: dict[str, Any] = {}
-    for label, connections in (("one", 1), ("sixty_four", 64)):
-        cpu_before = tree_cpu_seconds(gateway_pid)
-        redis_before = tree_cpu_seconds(redis_pid) if redis_pid else 0.0
-        run = wrk(target, connections=connections, duration=duration)
-        requests = max(run["requests"], 1)
-        run["gateway_cpu_ms_per_req"] = round(
-            (tree_cpu_seconds(gateway_pid) - cpu_before) * 1000 / requests, 3
+def measure(
+    target: Target, gateway_pid: int, redis_pid: int | None, connections: int, duration: int
+) -> dict:
+    """wrk at `connections`, with the CPU time spent meanwhile."""
+    cpu_before = tree_cpu_seconds(gateway_pid)
+    redis_before = tree_cpu_seconds(redis_pid) if redis_pid else 0.0
+    run = wrk(target, connections=connections, duration=duration)
+    requests = max(run["requests"], 1)
+    run["gateway_cpu_ms_per_req"] = round(
+        (tree_cpu_seconds(gateway_pid) - cpu_before) * 1000 / requests, 3
+    )
+    if redis_pid:
+        run["redis_cpu_ms_per_req"] = round(
+            (tree_cpu_seconds(redis_pid) - redis_before) * 1000 / requests, 3
         )
-        if redis_pid:
-            run["redis_cpu_ms_per_req"] = round(
-                (tree_cpu_seconds(redis_pid) - redis_before) * 1000 / requests, 3
-            )
-        row[label] = run
-    return row
+    return run
 
 
 def cost_phase(workdir: Path, *, rounds: int, duration: int) -> dict:
@@ -428,12 +427,14 @@ def cost_phase(workdir: Path, *, rounds: int, duration: int) -> dict:
             wrk(target, connections=8, duration=2)  # warm-up
         rows: list[dict] = []
         for index in range(rounds):
-            # Alternate which goes first, so neither always follows the other.
+            # The two setups of a round are measured right after each other at each load (the
+            # machine's speed drifts within seconds); which goes first alternates.
             order = ["local", "redis"] if index % 2 == 0 else ["redis", "local"]
-            row: dict[str, Any] = {"round": index + 1}
-            for name in order:
-                target, pid, redis_pid = peers[name]
-                row[name] = measure(target, pid, redis_pid, duration)
+            row: dict[str, Any] = {"round": index + 1, "local": {}, "redis": {}}
+            for label, connections in (("one", 1), ("sixty_four", 64)):
+                for name in order:
+                    target, pid, redis_pid = peers[name]
+                    row[name][label] = measure(target, pid, redis_pid, connections, duration)
             rows.append(row)
             say(
                 f"   round {index + 1}: req/s at 64 local {row['local']['sixty_four']['rps']:.0f}"
@@ -821,8 +822,8 @@ def main() -> int:
     args = parser.parse_args()
     only = set(args.only.split(","))
     quick = args.quick
-    duration = args.duration or (3 if quick else 5)
-    rounds = args.rounds or (2 if quick else 7)
+    duration = args.duration or 3
+    rounds = args.rounds or (2 if quick else 11)
 
     for tool in ("redis-server", "nginx", "wrk", "taskset"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
