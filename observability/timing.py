@@ -153,24 +153,7 @@ def _phases(timing: RequestTiming) -> list[tuple[str, float]]:
 
 def response_headers(timing: RequestTiming) -> dict[str, str]:
     """`Server-Timing` and the `x-llmapi-*-ms` headers, from one reading of the clock."""
-    phases = _phases(timing)
-    headers = {
-        f"x-llmapi-{name.replace('_', '-')}-ms": f"{seconds * 1000:.1f}" for name, seconds in phases
-    }
-    headers["Server-Timing"] = ", ".join(
-        f"{name};dur={seconds * 1000:.1f}" for name, seconds in phases
-    )
+    phases = [(name, f"{seconds * 1000:.1f}") for name, seconds in _phases(timing)]
+    headers = {f"x-llmapi-{name.replace('_', '-')}-ms": ms for name, ms in phases}
+    headers["Server-Timing"] = ", ".join(f"{name};dur={ms}" for name, ms in phases)
     return headers
-
-
-def server_timing_header(timing: RequestTiming) -> str:
-    """`queue;dur=1.2, upstream_ttfb;dur=35.0, total;dur=40.3` (milliseconds)."""
-    return ", ".join(f"{name};dur={seconds * 1000:.1f}" for name, seconds in _phases(timing))
-
-
-def timing_headers(timing: RequestTiming) -> dict[str, str]:
-    """The same as `x-llmapi-queue-ms`, `x-llmapi-upstream-ttfb-ms`, `x-llmapi-total-ms`."""
-    return {
-        f"x-llmapi-{name.replace('_', '-')}-ms": f"{seconds * 1000:.1f}"
-        for name, seconds in _phases(timing)
-    }
