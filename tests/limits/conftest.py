@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from limits import lifespan, redis_client
+from limits import lifespan, redis_client, redis_counters
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.teams import key_pepper, make_key, team  # noqa: F401
 
@@ -133,6 +133,40 @@ class Worker:
         for stream in (self.process.stdin, self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()
+
+
+REDIS_NOW = """local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"""
+MINUTE_START = 1_699_999_980.0  # a multiple of 60 s (and of every bucket the tests use)
+FAKE_NOW = "local now = tonumber(redis.call('GET', 'fake-clock-ms'))"
+
+
+class RedisClock:
+    """The counters' clock, faked: their scripts read the time from a Redis key, set here."""
+
+    def __init__(self, server: RedisServer, seconds: float) -> None:
+        self.server = server
+        self.set(seconds)
+
+    def set(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.server.command("SET", "fake-clock-ms", str(round(seconds * 1000)))
+
+    def advance(self, seconds: float) -> None:
+        self.set(self.seconds + seconds)
+
+
+@pytest.fixture
+def redis_clock(use_redis, monkeypatch) -> RedisClock:
+    """
+    Freeze the clock of `limits.redis_counters` (the quota windows) at a minute's start,
+    2023-11-14 22:13:00 UTC, until the test moves it.
+    """
+    for name in ("_RESERVE", "_SETTLE"):
+        source = getattr(redis_counters, name)
+        assert REDIS_NOW in source, f"redis_counters.{name} no longer reads TIME as expected"
+        monkeypatch.setattr(redis_counters, name, source.replace(REDIS_NOW, FAKE_NOW))
+    return RedisClock(use_redis, MINUTE_START)
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ async def listen() -> None:
     started = asyncio.get_running_loop().time()
 
     def received(revoked: str) -> None:
-        say(revoked=revoked, at=time.time())
+        say(revoked=revoked)
 
     revocations.on_revocation(received)
     await redis_events.wait_connected(5)

@@ -15,28 +15,33 @@ def subject(key: Limits, team: Limits | None = None) -> QuotaSubject:
     return QuotaSubject(key_id="1", key_limits=key, team_id="7", team_limits=team)
 
 
-async def test_requests_per_minute_refuses_the_third_with_headers(use_redis):
+async def test_requests_per_minute_refuses_the_third_with_headers(redis_clock):
+    # The three calls fall in one minute of the (faked) Redis clock, 15 s into it.
+    redis_clock.advance(15)
     store, who = RedisQuotaStore(), subject(Limits(requests_per_minute=2, tokens_per_minute=1000))
-    first = await store.reserve(who, tokens=10)
+    first = await store.reserve(who, tokens=10, now=redis_clock.seconds)
     assert first.headers["x-ratelimit-limit-requests"] == "2"
     assert first.headers["x-ratelimit-remaining-requests"] == "1"
     assert first.headers["x-ratelimit-remaining-tokens"] == "990"
-    await store.reserve(who, tokens=10)
+    await store.reserve(who, tokens=10, now=redis_clock.seconds)
     with pytest.raises(QuotaExceeded) as refused:
-        await store.reserve(who, tokens=10)
-    assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+        await store.reserve(who, tokens=10, now=redis_clock.seconds)
+    assert refused.value.headers["Retry-After"] == "45"  # the rest of the minute
     assert refused.value.headers["x-ratelimit-remaining-requests"] == "0"
     assert "requests per minute" in refused.value.detail
+    redis_clock.advance(45)  # the next minute
+    again = await store.reserve(who, tokens=10, now=redis_clock.seconds)
+    assert again.headers["x-ratelimit-remaining-requests"] == "1"
 
 
-async def test_a_second_store_sees_the_same_counters(use_redis):
+async def test_a_second_store_sees_the_same_counters(redis_clock):
     who = subject(Limits(requests_per_minute=1))
-    await RedisQuotaStore().reserve(who, tokens=0)
+    await RedisQuotaStore().reserve(who, tokens=0, now=redis_clock.seconds)
     with pytest.raises(QuotaExceeded):
-        await RedisQuotaStore().reserve(who, tokens=0)
+        await RedisQuotaStore().reserve(who, tokens=0, now=redis_clock.seconds)
 
 
-async def test_settle_frees_the_concurrency_unit_and_counts_real_tokens(use_redis):
+async def test_settle_frees_the_concurrency_unit_and_counts_real_tokens(redis_clock):
     store = RedisQuotaStore()
     who = subject(Limits(concurrent_requests=1, tokens_per_minute=100))
     held = await store.reserve(who, tokens=90)
@@ -49,7 +54,7 @@ async def test_settle_frees_the_concurrency_unit_and_counts_real_tokens(use_redi
     assert again.headers["x-ratelimit-remaining-tokens"] == "0"
 
 
-async def test_team_limit_binds_every_key_of_the_team(use_redis):
+async def test_team_limit_binds_every_key_of_the_team(redis_clock):
     store, team = RedisQuotaStore(), Limits(requests_per_minute=1)
     await store.reserve(QuotaSubject("1", team_id="7", team_limits=team), tokens=0)
     with pytest.raises(QuotaExceeded) as refused:
@@ -57,7 +62,7 @@ async def test_team_limit_binds_every_key_of_the_team(use_redis):
     assert "team" in refused.value.detail
 
 
-async def test_daily_budget_refuses_once_spent(use_redis):
+async def test_daily_budget_refuses_once_spent(redis_clock):
     store, who = RedisQuotaStore(), subject(Limits(tokens_per_day=100))
     first = await store.reserve(who, tokens=60)
     second = await store.reserve(who, tokens=60)  # admitted: 60 used < 100
@@ -83,7 +88,7 @@ def test_get_quota_store_picks_redis_when_configured(settings, monkeypatch):
     assert isinstance(quotas.get_quota_store(), quotas.InProcessQuotaStore)
 
 
-async def test_snapshot_reads_the_shared_counts(use_redis):
+async def test_snapshot_reads_the_shared_counts(redis_clock):
     store = RedisQuotaStore()
     who = subject(Limits(requests_per_minute=5, tokens_per_day=1000), Limits(tokens_per_minute=50))
     held = await store.reserve(who, tokens=30)
