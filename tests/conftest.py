@@ -1,22 +1,71 @@
-"""Shared fixtures: a real gateway under uvicorn and a real fake model server, both on loopback."""
+"""
+Shared fixtures: a real gateway under uvicorn and a real fake model server, both on loopback.
+
+The suite leaves nothing behind: servers write their pid files in a temporary folder of the
+run, and when the run ends, any process it started that is still alive (a gateway, a worker
+orphaned by its parent, a Redis server) fails the run by name and is killed
+(`tests.processes`).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests import processes
 from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "rotated-key-abcdef"
+
+# Servers started with this environment write their pid file here, never in the checkout's var/.
+RUN_DIR = Path(tempfile.mkdtemp(prefix="llmapi-tests-"))
+os.environ["SERVER__PID_FILE"] = str(RUN_DIR / "llmapi.pid")
+REPO_PID_FILE = ROOT / "var" / "llmapi.pid"
+
+
+def _stamp(path: Path) -> float | None:
+    return path.stat().st_mtime if path.exists() else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    processes.adopt_orphans()
+    config.stash[_pid_file_stamp] = _stamp(REPO_PID_FILE)
+
+
+_pid_file_stamp = pytest.StashKey[float | None]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    problems = []
+    leftovers = processes.still_running(grace=15)
+    if leftovers:
+        problems.append(
+            "processes started by the tests were still running at the end (now killed):\n"
+            + "\n".join(f"  pid {pid}: {command}" for pid, command in leftovers)
+        )
+        processes.kill(pid for pid, _ in leftovers)
+    if _stamp(REPO_PID_FILE) != session.config.stash.get(_pid_file_stamp, None):
+        problems.append(f"a test wrote {REPO_PID_FILE.relative_to(ROOT)} in the checkout")
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+    if problems:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_sep("=", "the run left something behind", red=True, bold=True)
+            for problem in problems:
+                reporter.write_line(problem, red=True)
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +130,7 @@ class GatewayPool:
             "PYTHONUNBUFFERED": "1",
             # Each gateway's database (keys, usage) in the test's temporary folder.
             "DATABASE__SQLITE_PATH": str(self.tmp_dir / f"gateway-{port}.sqlite3"),
+            "SERVER__PID_FILE": str(self.tmp_dir / f"gateway-{port}.pid"),
             "API_KEYS__PEPPER": "test-pepper",
             **env,
         }
@@ -96,6 +146,7 @@ class GatewayPool:
         try:
             wait_for_http(f"{gateway.url}/healthz", process=process)
         except RuntimeError as exc:
+            processes.kill_tree(process)
             raise RuntimeError(f"{exc}:\n{gateway.log()}") from None
         return gateway
 
@@ -107,7 +158,7 @@ class GatewayPool:
             try:
                 gateway.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                gateway.process.kill()
+                processes.kill_tree(gateway.process)
 
 
 @pytest.fixture(scope="session")

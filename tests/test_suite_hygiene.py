@@ -6,8 +6,9 @@ latency figures are measured in `bench/`.
 The scan follows, inside each function, what comes from a clock (`time.monotonic()`,
 `time.perf_counter()`, `time.time()`, `loop.time()`, ...): a difference involving a clock
 reading is an elapsed time, and so is a name assigned from one or a list one is appended to.
-An `assert` that orders such an elapsed time against anything (`<`, `<=`, `>`, `>=`) is
-refused, unless its test (or module) is marked `fake_clock`.
+An `assert` that bounds such an elapsed time from above (`elapsed < x`, `x >= elapsed`) is
+refused, unless its test (or module) is marked `fake_clock`. A lower bound ("Retry-After was
+honoured: at least a second passed") stays allowed: a slow machine only makes it truer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ CLOCK_FUNCTIONS = {
     "perf_counter_ns",
     "time_ns",
 }
-ORDERINGS = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
+BELOW = (ast.Lt, ast.LtE)  # left side bounded from above
+ABOVE = (ast.Gt, ast.GtE)  # right side bounded from above
 
 
 def _is_clock_call(node: ast.AST) -> bool:
@@ -121,11 +123,11 @@ def elapsed_time_assertions(source: str, filename: str = "<test>") -> list[str]:
             if not isinstance(node, ast.Assert):
                 continue
             for compare in (n for n in ast.walk(node.test) if isinstance(n, ast.Compare)):
-                if not any(isinstance(op, ORDERINGS) for op in compare.ops):
-                    continue
-                if any(clock.is_elapsed(side) for side in (compare.left, *compare.comparators)):
-                    found.append(f"{filename}:{node.lineno}")
-                    break
+                sides = [compare.left, *compare.comparators]
+                for left, op, right in zip(sides, compare.ops, sides[1:], strict=False):
+                    bounded = left if isinstance(op, BELOW) else right
+                    if isinstance(op, BELOW + ABOVE) and clock.is_elapsed(bounded):
+                        found.append(f"{filename}:{node.lineno}")
     return sorted(set(found), key=lambda where: int(where.rsplit(":", 1)[1]))
 
 
@@ -165,6 +167,16 @@ SAMPLE = textwrap.dedent(
             latencies.append(loop.time() - started)
         assert max(latencies) < 2.0
 
+    def test_bound_from_above_written_backwards():
+        started = time.monotonic()
+        work()
+        assert 0 < 5 > time.monotonic() - started
+
+    def test_a_lower_bound_is_fine():
+        started = time.monotonic()
+        wait_for_retry_after()
+        assert time.monotonic() - started >= 1.0
+
     def test_order_of_events_is_fine():
         first = time.monotonic()
         second = time.monotonic()
@@ -185,11 +197,12 @@ SAMPLE = textwrap.dedent(
 )
 
 
-def test_the_scan_finds_elapsed_time_bounds_and_spares_order_polls_and_fake_clocks():
+def test_the_scan_finds_upper_bounds_and_spares_lower_bounds_order_polls_and_fake_clocks():
     assert elapsed_time_assertions(SAMPLE, "sample.py") == [
         "sample.py:8",
         "sample.py:14",
         "sample.py:23",
+        "sample.py:28",
     ]
 
 

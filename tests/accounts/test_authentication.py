@@ -17,6 +17,7 @@ from accounts.authentication import (
     prepare_authentication,
 )
 from accounts.models import ApiKey
+from tests.waiting import FakeClock
 
 factory = APIRequestFactory()
 BOOTSTRAP = "operator-bootstrap-key"
@@ -76,30 +77,43 @@ def test_key_life_cycle_create_use_expire_revoke(make_key):
     assert caught.value.detail == INVALID_KEY_DETAIL
 
 
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The key cache's clocks, standing still from now until the test moves them."""
+    fake = FakeClock(start=time.time())
+    monkeypatch.setattr(selectors, "time", fake)
+    return fake
+
+
 @pytest.mark.django_db
-def test_cached_key_expires_at_its_expiry_time_without_a_lookup(make_key):
-    created = make_key(expires_at=timezone.now() + dt.timedelta(seconds=0.3))
+@pytest.mark.fake_clock
+def test_cached_key_expires_at_its_expiry_time_without_a_lookup(
+    make_key, settings, clock, django_assert_num_queries
+):
+    settings.API_KEYS_CACHE_SECONDS = 3600
+    created = make_key(expires_at=timezone.now() + dt.timedelta(seconds=60))
     authenticate(**{"X-API-Key": created.full_key})
-    time.sleep(0.35)
-    with pytest.raises(exceptions.PermissionDenied):
+    clock.advance(59.9)
+    with django_assert_num_queries(0):
+        authenticate(**{"X-API-Key": created.full_key})
+    clock.advance(0.2)
+    with django_assert_num_queries(0), pytest.raises(exceptions.PermissionDenied):
         authenticate(**{"X-API-Key": created.full_key})
 
 
 @pytest.mark.django_db
-def test_revocation_elsewhere_takes_effect_within_the_cache_period(make_key, settings):
+@pytest.mark.fake_clock
+def test_revocation_elsewhere_takes_effect_after_the_cache_period(make_key, settings, clock):
     """Another worker revoked the key: this one's cache is not told, its entry ages out."""
-    settings.API_KEYS_CACHE_SECONDS = 0.5
+    settings.API_KEYS_CACHE_SECONDS = 5
     created = make_key()
     authenticate(**{"X-API-Key": created.full_key})
     ApiKey.objects.filter(pk=created.api_key.pk).update(revoked=True)  # no signal: elsewhere
-    revoked_at = time.monotonic()
-    while True:
-        try:
-            authenticate(**{"X-API-Key": created.full_key})
-        except exceptions.PermissionDenied:
-            break
-        time.sleep(0.01)
-    assert time.monotonic() - revoked_at <= settings.API_KEYS_CACHE_SECONDS + 0.5
+    clock.advance(5)
+    authenticate(**{"X-API-Key": created.full_key})  # still cached, as the period allows
+    clock.advance(0.001)
+    with pytest.raises(exceptions.PermissionDenied):
+        authenticate(**{"X-API-Key": created.full_key})
 
 
 @pytest.mark.django_db

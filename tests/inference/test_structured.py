@@ -1,6 +1,5 @@
 import asyncio
 import json
-import time
 from dataclasses import replace
 from http import HTTPStatus
 
@@ -390,17 +389,16 @@ async def test_check_past_its_budget_is_502_and_the_loop_stays_free():
             await asyncio.sleep(0.01)
 
     task = asyncio.create_task(ticker())
-    started = time.monotonic()
+    await asyncio.sleep(0)  # the ticker's first tick
     with pytest.raises(OutputCheckTooCostly) as caught:
         await structured.check_output_off_loop(
             COSTLY_ANSWER, json_schema_format(COSTLY_SCHEMA), seconds=0.5
         )
-    elapsed = time.monotonic() - started
     task.cancel()
     assert status_of(caught.value) == HTTPStatus.BAD_GATEWAY
     assert "STRUCTURED_OUTPUT__VALIDATION_SECONDS" in str(caught.value.detail)
-    assert elapsed < 5
-    assert ticks > 10  # the loop kept running while the thread validated
+    # The loop kept turning while the thread validated (blocked, it would have ticked once).
+    assert ticks >= 3
 
 
 async def test_off_loop_check_returns_the_verdict():

@@ -158,6 +158,7 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
         "SERVER__GRACEFUL_TIMEOUT": "10",
         "PATH": "/usr/bin:/bin",
         "DATABASE__SQLITE_PATH": str(tmp_path / "gateway.sqlite3"),
+        "SERVER__PID_FILE": str(tmp_path / "gateway.pid"),
         "API_KEYS__PEPPER": "test-pepper",
     }
     log = (tmp_path / "drain.log").open("wb")
@@ -241,6 +242,7 @@ def test_generated_key_is_printed_once_and_works_in_every_worker(tmp_path, upstr
         "TEXT_MODEL__BASE_URL": upstream.url,
         "PATH": "/usr/bin:/bin",
         "DATABASE__SQLITE_PATH": str(tmp_path / "gateway.sqlite3"),
+        "SERVER__PID_FILE": str(tmp_path / "gateway.pid"),
         "API_KEYS__PEPPER": "test-pepper",
     }
     log_path = tmp_path / "serve.log"

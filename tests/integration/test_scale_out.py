@@ -38,8 +38,8 @@ def pair(gateways, upstream, redis_url, tmp_path_factory):
         "LIMITS__REDIS_TIMEOUT": "2",
         "LIMITS__REDIS_CONNECT_TIMEOUT": "2",
         "DATABASE__SQLITE_PATH": str(database),
-        # Long enough that only the published revocation explains a key stopping at once.
-        "API_KEYS__CACHE_SECONDS": "5",
+        # Longer than any test: only the published revocation can stop a cached key.
+        "API_KEYS__CACHE_SECONDS": "3600",
     }
     first = gateways.get(**common, LLMAPI_TEST_INSTANCE="a")
     second = gateways.get(**common, LLMAPI_TEST_INSTANCE="b")
@@ -102,16 +102,15 @@ def test_readiness_reports_redis(pair):
     assert report["limits"] == {"redis": "ok", "mode": "closed"}
 
 
-def test_revocation_reaches_both_gateways_at_once(pair, redis_url):
+def test_revocation_reaches_both_gateways_through_redis(pair, redis_url):
     first, second, database = pair
     key = manage(database, "create_api_key", "--team", "shared", "--name", "revoked")
     assert [ask(url, key).status_code for url in (first.url, second.url)] == [200, 200]
     manage(database, "revoke_api_key", key, env={"REDIS_URL": redis_url})
-    started = time.monotonic()
 
     def both_refuse() -> bool:
         return [ask(url, key).status_code for url in (first.url, second.url)] == [403, 403]
 
-    # The message may land a few milliseconds after the command returns.
-    assert wait_for(both_refuse, timeout=2.0)
-    assert time.monotonic() - started < 2.5  # well inside the 5 s cache period
+    # The message may land a moment after the command returns; the cached keys would be
+    # accepted for an hour without it.
+    assert wait_for(both_refuse, timeout=60)

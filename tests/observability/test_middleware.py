@@ -1,17 +1,26 @@
 from __future__ import annotations
 
 import logging
-import re
 
 import pytest
 from django.test import AsyncClient, override_settings
 
+from observability import timing
 from tests.observability.conftest import sample
+from tests.waiting import FakeClock
 
 MIDDLEWARE = [
     "server.middleware.RequestIdMiddleware",
     "observability.middleware.ObservabilityMiddleware",
 ]
+
+
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    """The request timing's clock, moved only by the test views (tests.observability.urls)."""
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
 
 
 @pytest.fixture
@@ -31,15 +40,14 @@ def requests_total(model: str, endpoint: str, status_class: str, team: str) -> f
     )
 
 
-async def test_a_request_is_timed_recorded_and_summarised(client, model, caplog):
+@pytest.mark.fake_clock
+async def test_a_request_is_timed_recorded_and_summarised(client, clock, model, caplog):
     caplog.set_level(logging.INFO, logger="llmapi.requests")
     response = await client.get("/answer", {"model": model}, headers={"X-Request-ID": "r-1"})
     assert response.status_code == 200
-    assert re.fullmatch(
-        r"queue;dur=[\d.]+, upstream_ttfb;dur=[\d.]+, total;dur=[\d.]+", response["Server-Timing"]
-    )
-    assert float(response["x-llmapi-queue-ms"]) >= 10
-    assert float(response["x-llmapi-upstream-ttfb-ms"]) >= 20
+    assert response["Server-Timing"] == "queue;dur=10.0, upstream_ttfb;dur=20.0, total;dur=35.0"
+    assert float(response["x-llmapi-queue-ms"]) == 10
+    assert float(response["x-llmapi-upstream-ttfb-ms"]) == 20
     assert requests_total(model, "text-completion", "2xx", "research") == 1
     genai = {"gen_ai_operation_name": "chat", "gen_ai_request_model": model}
     assert (
@@ -52,7 +60,8 @@ async def test_a_request_is_timed_recorded_and_summarised(client, model, caplog)
     overhead = sample(
         "llmapi_gateway_overhead_seconds_sum", model=model, endpoint="text-completion"
     )
-    assert 0 < overhead < 0.5
+    # 35 ms in all, less 20 ms with the model server and 10 ms in the queue.
+    assert overhead == pytest.approx(0.005)
     (record,) = [r for r in caplog.records if r.name == "llmapi.requests"]
     assert record.getMessage().startswith("GET text-completion 200 in ")
     assert record.model == model and record.completion_tokens == 5
@@ -64,7 +73,8 @@ async def test_an_error_status_is_counted_in_its_class(client, model):
     assert requests_total(model, "text-completion", "5xx", "research") == 1
 
 
-async def test_a_stream_is_recorded_when_its_last_byte_is_out(client, model):
+@pytest.mark.fake_clock
+async def test_a_stream_is_recorded_when_its_last_byte_is_out(client, clock, model):
     response = await client.get("/stream", {"model": model})
     assert "total;dur=" in response["Server-Timing"]
     assert requests_total(model, "text-stream", "2xx", "none") == 0
@@ -75,7 +85,8 @@ async def test_a_stream_is_recorded_when_its_last_byte_is_out(client, model):
     assert sample("gen_ai_client_token_usage_sum", **usage, gen_ai_token_type="output") == 3
     ttft = sample("gen_ai_server_time_to_first_token_seconds_sum", **usage, endpoint="text-stream")
     duration = sample("gen_ai_server_request_duration_seconds_sum", **usage, endpoint="text-stream")
-    assert 0.01 <= ttft < duration
+    assert ttft == pytest.approx(0.01)  # the first of three chunks, 10 ms apart
+    assert duration == pytest.approx(0.03)
 
 
 async def test_probes_get_headers_but_are_not_recorded(client, recording, caplog):

@@ -2,31 +2,37 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import re
-import time
+
+import pytest
 
 from observability import timing
+from tests.waiting import FakeClock
+
+pytestmark = [pytest.mark.fake_clock]
 
 
-def test_phases_become_server_timing_and_llmapi_headers():
+@pytest.fixture
+def clock(monkeypatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
+
+
+def test_phases_become_server_timing_and_llmapi_headers(clock):
     request_timing = timing.start()
     with timing.span("queue"):
-        time.sleep(0.01)
+        clock.advance(0.01)
+    clock.advance(0.003)
     timing.begin("upstream_ttfb")
-    time.sleep(0.02)
+    clock.advance(0.02)
     timing.end("upstream_ttfb")
     headers = timing.response_headers(request_timing)
-    header = headers.pop("Server-Timing")
-    match = re.fullmatch(
-        r"queue;dur=([\d.]+), upstream_ttfb;dur=([\d.]+), total;dur=([\d.]+)", header
-    )
-    assert match, header
-    queue, ttfb, total = (float(value) for value in match.groups())
-    assert queue >= 10 and ttfb >= 20
-    # Each value is rounded to 0.1 ms on its own, so the parts may add up to 0.1 ms more.
-    assert total >= queue + ttfb - 0.1 - 1e-9
-    assert set(headers) == {"x-llmapi-queue-ms", "x-llmapi-upstream-ttfb-ms", "x-llmapi-total-ms"}
-    assert float(headers["x-llmapi-queue-ms"]) == queue
+    assert headers == {
+        "Server-Timing": "queue;dur=10.0, upstream_ttfb;dur=20.0, total;dur=33.0",
+        "x-llmapi-queue-ms": "10.0",
+        "x-llmapi-upstream-ttfb-ms": "20.0",
+        "x-llmapi-total-ms": "33.0",
+    }
 
 
 def test_response_headers_agree_with_each_other():
@@ -38,14 +44,15 @@ def test_response_headers_agree_with_each_other():
     assert headers["x-llmapi-queue-ms"] == "12.3"
 
 
-def test_mark_measures_from_the_start_unless_the_phase_was_begun():
+def test_mark_measures_from_the_start_unless_the_phase_was_begun(clock):
     request_timing = timing.start()
-    time.sleep(0.01)
+    clock.advance(0.01)
     timing.mark("ttft")
-    assert request_timing.durations["ttft"] >= 0.01
+    assert request_timing.durations["ttft"] == pytest.approx(0.01)
     timing.begin("queue")
+    clock.advance(0.002)
     timing.mark("queue")
-    assert request_timing.durations["queue"] < request_timing.durations["ttft"]
+    assert request_timing.durations["queue"] == pytest.approx(0.002)
 
 
 def test_repeated_phases_add_up():
@@ -86,13 +93,13 @@ async def test_each_task_sees_its_own_request():
     assert await asyncio.gather(serve("a"), serve("b")) == ["a", "b"]
 
 
-def test_mark_once_keeps_the_first_token_of_a_request():
+def test_mark_once_keeps_the_first_token_of_a_request(clock):
     request_timing = timing.start()
+    clock.advance(0.01)
     timing.mark_once("ttft")
-    first = request_timing.durations["ttft"]
-    time.sleep(0.01)
+    clock.advance(0.01)
     timing.mark_once("ttft")  # a repair attempt's answer, say
-    assert request_timing.durations["ttft"] == first
+    assert request_timing.durations["ttft"] == pytest.approx(0.01)
 
 
 class _DatabaseKey:

