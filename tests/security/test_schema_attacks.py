@@ -24,13 +24,19 @@ MESSAGES = [{"role": "user", "content": "Analyze this product review"}]
 
 @pytest.fixture
 def gateway(gateways, upstream):
-    """A gateway of its own, so its log holds only these attacks."""
-    return gateways.get(
+    """
+    A gateway of its own, so its log holds only these attacks. Each attack is a client's
+    mistake: none may log a traceback (checked after each test, in whatever order they run).
+    """
+    gateway = gateways.get(
         TEXT_MODEL__BASE_URL=upstream.url,
         TEXT_MODEL__MODEL_NAME="security-llm",
         IMAGE_MODEL__BASE_URL=upstream.url,
         IMAGE_MODEL__MODEL_NAME="security-vlm",
     )
+    logged_before = len(gateway.log())
+    yield gateway
+    assert "Traceback" not in gateway.log()[logged_before:]
 
 
 def schema_request(schema: dict) -> dict:
@@ -224,8 +230,3 @@ def test_normal_schema_still_works(gateway, upstream):
     response = post(gateway, {"messages": MESSAGES, "response_format": REVIEW_FORMAT})
     assert response.status_code == HTTPStatus.OK
     assert response.json()["parsed"]["rating"] == 5
-
-
-def test_no_traceback_for_any_client_mistake(gateway):
-    """Runs last in this module: every attack above was a client's mistake."""
-    assert "Traceback" not in gateway.log()
