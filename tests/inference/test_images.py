@@ -1,11 +1,13 @@
 import base64
 import io
+import platform
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from api.exceptions import status_of
+from inference import images
 from inference.exceptions import InvalidImage, PayloadTooLarge, UnsupportedImage
 from inference.images import (
     MAX_IMAGE_PIXELS,
@@ -147,8 +149,15 @@ def test_rotated_large_jpeg_is_upright_after_the_reduced_decode():
     assert decoded(prepared).size == (100, 300)
 
 
-def test_release_freed_memory_is_safe_to_call():
-    release_freed_memory()  # a no-op where the C library has no malloc_trim
+def test_release_freed_memory_trims_the_heap_where_glibc_allows(monkeypatch):
+    if platform.libc_ver()[0] == "glibc":
+        assert images._malloc_trim is not None  # found, so bursts of large images give back
+    calls = []
+    monkeypatch.setattr(images, "_malloc_trim", calls.append)
+    release_freed_memory()
+    assert calls == [0]  # everything above the heap's top, none kept as padding
+    monkeypatch.setattr(images, "_malloc_trim", None)  # musl, macOS: nothing to call
+    release_freed_memory()
 
 
 async def test_uploads_are_prepared_in_order_off_the_event_loop():

@@ -361,22 +361,29 @@ def test_error_messages_quote_little_of_the_schema():
     assert not check.valid and len(check.errors[0]["message"]) < 400
 
 
+def doubling_schema(levels: int) -> dict:
+    """Items through a chain of `levels` definitions, each applying the next one twice."""
+    fan_out: dict = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(1, levels)
+    }
+    fan_out[f"d{levels}"] = {"type": "integer"}
+    return {
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/d1"}}},
+        "$defs": fan_out,
+    }
+
+
 # The worst schema inspect_schema accepts: allOf doubling 8 times, 509 subschemas per value.
-FAN_OUT = {
-    f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
-    for i in range(1, 8)
-}
-FAN_OUT["d8"] = {"type": "integer"}
-COSTLY_SCHEMA = {
-    "type": "object",
-    "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/d1"}}},
-    "$defs": FAN_OUT,
-}
+COSTLY_SCHEMA = doubling_schema(8)
 COSTLY_ANSWER = json.dumps({"a": [1] * 300_000})
 
 
-def test_costly_schema_is_accepted():
+def test_costly_schema_is_the_worst_accepted_and_one_more_doubling_is_refused():
     structured.inspect_schema(COSTLY_SCHEMA)
+    with pytest.raises(structured.RefusedSchema, match="MAX_SCHEMA_FANOUT"):
+        structured.inspect_schema(doubling_schema(9))
 
 
 async def test_check_past_its_budget_is_502_and_the_loop_stays_free():

@@ -21,9 +21,15 @@ def gguf(tmp_path, body=b"GGUF" + b"\0" * 64):
     return path, hashlib.sha256(body).hexdigest()
 
 
-def test_valid_file_with_matching_hash_passes(tmp_path):
-    path, digest = gguf(tmp_path)
+def test_the_whole_file_is_hashed_and_a_match_is_remembered(tmp_path):
+    body = b"GGUF" + b"\0" * 3 * 1024 * 1024  # beyond the first block read
+    path, digest = gguf(tmp_path, body)
     check_model_file(path, digest)
+    assert (path, digest) in local_model._checked  # the server's process does not hash it again
+    damaged = tmp_path / "damaged.gguf"
+    damaged.write_bytes(body[:-1] + b"\1")  # its last byte only
+    with pytest.raises(LocalModelError, match="corrupted"):
+        check_model_file(damaged, digest)
 
 
 def test_wrong_hash_names_path_and_is_clear(tmp_path):
