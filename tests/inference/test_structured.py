@@ -11,6 +11,7 @@ from inference import services, structured
 from inference.backends.openai_http import OpenAICompatibleBackend
 from inference.exceptions import InvalidModelOutput, OutputCheckTooCostly
 from tests.models import text_spec
+from tests.security.hostile import COSTLY_ANSWER, COSTLY_SCHEMA, doubling_schema
 
 REVIEW_SCHEMA = {
     "type": "object",
@@ -359,25 +360,6 @@ def test_error_messages_quote_little_of_the_schema():
     fmt = json_schema_format({"properties": {"a": {"enum": ["x" * 5000]}}})
     check = structured.check_output('{"a": "y"}', fmt)
     assert not check.valid and len(check.errors[0]["message"]) < 400
-
-
-def doubling_schema(levels: int) -> dict:
-    """Items through a chain of `levels` definitions, each applying the next one twice."""
-    fan_out: dict = {
-        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
-        for i in range(1, levels)
-    }
-    fan_out[f"d{levels}"] = {"type": "integer"}
-    return {
-        "type": "object",
-        "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/d1"}}},
-        "$defs": fan_out,
-    }
-
-
-# The worst schema inspect_schema accepts: allOf doubling 8 times, 509 subschemas per value.
-COSTLY_SCHEMA = doubling_schema(8)
-COSTLY_ANSWER = json.dumps({"a": [1] * 300_000})
 
 
 def test_costly_schema_is_the_worst_accepted_and_one_more_doubling_is_refused():

@@ -1,4 +1,6 @@
-"""Hostile client JSON Schemas, shared by the fuzz run, the soak and the security tests."""
+"""Hostile client JSON Schemas, shared by the fuzz run, the soak, the security tests and bench/."""
+
+import json
 
 
 def schema_format(schema: dict) -> dict:
@@ -21,3 +23,22 @@ HOSTILE_RESPONSE_FORMATS = [
     schema_format({"properties": {"a": {"pattern": "a" * 100_000}}}),
     schema_format(_nested),
 ]
+
+
+def doubling_schema(levels: int) -> dict:
+    """Items through a chain of `levels` definitions, each applying the next one twice."""
+    fan_out: dict = {
+        f"d{i}": {"allOf": [{"$ref": f"#/$defs/d{i + 1}"}, {"$ref": f"#/$defs/d{i + 1}"}]}
+        for i in range(1, levels)
+    }
+    fan_out[f"d{levels}"] = {"type": "integer"}
+    return {
+        "type": "object",
+        "properties": {"a": {"type": "array", "items": {"$ref": "#/$defs/d1"}}},
+        "$defs": fan_out,
+    }
+
+
+# The worst schema inspect_schema accepts: allOf doubling 8 times, 509 subschemas per value.
+COSTLY_SCHEMA = doubling_schema(8)
+COSTLY_ANSWER = json.dumps({"a": [1] * 300_000})

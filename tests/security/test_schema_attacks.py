@@ -16,7 +16,8 @@ from http import HTTPStatus
 import httpx
 import pytest
 
-from tests.inference.test_structured import COSTLY_ANSWER, COSTLY_SCHEMA, VALID
+from tests.inference.test_structured import VALID
+from tests.security.hostile import COSTLY_ANSWER, COSTLY_SCHEMA
 from tests.waiting import wait_until
 
 MESSAGES = [{"role": "user", "content": "Analyze this product review"}]
