@@ -9,13 +9,14 @@ import asyncio
 
 import pytest
 
-from limits import admission, redis_client, redis_slots
+from limits import admission, redis_client
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from limits.redis_quotas import RedisQuotaStore
 from limits.redis_slots import RedisSlots
+from tests.waiting import eventually
 
 
-async def test_the_quota_and_the_slot_share_one_round_trip(use_redis, pipelines):
+async def test_the_quota_and_the_slot_share_one_round_trip(redis_clock, pipelines):
     store = RedisQuotaStore()
     who = QuotaSubject(key_id="1", key_limits=Limits(requests_per_minute=5, tokens_per_minute=1000))
     slots = RedisSlots("m", 2)
@@ -30,12 +31,16 @@ async def test_the_quota_and_the_slot_share_one_round_trip(use_redis, pipelines)
     # The end of the request is one more round trip, after the answer: the settlement, and
     # the slot's release once no request on this worker took the slot over in time.
     assert pipelines[1] == ["counters settle"]
-    await asyncio.sleep(redis_slots.WARM_SECONDS * 3)
-    await redis_client.flush()
+
+    async def released() -> bool:
+        await redis_client.flush()
+        return len(pipelines) > 2
+
+    await eventually(released)  # once the lease was kept WARM_SECONDS for nothing
     assert pipelines[2:] == [["slot release"]]
 
 
-async def test_a_refused_quota_gives_the_slot_back(use_redis):
+async def test_a_refused_quota_gives_the_slot_back(redis_clock):
     store = RedisQuotaStore()
     who = QuotaSubject(key_id="1", key_limits=Limits(requests_per_minute=1))
     await store.reserve(who, tokens=0)  # the one request this minute
@@ -77,6 +82,6 @@ async def test_scripts_redis_lost_are_loaded_again(use_redis, pipelines):
 
 async def test_work_after_an_answer_goes_alone_when_nothing_else_does(use_redis, pipelines):
     redis_client.run_script_later("later", INCR, ["n"], [1])
-    await asyncio.sleep(redis_client.LATER_SECONDS * 4)
+    await eventually(lambda: pipelines)  # within LATER_SECONDS, on its own
     assert pipelines == [["later"]]
     assert use_redis.command("GET", "n").split(b"\r\n")[1] == b"1"

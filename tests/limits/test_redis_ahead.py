@@ -5,13 +5,12 @@ only while every limit is at most half used, and given back when unused.
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from limits import redis_ahead, redis_client
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject, Reservation
 from limits.redis_quotas import RedisQuotaStore
+from tests.waiting import eventually_equal
 
 
 async def request(store: RedisQuotaStore, who: QuotaSubject, tokens: int = 10) -> Reservation:
@@ -28,7 +27,9 @@ async def used(who: QuotaSubject, limit: str = "requests_per_minute") -> int:
     return (await RedisQuotaStore().snapshot(who))["key"][limit]["used"]
 
 
-async def test_a_busy_key_takes_reservations_made_ahead_without_a_round_trip(use_redis, pipelines):
+async def test_a_busy_key_takes_reservations_made_ahead_without_a_round_trip(
+    redis_clock, pipelines
+):
     store = RedisQuotaStore()
     who = QuotaSubject("busy", Limits(requests_per_minute=1000, tokens_per_minute=100_000))
     for _ in range(redis_ahead.AFTER):
@@ -43,7 +44,7 @@ async def test_a_busy_key_takes_reservations_made_ahead_without_a_round_trip(use
     assert await used(who) == redis_ahead.AFTER + redis_ahead.DEPTH
 
 
-async def test_single_requests_leave_nothing_reserved_behind(use_redis):
+async def test_single_requests_leave_nothing_reserved_behind(redis_clock):
     store = RedisQuotaStore()
     who = QuotaSubject("calm", Limits(requests_per_minute=1000))
     for _ in range(redis_ahead.AFTER - 1):
@@ -51,7 +52,7 @@ async def test_single_requests_leave_nothing_reserved_behind(use_redis):
     assert await used(who) == redis_ahead.AFTER - 1
 
 
-async def test_a_busy_key_gets_exactly_its_limit(use_redis):
+async def test_a_busy_key_gets_exactly_its_limit(redis_clock):
     store = RedisQuotaStore()
     who = QuotaSubject("exact", Limits(requests_per_minute=60))
     admitted = refused = 0
@@ -67,7 +68,7 @@ async def test_a_busy_key_gets_exactly_its_limit(use_redis):
     assert await used(who) == 60
 
 
-async def test_nothing_is_made_ahead_once_half_a_limit_is_used(use_redis):
+async def test_nothing_is_made_ahead_once_half_a_limit_is_used(redis_clock):
     store = RedisQuotaStore()
     who = QuotaSubject("half", Limits(requests_per_minute=1000, tokens_per_minute=1000))
     for _ in range(redis_ahead.AFTER + 20):
@@ -78,18 +79,18 @@ async def test_nothing_is_made_ahead_once_half_a_limit_is_used(use_redis):
     assert held == 0
 
 
-async def test_reservations_made_ahead_are_given_back_when_unused(use_redis, monkeypatch):
+async def test_reservations_made_ahead_are_given_back_when_unused(redis_clock, monkeypatch):
     monkeypatch.setattr(redis_ahead, "IDLE", 0.2)
     store = RedisQuotaStore()
     who = QuotaSubject("idle", Limits(requests_per_minute=1000))
     for _ in range(redis_ahead.AFTER + 1):
         await request(store, who)
     assert await used(who) > redis_ahead.AFTER + 1  # some are held ahead
-    await asyncio.sleep(0.6)
-    assert await used(who) == redis_ahead.AFTER + 1
+    # Unused for IDLE seconds: given back.
+    await eventually_equal(lambda: used(who), redis_ahead.AFTER + 1)
 
 
-async def test_a_larger_request_does_not_take_a_smaller_reservation(use_redis):
+async def test_a_larger_request_does_not_take_a_smaller_reservation(redis_clock):
     store = RedisQuotaStore()
     who = QuotaSubject("sizes", Limits(tokens_per_minute=1_000_000))
     for _ in range(redis_ahead.AFTER + 1):
@@ -98,7 +99,7 @@ async def test_a_larger_request_does_not_take_a_smaller_reservation(use_redis):
     assert store.take_ready(who, tokens=5) is not None
 
 
-async def test_none_are_used_close_to_the_end_of_their_window(use_redis, monkeypatch):
+async def test_none_are_used_close_to_the_end_of_their_window(redis_clock, monkeypatch):
     monkeypatch.setattr(redis_ahead, "MARGIN", 61.0)  # every minute ends too soon
     store = RedisQuotaStore()
     who = QuotaSubject("late", Limits(requests_per_minute=1000))
