@@ -18,6 +18,8 @@ import pytest
 
 from tests.conftest import API_KEY, ROOT
 from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
+from tests.processes import kill_tree
+from tests.waiting import wait_until
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
@@ -208,7 +210,7 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
 
         thread = threading.Thread(target=slow_stream)
         thread.start()
-        time.sleep(0.3)  # the stream is under way on the old configuration
+        wait_until(lambda: upstream.open_streams)  # under way on the old configuration
         # Move "small" to another server, then reload.
         catalog_file(path, big=upstream.url, small=moved.url, vision=upstream.url)
         reload = subprocess.run(
@@ -220,7 +222,7 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
             timeout=60,
         )
         assert reload.returncode == 0, reload.stderr
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
             while time.monotonic() < deadline:
                 answered = [
@@ -250,7 +252,9 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
             assert broken.returncode != 0
             assert "not valid YAML" in broken.stderr
             os.kill(process.pid, signal.SIGHUP)  # as if it had been sent anyway
-            time.sleep(1)
+            wait_until(
+                lambda: "The model catalog was not reloaded" in (tmp_path / "serve.log").read_text()
+            )
             still = client.post("/text_model/chat/completion", json={**QUESTION, "model": "small"})
             assert still.status_code == HTTPStatus.OK
         moved.stop()
@@ -260,6 +264,5 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            kill_tree(process)
         log.close()
-    assert "The model catalog was not reloaded" in (tmp_path / "serve.log").read_text()

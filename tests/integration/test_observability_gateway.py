@@ -24,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, ROOT
 from tests.fake_upstream import _free_port, wait_for_http
+from tests.waiting import wait_until
 
 TOKEN = "metrics-token-for-tests"
 UPSTREAM_KEY = "upstream-secret-token"
@@ -85,12 +86,13 @@ def test_known_traffic_leaves_the_right_series(gateways, upstream):
         stream = client.post("/text_model/chat/stream", json=QUESTION)
         bad = client.post("/text_model/chat/completion", json={"messages": []})
         # One slot and no queue: while a slow answer holds it, the next request gets a 429.
-        upstream.behave(delay=1.0)
+        upstream.behave(delay=3.0)
+        received = len(upstream.requests)
         slow = threading.Thread(
             target=lambda: client.post("/text_model/chat/completion", json=QUESTION)
         )
         slow.start()
-        time.sleep(0.4)
+        wait_until(lambda: len(upstream.requests) > received)  # it holds the slot now
         busy = client.post("/text_model/chat/completion", json=QUESTION)
         slow.join()
         after = scrape(client)
@@ -147,9 +149,7 @@ def test_json_logs_parse_and_hold_no_secret(gateways, upstream):
         )
     assert answered.status_code == streamed.status_code == HTTPStatus.OK
     assert refused.status_code == HTTPStatus.FORBIDDEN
-    deadline = time.monotonic() + 5
-    while '"json-403"' not in gateway.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: '"json-403"' in gateway.log())
     text = gateway.log()
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert all(isinstance(line, dict) and "level" in line for line in lines)

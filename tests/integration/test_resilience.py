@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import API_KEY, ROOT
 from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
+from tests.waiting import wait_until
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
 
@@ -172,17 +173,17 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/healthz", process=process)
-        upstream.behave(chunks=[f"w{i} " for i in range(15)], chunk_interval=0.1)
+        upstream.behave(chunks=[f"w{i} " for i in range(60)], chunk_interval=0.1)
         with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
             with client.stream("POST", "/text_model/chat/stream", json=QUESTION) as response:
                 pieces = response.iter_text()
                 text = next(pieces)
                 process.send_signal(signal.SIGTERM)
-                time.sleep(0.3)
-                with pytest.raises(httpx.TransportError):  # no new connections while draining
-                    httpx.get(f"{url}/healthz", timeout=1)
+                # No new connections while draining: refused while the stream is still on.
+                wait_until(lambda: refuses_connections(url), within=5)
+                assert upstream.open_streams
                 text += "".join(pieces)
-        assert text == "".join(f"w{i} " for i in range(15))  # the stream finished whole
+        assert text == "".join(f"w{i} " for i in range(60))  # the stream finished whole
         # uvicorn re-raises the SIGTERM it handled once shutdown is complete.
         assert process.wait(timeout=10) in (0, -signal.SIGTERM)
     finally:
@@ -190,6 +191,14 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
             process.kill()
         log.close()
     assert "Application shutdown complete" in (tmp_path / "drain.log").read_text()
+
+
+def refuses_connections(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=1)
+    except httpx.TransportError:
+        return True
+    return False
 
 
 @pytest.mark.parametrize(

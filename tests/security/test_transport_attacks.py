@@ -26,6 +26,7 @@ from tests.security.raw_http import (
     status_of,
     wait_closed,
 )
+from tests.waiting import wait_until
 
 
 def post(gateway, path: str, **kwargs) -> httpx.Response:
@@ -319,8 +320,16 @@ def test_streams_cut_at_shutdown_end_with_an_in_band_error(tmp_path, upstream):
 # --- Draining with several workers ---------------------------------------------------------------
 
 
+def refused(url: str) -> bool:
+    try:
+        httpx.get(f"{url}/healthz", timeout=5)
+    except httpx.ConnectError:
+        return True
+    return False
+
+
 def test_draining_with_two_workers_refuses_new_connections_at_once(tmp_path, upstream):
-    upstream.behave(chunks=[f"w{i} " for i in range(15)], chunk_interval=0.2)
+    upstream.behave(chunks=[f"w{i} " for i in range(30)], chunk_interval=0.2)
     process, url = start_serve(
         tmp_path,
         {"TEXT_MODEL__BASE_URL": upstream.url, "SERVER__GRACEFUL_TIMEOUT": "10"},
@@ -333,11 +342,11 @@ def test_draining_with_two_workers_refuses_new_connections_at_once(tmp_path, ups
                 pieces = response.iter_text()
                 text = next(pieces)
                 process.send_signal(signal.SIGTERM)
-                time.sleep(1.5)
-                # Refused, not accepted and left hanging until a timeout.
-                with pytest.raises(httpx.ConnectError):
-                    httpx.get(f"{url}/healthz", timeout=5)
+                # Refused (not accepted and left hanging until a timeout), while the stream is
+                # still on.
+                wait_until(lambda: refused(url), within=5)
+                assert upstream.open_streams
                 text += "".join(pieces)
-        assert text == "".join(f"w{i} " for i in range(15))  # the stream in flight finished whole
+        assert text == "".join(f"w{i} " for i in range(30))  # the stream in flight finished whole
     finally:
         wait_closed(process)
