@@ -39,7 +39,7 @@ class GatewayASGIHandler(ASGIHandler):
     That context gives each request its own thread for thread-sensitive sync code, so that
     per-request database connections stay apart. The gateway's request path is async, and the
     places that touch the database do it in a worker thread and release its connections
-    themselves (`server.database`); sync work left over (the admin's views) runs on the shared
+    themselves (`infra.database`); sync work left over (the admin's views) runs on the shared
     sync thread instead of a thread started and joined for every request.
     """
 
@@ -53,7 +53,7 @@ class GatewayASGIHandler(ASGIHandler):
         Django 5.2's ASGIHandler.handle, with one change: the response is closed inline
         instead of through `sync_to_async`. Closing runs the request_finished receivers and
         closes the request's files: quick, non-blocking work (Django's database receivers are
-        disconnected, see `server.database`), where the thread hop cost more than the work
+        disconnected, see `infra.database`), where the thread hop cost more than the work
         (about 12% of throughput in profiles).
         """
         # Receive the HTTP request body as a stream object.

@@ -11,7 +11,7 @@ from accounts.principals import Principal
 from gateway import calls
 from inference import services
 from inference.exceptions import ModelNotFound, UpstreamTimeout
-from limits import quotas
+from limits import quotas, stores
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from tests.models import text_spec
 from usage import ledger
@@ -19,7 +19,7 @@ from usage import ledger
 
 @pytest.fixture(autouse=True)
 def fresh_store_and_ledger(monkeypatch):
-    monkeypatch.setattr(quotas, "_store", quotas.InProcessQuotaStore())
+    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
     writer = ledger.LedgerWriter(
         max_queue=100, batch_size=100, flush_interval=60, rollup_interval=600
     )
