@@ -8,7 +8,7 @@ from http import HTTPStatus
 import pytest
 from django.test import Client
 
-from api.content_security import OFFLINE_PAGE_CSP
+from infra.content_security import OFFLINE_PAGE_CSP
 from playground import views
 
 
