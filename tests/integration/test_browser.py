@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import time
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -167,18 +166,27 @@ def test_playground_streams_a_multi_turn_chat(page, gateway, upstream):
     page.goto(f"{gateway.url}/")  # the home page leads to the playground
     page.fill("#api-key", API_KEY)
     page.fill("#prompt", "Tell me a short story")
+    # Every state the answer goes through, recorded by the page as it changes.
+    page.evaluate(
+        """() => {
+            window.seenAnswers = [];
+            new MutationObserver(() => {
+                const answers = document.querySelectorAll("#messages li.assistant .text");
+                const text = answers.length ? answers[answers.length - 1].textContent : "";
+                const seen = window.seenAnswers;
+                if (text && seen[seen.length - 1] !== text) seen.push(text);
+            }).observe(document.querySelector("#messages"),
+                       {childList: true, subtree: true, characterData: true});
+        }"""
+    )
     page.click("#send")
 
-    answer = page.locator("#messages li.assistant .text").last
-    seen = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        text = answer.text_content() or ""
-        if text and (not seen or seen[-1] != text):
-            seen.append(text)
-        if text == "".join(words):
-            break
-        time.sleep(0.03)
+    page.wait_for_function(
+        "(whole) => window.seenAnswers[window.seenAnswers.length - 1] === whole",
+        arg="".join(words),
+        timeout=60_000,
+    )
+    seen = page.evaluate("() => window.seenAnswers")
     assert seen[-1] == "".join(words)
     assert len(seen) >= 3, f"the answer should appear in steps, saw {seen}"
     expect(page.locator("#status")).to_contain_text("Done")
