@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -135,10 +136,13 @@ class Worker:
                 stream.close()
 
 
-REDIS_NOW = """local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"""
+# How the counters' scripts read the Redis server's clock (when no `now` is passed).
+REDIS_NOW = re.compile(
+    r"local t = redis\.call\('TIME'\)\n(\s*)(local )?now = tonumber\(t\[1\]\) \* 1000 "
+    r"\+ math\.floor\(tonumber\(t\[2\]\) / 1000\)"
+)
+FAKE_NOW = r"\2now = tonumber(redis.call('GET', 'fake-clock-ms'))"
 MINUTE_START = 1_699_999_980.0  # a multiple of 60 s (and of every bucket the tests use)
-FAKE_NOW = "local now = tonumber(redis.call('GET', 'fake-clock-ms'))"
 
 
 class RedisClock:
@@ -163,9 +167,9 @@ def redis_clock(use_redis, monkeypatch) -> RedisClock:
     2023-11-14 22:13:00 UTC, until the test moves it.
     """
     for name in ("_RESERVE", "_SETTLE"):
-        source = getattr(redis_counters, name)
-        assert REDIS_NOW in source, f"redis_counters.{name} no longer reads TIME as expected"
-        monkeypatch.setattr(redis_counters, name, source.replace(REDIS_NOW, FAKE_NOW))
+        faked, found = REDIS_NOW.subn(FAKE_NOW, getattr(redis_counters, name))
+        assert found == 1, f"redis_counters.{name} no longer reads TIME as expected"
+        monkeypatch.setattr(redis_counters, name, faked)
     return RedisClock(use_redis, MINUTE_START)
 
 
