@@ -108,7 +108,7 @@ class Worker:
             self._lines.put(line)
         self._lines.put(None)
 
-    def message(self, timeout: float = 15) -> dict:
+    def message(self, timeout: float = 60) -> dict:
         """The next JSON line the worker prints."""
         try:
             line = self._lines.get(timeout=timeout)
