@@ -121,16 +121,17 @@ def test_invalid_counters_are_refused():
 
 
 def test_two_processes_hammering_one_key_get_exactly_its_limit(use_redis, workers):
-    # 120 per "minute", with the minute shortened to 3 s: the two together, hammering for one
-    # whole window, are admitted 118 to 122 times (the sliding window makes it exactly 120).
-    pair = [workers(use_redis.url, "counter", 120, 3.0) for _ in range(2)]
+    # 30 per "minute", with the minute shortened to 3 s: the two together, hammering for one
+    # whole window, are admitted 28 to 32 times (the sliding window makes it exactly 30; each
+    # may have one call on its way at the end). 30 calls in 3 s: a busy machine gets there too.
+    pair = [workers(use_redis.url, "counter", 30, 3.0) for _ in range(2)]
     for worker in pair:
-        assert worker.message(timeout=30) == {"ready": True}
+        assert worker.message() == {"ready": True}
     start = time.time() + 1.0  # both have the times before the start
     for worker in pair:
         worker.send(f"{start} {start + 3.0}")
-    results = [worker.message(timeout=60) for worker in pair]
-    assert 118 <= sum(r["admitted"] for r in results) <= 122, results
+    results = [worker.message() for worker in pair]
+    assert 28 <= sum(r["admitted"] for r in results) <= 32, results
     assert all(r["refused"] > 0 for r in results), results  # both hammered past the limit
 
 
