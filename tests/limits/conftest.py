@@ -44,8 +44,9 @@ def own_redis_server():
 def shared_limits_settings(url: str, **overrides) -> dict:
     return {
         "url": url,
-        "connect_timeout": 0.1,
-        "timeout": 0.2,
+        # Short, as in production, but not so short that a busy test machine times out.
+        "connect_timeout": 1.0,
+        "timeout": 2.0,
         "max_connections": 64,
         "key_prefix": "test",
         "on_redis_error": "open",
@@ -89,8 +90,8 @@ class Worker:
                 "LIMITS__REDIS_RETRY_SECONDS": "0.2",
                 # Generous: these tests check counting on a busy machine, where a burst of
                 # connections can take longer than the production timeouts (tested apart).
-                "LIMITS__REDIS_CONNECT_TIMEOUT": "2",
-                "LIMITS__REDIS_TIMEOUT": "2",
+                "LIMITS__REDIS_CONNECT_TIMEOUT": "10",
+                "LIMITS__REDIS_TIMEOUT": "10",
                 "LIMITS__ON_REDIS_ERROR": "closed",
                 **env,
             },

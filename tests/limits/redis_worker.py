@@ -72,7 +72,7 @@ async def hold(name: str, count: int, capacity: int) -> None:
 async def queue(capacity: int) -> None:
     slots = RedisSlots("fifo", capacity)
     r = redis_client.client()
-    await redis_events.wait_connected(5)
+    await redis_events.wait_connected(60)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -98,7 +98,7 @@ async def listen() -> None:
         say(revoked=revoked)
 
     revocations.on_revocation(received)
-    await redis_events.wait_connected(5)
+    await redis_events.wait_connected(60)
     say(listening=True, after=asyncio.get_running_loop().time() - started)
     await asyncio.sleep(3600)
 
