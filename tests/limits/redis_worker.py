@@ -79,8 +79,12 @@ async def queue(capacity: int) -> None:
     waiting = set()
 
     async def wait(name: str) -> None:
-        async with slots.hold(queue_timeout=30):
-            await r.rpush("admitted", name)
+        try:
+            async with slots.hold(queue_timeout=30):
+                await r.rpush("admitted", name)
+        except Exception as exc:
+            print(f"waiter {name} failed: {exc!r}", file=sys.stderr, flush=True)
+            raise
 
     while line := (await reader.readline()).decode().strip():
         task = asyncio.create_task(wait(line))
