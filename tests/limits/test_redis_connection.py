@@ -129,26 +129,35 @@ def test_a_stall_of_this_process_is_not_taken_for_a_slow_redis():
     On uvloop (as the gateway runs) timers run before the loop reads its sockets: a deadline
     that passed while the process was busy must first look at what arrived meanwhile.
     """
-    # A server (in a thread) that answers each command 50 ms after it came.
+    # A server (in a thread) that answers each command at once, and says when it has.
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
+    replied = threading.Event()
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
             while conn.recv(65536):
-                time.sleep(0.05)
                 conn.sendall(b"$7\r\non time\r\n")
+                replied.set()
 
     threading.Thread(target=serve, daemon=True).start()
+    timeout = 2.0
+
+    def stall() -> None:
+        # The reply is in the socket's buffer, and the call's deadline passes, while the loop
+        # is busy: however slow the machine, the deadline has passed when the loop is back.
+        replied.wait(60)
+        time.sleep(timeout + 0.1)
 
     async def scenario() -> list:
         loop = asyncio.get_running_loop()
-        connection = connect(f"redis://127.0.0.1:{port}/0", timeout=0.1)
+        connection = connect(f"redis://127.0.0.1:{port}/0", timeout=timeout)
         await connection.execute([("ECHO", "on time")])  # connected
-        # Another socket's callback blocks the loop for 0.3 s, during which the reply comes.
+        replied.clear()
+        # Another socket's callback blocks the loop until after the call's deadline.
         busy, poke = socket.socketpair()
-        loop.add_reader(busy, lambda: (loop.remove_reader(busy), time.sleep(0.3)))
+        loop.add_reader(busy, lambda: (loop.remove_reader(busy), stall()))
         poke.send(b"x")
         try:
             return await connection.execute([("ECHO", "on time")])
