@@ -19,11 +19,12 @@ when `REDIS_URL` is set); the next request looks its own keys up, longest first.
 of a conversation contains turn `n`'s whole prompt, so it finds turn `n`'s placement; a new
 conversation sharing a system prompt finds the placement of that system prompt.
 
-**Bounded load** (consistent hashing with bounded loads, Mirrokni et al. 2018): with `n`
-candidate replicas carrying `m` requests in total, none takes a request that would bring it
-above `ceil(load_factor * (m + 1) / n)`. A prefix whose replica is full, and a prefix never
-seen, go to the first replica under the bound in the rendezvous-hash order of the prefix, so
-every gateway process picks the same one given the same loads.
+**Bounded load** (as in consistent hashing with bounded loads, Mirrokni et al. 2018): with
+`n` candidate replicas carrying `m` requests in total, the replica holding a prefix keeps it
+only while taking the request leaves it at most `ceil(load_factor * (m + 1) / n)`. A prefix
+whose replica is over that bound, and a prefix never seen, go to the least loaded replica,
+ties broken by the prefix's rendezvous-hash order, so every gateway process picks the same one
+given the same loads; the conversation's next turns then follow it there.
 
 **Health.** Ejected replicas are not candidates (`limits.replica_health`, the one record of
 replica health). A failure voids at once every placement on the replica made before it, here
@@ -168,22 +169,20 @@ def place(
 ) -> tuple[int, str]:
     """
     The index of the replica for a request, and why: `affinity` (the replica holding its
-    longest known prefix, under the bound), `spill` (that replica is over the bound; the next
-    one in the prefix's rendezvous order that is not) or `new` (no known prefix: the first one
-    under the bound in the rendezvous order of `anchor`, the request's longest key).
+    longest known prefix, under the bound), `spill` (that replica is over the bound) or `new`
+    (no known prefix). A spilled or new request goes to the least loaded replica, ties broken
+    by the rendezvous order of `anchor` (the request's longest key), so that equal states give
+    equal answers in every process and new conversations spread evenly.
     """
     bound = capacity(loads, load_factor)
+    reason = "new"
     if holder is not None and holder in locations:
         index = locations.index(holder)
         if loads[index] + 1 <= bound:
             return index, "affinity"
         reason = "spill"
-    else:
-        reason = "new"
-    for index in rendezvous_order(anchor, locations):
-        if loads[index] + 1 <= bound:
-            return index, reason
-    return min(range(len(loads)), key=lambda i: loads[i]), reason  # unreachable: bound >= mean
+    order = rendezvous_order(anchor, locations)
+    return min(order, key=lambda i: loads[i]), reason
 
 
 # --- Placements -------------------------------------------------------------------------------

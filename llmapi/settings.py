@@ -252,7 +252,7 @@ _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 # Spreading a model's requests over its servers (docs/routing.md).
 ROUTING = {
     # No replica takes a request that brings it above load_factor x the mean load (+1).
-    "load_factor": max(1.0, _setting("float", "ROUTING__LOAD_FACTOR", 1.25)),
+    "load_factor": max(1.0, _setting("float", "ROUTING__LOAD_FACTOR", 1.5)),
     # How often the servers' own load (/metrics, /slots) is read, off the request path; 0: never.
     "scrape_seconds": _setting("float", "ROUTING__SCRAPE_SECONDS", 2.0),
     # How long a prompt prefix stays placed on the replica that last served it.

@@ -103,6 +103,8 @@ def test_load_overrides_affinity_past_the_bound():
     assert reason == "spill" and index != 2
     # Where it spills is fixed by the prefix, not by chance.
     assert place(LOCATIONS, [1, 1, 3, 1], anchor="k", holder="c", load_factor=1.25)[0] == index
+    # It goes to the least loaded replica.
+    assert place(LOCATIONS, [2, 0, 3, 1], anchor="k", holder="c", load_factor=1.25) == (1, "spill")
     # A looser bound keeps the affinity at the same loads.
     assert place(LOCATIONS, [1, 1, 3, 1], anchor="k", holder="c", load_factor=2.0) == (
         2,
@@ -110,7 +112,11 @@ def test_load_overrides_affinity_past_the_bound():
     )
 
 
-def test_a_new_prefix_goes_to_its_rendezvous_replica_whatever_the_order():
+def test_a_new_prefix_goes_to_the_least_loaded_replica():
+    assert place(LOCATIONS, [2, 1, 0, 1], anchor="k", holder=None, load_factor=1.5) == (2, "new")
+
+
+def test_equal_loads_are_broken_by_the_rendezvous_order_whatever_the_list_order():
     index, reason = place(LOCATIONS, [0, 0, 0, 0], anchor="k", holder=None, load_factor=1.25)
     assert reason == "new"
     shuffled = ["d", "b", "a", "c"]
@@ -118,7 +124,7 @@ def test_a_new_prefix_goes_to_its_rendezvous_replica_whatever_the_order():
     assert shuffled[other] == LOCATIONS[index]
 
 
-def test_new_prefixes_spread_over_the_replicas():
+def test_new_prefixes_on_idle_replicas_spread_over_them():
     chosen = [
         place(LOCATIONS, [0] * 4, anchor=f"k{i}", holder=None, load_factor=1.25)[0]
         for i in range(400)
@@ -153,7 +159,7 @@ async def test_conversations_sharing_a_system_prompt_meet_on_its_replica():
 async def test_a_loaded_replica_loses_new_turns_and_the_conversation_follows():
     replicas = pool()
     home = await replicas.choose(prefixes=prefix_keys({"messages": conversation("x", 1)}))
-    home.load.in_flight = 5  # others idle: the bound is ceil(1.25 * 6 / 4) = 2
+    home.load.in_flight = 5  # others idle: the bound is ceil(1.5 * 6 / 4) = 3
     moved = await replicas.choose(prefixes=prefix_keys({"messages": conversation("x", 2)}))
     assert moved is not home
     home.load.in_flight = 0
