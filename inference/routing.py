@@ -13,9 +13,10 @@ Each model chooses one policy in the catalog (`routing:`; see docs/routing.md):
 
 **Prefixes.** A chat request's prompt is hashed at each message boundary (tool definitions
 first, then each message, chained: `key[i]` covers messages `0..i`), a legacy completion's
-prompt at every `PROMPT_BLOCK_CHARS` characters. The keys of the first and the last boundaries
-are recorded against the replica the request went to (`PlacementTable`, shared through Redis
-when `REDIS_URL` is set); the next request looks its own keys up, longest first. Turn `n + 1`
+prompt at every `PROMPT_BLOCK_CHARS` characters. The keys of the first boundaries and of the
+whole prompt are recorded against the replica the request went to (`PlacementTable`, shared
+through Redis when `REDIS_URL` is set); the next request looks its own keys up (the first and
+the last few boundaries), longest first. Turn `n + 1`
 of a conversation contains turn `n`'s whole prompt, so it finds turn `n`'s placement; a new
 conversation sharing a system prompt finds the placement of that system prompt.
 
@@ -52,8 +53,9 @@ ROUTING_MODES = ("prefix", "least_busy", "round_robin")
 
 # A legacy completion's prompt (one string) has no message boundaries: cut it in blocks.
 PROMPT_BLOCK_CHARS = 2048
-# The boundaries looked up and recorded: the first ones (system prompt, tool definitions, a
-# shared first question) and the last ones (where the previous turn ended).
+# The boundaries looked up: the first ones (system prompt, tool definitions, a shared first
+# question) and the last ones (where an earlier turn ended). Recorded: the first ones and the
+# whole prompt, which is where the next turn starts from (one new key per turn).
 FIRST_BOUNDARIES = 2
 LAST_BOUNDARIES = 16
 # A load read from a server is trusted this many scrape intervals after it was read.
@@ -93,6 +95,11 @@ def prefix_keys(payload: dict[str, Any]) -> tuple[str, ...]:
     if len(boundaries) > FIRST_BOUNDARIES + LAST_BOUNDARIES:
         boundaries = boundaries[:FIRST_BOUNDARIES] + boundaries[-LAST_BOUNDARIES:]
     return tuple(boundaries)
+
+
+def recorded_keys(keys: Sequence[str]) -> tuple[str, ...]:
+    """Of a request's `prefix_keys`, the ones to place: the first boundaries and the last."""
+    return tuple(dict.fromkeys((*keys[:FIRST_BOUNDARIES], *keys[-1:])))
 
 
 # --- Load -------------------------------------------------------------------------------------
@@ -232,7 +239,7 @@ class PlacementTable:
     """
 
     model: str
-    keep_seconds: float = 1800.0
+    keep_seconds: float = 600.0
     max_entries: int = 100_000
     _local: OrderedDict[str, tuple[str, float]] = field(default_factory=OrderedDict)
     _failed_at: dict[str, float] = field(default_factory=dict)

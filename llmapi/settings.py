@@ -256,7 +256,7 @@ ROUTING = {
     # How often the servers' own load (/metrics, /slots) is read, off the request path; 0: never.
     "scrape_seconds": _setting("float", "ROUTING__SCRAPE_SECONDS", 2.0),
     # How long a prompt prefix stays placed on the replica that last served it.
-    "placement_seconds": _setting("float", "ROUTING__PLACEMENT_SECONDS", 1800.0),
+    "placement_seconds": _setting("float", "ROUTING__PLACEMENT_SECONDS", 600.0),
     # Placements each process keeps per model (Redis keeps its own, for placement_seconds).
     "max_placements": _setting("int", "ROUTING__MAX_PLACEMENTS", 100_000),
 }

@@ -250,7 +250,7 @@ class ReplicaPool:
                 order = list(range(start, len(candidates))) + list(range(start))
                 chosen = candidates[min(order, key=lambda i: loads[i])]
         if self.mode == "prefix" and prefixes and len(self.replicas) > 1:
-            self.placements.record(prefixes, chosen.location)
+            self.placements.record(routing.recorded_keys(prefixes), chosen.location)
         return chosen
 
     def ejected(self, replica: Replica) -> bool:

@@ -74,6 +74,12 @@ def test_long_conversations_keep_the_first_and_last_boundaries():
     assert keys[0] == prefix_keys({"messages": conversation("x", 40)[:1]})[0]
 
 
+def test_a_turn_places_its_first_boundaries_and_its_whole_prompt():
+    keys = prefix_keys({"messages": conversation("x", 5)})
+    assert routing.recorded_keys(keys) == (keys[0], keys[1], keys[-1])
+    assert routing.recorded_keys(keys[:1]) == (keys[0],)
+
+
 def test_a_legacy_prompt_is_cut_in_blocks_and_other_requests_have_no_prefix():
     prompt = "z" * (routing.PROMPT_BLOCK_CHARS * 2 + 1)
     assert len(prefix_keys({"prompt": prompt})) == 3
