@@ -70,6 +70,14 @@ MODES = ("prefix", "least_busy", "round_robin")
 GOAL_CACHED = 0.85
 GOAL_IMBALANCE = 1.5
 
+WORDS = (
+    "the agent reads each file in the repository and then writes a short plan before it calls "
+    "any tool when a test fails it opens the log finds the first error and proposes a change "
+    "that keeps the public interface stable every answer must cite the function name the line "
+    "and the reason for the edit do not invent paths ask for the contents instead prefer small "
+    "steps run the unit tests after each step and report what passed what failed and why"
+).split()
+
 # --- Workloads --------------------------------------------------------------------------------
 
 
@@ -85,13 +93,15 @@ class Workload:
     answer_chars: int = 600
 
     def text(self, seed: str, chars: int) -> str:
-        """Deterministic filler text of `chars` characters, different per seed."""
-        words = []
-        counter = 0
-        while sum(len(w) + 1 for w in words) < chars:
-            digest = hashlib.blake2b(f"{seed}/{counter}".encode(), digest_size=6).hexdigest()
-            words.append(digest)
-            counter += 1
+        """Deterministic English-looking text of `chars` characters, different per seed."""
+        digest = hashlib.blake2b(seed.encode(), digest_size=64).digest()
+        rng = random.Random(digest)
+        words: list[str] = []
+        length = 0
+        while length < chars:
+            word = rng.choice(WORDS)
+            words.append(word)
+            length += len(word) + 1
         return " ".join(words)[:chars]
 
     def messages(self, conversation: int, turn: int) -> list[dict[str, str]]:
@@ -256,15 +266,17 @@ async def placement_phase() -> dict[str, Any]:
 
 # --- Real model servers -----------------------------------------------------------------------
 
+# Four conversations at a time over two servers whose caches hold about two each: placed by
+# prefix, each server keeps its two; spread by load or in turn, each sees all four.
 REAL = Workload(
     "real",
     conversations=4,
     turns=3,
-    concurrency=2,
-    system_chars=600,
-    shared_chars=600,
-    user_chars=120,
-    answer_chars=120,
+    concurrency=4,
+    system_chars=800,
+    shared_chars=800,
+    user_chars=100,
+    answer_chars=100,
 )
 REAL_SERVERS = 2
 REAL_MAX_TOKENS = 8
@@ -283,8 +295,8 @@ def model_file() -> Path:
 def llama_server(port: int, log) -> Service:
     # A RAM prompt cache for about two conversations' prompts (the server also keeps the KV of
     # the prompt it answered last): a bounded prefix cache, as a GPU server's KV memory is.
-    prompt_tokens = (REAL.system_chars + REAL.shared_chars + REAL.turns * 400) // 3
-    cache_bytes = 2 * prompt_tokens * STATE_BYTES_PER_TOKEN
+    prompt_tokens = len(render(REAL.messages(0, REAL.turns - 1))) // 4
+    cache_bytes = int(2.2 * (prompt_tokens + REAL_MAX_TOKENS) * STATE_BYTES_PER_TOKEN)
     argv = [
         PYTHON, "-m", "llama_cpp.server",
         "--model", str(model_file()),
