@@ -122,15 +122,14 @@ class ServerLoad:
 @dataclass(eq=False)
 class ReplicaLoad:
     """
-    What routing knows of one replica: the gateway's own requests in flight, the server's
-    last reported load, and when the replica last failed.
+    What routing knows of one replica's load: the gateway's own requests in flight and the
+    server's last reported load.
     """
 
     in_flight: int = 0
     server: ServerLoad | None = None
     read_at: float = 0.0  # time.monotonic() of `server`
     in_flight_at_read: int = 0
-    failed_at: float = -math.inf  # time.monotonic(); placements older than this are void
 
     def observe(self, server: ServerLoad | None, now: float) -> None:
         self.server = server

@@ -270,7 +270,6 @@ class ReplicaPool:
         """Count a failure: the replica loses its placements at once, and may be ejected."""
         if len(self.replicas) < 2:
             return
-        replica.load.failed_at = time.monotonic()
         self.placements.forget(replica.location)
         ejected = await replica_health.failed(
             self.spec.name,
