@@ -273,8 +273,8 @@ REAL = Workload(
     conversations=4,
     turns=3,
     concurrency=4,
-    system_chars=800,
-    shared_chars=800,
+    system_chars=1200,
+    shared_chars=400,
     user_chars=100,
     answer_chars=100,
 )
@@ -295,8 +295,8 @@ def model_file() -> Path:
 def llama_server(port: int, log) -> Service:
     # A RAM prompt cache for about two conversations' prompts (the server also keeps the KV of
     # the prompt it answered last): a bounded prefix cache, as a GPU server's KV memory is.
-    prompt_tokens = len(render(REAL.messages(0, REAL.turns - 1))) // 4
-    cache_bytes = int(2.2 * (prompt_tokens + REAL_MAX_TOKENS) * STATE_BYTES_PER_TOKEN)
+    prompt_tokens = len(render(REAL.messages(0, REAL.turns - 1))) // 5  # ~5 characters a token
+    cache_bytes = int(2.0 * (prompt_tokens + REAL_MAX_TOKENS) * STATE_BYTES_PER_TOKEN)
     argv = [
         PYTHON, "-m", "llama_cpp.server",
         "--model", str(model_file()),
