@@ -16,9 +16,9 @@ first, then each message, chained: `key[i]` covers messages `0..i`), a legacy co
 prompt at every `PROMPT_BLOCK_CHARS` characters. The keys of the first boundaries and of the
 whole prompt are recorded against the replica the request went to (`PlacementTable`, shared
 through Redis when `REDIS_URL` is set); the next request looks its own keys up (the first and
-the last few boundaries), longest first. Turn `n + 1`
-of a conversation contains turn `n`'s whole prompt, so it finds turn `n`'s placement; a new
-conversation sharing a system prompt finds the placement of that system prompt.
+the last few boundaries), longest first. Turn `n + 1` of a conversation contains turn `n`'s
+whole prompt, so it finds turn `n`'s placement; a new conversation sharing a system prompt
+finds the placement of that system prompt.
 
 **Bounded load** (as in consistent hashing with bounded loads, Mirrokni et al. 2018): with
 `n` candidate replicas carrying `m` requests in total, the replica holding a prefix keeps it
@@ -48,8 +48,6 @@ import orjson
 
 from limits import redis_client
 from limits.redis_client import RedisUnreachable
-
-ROUTING_MODES = ("prefix", "least_busy", "round_robin")
 
 # A legacy completion's prompt (one string) has no message boundaries: cut it in blocks.
 PROMPT_BLOCK_CHARS = 2048
