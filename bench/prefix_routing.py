@@ -13,7 +13,7 @@ Prefix-aware routing against least_busy and round_robin, in one run (docs/routin
    Goals for `prefix`: >= 85 % from cache, <= 1.5x the mean.
 2. **Real model servers** (`servers`): two llama-cpp-python OpenAI-compatible servers
    (`python -m llama_cpp.server`) with the embedded SmolLM2-135M, each with a bounded RAM
-   prompt cache (about two conversations' state), behind one llmapi gateway per policy. Each
+   prompt cache (about two conversations), behind one llmapi gateway per policy. Each
    policy gets fresh servers and the same workload: conversations sharing a system prompt,
    each with its own task, several turns, two at a time, streamed. Measured at the client:
    mean and p90 time to first token, and throughput (answered requests per minute).
@@ -38,6 +38,7 @@ import math
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -293,10 +294,11 @@ def model_file() -> Path:
 
 
 def llama_server(port: int, log) -> Service:
-    # A RAM prompt cache for about two conversations' prompts (the server also keeps the KV of
-    # the prompt it answered last): a bounded prefix cache, as a GPU server's KV memory is.
+    # A RAM prompt cache for about two conversations (a bounded prefix cache, as a GPU server's
+    # KV memory is). It keeps whole saved states, one per answer, least recently used out
+    # first, so a conversation's previous turn takes a place too: room for three states.
     prompt_tokens = len(render(REAL.messages(0, REAL.turns - 1))) // 5  # ~5 characters a token
-    cache_bytes = int(2.0 * (prompt_tokens + REAL_MAX_TOKENS) * STATE_BYTES_PER_TOKEN)
+    cache_bytes = int(3.2 * (prompt_tokens + REAL_MAX_TOKENS) * STATE_BYTES_PER_TOKEN)
     argv = [
         PYTHON, "-m", "llama_cpp.server",
         "--model", str(model_file()),
@@ -308,7 +310,7 @@ def llama_server(port: int, log) -> Service:
         "--seed", "1",
         "--host", "127.0.0.1",
         "--port", str(port),
-        "--verbose", "false",
+        "--verbose", "true",  # its timings: the prompt tokens each request evaluated
     ]  # fmt: skip
     return Service("llama.cpp", argv, core="0,1", port=port, log=log)
 
@@ -380,6 +382,16 @@ async def drive(url: str) -> tuple[list[dict[str, Any]], float]:
     return samples, time.perf_counter() - started
 
 
+def evaluated_tokens(log: Path) -> int:
+    """The prompt tokens a llama-cpp-python server computed (not taken from its cache)."""
+    total = 0
+    for line in log.read_text(errors="replace").splitlines():
+        match = re.search(r"prompt eval time =\s*[\d.]+ ms /\s*(\d+) tokens", line)
+        if match:
+            total += int(match.group(1))
+    return total
+
+
 def p90(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
@@ -431,11 +443,12 @@ def servers_phase() -> dict[str, Any]:
                 "ttft_p90_s": p90(every),
                 "ttft_turn2_on_mean_s": statistics.mean(later),
                 "ttft_turn2_on_p90_s": p90(later),
-                # From each server's access log: the gateway does not say which one answered.
+                # From each server's log: the gateway does not say which one answered.
                 "requests_per_replica": [
                     path.read_text(errors="replace").count("POST /v1/chat/completions")
                     for path in server_logs
                 ],
+                "prompt_tokens_evaluated": sum(evaluated_tokens(path) for path in server_logs),
             }
             say(f"  {json.dumps(results['modes'][mode])}")
     finally:
@@ -512,14 +525,14 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"prompts of {servers['prompt_chars_turn_1']:,} to {servers['prompt_chars_last_turn']:,} "
             f"characters, {servers['max_tokens']} answer tokens.",
             "",
-            "| routing | TTFT mean | TTFT p90 | turn-2+ TTFT mean | turn-2+ TTFT p90 | requests/min | per replica |",
-            "|---|---:|---:|---:|---:|---:|---|",
+            "| routing | TTFT mean | TTFT p90 | turn-2+ TTFT mean | turn-2+ TTFT p90 | requests/min | prompt tokens computed | per replica |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
         ]
         for mode, m in servers["modes"].items():
             lines.append(
                 f"| {mode} | {m['ttft_mean_s']:.2f} s | {m['ttft_p90_s']:.2f} s | "
                 f"{m['ttft_turn2_on_mean_s']:.2f} s | {m['ttft_turn2_on_p90_s']:.2f} s | "
-                f"{m['requests_per_minute']:.1f} | "
+                f"{m['requests_per_minute']:.1f} | {m['prompt_tokens_evaluated']:,} | "
                 f"{', '.join(map(str, m['requests_per_replica']))} |"
             )
         lines.append("")
