@@ -311,6 +311,9 @@ def llama_server(port: int, log) -> Service:
         "--host", "127.0.0.1",
         "--port", str(port),
         "--verbose", "true",  # its timings: the prompt tokens each request evaluated
+        # By default a request waiting for the model cuts the one being answered short, before
+        # the answer's state is saved to the cache; servers under load must finish each one.
+        "--interrupt_requests", "false",
     ]  # fmt: skip
     return Service("llama.cpp", argv, core="0,1", port=port, log=log)
 
