@@ -267,13 +267,14 @@ async def placement_phase() -> dict[str, Any]:
 
 # --- Real model servers -----------------------------------------------------------------------
 
-# Four conversations at a time over two servers whose caches hold about two each: placed by
-# prefix, each server keeps its two; spread by load or in turn, each sees all four.
+# Three conversations at a time over two servers whose caches hold about two each: placed by
+# prefix, each conversation stays on one server; spread by load or in turn, they wander (an
+# even number of clients would let round_robin return each to its server by coincidence).
 REAL = Workload(
     "real",
-    conversations=4,
+    conversations=6,
     turns=3,
-    concurrency=4,
+    concurrency=3,
     system_chars=1200,
     shared_chars=400,
     user_chars=100,
