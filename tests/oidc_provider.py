@@ -83,7 +83,7 @@ def start_provider(*, accounts: dict, log_path: Path) -> OidcProvider:
     env = {**os.environ, "OIDC_TEST_CONFIG": json.dumps(config)}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            ["node", str(TESTS / "oidc_provider.mjs")],
+            [shutil.which("node") or "/usr/bin/node", str(TESTS / "oidc_provider.mjs")],
             cwd=TESTS,
             env=env,
             stdout=log,

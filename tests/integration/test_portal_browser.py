@@ -68,17 +68,23 @@ def exported_audit(gateway) -> list[dict]:
     return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
 
 
-def sign_in(page, gateway, login: str) -> None:
-    page.goto(f"{gateway.url}/portal/")
-    expect(page).to_have_url(f"{gateway.url}/portal/login?next=/portal/")
-    page.get_by_role("link", name="Sign in with Test IdP").click()
-    page.locator('input[name="login"]').fill(login)
-    page.locator('input[name="password"]').fill("any password")
-    page.get_by_role("button", name="Sign-in").click()
-    page.wait_for_url(f"{gateway.url}/portal/")
+def sign_in(tab, gateway, login: str) -> None:
+    """From the portal's front door, through the provider's sign-in form, back to the portal."""
+    tab.goto(f"{gateway.url}/portal/")
+    expect(tab).to_have_url(f"{gateway.url}/portal/login?next=/portal/")
+    tab.get_by_role("link", name="Sign in with Test IdP").click()
+    tab.locator('input[name="login"]').fill(login)
+    tab.locator('input[name="password"]').fill("any password")
+    tab.get_by_role("button", name="Sign-in").click()
+    tab.wait_for_url(f"{gateway.url}/portal/")
 
 
-def test_new_member_signs_in_creates_a_key_and_uses_it(page, sso_gateway, upstream, identity_provider):  # noqa: F811
+def test_new_member_signs_in_creates_a_key_and_uses_it(
+    page,  # noqa: F811
+    sso_gateway,
+    upstream,
+    identity_provider,
+):
     gateway = sso_gateway
     page.goto(f"{gateway.url}/portal/login")
     expect(page.locator("#sso")).to_have_text("Sign in with Test IdP")
