@@ -153,6 +153,7 @@ class ExternalIdentity(models.Model):
     class Meta:
         unique_together = [("issuer", "subject")]
         verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
 
     def __str__(self) -> str:
         return f"{self.user} ({self.subject} at {self.issuer})"

@@ -30,7 +30,7 @@ class AuditQuerySet(models.QuerySet):
 
 
 class AuditEvent(models.Model):
-    at = models.DateTimeField(default=timezone.now, db_index=True, editable=False)
+    at = models.DateTimeField("when", default=timezone.now, db_index=True, editable=False)
     # The account that acted (null for the system: a command, the identity provider's sync).
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -41,15 +41,15 @@ class AuditEvent(models.Model):
         editable=False,
     )
     # Kept as text too: the row still says who it was after the account is gone.
-    actor_name = models.CharField(max_length=150, db_index=True, editable=False)
-    ip = models.GenericIPAddressField(null=True, blank=True, editable=False)
+    actor_name = models.CharField("who", max_length=150, db_index=True, editable=False)
+    ip = models.GenericIPAddressField("from (IP)", null=True, blank=True, editable=False)
     # What happened: "<object type>.<verb>", e.g. key.create, membership.delete, catalog.reload.
     action = models.CharField(max_length=64, db_index=True, editable=False)
     object_type = models.CharField(max_length=64, editable=False)
     object_id = models.CharField(max_length=64, blank=True, editable=False)
-    object_repr = models.CharField(max_length=200, blank=True, editable=False)
+    object_repr = models.CharField("object", max_length=200, blank=True, editable=False)
     # The team the object belongs to, when it belongs to one (for a team admin's view).
-    team_name = models.CharField(max_length=100, blank=True, db_index=True, editable=False)
+    team_name = models.CharField("team", max_length=100, blank=True, db_index=True, editable=False)
     before = models.JSONField(null=True, blank=True, editable=False)
     after = models.JSONField(null=True, blank=True, editable=False)
     request_id = models.CharField(max_length=64, blank=True, editable=False)

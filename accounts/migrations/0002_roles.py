@@ -141,6 +141,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 "verbose_name": "single sign-on identity",
+                "verbose_name_plural": "single sign-on identities",
                 "unique_together": {("issuer", "subject")},
             },
         ),

@@ -48,24 +48,28 @@ def sso_gateway(gateways, upstream, identity_provider):
     )
 
 
-def exported_audit(gateway) -> list[dict]:
-    """`manage.py export_audit` on the gateway's own database."""
-    database = gateway.log_path.with_suffix(".sqlite3")
-    env = {
+def manage(gateway, *args: str, **env: str) -> str:
+    """A `manage.py` command on the gateway's own database; its output."""
+    full_env = {
         **os.environ,
         "ENV_FILE": "/dev/null",
-        "DATABASE__SQLITE_PATH": str(database),
+        "DATABASE__SQLITE_PATH": str(gateway.log_path.with_suffix(".sqlite3")),
         "API_KEYS__PEPPER": "test-pepper",
+        **env,
     }
     result = subprocess.run(
-        [sys.executable, "manage.py", "export_audit"],
+        [sys.executable, "manage.py", *args],
         cwd=ROOT,
-        env=env,
+        env=full_env,
         capture_output=True,
         text=True,
         check=True,
     )
-    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return result.stdout
+
+
+def exported_audit(gateway) -> list[dict]:
+    return [json.loads(line) for line in manage(gateway, "export_audit").splitlines() if line]
 
 
 def sign_in(tab, gateway, login: str) -> None:
@@ -157,3 +161,25 @@ def test_new_member_signs_in_creates_a_key_and_uses_it(
     assert key_rows[-1]["after"]["allowed_models"] == ["fake-llm"]
     assert key_rows[-1]["ip"] == "127.0.0.1"
     assert full_key.split("_", 2)[2] not in json.dumps(exported_audit(gateway))
+
+    # The bootstrap superuser still signs in with a password (local passwords are off for
+    # everyone else) and finds all of it in the audit log.
+    manage(
+        gateway,
+        "createsuperuser",
+        "--noinput",
+        "--username=root",
+        "--email=root@example.com",
+        DJANGO_SUPERUSER_PASSWORD="a-long-password-1",
+    )
+    page.goto(f"{gateway.url}/admin/login/?next=/admin/audit/auditevent/")
+    page.fill("#id_username", "root")
+    page.fill("#id_password", "a-long-password-1")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{gateway.url}/admin/audit/auditevent/")
+    page.fill("#searchbar", "alice")
+    page.locator("#changelist-search").get_by_role("button", name="Search").click()
+    results = page.locator("#result_list")
+    expect(results).to_contain_text("key.create")
+    expect(results).to_contain_text("membership.create")
+    screenshot(page, "audit-log.png")
