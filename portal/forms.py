@@ -9,8 +9,13 @@ from accounts.models import Membership
 from accounts.self_service import LIMIT_FIELDS
 
 
+# The columns' ranges (PostgreSQL's integer and bigint): larger is a form error, not a 500.
+INT_MAX = 2**31 - 1
+BIGINT_MAX = 2**63 - 1
+
+
 class NewKeyForm(forms.Form):
-    team = forms.IntegerField(widget=forms.HiddenInput)
+    team = forms.IntegerField(widget=forms.HiddenInput, min_value=1, max_value=BIGINT_MAX)
     name = forms.CharField(max_length=100)
     allowed_models = forms.MultipleChoiceField(
         required=False,
@@ -27,7 +32,7 @@ class NewKeyForm(forms.Form):
 
 
 class RotateKeyForm(forms.Form):
-    overlap_hours = forms.IntegerField(min_value=0, initial=24)
+    overlap_hours = forms.IntegerField(min_value=0, max_value=INT_MAX, initial=24)
 
     def __init__(self, *args, max_overlap_hours: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -38,11 +43,11 @@ class RotateKeyForm(forms.Form):
 
 
 class LimitsForm(forms.Form):
-    requests_per_minute = forms.IntegerField(required=False, min_value=0)
-    tokens_per_minute = forms.IntegerField(required=False, min_value=0)
-    concurrent_requests = forms.IntegerField(required=False, min_value=0)
-    tokens_per_day = forms.IntegerField(required=False, min_value=0)
-    tokens_per_month = forms.IntegerField(required=False, min_value=0)
+    requests_per_minute = forms.IntegerField(required=False, min_value=0, max_value=INT_MAX)
+    tokens_per_minute = forms.IntegerField(required=False, min_value=0, max_value=INT_MAX)
+    concurrent_requests = forms.IntegerField(required=False, min_value=0, max_value=INT_MAX)
+    tokens_per_day = forms.IntegerField(required=False, min_value=0, max_value=BIGINT_MAX)
+    tokens_per_month = forms.IntegerField(required=False, min_value=0, max_value=BIGINT_MAX)
 
     def limits(self) -> dict[str, int | None]:
         return {field: self.cleaned_data.get(field) for field in LIMIT_FIELDS}
@@ -50,9 +55,11 @@ class LimitsForm(forms.Form):
 
 class TeamLimitsForm(LimitsForm):
     allowed_models = forms.CharField(
-        required=False, help_text="Comma-separated model names; empty allows every model."
+        required=False,
+        max_length=4000,
+        help_text="Comma-separated model names; empty allows every model.",
     )
-    max_key_days = forms.IntegerField(required=False, min_value=1)
+    max_key_days = forms.IntegerField(required=False, min_value=1, max_value=36500)
 
     def model_list(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""

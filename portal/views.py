@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
@@ -127,7 +128,17 @@ def home(request):
 @portal_page
 @require_POST
 def create_key(request):
-    team = get_object_or_404(Team, pk=request.POST.get("team") or 0)
+    team_field = NewKeyForm.base_fields["team"]
+    try:
+        team_id = team_field.clean(request.POST.get("team"))
+    except ValidationError as exc:
+        return render(
+            request,
+            "portal/form_errors.html",
+            {"title": "New key", "errors": [f"team: {message}" for message in exc.messages]},
+            status=HTTPStatus.BAD_REQUEST,
+        )
+    team = get_object_or_404(Team, pk=team_id)
     form = NewKeyForm(request.POST, model_names=team_model_names(team))
     if form.is_valid():
         days = form.cleaned_data["expires_in_days"]

@@ -329,3 +329,18 @@ def test_forms_need_the_csrf_token(world):
     response = client.post(f"/portal/keys/{world.member_key.pk}/revoke")
     assert response.status_code == HTTPStatus.FORBIDDEN
     assert not ApiKey.objects.get(pk=world.member_key.pk).revoked
+
+
+@pytest.mark.parametrize("who", ["member", "team_admin"])
+def test_only_operators_reach_the_admin_for_teams_limits_and_models(world, as_user, who):
+    client = as_user(getattr(world, who))
+    before = snapshot_state()
+    listing = client.get("/admin/accounts/team/")
+    assert listing.status_code == HTTPStatus.FOUND
+    assert listing["Location"].startswith("/admin/login/")
+    change = client.post(
+        f"/admin/accounts/team/{world.ml.pk}/change/",
+        {"name": "ml", "requests_per_minute": "100000"},
+    )
+    assert change.status_code == HTTPStatus.FOUND
+    assert snapshot_state() == before
