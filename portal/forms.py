@@ -8,7 +8,6 @@ from django.core.validators import MaxValueValidator
 from accounts.models import Membership
 from accounts.self_service import LIMIT_FIELDS
 
-
 # The columns' ranges (PostgreSQL's integer and bigint): larger is a form error, not a 500.
 INT_MAX = 2**31 - 1
 BIGINT_MAX = 2**63 - 1
