@@ -30,6 +30,7 @@ from accounts.models import ApiKey, Membership, Team
 from accounts.roles import Forbidden
 from accounts.self_service import InvalidInput, KeyRequest
 from audit.services import Actor
+from inference.registry import get_registry
 from portal import usage_pages
 from portal.forms import (
     AddMemberForm,
@@ -77,8 +78,6 @@ def portal_page(view):
 
 
 def model_names() -> list[str]:
-    from inference.registry import get_registry
-
     return sorted(spec.name for spec in get_registry().catalog)
 
 
@@ -177,9 +176,9 @@ def _key(request, key_id: int) -> ApiKey:
 def revoke_key(request, key_id: int):
     api_key = _key(request, key_id)
     self_service.revoke_key(actor=Actor.from_request(request), user=request.user, api_key=api_key)
-    return HttpResponseRedirect(
-        request.POST.get("back") == "team" and f"/portal/teams/{api_key.team_id}" or "/portal/"
-    )
+    if request.POST.get("back") == "team":
+        return HttpResponseRedirect(f"/portal/teams/{api_key.team_id}")
+    return HttpResponseRedirect("/portal/")
 
 
 @portal_page
