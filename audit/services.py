@@ -14,7 +14,7 @@ from typing import Any
 from django.db import models
 
 from audit.models import AuditEvent
-from server.middleware import request_id_var
+from infra.request_ids import request_id_var
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from accounts.models import ApiKey, Membership, Team
 from accounts.roles import Forbidden
 from accounts.self_service import InvalidInput, KeyRequest
 from audit.services import Actor
-from inference.registry import get_registry
+from gateway import calls
 from portal import usage_pages
 from portal.forms import (
     AddMemberForm,
@@ -78,7 +78,7 @@ def portal_page(view):
 
 
 def model_names() -> list[str]:
-    return sorted(spec.name for spec in get_registry().catalog)
+    return sorted(spec.name for spec in calls.catalog())
 
 
 def team_model_names(team: Team) -> list[str]:
