@@ -191,3 +191,11 @@ def test_portal_logout_ends_the_session(client, django_user_model):
     response = client.post("/portal/logout")
     assert response.status_code == 302 and response["Location"] == "/portal/login"
     assert client.get("/portal/").status_code == 302
+
+
+def test_the_groups_claim_is_configurable(sso):
+    sso.OIDC_GROUPS_CLAIM = "roles"
+    user = backend().create_user(
+        {"sub": "s4", "preferred_username": "rae", "groups": ["ml-users"], "roles": "ml-admins"}
+    )
+    assert roles_of(user) == {"ml": ("admin", "identity_provider")}
