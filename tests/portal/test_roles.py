@@ -344,3 +344,13 @@ def test_only_operators_reach_the_admin_for_teams_limits_and_models(world, as_us
     )
     assert change.status_code == HTTPStatus.FOUND
     assert snapshot_state() == before
+
+
+def test_forms_may_lead_to_the_identity_provider_only(settings):
+    from portal.views import portal_csp
+
+    settings.OIDC_ENABLED = False
+    assert "form-action 'self';" in portal_csp() + ";"
+    settings.OIDC_ENABLED = True
+    settings.OIDC_ISSUER = "https://sso.example.com/realms/main"
+    assert "form-action 'self' https://sso.example.com" in portal_csp()
