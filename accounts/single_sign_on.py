@@ -101,7 +101,6 @@ def discovery() -> dict:
         response.raise_for_status()
         document = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        discovery.cache_clear()
         raise IdentityProviderUnavailable(f"Cannot read {url}: {exc}") from None
     if document.get("issuer", "").rstrip("/") != settings.OIDC_ISSUER:
         raise IdentityProviderUnavailable(
@@ -157,6 +156,10 @@ class CallbackView(OIDCAuthenticationCallbackView):
     def get(self, request):
         try:
             return super().get(request)
+        except requests.HTTPError as exc:
+            # The provider refused the code (expired, replayed): the sign-in failed.
+            logger.warning("Single sign-on failed: the provider refused the sign-in. %s", exc)
+            return self.login_failure()
         except (ImproperlyConfigured, requests.RequestException) as exc:
             return provider_unavailable(exc)
 

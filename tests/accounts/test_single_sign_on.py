@@ -199,3 +199,24 @@ def test_the_groups_claim_is_configurable(sso):
         {"sub": "s4", "preferred_username": "rae", "groups": ["ml-users"], "roles": "ml-admins"}
     )
     assert roles_of(user) == {"ml": ("admin", "identity_provider")}
+
+
+def test_a_code_the_provider_refuses_is_a_failed_sign_in(sso, client, monkeypatch):
+    import requests
+    from django.conf import settings
+
+    asked = []
+
+    def refuse(self, request, **kwargs):
+        asked.append(kwargs["nonce"])
+        raise requests.HTTPError("400 Client Error: invalid_grant")
+
+    monkeypatch.setattr(IdentityProviderBackend, "authenticate", refuse)
+    session = client.session
+    session["oidc_states"] = {"st": {"nonce": "n", "code_verifier": None, "added_on": 0}}
+    session.save()
+    client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
+    response = client.get("/oidc/callback/", {"code": "c", "state": "st"})
+    assert asked == ["n"]
+    assert response.status_code == 302
+    assert response["Location"] == "/portal/login?failed=1"
