@@ -183,3 +183,38 @@ def test_new_member_signs_in_creates_a_key_and_uses_it(
     expect(results).to_contain_text("key.create")
     expect(results).to_contain_text("membership.create")
     screenshot(page, "audit-log.png")
+
+
+def test_member_rotates_their_key_and_is_refused_the_teams_usage(
+    page,  # noqa: F811
+    sso_gateway,
+    upstream,
+):
+    gateway = sso_gateway
+    sign_in(page, gateway, "bob")
+    team = page.locator("section.team").filter(has_text="ml")
+    expect(team.locator(".badge")).to_have_text("member")
+    team.locator('input[name="name"]').fill("ci")
+    team.get_by_role("button", name="Create key").click()
+    first_key = (page.locator("#new-key").text_content() or "").strip()
+    page.get_by_role("link", name="Done").click()
+
+    row = page.locator("table.keys tr").filter(has_text=first_key.split("_")[1])
+    row.get_by_label("Overlap in hours").fill("1")
+    row.get_by_role("button", name="Rotate").click()
+    expect(page.locator("h1")).to_contain_text("Rotated API key")
+    second_key = (page.locator("#new-key").text_content() or "").strip()
+    assert second_key.startswith("llm_") and second_key != first_key
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for key in (first_key, second_key):  # the old key works during the overlap
+            answer = client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert answer.status_code == HTTPStatus.OK
+
+    page.goto(f"{gateway.url}/portal/")
+    page.get_by_role("link", name="ml").first.click()
+    team_id = page.url.rstrip("/").rsplit("/", 1)[1]
+    expect(page.locator("table.members")).to_have_count(0)
+    page.goto(f"{gateway.url}/portal/teams/{team_id}/usage")
+    expect(page.locator("h1")).to_have_text("Not allowed")
+    expect(page.locator(".reason")).to_contain_text("You may not see the usage of ml")
