@@ -39,6 +39,10 @@ class Behaviour:
     # Answer with these tool calls ([{"name": ..., "arguments": "..."}]) like vLLM does:
     # content null, finish_reason "tool_calls"; streamed as tool_calls deltas.
     tool_calls: list[dict[str, str]] | None = None
+    # An agent loop: these tool calls, unless the last message is a tool result; then `content`.
+    tool_loop: list[dict[str, str]] | None = None
+    argument_pieces: int = 2  # streamed pieces per call's arguments (vLLM sends many)
+    reasoning_chunks: list[str] | None = None  # streamed as reasoning_content before the answer
     finish_reason: str = "stop"
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
     answer_extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
@@ -132,6 +136,10 @@ class FakeUpstream:
         payload = json.loads(body) if body else {}
         self.requests.append(ReceivedRequest(scope["path"], headers, payload))
         behaviour = self._chaos(self.behaviour)
+        if behaviour.tool_loop is not None:
+            messages = payload.get("messages") or [{}]
+            answered = messages[-1].get("role") == "tool"
+            behaviour = replace(behaviour, tool_calls=None if answered else behaviour.tool_loop)
         answer = behaviour.content
         if behaviour.contents:
             index = len(self.requests) - 1
@@ -208,9 +216,20 @@ class FakeUpstream:
         self.open_streams += 1
         try:
             model = payload.get("model", "fake")
+            for thought in behaviour.reasoning_chunks or ():
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "delta": {"reasoning_content": thought}, "finish_reason": None}
+                    ],
+                }
+                await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
             if behaviour.tool_calls is not None:
                 pieces = []
-                for chunk in _tool_call_chunks(model, behaviour.tool_calls):
+                calls = _tool_call_chunks(model, behaviour.tool_calls, behaviour.argument_pieces)
+                for chunk in calls:
                     await send(
                         {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
                     )
@@ -300,7 +319,7 @@ def _tool_calls(behaviour: Behaviour) -> list[dict]:
     ]
 
 
-def _tool_call_chunks(model: str, calls: list[dict[str, str]]) -> list[dict]:
+def _tool_call_chunks(model: str, calls: list[dict[str, str]], pieces: int = 2) -> list[dict]:
     """vLLM's way: the role, then per call its id and name, then its arguments in pieces."""
 
     def chunk(delta: dict) -> dict:
@@ -316,8 +335,9 @@ def _tool_call_chunks(model: str, calls: list[dict[str, str]]) -> list[dict]:
         head = {"index": index, "id": f"call_{index}", "type": "function"}
         chunks.append(chunk({"tool_calls": [{**head, "function": {"name": call["name"]}}]}))
         arguments = call["arguments"]
-        middle = len(arguments) // 2
-        for piece in (arguments[:middle], arguments[middle:]):
+        cuts = [len(arguments) * number // pieces for number in range(pieces + 1)]
+        for start, end in zip(cuts, cuts[1:], strict=False):
+            piece = arguments[start:end]
             chunks.append(
                 chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
             )
