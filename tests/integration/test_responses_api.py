@@ -38,10 +38,6 @@ CHAT_WEATHER_TOOL = {
 }
 ARGUMENTS = '{"city": "Paris", "unit": "celsius", "note": "caf\\u00e9 \\"quoted\\""}'
 LOOSE_TOOL = {**WEATHER_TOOL, "strict": False, "parameters": {"type": "object"}}
-CHAT_LOOSE_TOOL = {
-    "type": "function",
-    "function": {**CHAT_WEATHER_TOOL["function"], "strict": False, "parameters": {"type": "object"}},
-}
 
 
 @pytest.fixture
@@ -426,7 +422,9 @@ def test_an_image_url_is_refused_naming_the_field(gateway, upstream):
                 "input": [
                     {
                         "role": "user",
-                        "content": [{"type": "input_image", "image_url": "http://169.254.169.254/"}],
+                        "content": [
+                            {"type": "input_image", "image_url": "http://169.254.169.254/"}
+                        ],
                     }
                 ],
             },
