@@ -14,7 +14,10 @@ from openai_compat.serializers import passthrough_body
 from responses import services
 from responses.serializers import InputItemsQuerySerializer, ResponsesRequestSerializer
 
-NOT_FOUND = {404: OpenApiResponse(description="No such response for this key.")}
+NOT_FOUND = {
+    401: OpenApiResponse(description="Missing or wrong key."),
+    404: OpenApiResponse(description="No such response for this key."),
+}
 
 
 class ResponsesApi(OpenAIApiView):
@@ -66,7 +69,11 @@ class ResponseInputItemsApi(OpenAIApiView):
         tags=["OpenAI-compatible"],
         summary="The input items of a stored response",
         parameters=[InputItemsQuerySerializer],
-        responses={200: OpenApiResponse(description="A list of items."), **NOT_FOUND},
+        responses={
+            200: OpenApiResponse(description="A list of items."),
+            400: OpenApiResponse(description="Invalid query parameters."),
+            **NOT_FOUND,
+        },
     )
     async def get(self, request, response_id: str):
         query = InputItemsQuerySerializer(data=request.query_params)
