@@ -39,12 +39,15 @@ class Behaviour:
     # Answer with these tool calls ([{"name": ..., "arguments": "..."}]) like vLLM does:
     # content null, finish_reason "tool_calls"; streamed as tool_calls deltas.
     tool_calls: list[dict[str, str]] | None = None
-    # An agent loop: these tool calls, unless the last message is a tool result; then `content`.
-    tool_loop: list[dict[str, str]] | None = None
-    argument_pieces: int = 2  # streamed pieces per call's arguments (vLLM sends many)
-    reasoning_chunks: list[str] | None = None  # streamed as reasoning_content before the answer
+    tool_calls_first: int | None = None  # only the first N requests get the tool calls
+    argument_piece: int | None = None  # streamed arguments in pieces of this many characters
+    # Which tokenizer endpoints it has, like "vllm" (/tokenize with messages), "llama.cpp"
+    # (/apply-template, then /tokenize with content) or "none".
+    tokenizer: str = "vllm"
     finish_reason: str = "stop"
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
+    # Reasoning sent before the answer as `reasoning_content` (streamed word by word first).
+    reasoning: str | None = None
     answer_extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
     chaos: float = 0.0  # probability of a random fault per request (status, delay or drop)  # answer 400 to response_format json_schema, like some servers
 
@@ -136,10 +139,11 @@ class FakeUpstream:
         payload = json.loads(body) if body else {}
         self.requests.append(ReceivedRequest(scope["path"], headers, payload))
         behaviour = self._chaos(self.behaviour)
-        if behaviour.tool_loop is not None:
-            messages = payload.get("messages") or [{}]
-            answered = messages[-1].get("role") == "tool"
-            behaviour = replace(behaviour, tool_calls=None if answered else behaviour.tool_loop)
+        if (
+            behaviour.tool_calls_first is not None
+            and len(self.requests) > behaviour.tool_calls_first
+        ):
+            behaviour = replace(behaviour, tool_calls=None)  # a tool loop's next turn
         answer = behaviour.content
         if behaviour.contents:
             index = len(self.requests) - 1
@@ -147,6 +151,9 @@ class FakeUpstream:
 
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        if scope["path"] in ("/tokenize", "/apply-template"):
+            await self._tokenize(scope["path"], payload, behaviour, send)
+            return
         if scope["path"] == "/v1/embeddings":
             await _send_json(send, 200, _embeddings(payload))
             return
@@ -195,6 +202,19 @@ class FakeUpstream:
         else:
             await _send_json(send, 200, _completion(payload, answer, behaviour), behaviour.headers)
 
+    async def _tokenize(self, path: str, payload: dict, behaviour: Behaviour, send) -> None:
+        """One token per word of the messages (and tools), as vLLM or llama.cpp's server says."""
+        if behaviour.tokenizer == "vllm" and path == "/tokenize" and "messages" in payload:
+            words = len(json.dumps([payload["messages"], payload.get("tools")]).split())
+            await _send_json(send, 200, {"count": words, "max_model_len": 8192, "tokens": []})
+        elif behaviour.tokenizer == "llama.cpp" and path == "/apply-template":
+            prompt = " ".join(str(m.get("content")) for m in payload.get("messages", []))
+            await _send_json(send, 200, {"prompt": "<s> " + prompt})
+        elif behaviour.tokenizer == "llama.cpp" and "content" in payload:
+            await _send_json(send, 200, {"tokens": list(range(len(payload["content"].split())))})
+        else:
+            await _send_json(send, 404, {"error": {"message": f"no route {path}"}})
+
     async def _stream(self, payload, answer, behaviour: Behaviour, receive, send) -> None:
         pieces = behaviour.chunks if behaviour.chunks is not None else _words(answer)
         await send(
@@ -216,7 +236,14 @@ class FakeUpstream:
         self.open_streams += 1
         try:
             model = payload.get("model", "fake")
-            for thought in behaviour.reasoning_chunks or ():
+            if behaviour.tool_calls is not None:
+                pieces = []
+                calls = _tool_call_chunks(model, behaviour.tool_calls, behaviour.argument_piece)
+                for chunk in calls:
+                    await send(
+                        {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
+                    )
+            for thought in _words(behaviour.reasoning) if behaviour.reasoning else ():
                 chunk = {
                     "id": "chatcmpl-fake",
                     "object": "chat.completion.chunk",
@@ -226,13 +253,6 @@ class FakeUpstream:
                     ],
                 }
                 await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
-            if behaviour.tool_calls is not None:
-                pieces = []
-                calls = _tool_call_chunks(model, behaviour.tool_calls, behaviour.argument_pieces)
-                for chunk in calls:
-                    await send(
-                        {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
-                    )
             for index, piece in enumerate(pieces):
                 if behaviour.drop_after is not None and index >= behaviour.drop_after:
                     raise ConnectionAbortedError("injected mid-stream drop")
@@ -288,6 +308,8 @@ class FakeUpstream:
 
 def _completion(payload: dict, answer: str, behaviour: Behaviour) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if behaviour.reasoning:
+        message["reasoning_content"] = behaviour.reasoning
     finish_reason = behaviour.finish_reason
     if behaviour.tool_calls is not None:
         message = {"role": "assistant", "content": None, "tool_calls": _tool_calls(behaviour)}
@@ -319,7 +341,9 @@ def _tool_calls(behaviour: Behaviour) -> list[dict]:
     ]
 
 
-def _tool_call_chunks(model: str, calls: list[dict[str, str]], pieces: int = 2) -> list[dict]:
+def _tool_call_chunks(
+    model: str, calls: list[dict[str, str]], piece: int | None = None
+) -> list[dict]:
     """vLLM's way: the role, then per call its id and name, then its arguments in pieces."""
 
     def chunk(delta: dict) -> dict:
@@ -335,11 +359,15 @@ def _tool_call_chunks(model: str, calls: list[dict[str, str]], pieces: int = 2) 
         head = {"index": index, "id": f"call_{index}", "type": "function"}
         chunks.append(chunk({"tool_calls": [{**head, "function": {"name": call["name"]}}]}))
         arguments = call["arguments"]
-        cuts = [len(arguments) * number // pieces for number in range(pieces + 1)]
-        for start, end in zip(cuts, cuts[1:], strict=False):
-            piece = arguments[start:end]
+        middle = len(arguments) // 2
+        pieces = (
+            [arguments[:middle], arguments[middle:]]
+            if piece is None
+            else [arguments[at : at + piece] for at in range(0, len(arguments), piece)]
+        )
+        for fragment in pieces:
             chunks.append(
-                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
             )
     return chunks
 

@@ -61,9 +61,10 @@ def _client(gateway) -> openai.AsyncOpenAI:
 @pytest.fixture
 def weather_loop(upstream):
     upstream.behave(
-        tool_loop=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
+        tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
+        tool_calls_first=1,
         content="It is 18 C and sunny in Paris.",
-        argument_pieces=7,
+        argument_piece=3,
     )
     return upstream
 

@@ -139,7 +139,7 @@ def test_streamed_arguments_in_many_pieces_come_out_whole_and_in_order(sdk, upst
         {"name": "get_weather", "arguments": ARGUMENTS},
         {"name": "get_weather", "arguments": '{"city": "Lyon"}'},
     ]
-    upstream.behave(tool_calls=calls, argument_pieces=len(ARGUMENTS))
+    upstream.behave(tool_calls=calls, argument_piece=1)
     with sdk.responses.stream(
         model="fake-llm", input="Weather in Paris and Lyon?", tools=[LOOSE_TOOL]
     ) as stream:
@@ -169,7 +169,8 @@ def test_streamed_arguments_in_many_pieces_come_out_whole_and_in_order(sdk, upst
 
 def test_previous_response_id_with_function_call_output(sdk, upstream):
     upstream.behave(
-        tool_loop=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
+        tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
+        tool_calls_first=1,
         content="It is 18 C and sunny in Paris.",
     )
     first = sdk.responses.create(
@@ -343,12 +344,13 @@ def test_length_cut_is_incomplete(sdk, upstream):
 
 
 def test_streamed_reasoning_becomes_a_reasoning_item(sdk, upstream):
-    upstream.behave(reasoning_chunks=["The user ", "asks."], content="Paris.")
+    upstream.behave(reasoning="The user asks.", content="Paris.")
     with sdk.responses.stream(model="fake-llm", input="Capital?") as stream:
         events = list(stream)
         final = stream.get_final_response()
     assert [e.delta for e in events if e.type == "response.reasoning_text.delta"] == [
-        "The user ",
+        "The ",
+        "user ",
         "asks.",
     ]
     reasoning, message = final.output

@@ -83,8 +83,9 @@ def test_codex_exec_prints_the_models_answer(gateway, upstream, tmp_path):
 
 def test_codex_runs_a_tool_call_and_answers_after_its_result(gateway, upstream, tmp_path):
     upstream.behave(
-        tool_loop=[{"name": "exec_command", "arguments": '{"cmd": "echo codex-loop"}'}],
-        argument_pieces=9,
+        tool_calls=[{"name": "exec_command", "arguments": '{"cmd": "echo codex-loop"}'}],
+        tool_calls_first=1,
+        argument_piece=4,
         content="The command ran.",
     )
     result = _codex(gateway, tmp_path, "Run echo codex-loop.")
