@@ -8,8 +8,8 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from infra.database import in_database_thread
 from responses.models import StoredResponse
-from server.database import in_database_thread
 
 
 def owner_of(principal: Any) -> str:

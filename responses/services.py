@@ -27,18 +27,18 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
-from api.accounting import accounted
 from api.serializers import check_total_chars
 from api.streaming import stream_failure
 from api.views import answered_headers
-from inference import services
+from gateway import calls
+from gateway.calls import Caller
 from inference.images import prepare_message_images
+from infra.database import in_database_thread
 from openai_compat.serializers import has_image_parts
 from responses import chat_request, selectors
 from responses.exceptions import ResponseNotFound
 from responses.models import StoredResponse
 from responses.presenters import ResponseBuilder, sse
-from server.database import in_database_thread
 from translation.chat_events import ChatEventTranslator, events_from_completion
 from translation.exceptions import TranslationError
 
@@ -106,12 +106,16 @@ async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | 
                     ]
                 }
             )
+    caller = Caller.from_request(request, endpoint=ENDPOINT)
     needs_vision = has_image_parts(body["messages"])
-    spec = services.resolve_model(data["model"], capability="vision" if needs_vision else "chat")
+    spec = calls.resolve_model(
+        caller, data["model"], capability="vision" if needs_vision else "chat", require=False
+    )
     if needs_vision and not spec.has("vision"):
         raise serializers.ValidationError(
             {"input": [f"The model '{spec.name}' does not accept images; use the image model."]}
         )
+    calls.require_capability(spec, "chat")
     if needs_vision:
         body["messages"] = await prepare_message_images(
             body["messages"], max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
@@ -124,29 +128,13 @@ async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | 
     }
     if data.get("stream"):
         body["stream"] = True
-        opened, quota_headers = await accounted(
-            request,
-            endpoint=ENDPOINT,
-            spec=spec,
-            messages=body["messages"],
-            params=body,
-            call=lambda: services.open_openai_chat_stream(spec=spec, body=body),
-            hide_models=True,
-        )
+        opened, quota_headers = await calls.open_openai_chat_stream(caller, spec=spec, body=body)
         builder = ResponseBuilder(
             request=request_echo, model=opened.answered_by, namespaced=chat.tools.namespaced
         )
         headers = {**answered_headers(opened), **quota_headers, **extra_headers}
         return ResponseStream(_stream_frames(opened.events, builder, turn), headers)
-    result, quota_headers = await accounted(
-        request,
-        endpoint=ENDPOINT,
-        spec=spec,
-        messages=body["messages"],
-        params=body,
-        call=lambda: services.openai_chat_completion(spec=spec, body=body),
-        hide_models=True,
-    )
+    result, quota_headers = await calls.openai_chat(caller, spec=spec, body=body)
     builder = ResponseBuilder(
         request=request_echo, model=result.answered_by, namespaced=chat.tools.namespaced
     )
@@ -158,7 +146,7 @@ async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | 
     return ResponseAnswer(builder.response(), headers)
 
 
-def _checked_answer(result: services.ChatResult) -> dict[str, Any]:
+def _checked_answer(result: calls.ChatResult) -> dict[str, Any]:
     """The server's answer, with a JSON answer's text as the gateway checked (and repaired) it."""
     raw = dict(result.raw or {})
     choices = list(raw.get("choices") or ())
@@ -178,7 +166,7 @@ async def _stream_frames(events, builder: ResponseBuilder, turn: _Turn) -> Async
         for event in builder.start():
             yield sse(event)
         async for item in events:
-            if not isinstance(item, services.RawChunk):
+            if not isinstance(item, calls.RawChunk):
                 continue
             for chat_event in translator.feed(item.chunk):
                 for event in builder.events_for(chat_event):
