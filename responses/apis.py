@@ -37,7 +37,8 @@ class ResponsesApi(OpenAIApiView):
         body = passthrough_body(request.data)
         serializer = ResponsesRequestSerializer(data=body)
         serializer.is_valid(raise_exception=True)
-        answer = await services.create_response(request, data={**body, **serializer.validated_data})
+        data = {**body, **serializer.validated_data}
+        answer = await services.create_response(request, data=data, sent=body)
         if isinstance(answer, services.ResponseStream):
             response = unbuffered_response(answer.frames, content_type=SSE_MEDIA_TYPE)
             for header, value in answer.headers.items():

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from rest_framework import serializers
 
@@ -70,9 +71,18 @@ class _Turn:
     store: bool
 
 
-async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | ResponseStream:
-    """Answer a Responses request (see the module docstring)."""
+async def create_response(
+    request, *, data: dict[str, Any], sent: dict[str, Any] | None = None
+) -> ResponseAnswer | ResponseStream:
+    """
+    Answer a Responses request (see the module docstring): `data` as validated, `sent` as the
+    client sent it (passed through as it is to a model whose servers speak the Responses API).
+    """
     principal = request.user
+    caller = Caller.from_request(request, endpoint=ENDPOINT)
+    asked = calls.resolve_model(caller, data["model"], capability="chat", require=False)
+    if asked.has("responses"):
+        return await _native_response(request, caller, asked, data=data, sent=sent or data)
     history: list[dict[str, Any]] = []
     previous_id = data.get("previous_response_id")
     if previous_id is not None:
@@ -106,7 +116,6 @@ async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | 
                     ]
                 }
             )
-    caller = Caller.from_request(request, endpoint=ENDPOINT)
     needs_vision = has_image_parts(body["messages"])
     spec = calls.resolve_model(
         caller, data["model"], capability="vision" if needs_vision else "chat", require=False
@@ -140,7 +149,7 @@ async def create_response(request, *, data: dict[str, Any]) -> ResponseAnswer | 
     )
     builder.apply_all(events_from_completion(_checked_answer(result)))
     headers = {**answered_headers(result), **quota_headers, **extra_headers}
-    stored = await _store(builder, turn)
+    stored = await _store(builder.response(), turn)
     if turn.store and not stored:
         headers["X-LLMAPI-Stored"] = "false"
     return ResponseAnswer(builder.response(), headers)
@@ -187,47 +196,50 @@ async def _stream_frames(events, builder: ResponseBuilder, turn: _Turn) -> Async
     finally:
         await events.aclose()
         if builder.status != "in_progress":
-            await _store(builder, turn)
+            await _store(builder.response(), turn)
 
 
 def _size(value: Any) -> int:
     return len(orjson.dumps(value))
 
 
-async def _store(builder: ResponseBuilder, turn: _Turn) -> bool:
-    """Keep a finished response when its request asked to; False when it was too large."""
-    if not turn.store:
+async def _store(response: dict[str, Any], turn: _Turn) -> bool:
+    """Keep a finished response when its request asked to; False when it was not kept."""
+    response_id = response.get("id")
+    if not turn.store or not isinstance(response_id, str) or len(response_id) > 64:
         return False
-    response = builder.response()
     size = _size(turn.history) + _size(turn.items) + _size(response)
     if size > settings.RESPONSES_MAX_STORED_BYTES:
         logger.warning(
-            "Response %s not stored: %d bytes (RESPONSES__MAX_STORED_BYTES)", builder.id, size
+            "Response %s not stored: %d bytes (RESPONSES__MAX_STORED_BYTES)", response_id, size
         )
         return False
-    await _save(
+    return await _save(
         StoredResponse(
-            id=builder.id,
+            id=response_id,
             owner=turn.owner,
             team_id=turn.team_id,
             created_at=timezone.now(),
             expires_at=timezone.now() + timedelta(days=settings.RESPONSES_RETENTION_DAYS),
-            model=builder.model[:200],
-            status=builder.status,
-            previous_response_id=str(builder.request.get("previous_response_id") or "")[:64],
+            model=str(response.get("model") or "")[:200],
+            status=str(response.get("status") or "")[:20],
+            previous_response_id=str(response.get("previous_response_id") or "")[:64],
             history=turn.history,
             input_items=turn.items,
             response=response,
             size=size,
         )
     )
-    return True
 
 
 @in_database_thread
-def _save(row: StoredResponse) -> None:
+def _save(row: StoredResponse) -> bool:
     """Insert, then apply the bounds: expired rows go, and a key's oldest beyond its maximum."""
-    row.save(force_insert=True)
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:  # a native server's id seen before: the first keeps it
+        return False
     StoredResponse.objects.filter(expires_at__lte=timezone.now()).delete()
     keep = settings.RESPONSES_MAX_PER_KEY
     stale = (
@@ -238,6 +250,80 @@ def _save(row: StoredResponse) -> None:
     stale_ids = list(stale)
     if stale_ids:
         StoredResponse.objects.filter(pk__in=stale_ids).delete()
+    return True
+
+
+# --- models whose servers speak the Responses API ----------------------------------------------
+
+RESPONSES_FINAL_EVENTS = ("response.completed", "response.incomplete", "response.failed")
+
+
+async def _native_response(
+    request, caller: Caller, spec, *, data: dict[str, Any], sent: dict[str, Any]
+) -> ResponseAnswer | ResponseStream:
+    """
+    The request passed through as sent. The server keeps its own conversation state; the
+    gateway keeps which key made each response (a copy of it, as for a translated one), so
+    `previous_response_id`, retrieval and deletion follow the same ownership rules.
+    """
+    principal = request.user
+    previous_id = data.get("previous_response_id")
+    if previous_id is not None and await selectors.aget_response(previous_id, principal) is None:
+        raise ResponseNotFound(previous_id, field="previous_response_id")
+    try:
+        items = chat_request.normalize_input(data["input"])
+    except serializers.ValidationError:
+        items = []  # a shape this gateway does not translate: the server's business
+    turn = _Turn(
+        owner=selectors.owner_of(principal),
+        team_id=getattr(principal, "team_id", None),
+        history=[],
+        items=items,
+        store=data.get("store", True) is not False,
+    )
+    if data.get("stream"):
+        opened, quota_headers = await calls.open_openai_responses_stream(
+            caller, spec=spec, body=sent
+        )
+        headers = {**answered_headers(opened), **quota_headers}
+        return ResponseStream(_native_frames(opened.events, turn), headers)
+    result, quota_headers = await calls.openai_responses(caller, spec=spec, body=sent)
+    headers = {**answered_headers(result), **quota_headers}
+    if not await _store(result.body, turn) and turn.store:
+        headers["X-LLMAPI-Stored"] = "false"
+    return ResponseAnswer(result.body, headers)
+
+
+async def _native_frames(events, turn: _Turn) -> AsyncIterator[bytes]:
+    """The server's events as it sent them; its final response is stored."""
+    final: dict[str, Any] | None = None
+    sequence = -1
+    try:
+        async for item in events:
+            if not isinstance(item, calls.RawChunk):
+                continue
+            event = item.chunk
+            if isinstance(event.get("sequence_number"), int):
+                sequence = event["sequence_number"]
+            if event.get("type") in RESPONSES_FINAL_EVENTS and isinstance(
+                event.get("response"), dict
+            ):
+                final = event["response"]
+            if isinstance(event.get("type"), str):
+                yield sse(event)
+            else:
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
+    except (Exception, asyncio.CancelledError) as exc:
+        failure = stream_failure(exc)
+        if failure is None:
+            raise
+        detail, _status = failure
+        error = {"code": "server_error", "message": detail, "param": None}
+        yield sse({"type": "error", "sequence_number": sequence + 1, **error})
+    finally:
+        await events.aclose()
+        if final is not None:
+            await _store(final, turn)
 
 
 # --- retrieve, input items, delete -------------------------------------------------------------

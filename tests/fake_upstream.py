@@ -178,6 +178,9 @@ class FakeUpstream:
                 return
             await _send_json(send, 200, _text_completion(payload, answer))
             return
+        if scope["path"] == "/v1/responses":  # a server that speaks the Responses API
+            await _responses_api(payload, answer, send)
+            return
         if scope["path"] != "/v1/chat/completions":
             await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
             return
@@ -445,3 +448,67 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def _responses_api(payload: dict, answer: str, send) -> None:
+    """The Responses API's answer (OpenAI's own shapes): a response object, or its events."""
+    words = _words(answer)
+    response_id = f"resp_native{len(json.dumps(payload)):06d}"
+    item = {"id": "msg_native", "type": "message", "role": "assistant", "status": "completed"}
+    part = {"type": "output_text", "text": answer, "annotations": []}
+    usage = {
+        "input_tokens": 7,
+        "input_tokens_details": {"cached_tokens": 3},
+        "output_tokens": len(words),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 7 + len(words),
+    }
+    response = {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": payload.get("model"),
+        "output": [{**item, "content": [part]}],
+        "previous_response_id": payload.get("previous_response_id"),
+        "usage": usage,
+    }
+    if not payload.get("stream"):
+        await _send_json(send, 200, response)
+        return
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    events = [
+        {"type": "response.created", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {
+            "type": "response.content_part.added",
+            "item_id": "msg_native",
+            "output_index": 0,
+            "content_index": 0,
+            "part": {**part, "text": ""},
+        },
+        *(
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_native",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": word,
+            }
+            for word in words
+        ),
+        {"type": "response.output_item.done", "output_index": 0, "item": response["output"][0]},
+        {"type": "response.completed", "response": response},
+    ]
+    body = b"".join(
+        f"event: {event['type']}\n".encode() + _sse({**event, "sequence_number": number})
+        for number, event in enumerate(events)
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

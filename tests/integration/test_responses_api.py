@@ -461,3 +461,68 @@ def test_hostile_input_is_a_400_naming_the_field(gateway, upstream, body, param)
 def test_unknown_model_is_a_404(sdk):
     with pytest.raises(openai.NotFoundError):
         sdk.responses.create(model="no-such-model", input="x")
+
+
+# --- a model whose servers speak the Responses API: passed through --------------------------
+
+
+@pytest.fixture
+def native_sdk(gateways, upstream, tmp_path_factory):
+    catalog = tmp_path_factory.mktemp("native") / "models.yaml"
+    catalog.write_text(
+        "models:\n"
+        "  native-llm:\n"
+        f"    servers: [{upstream.url}/v1]\n"
+        "    upstream_name: gpt-native\n"
+        "    capabilities: [chat, tools, responses]\n"
+    )
+    gateway = gateways.get(
+        LLMAPI_MODELS_FILE=str(catalog),
+        TEXT_MODEL__BASE_URL=upstream.url,
+        TEXT_MODEL__MODEL_NAME="fake-llm",
+    )
+    keys = (API_KEY, OTHER_KEY)
+    clients = [
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0) for key in keys
+    ]
+    yield clients
+    for client in clients:
+        client.close()
+
+
+def test_native_server_gets_the_request_as_sent(native_sdk, upstream):
+    sdk, other = native_sdk
+    body = {
+        "model": "native-llm",
+        "input": [{"role": "user", "content": "Hi"}],
+        "tools": [{"type": "web_search"}],
+        "include": ["reasoning.encrypted_content"],
+        "reasoning": {"summary": "auto"},
+        "store": True,
+    }
+    response = sdk.responses.create(**body)
+    assert response.output_text == "The capital of France is Paris."
+    assert response.usage.input_tokens_details.cached_tokens == 3
+    sent = upstream.last_request
+    assert sent.path == "/v1/responses"
+    assert sent.body == {**body, "model": "gpt-native"}
+    # The gateway keeps who made it: the same key continues and reads it, another cannot.
+    assert sdk.responses.retrieve(response.id).output_text == response.output_text
+    with pytest.raises(openai.NotFoundError):
+        other.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="native-llm", previous_response_id=response.id, input="x")
+    sdk.responses.create(model="native-llm", previous_response_id=response.id, input="More")
+    assert upstream.last_request.body["previous_response_id"] == response.id
+
+
+def test_native_stream_is_passed_through_event_by_event(native_sdk, upstream):
+    sdk, _ = native_sdk
+    with sdk.responses.stream(model="native-llm", input="Hi") as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    assert [e.type for e in events][:2] == ["response.created", "response.output_item.added"]
+    assert events[-1].type == "response.completed"
+    assert final.output_text == "The capital of France is Paris."
+    assert upstream.last_request.body == {"model": "gpt-native", "input": "Hi", "stream": True}
+    assert sdk.responses.retrieve(final.id).status == "completed"
