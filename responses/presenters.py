@@ -129,7 +129,7 @@ class ResponseBuilder:
             "error": self.error,
             "incomplete_details": self.incomplete_details,
             "model": self.model,
-            "output": self.output,
+            "output": [_copy(item) for item in self.output],
             **echoed,
             "usage": self.usage,
         }
