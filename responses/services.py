@@ -82,7 +82,10 @@ async def create_response(
     caller = Caller.from_request(request, endpoint=ENDPOINT)
     asked = calls.resolve_model(caller, data["model"], capability="chat", require=False)
     if asked.has("responses"):
-        return await _native_response(request, caller, asked, data=data, sent=sent or data)
+        sent = dict(sent or data)
+        if "stream" in sent:  # as the gateway read it ("true" would reach a server as a string)
+            sent["stream"] = data["stream"]
+        return await _native_response(request, caller, asked, data=data, sent=sent)
     history: list[dict[str, Any]] = []
     previous_id = data.get("previous_response_id")
     if previous_id is not None:
