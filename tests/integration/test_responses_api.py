@@ -526,3 +526,15 @@ def test_native_stream_is_passed_through_event_by_event(native_sdk, upstream):
     assert final.output_text == "The capital of France is Paris."
     assert upstream.last_request.body == {"model": "gpt-native", "input": "Hi", "stream": True}
     assert sdk.responses.retrieve(final.id).status == "completed"
+
+
+def test_a_server_failure_before_the_answer_is_a_502_with_a_detail(sdk, upstream):
+    upstream.behave(status=500)
+    with pytest.raises(openai.APIStatusError) as whole:
+        sdk.responses.create(model="fake-llm", input="x")
+    assert whole.value.status_code == HTTPStatus.BAD_GATEWAY
+    assert whole.value.body["message"]
+    with pytest.raises(openai.APIStatusError) as streamed:
+        with sdk.responses.stream(model="fake-llm", input="x") as stream:
+            list(stream)
+    assert streamed.value.status_code == HTTPStatus.BAD_GATEWAY
