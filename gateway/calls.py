@@ -373,14 +373,21 @@ class _WatchedEvents:
                     self._relayed += prompt_chars(choice.get("delta")) + prompt_chars(
                         choice.get("text")
                     )
-                    for call in (choice.get("delta") or {}).get("tool_calls") or ():
-                        self._relayed += prompt_chars((call or {}).get("function"))
+                    delta = choice.get("delta")
+                    tool_calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+                    for call in tool_calls if isinstance(tool_calls, list) else ():
+                        if isinstance(call, dict):  # a malformed chunk is the reader's to refuse
+                            self._relayed += prompt_chars(call.get("function"))
         elif isinstance(event, services.StreamEnd):
             self._usage = event.usage or self._usage
         return event
 
     async def aclose(self) -> None:
         await self._end(499)  # a no-op when the events already ended
+
+    async def fail(self, exc: BaseException) -> None:
+        """End the events for a failure the caller found in them (an answer it cannot use)."""
+        await self._end(status_of_failure(exc))
 
     def _counted_usage(self) -> dict[str, int]:
         if self._usage:

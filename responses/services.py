@@ -194,6 +194,9 @@ async def _stream_frames(events, builder: ResponseBuilder, turn: _Turn) -> Async
         code = "server_error"
         if isinstance(exc, TranslationError):
             code = "invalid_upstream_output"
+            fail = getattr(events, "fail", None)
+            if fail is not None:
+                await fail(exc)  # the ledger keeps the server's fault, not a disconnect
         for event in builder.fail(detail, code=code):
             yield sse(event)
     finally:

@@ -128,3 +128,16 @@ def test_a_stored_conversation_has_a_size_bound(gateways, upstream, tmp_path_fac
         assert answered.headers["X-LLMAPI-Stored"] == "false"
         missing = client.get(f"/v1/responses/{answered.json()['id']}")
         assert missing.status_code == HTTPStatus.NOT_FOUND
+
+
+def test_a_stream_the_gateway_cannot_translate_fails_and_is_recorded_as_a_502(private, upstream):
+    gateway, database = private
+    key = _key(database, "blue", "broken")
+    upstream.behave(message_extra={"tool_calls": "not a list"})
+    with _sdk(gateway, key) as sdk:
+        with sdk.responses.stream(model="fake-llm", input="Hi") as stream:
+            events = list(stream)
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.error.code == "invalid_upstream_output"
+    rows = wait_for(lambda: ledger_rows(database, prefix_of(key)))
+    assert [row[:2] for row in rows] == [("v1/responses", 502)]
