@@ -10,6 +10,7 @@ from http import HTTPStatus
 
 import openai
 import pytest
+from pydantic import BaseModel
 
 from tests.conftest import API_KEY, OTHER_KEY
 from tests.images import image_bytes
@@ -260,6 +261,20 @@ def test_text_format_json_schema_is_a_checked_response_format(sdk, upstream):
         "type": "json_schema",
         "json_schema": {"name": "place", "schema": WEATHER_PARAMETERS, "strict": True},
     }
+
+
+class Place(BaseModel):
+    city: str
+
+
+def test_sdk_parse_with_a_pydantic_model(sdk, upstream):
+    upstream.behave(content='{"city": "Paris"}')
+    parsed = sdk.responses.parse(model="fake-llm", input="Where?", text_format=Place)
+    assert parsed.output_parsed == Place(city="Paris")
+    sent = upstream.last_request.body["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["name"] == "Place"
+    assert sent["json_schema"]["strict"] is True
 
 
 def test_a_refused_schema_is_a_400_naming_text_format(sdk, upstream):
