@@ -362,14 +362,8 @@ def _chat_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return content
 
 
-def chat_messages(
-    items: list[dict[str, Any]],
-    *,
-    instructions: str | None,
-    namespaced: dict[tuple[str, str], str] | None = None,
-) -> list[dict[str, Any]]:
+def chat_messages(items: list[dict[str, Any]], *, instructions: str | None) -> list[dict[str, Any]]:
     """The chat messages for a conversation's items (see the module docstring)."""
-    namespaced = namespaced or {}
     leading: list[str] = [instructions] if instructions else []
     messages: list[dict[str, Any]] = []
     for item in items:
@@ -471,8 +465,7 @@ def chat_body(
     instructions = data.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise _error("instructions", "Expected a string.")
-    reverse = {pair: chat_name for chat_name, pair in tools.namespaced.items()}
-    messages = chat_messages([*history, *items], instructions=instructions, namespaced=reverse)
+    messages = chat_messages([*history, *items], instructions=instructions)
     if not messages:
         raise _error("input", "The conversation is empty.")
     body: dict[str, Any] = {"model": data["model"], "messages": messages}

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from responses.chat_request import NAMESPACE_SEPARATOR, new_id
+from responses.chat_request import new_id
 from translation import chat_events as ev
 
 # The request fields a `response` object echoes, with their defaults when not sent.
@@ -358,7 +358,3 @@ def _copy(item: dict[str, Any]) -> dict[str, Any]:
     if isinstance(item.get("content"), list):
         copied["content"] = [dict(part) for part in item["content"]]
     return copied
-
-
-def flatten_name(namespace: str, name: str) -> str:
-    return f"{namespace}{NAMESPACE_SEPARATOR}{name}"
