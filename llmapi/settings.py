@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "inference",
     "completions",
     "openai_compat",
+    "responses",
     "health",
     "usage",
     "observability",
@@ -142,6 +143,14 @@ API_KEYS_CACHE_SECONDS = min(5.0, _setting("float", "API_KEYS__CACHE_SECONDS", 2
 # Raw ledger rows are kept this many days; hourly rollups USAGE__ROLLUP_RETENTION_DAYS.
 USAGE_RETENTION_DAYS = _setting("int", "USAGE__RETENTION_DAYS", 30)
 USAGE_ROLLUP_RETENTION_DAYS = _setting("int", "USAGE__ROLLUP_RETENTION_DAYS", 400)
+
+# Stored responses (/v1/responses with `store`): how long they are kept, how large one may be
+# (its conversation included), how many one key keeps (the oldest go first), and whether the
+# other keys of the key's team may read them.
+RESPONSES_RETENTION_DAYS = _setting("int", "RESPONSES__RETENTION_DAYS", 30)
+RESPONSES_MAX_STORED_BYTES = _setting("int", "RESPONSES__MAX_STORED_BYTES", 8 * 1024 * 1024)
+RESPONSES_MAX_PER_KEY = _setting("int", "RESPONSES__MAX_PER_KEY", 1000)
+RESPONSES_SHARE_WITH_TEAM = _setting("bool", "RESPONSES__SHARE_WITH_TEAM", False)
 # Ledger rows waiting to be written; above it rows are counted as dropped, never waited for.
 USAGE_QUEUE_SIZE = _setting("int", "USAGE__QUEUE_SIZE", 100_000)
 USAGE_BATCH_SIZE = _setting("int", "USAGE__BATCH_SIZE", 500)

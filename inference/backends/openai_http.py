@@ -621,8 +621,10 @@ class OpenAICompatibleBackend:
                             f"The {self.spec.label} server reported an error mid-stream: "
                             f"{_error_message(chunk)}"
                         )
-                    finished = finished or any(
-                        choice.get("finish_reason") for choice in chunk.get("choices") or ()
+                    finished = (
+                        finished
+                        or chunk.get("type") in RESPONSES_FINAL_EVENTS
+                        or any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
                     )
                     timing.mark_once("ttft")
                     yield chunk
@@ -635,6 +637,10 @@ class OpenAICompatibleBackend:
             raise UpstreamUnavailable(
                 f"The {self.spec.label} server closed the stream before it finished."
             )
+
+
+# The events that end a Responses API stream (a passed-through /v1/responses).
+RESPONSES_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _error_kind(exc: UpstreamError) -> str:

@@ -61,7 +61,7 @@ class ModelEntry(_Strict):
     api_key: str = ""
     api_key_env: str = ""
     aliases: list[Name] = []
-    capabilities: list[Literal["chat", "vision", "embeddings", "tools"]] = ["chat"]
+    capabilities: list[Literal["chat", "vision", "embeddings", "tools", "responses"]] = ["chat"]
     fallbacks: list[Name] = []
     max_concurrency: int = Field(10, ge=1)
     timeout: float = Field(120.0, gt=0)

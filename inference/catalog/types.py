@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-CAPABILITIES = ("chat", "vision", "embeddings", "tools")
+# "responses": the model's servers speak OpenAI's Responses API (/v1/responses is passed through).
+CAPABILITIES = ("chat", "vision", "embeddings", "tools", "responses")
 BACKENDS = ("openai", "embedded")
 JSON_SCHEMA_MODES = ("native", "prompt", "auto")
 ROUTING_MODES = ("prefix", "least_busy", "round_robin")
