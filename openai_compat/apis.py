@@ -250,7 +250,9 @@ class OpenAICompletionsApi(OpenAIApiView):
                 model=spec.name,
                 completion_id=f"cmpl-{uuid.uuid4().hex}",
                 created=int(time.time()),
-                include_usage=True,
+                # The gateway asks the server for usage to count tokens; the client gets it
+                # when it asked for it too.
+                include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
                 object_name="text_completion",
             )
             response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
