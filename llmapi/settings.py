@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "inference",
     "completions",
     "openai_compat",
+    "anthropic_compat",
     "health",
     "usage",
     "observability",
@@ -82,7 +84,16 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 if CORS_ALLOWED_ORIGINS:
     INSTALLED_APPS.append("corsheaders")
     MIDDLEWARE.insert(1, "corsheaders.middleware.CorsMiddleware")
-    CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id"]
+    CORS_ALLOW_HEADERS = [
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "x-request-id",
+        # Anthropic's SDKs send these from a browser too.
+        "anthropic-version",
+        "anthropic-beta",
+        "anthropic-dangerous-direct-browser-access",
+    ]
     CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
 
 ROOT_URLCONF = "llmapi.urls"
@@ -200,6 +211,26 @@ SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
 OPENAI_DENIED_FIELDS = frozenset(
     name.strip() for name in env.list("OPENAI__DENIED_FIELDS", default=[]) if name.strip()
 )
+# /v1/messages: client model names (Claude Code asks for claude-*) mapped onto catalog models,
+# as "pattern=model" pairs (shell-style patterns) tried in order, after the catalog's own
+# names and aliases: ANTHROPIC__MODEL_MAP=claude-*haiku*=small,claude-*=coder
+
+
+def _model_map(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    mapped = []
+    for pair in pairs:
+        pattern, equals, model = pair.partition("=")
+        if not equals or not pattern.strip() or not model.strip():
+            raise ImproperlyConfigured(
+                f"ANTHROPIC__MODEL_MAP: '{pair}' is not pattern=model (for example claude-*=coder)."
+            )
+        mapped.append((pattern.strip(), model.strip()))
+    return tuple(mapped)
+
+
+ANTHROPIC_MODEL_MAP = _model_map(env.list("ANTHROPIC__MODEL_MAP", default=[]))
+# Seconds a Messages stream may stay silent (a slow server) before a `ping` event is sent.
+ANTHROPIC_PING_INTERVAL = _setting("float", "ANTHROPIC__PING_INTERVAL", 10.0)
 # Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
 # and must arrive within HEADER_TIMEOUT seconds; a body must arrive within BODY_TIMEOUT
 # seconds (408, or the connection is closed).

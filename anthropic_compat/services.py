@@ -1,0 +1,276 @@
+"""
+The Messages API on chat-completions servers: which model a name means, the translation of a
+Messages request into the chat request the model server gets, and token counting.
+
+    spec = model_for(name)                          # catalog name or alias, then ANTHROPIC__MODEL_MAP
+    body = chat_body(data, spec=spec, stream=True)  # the chat request, exactly as the server gets it
+    count = await count_input_tokens(spec=spec, body=body)
+
+The translation is plain data to data, with no call in it; answers are shaped by `presenters`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from inference.catalog import ModelSpec
+from inference.exceptions import InferenceError, ModelNotFound, quote
+from inference.registry import get_registry
+
+logger = logging.getLogger(__name__)
+
+# Prefixed to a tool result the client marked `is_error`: chat servers have no such flag.
+TOOL_ERROR_PREFIX = "Error: "
+# A rough tokens-per-character ratio for counts without a tokenizer (English text and code).
+CHARS_PER_TOKEN = 4
+
+
+def model_for(name: str) -> ModelSpec:
+    """
+    The catalog model a client's name means: a model name or alias first, then the first
+    pattern of `ANTHROPIC__MODEL_MAP` that matches (`claude-*haiku*=small,claude-*=coder`).
+    """
+    catalog = get_registry().catalog
+    spec = catalog.resolve(name)
+    if spec is not None:
+        return spec
+    for pattern, target in settings.ANTHROPIC_MODEL_MAP:
+        if fnmatch.fnmatchcase(name, pattern):
+            mapped = catalog.resolve(target)
+            if mapped is None:
+                raise ModelNotFound(
+                    f"ANTHROPIC__MODEL_MAP maps '{quote(name, 100)}' to '{quote(target, 100)}', "
+                    "which is not a model of the catalog."
+                )
+            return mapped
+    hint = (
+        " Set ANTHROPIC__MODEL_MAP (for example claude-*=your-model) to map Anthropic's names."
+        if name.startswith("claude")
+        else ""
+    )
+    raise ModelNotFound(
+        f"The model '{quote(name, 100)}' does not exist; GET /v1/models lists them.{hint}"
+    )
+
+
+# --- The chat request --------------------------------------------------------------------------
+
+
+def chat_body(data: dict[str, Any], *, spec: ModelSpec, stream: bool) -> dict[str, Any]:
+    """
+    The chat completions body for a validated Messages request (see docs/anthropic.md for
+    each field). `max_tokens` is lowered to the model's output limit (its configured
+    `max_tokens`): Claude Code asks for 32,000 or more, which a server refuses when it exceeds
+    its context.
+    """
+    messages = chat_messages(data.get("system"), data["messages"])
+    body: dict[str, Any] = {"model": spec.name, "messages": messages}
+    limit = max(1, int(spec.defaults.get("max_tokens") or 1))
+    if "max_tokens" in data:
+        body["max_tokens"] = min(data["max_tokens"], limit)
+    for name in ("temperature", "top_p", "top_k"):
+        if name in data:
+            body[name] = data[name]
+    if data.get("stop_sequences"):
+        body["stop"] = list(data["stop_sequences"])
+    tools = data.get("tools")
+    choice = data.get("tool_choice") or {}
+    if tools and choice.get("type") != "none":
+        body["tools"] = [_chat_tool(tool) for tool in tools]
+        if choice:
+            body["tool_choice"] = _chat_tool_choice(choice)
+        if choice.get("disable_parallel_tool_use"):
+            body["parallel_tool_calls"] = False
+    output_format = (data.get("output_config") or {}).get("format")
+    if output_format:
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": output_format["schema"]},
+        }
+    if messages and messages[-1]["role"] == "assistant" and not messages[-1].get("tool_calls"):
+        # A prefilled answer: the model continues it rather than starting a new turn (vLLM's
+        # flags; llama.cpp's server continues a last assistant message on its own).
+        body["continue_final_message"] = True
+        body["add_generation_prompt"] = False
+    if stream:
+        body["stream"] = True
+    return body
+
+
+def chat_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Anthropic's system and messages as chat messages, in order."""
+    chat: list[dict[str, Any]] = []
+    if system:
+        chat.append({"role": "system", "content": _system_text(system)})
+    for message in messages:
+        role, content = message["role"], message["content"]
+        if role == "system":  # a system turn mid-conversation, as Claude Code sends
+            chat.append({"role": "system", "content": _system_text(content)})
+        elif role == "assistant":
+            chat.append(_assistant_message(content))
+        else:
+            chat.extend(_user_messages(content))
+    return chat
+
+
+def _system_text(system: str | list[dict[str, Any]]) -> str:
+    # Anthropic joins system blocks itself; cache_control has no meaning for these servers,
+    # which cache prompt prefixes on their own.
+    if isinstance(system, str):
+        return system
+    return "\n\n".join(block["text"] for block in system)
+
+
+def _assistant_message(content: str | list[dict[str, Any]]) -> dict[str, Any]:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    texts = [block["text"] for block in content if block["type"] == "text"]
+    calls = [
+        {
+            "id": block["id"],
+            "type": "function",
+            "function": {
+                "name": block["name"],
+                "arguments": json.dumps(block["input"], ensure_ascii=False),
+            },
+        }
+        for block in content
+        if block["type"] == "tool_use"
+    ]
+    # thinking blocks are the model's own earlier reasoning, signed for Anthropic's servers;
+    # chat servers take no reasoning back, so they are left out.
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
+    if calls:
+        message["tool_calls"] = calls
+    elif message["content"] is None:
+        message["content"] = ""
+    return message
+
+
+def _user_messages(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """
+    A user turn: its tool results become `tool` messages first (a chat server wants them right
+    after the assistant's calls), then the rest of its blocks one user message.
+    """
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    messages: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+    for block in content:
+        if block["type"] == "tool_result":
+            text, images = _tool_result(block)
+            messages.append({"role": "tool", "tool_call_id": block["tool_use_id"], "content": text})
+            parts.extend(images)  # a chat tool message holds text only
+        else:
+            parts.append(_user_part(block))
+    if parts:
+        if all(part["type"] == "text" for part in parts) and len(parts) == 1:
+            messages.append({"role": "user", "content": parts[0]["text"]})
+        else:
+            messages.append({"role": "user", "content": parts})
+    return messages
+
+
+def _user_part(block: dict[str, Any]) -> dict[str, Any]:
+    if block["type"] == "image":
+        source = block["source"]
+        url = f"data:{source['media_type']};base64,{source['data']}"
+        return {"type": "image_url", "image_url": {"url": url}}
+    if block["type"] == "document":
+        return {"type": "text", "text": block["source"]["data"]}
+    return {"type": "text", "text": block["text"]}
+
+
+def _tool_result(block: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    content = block.get("content", "")
+    if isinstance(content, str):
+        text, images = content, []
+    else:
+        text = "\n".join(part["text"] for part in content if part["type"] == "text")
+        images = [_user_part(part) for part in content if part["type"] == "image"]
+    if block.get("is_error"):
+        text = TOOL_ERROR_PREFIX + text
+    return text, images
+
+
+def _chat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool["name"], "parameters": tool["input_schema"]}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if isinstance(tool.get("strict"), bool):
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _chat_tool_choice(choice: dict[str, Any]) -> Any:
+    kind = choice["type"]
+    if kind == "tool":
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return {"auto": "auto", "any": "required", "none": "none"}[kind]
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(message.get("content"), list)
+        and any(part.get("type") == "image_url" for part in message["content"])
+        for message in messages
+    )
+
+
+# --- Counting tokens --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    input_tokens: int
+    estimated: bool  # no tokenizer answered: characters divided by CHARS_PER_TOKEN
+
+
+async def count_input_tokens(*, spec: ModelSpec, body: dict[str, Any]) -> TokenCount:
+    """
+    The prompt's tokens by the model server's own tokenizer: vLLM's `/tokenize` (messages and
+    tools, with the chat template), else llama.cpp's server (`/apply-template`, then
+    `/tokenize`). A server with neither (or the embedded model) gets an estimate, flagged.
+    """
+    if not spec.is_embedded:
+        try:
+            return TokenCount(await _server_count(spec, body), estimated=False)
+        except InferenceError as exc:
+            logger.info("No token count from the %s server (%s); estimating", spec.label, exc)
+    return TokenCount(_estimate(body), estimated=True)
+
+
+async def _server_count(spec: ModelSpec, body: dict[str, Any]) -> int:
+    backend = get_registry().backend(spec)
+    asked = {"model": spec.served_name, "messages": body["messages"]}
+    if body.get("tools"):
+        asked["tools"] = body["tools"]
+    try:
+        answer = await backend.post("/tokenize", asked, from_root=True)
+        if isinstance(answer.get("count"), int):
+            return answer["count"]
+    except InferenceError:
+        pass
+    templated = await backend.post(
+        "/apply-template", {"messages": body["messages"]}, from_root=True
+    )
+    prompt = templated.get("prompt")
+    if not isinstance(prompt, str):
+        raise InferenceError("no prompt from /apply-template")
+    tokens = await backend.post("/tokenize", {"content": prompt}, from_root=True)
+    if not isinstance(tokens.get("tokens"), list):
+        raise InferenceError("no tokens from /tokenize")
+    return len(tokens["tokens"])
+
+
+def _estimate(body: dict[str, Any]) -> int:
+    chars = len(json.dumps(body["messages"], ensure_ascii=False))
+    if body.get("tools"):
+        chars += len(json.dumps(body["tools"], ensure_ascii=False))
+    return max(1, -(-chars // CHARS_PER_TOKEN))
