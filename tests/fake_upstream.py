@@ -39,6 +39,7 @@ class Behaviour:
     # Answer with these tool calls ([{"name": ..., "arguments": "..."}]) like vLLM does:
     # content null, finish_reason "tool_calls"; streamed as tool_calls deltas.
     tool_calls: list[dict[str, str]] | None = None
+    tool_calls_first: int | None = None  # only the first N requests get the tool calls
     argument_piece: int | None = None  # streamed arguments in pieces of this many characters
     # Which tokenizer endpoints it has, like "vllm" (/tokenize with messages), "llama.cpp"
     # (/apply-template, then /tokenize with content) or "none".
@@ -138,6 +139,11 @@ class FakeUpstream:
         payload = json.loads(body) if body else {}
         self.requests.append(ReceivedRequest(scope["path"], headers, payload))
         behaviour = self._chaos(self.behaviour)
+        if (
+            behaviour.tool_calls_first is not None
+            and len(self.requests) > behaviour.tool_calls_first
+        ):
+            behaviour = replace(behaviour, tool_calls=None)  # a tool loop's next turn
         answer = behaviour.content
         if behaviour.contents:
             index = len(self.requests) - 1

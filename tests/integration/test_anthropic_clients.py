@@ -5,7 +5,11 @@ exact chat request the model server received for the translation.
 """
 
 import json
+import os
+import shutil
+import subprocess
 from http import HTTPStatus
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -466,3 +470,107 @@ def test_headers_and_beta_query_are_accepted(anthropic_gateway, upstream):
         )
     assert answer.status_code == HTTPStatus.OK
     assert answer.json()["content"][0]["text"] == "The capital of France is Paris."
+
+
+# --- JavaScript clients: Claude Code and the Vercel AI SDK (tests/package.json) ----------------
+
+NODE_MODULES = Path(__file__).resolve().parents[1] / "node_modules"
+
+
+def _node_client(name: str) -> Path:
+    path = NODE_MODULES / name
+    assert path.exists(), f"{path} is missing: run `npm ci --prefix tests` (scripts/test does)"
+    return path
+
+
+def test_claude_code_prints_the_model_answer(anthropic_gateway, upstream, tmp_path):
+    claude = _node_client(".bin/claude")
+    upstream.behave(content="PONG from the team model")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": anthropic_gateway.url,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    done = subprocess.run(
+        [str(claude), "-p", "Say pong."],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "PONG from the team model" in done.stdout
+    sent = [r.body for r in upstream.requests if r.path == "/v1/chat/completions"]
+    assert sent, "Claude Code's request never reached the model server"
+    body = sent[-1]
+    assert body["model"] == "fake-llm"  # its claude-* name, mapped
+    assert body["stream"] is True
+    assert body["max_tokens"] == 2048  # its 32,000 or more, lowered to the model's limit
+    assert body["messages"][0]["role"] == "system"
+    assert body["messages"][0]["content"].startswith("x-anthropic-billing-header")
+    assert {tool["function"]["name"] for tool in body["tools"]} >= {"Bash", "Read", "Edit"}
+    assert any(
+        message["role"] == "user" and "Say pong." in json.dumps(message)
+        for message in body["messages"]
+    )
+
+
+def _ai_sdk(gateway, mode: str) -> dict:
+    _node_client("@ai-sdk/anthropic")
+    script = Path(__file__).resolve().parents[1] / "clients" / "ai_sdk_anthropic.mjs"
+    env = {**os.environ, "LLMAPI_URL": gateway.url, "LLMAPI_KEY": API_KEY}
+    done = subprocess.run(
+        [shutil.which("node") or "node", str(script), mode],  # noqa: S607
+        cwd=script.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_vercel_ai_sdk_stream_text(anthropic_gateway, upstream):
+    got = _ai_sdk(anthropic_gateway, "stream")
+    assert got["text"] == "The capital of France is Paris."
+    assert len(got["parts"]) == 6
+    assert got["finishReason"] == "stop"
+    assert got["usage"]["outputTokens"] == 6
+    body = upstream.last_request.body
+    assert body["model"] == "fake-llm"
+    assert body["messages"] == [{"role": "user", "content": "What is the capital of France?"}]
+    assert body["max_tokens"] == 100
+
+
+def test_vercel_ai_sdk_tool_loop(anthropic_gateway, upstream):
+    upstream.behave(
+        tool_calls=[{"name": "get_weather", "arguments": '{"city": "Paris"}'}],
+        tool_calls_first=1,
+        content="It is 18 C and sunny in Paris.",
+    )
+    got = _ai_sdk(anthropic_gateway, "tools")
+    assert got == {"calls": ["Paris"], "text": "It is 18 C and sunny in Paris.", "steps": 2}
+    first, second = (r.body for r in upstream.requests)
+    assert first["tools"][0]["function"]["name"] == "get_weather"
+    assert second["messages"][1:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_0", "content": "18 C and sunny in Paris"},
+    ]
