@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import types
+from dataclasses import replace
 
 import pytest
 
 from accounts.principals import Principal
-from api import accounting
+from gateway import calls
 from inference import services
 from inference.exceptions import ModelNotFound, UpstreamTimeout
 from limits import quotas
@@ -41,6 +42,10 @@ def request_from(limits: Limits, allowed: frozenset[str] = frozenset()):
     return types.SimpleNamespace(user=principal)
 
 
+def caller_of(request, endpoint: str) -> calls.Caller:
+    return calls.Caller(principal=request.user, endpoint=endpoint)
+
+
 def rows(writer) -> list[dict]:
     return [dict(zip(ledger.FIELDS, row, strict=True)) for row in writer.queue]
 
@@ -53,11 +58,11 @@ def result(spec) -> services.ChatResult:
 async def test_whole_answer_settles_and_writes_one_row(fresh_store_and_ledger):
     spec, request = text_spec(), request_from(Limits(requests_per_minute=5))
 
-    async def call():
+    async def call(context):
         return result(spec)
 
-    answer, headers = await accounting.accounted(
-        request, endpoint="e", spec=spec, messages=[], params={"max_tokens": 10}, call=call
+    answer, headers = await calls.accounted(
+        caller_of(request, "e"), spec=spec, tokens=10, prompt_tokens=2, call=call
     )
     assert answer.response == "hi"
     assert headers["x-ratelimit-remaining-requests"] == "4"
@@ -71,13 +76,13 @@ async def test_failure_frees_the_concurrency_unit_and_is_written_with_its_status
 ):
     spec, request = text_spec(), request_from(Limits(concurrent_requests=1))
 
-    async def call():
+    async def call(context):
         raise UpstreamTimeout("slow")
 
     for _ in range(2):  # the second gets in: the first freed its unit
         with pytest.raises(UpstreamTimeout):
-            await accounting.accounted(
-                request, endpoint="e", spec=spec, messages=[], params={}, call=call
+            await calls.accounted(
+                caller_of(request, "e"), spec=spec, tokens=10, prompt_tokens=2, call=call
             )
     assert [row["status"] for row in rows(fresh_store_and_ledger)] == [504, 504]
 
@@ -85,13 +90,13 @@ async def test_failure_frees_the_concurrency_unit_and_is_written_with_its_status
 async def test_quota_refusal_is_a_ledger_row_too(fresh_store_and_ledger):
     spec, request = text_spec(), request_from(Limits(requests_per_minute=1))
 
-    async def call():
+    async def call(context):
         return result(spec)
 
-    await accounting.accounted(request, endpoint="e", spec=spec, messages=[], params={}, call=call)
+    await calls.accounted(caller_of(request, "e"), spec=spec, tokens=10, prompt_tokens=2, call=call)
     with pytest.raises(QuotaExceeded):
-        await accounting.accounted(
-            request, endpoint="e", spec=spec, messages=[], params={}, call=call
+        await calls.accounted(
+            caller_of(request, "e"), spec=spec, tokens=10, prompt_tokens=2, call=call
         )
     assert [row["status"] for row in rows(fresh_store_and_ledger)] == [200, 429]
 
@@ -104,11 +109,11 @@ async def test_abandoned_stream_settles_when_closed(fresh_store_and_ledger):
         yield services.TextDelta("b")
         yield services.StreamEnd(model=spec.name, finish_reason="stop")
 
-    async def call():
+    async def call(context):
         return services.ChatStream(events(), answered_by=spec.name, replica="r2")
 
-    stream, _ = await accounting.accounted(
-        request, endpoint="s", spec=spec, messages=[], params={}, call=call
+    stream, _ = await calls.accounted(
+        caller_of(request, "s"), spec=spec, tokens=10, prompt_tokens=2, call=call
     )
     assert rows(fresh_store_and_ledger) == []  # not before the stream ends
     assert await anext(stream.events) == services.TextDelta("a")
@@ -117,18 +122,18 @@ async def test_abandoned_stream_settles_when_closed(fresh_store_and_ledger):
     assert (row["endpoint"], row["replica"], row["status"]) == ("s", "r2", 499)
     assert row["ttft_ms"] is not None
     # The concurrency unit is free again.
-    await accounting.accounted(request, endpoint="s", spec=spec, messages=[], params={}, call=call)
+    await calls.accounted(caller_of(request, "s"), spec=spec, tokens=10, prompt_tokens=2, call=call)
 
 
 async def test_model_outside_the_keys_scope(fresh_store_and_ledger):
     spec, request = text_spec(), request_from(Limits(), allowed=frozenset({"other"}))
     with pytest.raises(ModelNotFound):
-        accounting.check_model(request, spec, hide=True)
+        calls.check_scope(replace(caller_of(request, "v1/x"), hide_models=True), spec)
     from rest_framework.exceptions import PermissionDenied
 
     with pytest.raises(PermissionDenied):
-        accounting.check_model(request, spec)
-    assert not accounting.may_use(request.user, spec)
+        calls.check_scope(caller_of(request, "x"), spec)
+    assert not calls.may_use(request.user, spec)
 
 
 async def test_stream_closed_before_its_first_event_still_settles(fresh_store_and_ledger):
@@ -141,13 +146,13 @@ async def test_stream_closed_before_its_first_event_still_settles(fresh_store_an
         finally:
             closed.append(True)
 
-    async def call():
+    async def call(context):
         stream = events()
         await anext(stream)  # opened, as services.open_chat_stream leaves it
         return services.ChatStream(stream, answered_by=spec.name)
 
-    stream, _ = await accounting.accounted(
-        request, endpoint="s", spec=spec, messages=[], params={}, call=call
+    stream, _ = await calls.accounted(
+        caller_of(request, "s"), spec=spec, tokens=10, prompt_tokens=2, call=call
     )
     await stream.events.aclose()
     assert closed == [True]  # the model's stream (and its slot) is released
