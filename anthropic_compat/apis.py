@@ -20,11 +20,10 @@ from anthropic_compat import services
 from anthropic_compat.exceptions import anthropic_exception_handler
 from anthropic_compat.presenters import message_object, message_stream_frames
 from anthropic_compat.serializers import CountTokensRequestSerializer, MessagesRequestSerializer
-from api.accounting import accounted, check_model
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
-from inference import services as inference
-from inference.exceptions import CapabilityMissing
+from gateway import calls
+from gateway.calls import Caller
 from inference.images import prepare_message_images
 
 ANTHROPIC_SDK_EXAMPLE = """
@@ -65,24 +64,26 @@ class AnthropicApiView(AsyncApiView):
         return BearerOrApiKeyAuthentication().authenticate_header(request)
 
 
-async def _prepared(request, serializer_class) -> tuple[dict, object, dict]:
-    """The validated request, its model (in the key's scope) and the chat body for it."""
+async def _prepared(
+    request, serializer_class, *, endpoint: str
+) -> tuple[dict, Caller, object, dict]:
+    """The validated request, its caller, its model (in the key's scope) and its chat body."""
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     data = dict(serializer.validated_data)
-    spec = services.model_for(data["model"])
-    check_model(request, spec, hide=True)
-    body = services.chat_body(data, spec=spec, stream=bool(data.get("stream")))
-    if services.has_images(body["messages"]):
-        if not spec.has("vision"):
-            raise CapabilityMissing(
-                f"The model '{spec.name}' does not accept images; use a model with the "
-                "`vision` capability (GET /v1/models)."
-            )
+    caller = Caller.from_request(request, endpoint=endpoint)
+    mapped = services.model_for(data["model"])  # a claude-* name, mapped by its pattern
+    body = services.chat_body(data, spec=mapped, stream=bool(data.get("stream")))
+    needs_vision = services.has_images(body["messages"])
+    spec = calls.resolve_model(
+        caller, mapped.name, capability="vision" if needs_vision else "chat", require=False
+    )
+    calls.require_capability(spec, "vision" if needs_vision else "chat")
+    if needs_vision:
         body["messages"] = await prepare_message_images(
             body["messages"], max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
         )
-    return data, spec, body
+    return data, caller, spec, body
 
 
 class MessagesApi(AnthropicApiView):
@@ -112,18 +113,14 @@ class MessagesApi(AnthropicApiView):
         ],
     )
     async def post(self, request):
-        data, spec, body = await _prepared(request, MessagesRequestSerializer)
+        data, caller, spec, body = await _prepared(
+            request, MessagesRequestSerializer, endpoint="v1/messages"
+        )
         stop_sequences = list(data.get("stop_sequences") or ())
         thinking = (data.get("thinking") or {}).get("type") in ("enabled", "adaptive")
         if data["stream"]:
-            opened, quota_headers = await accounted(
-                request,
-                endpoint="v1/messages",
-                spec=spec,
-                messages=body["messages"],
-                params=body,
-                call=lambda: inference.open_openai_chat_stream(spec=spec, body=body),
-                hide_models=True,
+            opened, quota_headers = await calls.open_openai_chat_stream(
+                caller, spec=spec, body=body
             )
             frames = message_stream_frames(
                 opened.events,
@@ -135,15 +132,7 @@ class MessagesApi(AnthropicApiView):
             for header, value in {**answered_headers(opened), **quota_headers}.items():
                 response[header] = value
             return response
-        result, quota_headers = await accounted(
-            request,
-            endpoint="v1/messages",
-            spec=spec,
-            messages=body["messages"],
-            params=body,
-            call=lambda: inference.openai_chat_completion(spec=spec, body=body),
-            hide_models=True,
-        )
+        result, quota_headers = await calls.openai_chat(caller, spec=spec, body=body)
         message = message_object(
             result, model=result.answered_by, stop_sequences=stop_sequences, thinking=thinking
         )
@@ -161,7 +150,9 @@ class CountTokensApi(AnthropicApiView):
         responses={200: OpenApiResponse(description='{"input_tokens": N}'), **ERROR_RESPONSES},
     )
     async def post(self, request):
-        _, spec, body = await _prepared(request, CountTokensRequestSerializer)
+        _, _, spec, body = await _prepared(
+            request, CountTokensRequestSerializer, endpoint="v1/messages/count_tokens"
+        )
         count = await services.count_input_tokens(spec=spec, body=body)
         answer: dict = {"input_tokens": count.input_tokens}
         if count.estimated:

@@ -65,16 +65,13 @@ def model_for(name: str) -> ModelSpec:
 def chat_body(data: dict[str, Any], *, spec: ModelSpec, stream: bool) -> dict[str, Any]:
     """
     The chat completions body for a validated Messages request (see docs/anthropic.md for
-    each field). `max_tokens` is lowered to the model's output limit (its configured
-    `max_tokens`): Claude Code asks for 32,000 or more, which a server refuses when it exceeds
+    each field). The accounted path (`gateway.calls`) lowers `max_tokens` to the model's
+    output limit: Claude Code asks for 32,000 or more, which a server refuses when it exceeds
     its context.
     """
     messages = chat_messages(data.get("system"), data["messages"])
     body: dict[str, Any] = {"model": spec.name, "messages": messages}
-    limit = max(1, int(spec.defaults.get("max_tokens") or 1))
-    if "max_tokens" in data:
-        body["max_tokens"] = min(data["max_tokens"], limit)
-    for name in ("temperature", "top_p", "top_k"):
+    for name in ("max_tokens", "temperature", "top_p", "top_k"):
         if name in data:
             body[name] = data[name]
     if data.get("stop_sequences"):
