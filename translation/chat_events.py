@@ -179,9 +179,21 @@ ChatEvent = (
     | Finished
 )
 
-_STARTED = {"text": TextStarted, "reasoning": ReasoningStarted, "refusal": RefusalStarted}
-_DELTA = {"text": TextDelta, "reasoning": ReasoningDelta, "refusal": RefusalDelta}
-_DONE = {"text": TextDone, "reasoning": ReasoningDone, "refusal": RefusalDone}
+_STARTED: dict[str, Callable[[int], ChatEvent]] = {
+    "text": TextStarted,
+    "reasoning": ReasoningStarted,
+    "refusal": RefusalStarted,
+}
+_DELTA: dict[str, Callable[[int, str], ChatEvent]] = {
+    "text": TextDelta,
+    "reasoning": ReasoningDelta,
+    "refusal": RefusalDelta,
+}
+_DONE: dict[str, Callable[[int, str], ChatEvent]] = {
+    "text": TextDone,
+    "reasoning": ReasoningDone,
+    "refusal": RefusalDone,
+}
 
 
 def new_call_id() -> str:
