@@ -24,7 +24,8 @@ from django.conf import settings
 from anthropic_compat.exceptions import error_body
 from api.streaming import stream_failure
 from inference.exceptions import UpstreamProtocolError
-from inference.services import ChatResult, RawChunk, StreamEnd, StreamEvent
+from inference.services import ChatResult, RawChunk, StreamEvent
+from translation import chat_events
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -40,100 +41,154 @@ def message_id() -> str:
 
 
 def stop_reason(
-    finish_reason: str | None, *, matched: Any, stop_sequences: list[str], tool_calls: bool
+    finish_reason: str | None, *, matched: Any, stop_sequences: list[str], tool_calls: int
 ) -> tuple[str, str | None]:
     """Anthropic's stop_reason and stop_sequence for a chat finish_reason."""
     if tool_calls:
-        return "tool_use", None
+        return "tool_use", None  # some servers say "stop" after calling tools
     # vLLM names the stop string that ended the answer in the choice's `stop_reason`.
     if finish_reason == "stop" and isinstance(matched, str) and matched in stop_sequences:
         return "stop_sequence", matched
     return STOP_REASONS.get(finish_reason or "stop", "end_turn"), None
 
 
-def usage_object(raw: Any) -> dict[str, int]:
-    """Anthropic's usage from a chat usage: cached prompt tokens apart, where the server says."""
-    raw = raw if isinstance(raw, dict) else {}
-    prompt = raw.get("prompt_tokens") if isinstance(raw.get("prompt_tokens"), int) else 0
-    output = raw.get("completion_tokens") if isinstance(raw.get("completion_tokens"), int) else 0
-    usage = {"input_tokens": prompt, "output_tokens": output}
-    details = raw.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(cached, int) and 0 <= cached <= prompt:
-        # Anthropic counts cache reads apart from input_tokens.
-        usage["input_tokens"] = prompt - cached
-        usage["cache_read_input_tokens"] = cached
-    return usage
+def usage_object(usage: chat_events.Usage | None) -> dict[str, int]:
+    """Anthropic's usage: cache reads apart from input_tokens, where the server counts them."""
+    usage = usage or chat_events.Usage()
+    prompt = usage.input_tokens or 0
+    answer = {"input_tokens": prompt, "output_tokens": usage.output_tokens or 0}
+    cached = usage.cached_tokens
+    if cached is not None and 0 <= cached <= prompt:
+        answer["input_tokens"] = prompt - cached
+        answer["cache_read_input_tokens"] = cached
+    return answer
 
 
-def _reasoning(message: dict[str, Any]) -> str:
-    # vLLM's reasoning parsers and llama.cpp's server say `reasoning_content`; newer vLLM and
-    # OpenRouter-style servers say `reasoning`.
-    for key in ("reasoning_content", "reasoning"):
-        value = message.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
+def _matched_stop(chunk: Any) -> Any:
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0].get("stop_reason")
+    return None
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """A call's arguments as the object Anthropic's `input` is; anything else is the server's fault."""
+    if not arguments.strip():
+        return {}  # a call without arguments
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UpstreamProtocolError(
+            f"The model server's tool call arguments are not a JSON object: {arguments[:200]!r}"
+        )
+    return value
+
+
+class MessageEvents:
+    """
+    Chat events in (`translation.chat_events`), Messages stream events out. Blocks are
+    numbered anew: reasoning is left out unless the request asked for thinking.
+    """
+
+    def __init__(self, *, stop_sequences: list[str], thinking: bool) -> None:
+        self.stop_sequences = stop_sequences
+        self.thinking = thinking
+        self.blocks: dict[int, int] = {}  # a chat part's index -> its content block's index
+        self.matched: Any = None
+
+    def _start(self, part: int, block: dict[str, Any]) -> dict[str, Any]:
+        self.blocks[part] = len(self.blocks)
+        return {"type": "content_block_start", "index": self.blocks[part], "content_block": block}
+
+    def _delta(self, part: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        if part not in self.blocks:
+            return []
+        return [{"type": "content_block_delta", "index": self.blocks[part], "delta": delta}]
+
+    def translate(self, event: chat_events.ChatEvent) -> list[dict[str, Any]]:
+        match event:
+            case chat_events.TextStarted(index=part) | chat_events.RefusalStarted(index=part):
+                return [self._start(part, {"type": "text", "text": ""})]
+            case (
+                chat_events.TextDelta(index=part, text=text)
+                | chat_events.RefusalDelta(index=part, text=text)
+            ):
+                return self._delta(part, {"type": "text_delta", "text": text})
+            case chat_events.ReasoningStarted(index=part) if self.thinking:
+                return [self._start(part, {"type": "thinking", "thinking": "", "signature": ""})]
+            case chat_events.ReasoningDelta(index=part, text=text):
+                return self._delta(part, {"type": "thinking_delta", "thinking": text})
+            case chat_events.ToolCallStarted(index=part, call_id=call_id, name=name):
+                block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
+                return [self._start(part, block)]
+            case chat_events.ToolArgumentsDelta(index=part, fragment=fragment):
+                return self._delta(part, {"type": "input_json_delta", "partial_json": fragment})
+            case (
+                chat_events.TextDone(index=part)
+                | chat_events.ReasoningDone(index=part)
+                | chat_events.RefusalDone(index=part)
+                | chat_events.ToolCallDone(index=part)
+            ) if part in self.blocks:
+                return [{"type": "content_block_stop", "index": self.blocks[part]}]
+            case chat_events.Finished(finish_reason=finish, usage=usage, tool_calls=calls):
+                reason, sequence = stop_reason(
+                    finish,
+                    matched=self.matched,
+                    stop_sequences=self.stop_sequences,
+                    tool_calls=calls,
+                )
+                return [
+                    {
+                        "type": "message_delta",
+                        "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                        "usage": usage_object(usage),
+                    },
+                    {"type": "message_stop"},
+                ]
+        return []
 
 
 def message_object(
     result: ChatResult, *, model: str, stop_sequences: list[str], thinking: bool
 ) -> dict[str, Any]:
-    """A whole chat answer as a Messages `message`."""
+    """A whole chat answer as a Messages `message`: the same blocks as its stream would have."""
     raw = result.raw or {}
-    choice = (raw.get("choices") or [{}])[0]
-    message = choice.get("message") or {}
+    translator = MessageEvents(stop_sequences=stop_sequences, thinking=thinking)
+    translator.matched = _matched_stop(raw)
     content: list[dict[str, Any]] = []
-    reasoning = _reasoning(message)
-    if thinking and reasoning:
-        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    if result.response:
-        content.append({"type": "text", "text": result.response})
-    calls = message.get("tool_calls") or []
-    for call in calls:
-        function = call.get("function") or {}
-        content.append(
-            {
-                "type": "tool_use",
-                "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
-                "name": function.get("name") or "",
-                "input": tool_input(function.get("arguments")),
-            }
-        )
-    reason, sequence = stop_reason(
-        result.finish_reason,
-        matched=choice.get("stop_reason"),
-        stop_sequences=stop_sequences,
-        tool_calls=bool(calls),
-    )
+    ending: dict[str, Any] = {}
+    arguments: dict[int, str] = {}
+    for event in chat_events.events_from_completion(raw):
+        if isinstance(event, chat_events.ToolCallDone):
+            arguments[event.index] = event.arguments
+        for item in translator.translate(event):
+            if item["type"] == "content_block_start":
+                content.append(dict(item["content_block"]))
+            elif item["type"] == "content_block_delta":
+                block, delta = content[item["index"]], item["delta"]
+                if delta["type"] == "text_delta":
+                    block["text"] += delta["text"]
+                elif delta["type"] == "thinking_delta":
+                    block["thinking"] += delta["thinking"]
+            elif item["type"] == "message_delta":
+                ending = item
+    for part, block_index in translator.blocks.items():
+        if content[block_index]["type"] == "tool_use":
+            content[block_index]["input"] = tool_input(arguments.get(part, ""))
+    if result.response and content and content[-1]["type"] == "text":
+        content[-1]["text"] = result.response  # a checked JSON answer's text, as the core has it
     return {
         "id": message_id(),
         "type": "message",
         "role": "assistant",
         "model": model,
         "content": content,
-        "stop_reason": reason,
-        "stop_sequence": sequence,
-        "usage": usage_object(raw.get("usage")),
+        "stop_reason": ending["delta"]["stop_reason"],
+        "stop_sequence": ending["delta"]["stop_sequence"],
+        "usage": ending["usage"],
     }
-
-
-def tool_input(arguments: Any) -> dict[str, Any]:
-    """A call's arguments as the object Anthropic's `input` is; anything else is the server's fault."""
-    if arguments in (None, ""):
-        return {}
-    if isinstance(arguments, dict):
-        return arguments
-    try:
-        value = json.loads(arguments)
-    except (TypeError, ValueError):
-        value = None
-    if not isinstance(value, dict):
-        raise UpstreamProtocolError(
-            "The model server's tool call arguments are not a JSON object: "
-            f"{str(arguments)[:200]!r}"
-        )
-    return value
 
 
 # --- Streams -----------------------------------------------------------------------------------
@@ -141,124 +196,6 @@ def tool_input(arguments: Any) -> dict[str, Any]:
 
 def sse(event: dict[str, Any]) -> bytes:
     return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
-
-
-class _Blocks:
-    """The content blocks of a stream being relayed: one open at a time, numbered in order."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.open: tuple[str, Any] | None = None  # ("text" | "thinking" | "tool", tool index)
-        self.closed_tools: set[Any] = set()
-
-    def start(self, kind: str, key: Any, block: dict[str, Any]) -> list[dict[str, Any]]:
-        events = self.stop()
-        self.open = (kind, key)
-        events.append({"type": "content_block_start", "index": self.count, "content_block": block})
-        return events
-
-    def stop(self) -> list[dict[str, Any]]:
-        if self.open is None:
-            return []
-        if self.open[0] == "tool":
-            self.closed_tools.add(self.open[1])
-        self.open = None
-        self.count += 1
-        return [{"type": "content_block_stop", "index": self.count - 1}]
-
-    def delta(self, delta: dict[str, Any]) -> dict[str, Any]:
-        return {"type": "content_block_delta", "index": self.count, "delta": delta}
-
-
-class MessageStreamTranslator:
-    """Chat completion chunks in, Messages events out; `finish` gives the closing events."""
-
-    def __init__(self, *, stop_sequences: list[str], thinking: bool) -> None:
-        self.stop_sequences = stop_sequences
-        self.thinking = thinking
-        self.blocks = _Blocks()
-        self.tools: dict[Any, dict[str, Any]] = {}  # index -> {"id", "name", "pending": [...]}
-        self.finish_reason: str | None = None
-        self.matched: Any = None
-        self.usage: Any = None
-
-    def chunk(self, chunk: dict[str, Any]) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        if isinstance(chunk.get("usage"), dict):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            reasoning = _reasoning(delta)
-            if reasoning and self.thinking:
-                if self.blocks.open != ("thinking", None):
-                    block = {"type": "thinking", "thinking": "", "signature": ""}
-                    events += self.blocks.start("thinking", None, block)
-                events.append(self.blocks.delta({"type": "thinking_delta", "thinking": reasoning}))
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self.blocks.open != ("text", None):
-                    events += self.blocks.start("text", None, {"type": "text", "text": ""})
-                events.append(self.blocks.delta({"type": "text_delta", "text": text}))
-            for call in delta.get("tool_calls") or ():
-                events += self._tool_delta(call)
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
-                self.matched = choice.get("stop_reason")
-        return events
-
-    def _tool_delta(self, call: Any) -> list[dict[str, Any]]:
-        if not isinstance(call, dict):
-            raise UpstreamProtocolError("The model server sent a malformed tool call.")
-        key = call.get("index", 0)
-        function = call.get("function") or {}
-        state = self.tools.setdefault(key, {"id": None, "name": None, "pending": []})
-        state["id"] = state["id"] or call.get("id")
-        state["name"] = state["name"] or function.get("name")
-        fragment = function.get("arguments")
-        if isinstance(fragment, str) and fragment:
-            state["pending"].append(fragment)
-        if key in self.blocks.closed_tools:
-            if fragment:
-                # Blocks cannot be reopened: never drop a byte of a call silently.
-                raise UpstreamProtocolError(
-                    "The model server interleaved the arguments of several tool calls."
-                )
-            return []
-        events: list[dict[str, Any]] = []
-        if self.blocks.open != ("tool", key):
-            if not state["name"]:
-                return []  # its name is still to come; the fragments wait
-            block = {
-                "type": "tool_use",
-                "id": state["id"] or f"toolu_{uuid.uuid4().hex[:24]}",
-                "name": state["name"],
-                "input": {},
-            }
-            events += self.blocks.start("tool", key, block)
-        for piece in state["pending"]:
-            events.append(self.blocks.delta({"type": "input_json_delta", "partial_json": piece}))
-        state["pending"] = []
-        return events
-
-    def finish(self) -> list[dict[str, Any]]:
-        events = self.blocks.stop()
-        reason, sequence = stop_reason(
-            self.finish_reason,
-            matched=self.matched,
-            stop_sequences=self.stop_sequences,
-            tool_calls=bool(self.tools),
-        )
-        events.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": usage_object(self.usage),
-            }
-        )
-        events.append({"type": "message_stop"})
-        return events
 
 
 async def message_stream_frames(
@@ -269,7 +206,8 @@ async def message_stream_frames(
     thinking: bool,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of a Messages stream over a chat stream's events (see the module docstring)."""
-    translator = MessageStreamTranslator(stop_sequences=stop_sequences, thinking=thinking)
+    chat = chat_events.ChatEventTranslator()
+    translator = MessageEvents(stop_sequences=stop_sequences, thinking=thinking)
     start = {
         "type": "message_start",
         "message": {
@@ -301,12 +239,13 @@ async def message_stream_frames(
             except StopAsyncIteration:
                 break
             if isinstance(event, RawChunk):
-                for item in translator.chunk(event.chunk):
-                    yield sse(item)
-            elif isinstance(event, StreamEnd) and translator.usage is None:
-                translator.usage = event.usage
-        for item in translator.finish():
-            yield sse(item)
+                translator.matched = _matched_stop(event.chunk) or translator.matched
+                for item in chat.feed(event.chunk):
+                    for frame in translator.translate(item):
+                        yield sse(frame)
+        for item in chat.finish():
+            for frame in translator.translate(item):
+                yield sse(frame)
     except (Exception, asyncio.CancelledError) as exc:
         failure = stream_failure(exc)
         if failure is None:
