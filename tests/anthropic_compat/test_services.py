@@ -1,0 +1,165 @@
+"""The translation of Messages requests into chat requests, and model names."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from anthropic_compat import services
+from anthropic_compat.serializers import MessagesRequestSerializer
+from inference.catalog import ModelSpec, build_catalog
+from inference.exceptions import ModelNotFound
+
+CODER = ModelSpec(name="coder", backend="openai", servers=("http://a/v1",), aliases=("big",))
+SMALL = ModelSpec(name="small", backend="openai", servers=("http://b/v1",))
+PNG = "iVBORw0KGgo="
+
+
+@pytest.fixture
+def catalog(monkeypatch, settings):
+    registry = SimpleNamespace(
+        catalog=build_catalog([CODER, SMALL], text=CODER, image=None, source="test")
+    )
+    monkeypatch.setattr(services, "get_registry", lambda: registry)
+    settings.ANTHROPIC_MODEL_MAP = (("claude-*haiku*", "small"), ("claude-*", "big"))
+
+
+def body_for(**fields) -> dict:
+    data = {"model": "coder", "max_tokens": 100, **fields}
+    serializer = MessagesRequestSerializer(data=data)
+    serializer.is_valid(raise_exception=True)
+    return services.chat_body(dict(serializer.validated_data), spec=CODER, stream=False)
+
+
+def test_names_and_aliases_come_before_patterns(catalog):
+    assert services.model_for("coder") is CODER
+    assert services.model_for("big") is CODER
+    assert services.model_for("claude-haiku-4-5") is SMALL
+    assert services.model_for("claude-opus-5-5") is CODER
+
+
+def test_unknown_claude_name_says_how_to_map_it(catalog, settings):
+    settings.ANTHROPIC_MODEL_MAP = ()
+    with pytest.raises(ModelNotFound, match="ANTHROPIC__MODEL_MAP"):
+        services.model_for("claude-sonnet-4-5")
+
+
+def test_a_pattern_onto_a_missing_model_names_the_setting(catalog, settings):
+    settings.ANTHROPIC_MODEL_MAP = (("claude-*", "gone"),)
+    with pytest.raises(ModelNotFound, match="ANTHROPIC__MODEL_MAP maps 'claude-x' to 'gone'"):
+        services.model_for("claude-x")
+
+
+def test_system_turn_mid_conversation_stays_in_place():
+    body = body_for(
+        system="Be brief.",
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment"}]},
+        ],
+    )
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "# Environment"},
+    ]
+
+
+def test_images_documents_and_tool_result_images():
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+    body = body_for(
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "document", "source": {"type": "text", "data": "The text."}},
+                    image,
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t1", "name": "shot", "input": {}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "a screenshot"}, image],
+                    }
+                ],
+            },
+        ]
+    )
+    url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    assert body["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "The text."}, url]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "t1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "t1", "content": "a screenshot"},
+        {"role": "user", "content": [url]},
+    ]
+    assert services.has_images(body["messages"])
+
+
+def test_thinking_blocks_are_left_out_of_the_assistant_turn():
+    body = body_for(
+        messages=[
+            {"role": "user", "content": "Hi"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hmm", "signature": "sig"},
+                    {"type": "text", "text": "Hello"},
+                ],
+            },
+            {"role": "user", "content": "Again"},
+        ],
+        thinking={"type": "enabled", "budget_tokens": 1024},
+    )
+    assert body["messages"][1] == {"role": "assistant", "content": "Hello"}
+    assert "thinking" not in body
+
+
+def test_a_prefilled_answer_is_continued():
+    body = body_for(
+        messages=[
+            {"role": "user", "content": "Count"},
+            {"role": "assistant", "content": "1, 2,"},
+        ]
+    )
+    assert body["continue_final_message"] is True
+    assert body["add_generation_prompt"] is False
+
+
+def test_output_format_becomes_a_json_schema_response_format():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    body = body_for(
+        messages=[{"role": "user", "content": "Hi"}],
+        output_config={"format": {"type": "json_schema", "schema": schema}, "effort": "low"},
+    )
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
+
+
+def test_strict_tools_keep_their_flag():
+    tool = {"name": "f", "input_schema": {"type": "object"}, "strict": True}
+    body = body_for(messages=[{"role": "user", "content": "Hi"}], tools=[tool])
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {"name": "f", "parameters": {"type": "object"}, "strict": True},
+        }
+    ]
+
+
+def test_estimate_says_it_is_one():
+    count = services._estimate({"messages": [{"role": "user", "content": "x" * 400}]})
+    assert 100 <= count <= 120
