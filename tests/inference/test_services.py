@@ -140,7 +140,9 @@ async def test_stream_events_are_deltas_then_end(monkeypatch):
     )
     monkeypatch.setattr(services, "get_backend", lambda spec: backend)
     model = spec()
-    events = (await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})).events
+    events = (
+        await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})
+    ).events
     assert services.slots_in_use(model) == 1
     received = [event async for event in events]
     assert received == [
@@ -160,7 +162,9 @@ async def test_closing_a_stream_early_frees_the_slot_and_upstream(monkeypatch):
     backend = ScriptedBackend([{"choices": [{"delta": {"content": str(i)}}]} for i in range(10)])
     monkeypatch.setattr(services, "get_backend", lambda spec: backend)
     model = spec()
-    events = (await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})).events
+    events = (
+        await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})
+    ).events
     await anext(events)
     await events.aclose()
     assert backend.closed

@@ -574,3 +574,26 @@ def test_vercel_ai_sdk_tool_loop(anthropic_gateway, upstream):
         },
         {"role": "tool", "tool_call_id": "call_0", "content": "18 C and sunny in Paris"},
     ]
+
+
+def test_oversized_body_is_request_too_large(anthropic_gateway):
+    with anthropic_gateway.client() as http:
+        answer = http.post(
+            "/v1/messages",
+            content=b'{"model": "fake-llm", "messages": [], "pad": "' + b"x" * 5_000_000 + b'"}',
+            headers={"Content-Type": "application/json"},
+        )
+    assert answer.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+    assert answer.json()["error"]["type"] == "request_too_large"
+
+
+def test_wrong_method_and_bad_json_keep_the_shape(anthropic_gateway):
+    with anthropic_gateway.client() as http:
+        wrong = http.get("/v1/messages")
+        bad = http.post(
+            "/v1/messages", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+    assert wrong.status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    assert wrong.json()["type"] == "error"
+    assert bad.status_code == HTTPStatus.BAD_REQUEST
+    assert bad.json()["error"]["type"] == "invalid_request_error"

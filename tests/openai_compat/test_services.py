@@ -61,15 +61,19 @@ async def test_embedded_model_keeps_its_defaults_and_refuses_tools():
     assert payload["temperature"] == embedded.defaults["temperature"]
     assert payload["messages"][0]["role"] == "system"
     with pytest.raises(CapabilityMissing):
-        await services.openai_chat_completion(context=ANYONE, 
-            spec=embedded, body={"messages": QUESTION, "tools": [{"type": "function"}]}
+        await services.openai_chat_completion(
+            context=ANYONE,
+            spec=embedded,
+            body={"messages": QUESTION, "tools": [{"type": "function"}]},
         )
 
 
 async def test_json_cut_by_max_tokens_is_returned_flagged_without_repair(backend):
     scripted = backend(answer('{"a": ', finish_reason="length"))
     body = {"messages": QUESTION, "response_format": JSON_MODE}
-    result = await services.openai_chat_completion(context=ANYONE, spec=text_spec(json_retries=3), body=body)
+    result = await services.openai_chat_completion(
+        context=ANYONE, spec=text_spec(json_retries=3), body=body
+    )
     assert result.response == '{"a": '
     assert result.validation["truncated"] is True
     assert len(scripted.payloads) == 1
@@ -79,7 +83,9 @@ async def test_finished_invalid_json_is_repaired_at_most_json_retries_times(back
     scripted = backend(answer("not json"))
     body = {"messages": QUESTION, "response_format": JSON_MODE}
     with pytest.raises(InvalidModelOutput):
-        await services.openai_chat_completion(context=ANYONE, spec=text_spec(json_retries=2), body=body)
+        await services.openai_chat_completion(
+            context=ANYONE, spec=text_spec(json_retries=2), body=body
+        )
     assert len(scripted.payloads) == 3
 
 
@@ -97,8 +103,8 @@ async def test_strict_tool_arguments_are_validated(backend):
     call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"n": "x"}'}}
     backend(answer(None, finish_reason="tool_calls", tool_calls=[call]))
     with pytest.raises(InvalidModelOutput) as caught:
-        await services.openai_chat_completion(context=ANYONE, 
-            spec=text_spec(), body={"messages": QUESTION, "tools": [tool]}
+        await services.openai_chat_completion(
+            context=ANYONE, spec=text_spec(), body={"messages": QUESTION, "tools": [tool]}
         )
     assert "strict schema" in str(caught.value.detail)
 
