@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import API_KEY
+from tests.integration.test_teams_gateway import ledger_rows, manage, prefix_of, wait_for
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -597,3 +598,100 @@ def test_wrong_method_and_bad_json_keep_the_shape(anthropic_gateway):
     assert wrong.json()["type"] == "error"
     assert bad.status_code == HTTPStatus.BAD_REQUEST
     assert bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_claude_code_runs_a_tool_through_the_gateway(anthropic_gateway, upstream, tmp_path):
+    claude = _node_client(".bin/claude")
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "note.txt").write_text("The secret word is heliotrope.\n")
+    arguments = json.dumps({"file_path": str(home / "note.txt")})
+    upstream.behave(
+        tool_calls=[{"name": "Read", "arguments": arguments}],
+        tool_calls_first=1,
+        argument_piece=3,
+        content="The note says heliotrope.",
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "ANTHROPIC_BASE_URL": anthropic_gateway.url,
+        "ANTHROPIC_API_KEY": API_KEY,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    }
+    done = subprocess.run(
+        [str(claude), "-p", "What does note.txt say?", "--allowedTools", "Read"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "The note says heliotrope." in done.stdout
+    turns = [r.body for r in upstream.requests if r.path == "/v1/chat/completions"]
+    call, result = turns[-1]["messages"][-2:]
+    assert call["role"] == "assistant"
+    assert call["tool_calls"][0]["function"] == {"name": "Read", "arguments": arguments}
+    assert result["role"] == "tool"
+    assert result["tool_call_id"] == "call_0"
+    assert "heliotrope" in result["content"]
+
+
+# --- Keys, quotas and the ledger ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def database(tmp_path_factory):
+    return tmp_path_factory.mktemp("anthropic-teams") / "gateway.sqlite3"
+
+
+@pytest.fixture
+def teams_gateway(gateways, upstream, database):
+    """A gateway whose keys and ledger live in `database`, read back by the test."""
+    return gateways.get(
+        TEXT_MODEL__BASE_URL=upstream.url,
+        TEXT_MODEL__MODEL_NAME="fake-llm",
+        DATABASE__SQLITE_PATH=str(database),
+        USAGE__FLUSH_INTERVAL="0.2",
+    )
+
+
+def test_claude_code_sized_request_fits_an_ordinary_quota_and_is_in_the_ledger(
+    teams_gateway, database
+):
+    key = manage(
+        database,
+        "create_api_key",
+        "--team",
+        "agents",
+        "--name",
+        "coder",
+        "--tokens-per-minute",
+        "10000",
+    )
+    with anthropic.Anthropic(base_url=teams_gateway.url, api_key=key, max_retries=0) as client:
+        with client.messages.stream(
+            model="fake-llm",
+            max_tokens=32000,
+            messages=QUESTION,
+            thinking={"type": "enabled", "budget_tokens": 31999},
+        ) as stream:
+            final = stream.get_final_message()
+    assert final.content[-1].text == "The capital of France is Paris."
+    rows = wait_for(lambda: ledger_rows(database, prefix_of(key)))
+    assert [(row[0], row[1]) for row in rows] == [("v1/messages", 200)]
+    assert rows[0][3] == 6  # the completion tokens the server counted
+
+
+def test_model_outside_the_keys_scope_is_not_found(teams_gateway, database):
+    key = manage(
+        database, "create_api_key", "--team", "agents", "--name", "scoped", "--models", "other"
+    )
+    with anthropic.Anthropic(base_url=teams_gateway.url, api_key=key, max_retries=0) as client:
+        with pytest.raises(anthropic.NotFoundError) as caught:
+            client.messages.create(model="fake-llm", max_tokens=5, messages=QUESTION)
+        with pytest.raises(anthropic.NotFoundError):
+            client.messages.count_tokens(model="fake-llm", messages=QUESTION)
+    assert caught.value.body["error"]["type"] == "not_found_error"
