@@ -12,6 +12,7 @@ every model call; answers and errors have Anthropic's shapes (`presenters`, `exc
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
@@ -20,6 +21,7 @@ from anthropic_compat import services
 from anthropic_compat.exceptions import anthropic_exception_handler
 from anthropic_compat.presenters import message_object, message_stream_frames
 from anthropic_compat.serializers import CountTokensRequestSerializer, MessagesRequestSerializer
+from api.serializers import check_total_chars
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
 from gateway import calls
@@ -74,6 +76,10 @@ async def _prepared(
     caller = Caller.from_request(request, endpoint=endpoint)
     mapped = services.model_for(data["model"])  # a claude-* name, mapped by its pattern
     body = services.chat_body(data, spec=mapped, stream=bool(data.get("stream")))
+    try:
+        check_total_chars(body["messages"])
+    except ValidationError as exc:
+        raise ValidationError({"messages": exc.detail}) from None
     needs_vision = services.has_images(body["messages"])
     spec = calls.resolve_model(
         caller, mapped.name, capability="vision" if needs_vision else "chat", require=False
@@ -117,7 +123,7 @@ class MessagesApi(AnthropicApiView):
             request, MessagesRequestSerializer, endpoint="v1/messages"
         )
         stop_sequences = list(data.get("stop_sequences") or ())
-        thinking = (data.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+        thinking = services.shows_thinking(data.get("thinking"))
         if data["stream"]:
             opened, quota_headers = await calls.open_openai_chat_stream(
                 caller, spec=spec, body=body

@@ -25,6 +25,7 @@ from api.serializers import (
     StrictIntegerField,
     validate_response_format,
 )
+from inference.structured import RefusedSchema, inspect_schema
 
 MAX_TOOLS = 512  # Claude Code with a few MCP servers sends well over OpenAI's 128
 MAX_STOP_SEQUENCES = 64
@@ -119,6 +120,13 @@ class MessagesRequestSerializer(SharedFieldsMixin, serializers.Serializer):
                 _fail(f"{where}.input_schema", "Expected a JSON Schema object.")
             if "description" in tool and not isinstance(tool["description"], str):
                 _fail(f"{where}.description", "Expected a string.")
+            if tool.get("strict") is True:
+                # The core checks a strict tool's arguments against its schema: a hostile
+                # schema is refused here, before it costs anything.
+                try:
+                    inspect_schema(tool["input_schema"])
+                except RefusedSchema as exc:
+                    _fail(f"{where}.input_schema", f"The schema {exc}")
             if tool["name"] in names:
                 _fail(f"{where}.name", f"Tool names must be unique: '{tool['name'][:60]}'.")
             names.add(tool["name"])

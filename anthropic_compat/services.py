@@ -212,6 +212,15 @@ def _chat_tool_choice(choice: dict[str, Any]) -> Any:
     return {"auto": "auto", "any": "required", "none": "none"}[kind]
 
 
+def shows_thinking(thinking: dict[str, Any] | None) -> bool:
+    """
+    Whether the answer carries the model's reasoning as thinking blocks: asked for
+    (`enabled` or `adaptive`), and not with `display: "omitted"` (as Claude Code asks).
+    """
+    thinking = thinking or {}
+    return thinking.get("type") in ("enabled", "adaptive") and thinking.get("display") != "omitted"
+
+
 def has_images(messages: list[dict[str, Any]]) -> bool:
     return any(
         isinstance(message.get("content"), list)

@@ -57,6 +57,13 @@ def errors_of(**fields) -> str:
         ({"messages": HI, "thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
         ({"messages": HI, "mcp_servers": [{"url": "http://x"}]}, "mcp_servers"),
         ({"messages": HI, "temperature": 1.5}, "temperature"),
+        (
+            {
+                "messages": HI,
+                "tools": [{"name": "f", "strict": True, "input_schema": {"$ref": "http://x/s"}}],
+            },
+            "tools[0].input_schema",
+        ),
         ({"messages": HI, "system": [{"type": "image"}]}, "system[0]"),
         (
             {

@@ -163,3 +163,17 @@ def test_strict_tools_keep_their_flag():
 def test_estimate_says_it_is_one():
     count = services._estimate({"messages": [{"role": "user", "content": "x" * 400}]})
     assert 100 <= count <= 120
+
+
+@pytest.mark.parametrize(
+    ("thinking", "shown"),
+    [
+        (None, False),
+        ({"type": "disabled"}, False),
+        ({"type": "enabled", "budget_tokens": 1024}, True),
+        ({"type": "adaptive"}, True),
+        ({"type": "adaptive", "display": "omitted"}, False),  # what Claude Code sends
+    ],
+)
+def test_thinking_is_shown_when_asked_and_not_omitted(thinking, shown):
+    assert services.shows_thinking(thinking) is shown

@@ -391,6 +391,20 @@ def test_missing_max_tokens_names_the_field(anthropic_gateway):
     assert "max_tokens" in error["error"]["message"]
 
 
+def test_a_conversation_over_the_character_limit_is_refused(anthropic_gateway, upstream):
+    long_result = {"type": "tool_result", "tool_use_id": "t", "content": "x" * 1_000_001}
+    body = {
+        "model": "fake-llm",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": [long_result]}],
+    }
+    with anthropic_gateway.client() as http:
+        answer = http.post("/v1/messages", json=body)
+    assert answer.status_code == HTTPStatus.BAD_REQUEST
+    assert "SERVER__MAX_TOTAL_CHARS" in answer.json()["error"]["message"]
+    assert upstream.requests == []
+
+
 def test_image_url_source_is_refused_without_a_fetch(anthropic_gateway, upstream):
     image = {"type": "image", "source": {"type": "url", "url": "http://169.254.169.254/x.png"}}
     body = {
