@@ -26,6 +26,7 @@ from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
 from gateway import calls
 from gateway.calls import Caller
+from inference.exceptions import ModelNotFound
 from inference.images import prepare_message_images
 
 ANTHROPIC_SDK_EXAMPLE = """
@@ -34,7 +35,7 @@ import anthropic
 
 client = anthropic.Anthropic(base_url="http://localhost:1999", api_key="YOUR_API_KEY")
 message = client.messages.create(
-    model="smollm2-135m-instruct",  # or a claude-* name mapped by ANTHROPIC__MODEL_MAP
+    model="smollm2-135m-instruct",  # or a claude-* name mapped by LLMAPI_MODEL_PATTERNS
     max_tokens=256,
     messages=[{"role": "user", "content": "What is the capital of France?"}],
 )
@@ -74,17 +75,19 @@ async def _prepared(
     serializer.is_valid(raise_exception=True)
     data = dict(serializer.validated_data)
     caller = Caller.from_request(request, endpoint=endpoint)
-    mapped = services.model_for(data["model"])  # a claude-* name, mapped by its pattern
-    body = services.chat_body(data, spec=mapped, stream=bool(data.get("stream")))
+    body = services.chat_body(data, model=data["model"], stream=bool(data.get("stream")))
     try:
         check_total_chars(body["messages"])
     except ValidationError as exc:
         raise ValidationError({"messages": exc.detail}) from None
     needs_vision = services.has_images(body["messages"])
-    spec = calls.resolve_model(
-        caller, mapped.name, capability="vision" if needs_vision else "chat", require=False
-    )
-    calls.require_capability(spec, "vision" if needs_vision else "chat")
+    capability = "vision" if needs_vision else "chat"
+    try:
+        spec = calls.resolve_model(caller, data["model"], capability=capability, require=False)
+    except ModelNotFound as exc:
+        raise services.not_found_hint(exc, data["model"]) from None
+    calls.require_capability(spec, capability)
+    body["model"] = spec.name  # a claude-* name, mapped by LLMAPI_MODEL_PATTERNS
     if needs_vision:
         body["messages"] = await prepare_message_images(
             body["messages"], max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
@@ -156,12 +159,17 @@ class CountTokensApi(AnthropicApiView):
         responses={200: OpenApiResponse(description='{"input_tokens": N}'), **ERROR_RESPONSES},
     )
     async def post(self, request):
-        _, _, spec, body = await _prepared(
+        _, caller, spec, body = await _prepared(
             request, CountTokensRequestSerializer, endpoint="v1/messages/count_tokens"
         )
-        count = await services.count_input_tokens(spec=spec, body=body)
-        answer: dict = {"input_tokens": count.input_tokens}
-        if count.estimated:
-            answer["estimated"] = True
-        how = "estimate" if count.estimated else "tokenizer"
-        return Response(answer, headers={"X-LLMAPI-Token-Count": how, "X-LLMAPI-Model": spec.name})
+        answer, quota_headers = await calls.count_chat_tokens(
+            caller, spec=spec, messages=body["messages"], tools=body.get("tools")
+        )
+        counted = {"input_tokens": answer.body["input_tokens"]}
+        if answer.body["estimated"]:
+            counted["estimated"] = True
+        how = "estimate" if answer.body["estimated"] else "tokenizer"
+        return Response(
+            counted,
+            headers={"X-LLMAPI-Token-Count": how, "X-LLMAPI-Model": spec.name, **quota_headers},
+        )

@@ -23,8 +23,8 @@ from django.conf import settings
 
 from anthropic_compat.exceptions import error_body
 from api.streaming import stream_failure
+from gateway.calls import ChatResult, RawChunk, StreamEvent
 from inference.exceptions import UpstreamProtocolError
-from inference.services import ChatResult, RawChunk, StreamEvent
 from translation import chat_events
 
 STOP_REASONS = {

@@ -1,68 +1,40 @@
 """
-The Messages API on chat-completions servers: which model a name means, the translation of a
-Messages request into the chat request the model server gets, and token counting.
+The Messages API on chat-completions servers: the translation of a Messages request into the
+chat request the model server gets.
 
-    spec = model_for(name)                          # catalog name or alias, then ANTHROPIC__MODEL_MAP
-    body = chat_body(data, spec=spec, stream=True)  # the chat request, exactly as the server gets it
-    count = await count_input_tokens(spec=spec, body=body)
+    body = chat_body(data, model=spec.name, stream=True)  # exactly what the server gets
 
-The translation is plain data to data, with no call in it; answers are shaped by `presenters`.
+The translation is plain data to data, with no call in it: calls go through `gateway.calls`,
+and answers are shaped by `presenters`.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import logging
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
-from inference.catalog import ModelSpec
-from inference.exceptions import InferenceError, ModelNotFound, quote
-from inference.registry import get_registry
-
-logger = logging.getLogger(__name__)
+from inference.exceptions import ModelNotFound
 
 # Prefixed to a tool result the client marked `is_error`: chat servers have no such flag.
 TOOL_ERROR_PREFIX = "Error: "
-# A rough tokens-per-character ratio for counts without a tokenizer (English text and code).
-CHARS_PER_TOKEN = 4
 
 
-def model_for(name: str) -> ModelSpec:
-    """
-    The catalog model a client's name means: a model name or alias first, then the first
-    pattern of `ANTHROPIC__MODEL_MAP` that matches (`claude-*haiku*=small,claude-*=coder`).
-    """
-    catalog = get_registry().catalog
-    spec = catalog.resolve(name)
-    if spec is not None:
-        return spec
-    for pattern, target in settings.ANTHROPIC_MODEL_MAP:
-        if fnmatch.fnmatchcase(name, pattern):
-            mapped = catalog.resolve(target)
-            if mapped is None:
-                raise ModelNotFound(
-                    f"ANTHROPIC__MODEL_MAP maps '{quote(name, 100)}' to '{quote(target, 100)}', "
-                    "which is not a model of the catalog."
-                )
-            return mapped
-    hint = (
-        " Set ANTHROPIC__MODEL_MAP (for example claude-*=your-model) to map Anthropic's names."
-        if name.startswith("claude")
-        else ""
-    )
-    raise ModelNotFound(
-        f"The model '{quote(name, 100)}' does not exist; GET /v1/models lists them.{hint}"
+def not_found_hint(exc: ModelNotFound, name: str) -> ModelNotFound:
+    """A claude-* name that nothing maps: say how to map it."""
+    if not name.startswith("claude") or settings.LLMAPI_MODEL_PATTERNS:
+        return exc
+    return ModelNotFound(
+        f"{exc.detail} Claude clients ask for claude-* names: map them onto a model of the "
+        "catalog with LLMAPI_MODEL_PATTERNS (for example claude-*=coder) or a catalog alias."
     )
 
 
 # --- The chat request --------------------------------------------------------------------------
 
 
-def chat_body(data: dict[str, Any], *, spec: ModelSpec, stream: bool) -> dict[str, Any]:
+def chat_body(data: dict[str, Any], *, model: str, stream: bool) -> dict[str, Any]:
     """
     The chat completions body for a validated Messages request (see docs/anthropic.md for
     each field). The accounted path (`gateway.calls`) lowers `max_tokens` to the model's
@@ -70,7 +42,7 @@ def chat_body(data: dict[str, Any], *, spec: ModelSpec, stream: bool) -> dict[st
     its context.
     """
     messages = chat_messages(data.get("system"), data["messages"])
-    body: dict[str, Any] = {"model": spec.name, "messages": messages}
+    body: dict[str, Any] = {"model": model, "messages": messages}
     for name in ("max_tokens", "temperature", "top_p", "top_k"):
         if name in data:
             body[name] = data[name]
@@ -227,56 +199,3 @@ def has_images(messages: list[dict[str, Any]]) -> bool:
         and any(part.get("type") == "image_url" for part in message["content"])
         for message in messages
     )
-
-
-# --- Counting tokens --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TokenCount:
-    input_tokens: int
-    estimated: bool  # no tokenizer answered: characters divided by CHARS_PER_TOKEN
-
-
-async def count_input_tokens(*, spec: ModelSpec, body: dict[str, Any]) -> TokenCount:
-    """
-    The prompt's tokens by the model server's own tokenizer: vLLM's `/tokenize` (messages and
-    tools, with the chat template), else llama.cpp's server (`/apply-template`, then
-    `/tokenize`). A server with neither (or the embedded model) gets an estimate, flagged.
-    """
-    if not spec.is_embedded:
-        try:
-            return TokenCount(await _server_count(spec, body), estimated=False)
-        except InferenceError as exc:
-            logger.info("No token count from the %s server (%s); estimating", spec.label, exc)
-    return TokenCount(_estimate(body), estimated=True)
-
-
-async def _server_count(spec: ModelSpec, body: dict[str, Any]) -> int:
-    backend = get_registry().backend(spec)
-    asked = {"model": spec.served_name, "messages": body["messages"]}
-    if body.get("tools"):
-        asked["tools"] = body["tools"]
-    try:
-        answer = await backend.post("/tokenize", asked, from_root=True)
-        if isinstance(answer.get("count"), int):
-            return answer["count"]
-    except InferenceError:
-        pass
-    templated = await backend.post(
-        "/apply-template", {"messages": body["messages"]}, from_root=True
-    )
-    prompt = templated.get("prompt")
-    if not isinstance(prompt, str):
-        raise InferenceError("no prompt from /apply-template")
-    tokens = await backend.post("/tokenize", {"content": prompt}, from_root=True)
-    if not isinstance(tokens.get("tokens"), list):
-        raise InferenceError("no tokens from /tokenize")
-    return len(tokens["tokens"])
-
-
-def _estimate(body: dict[str, Any]) -> int:
-    chars = len(json.dumps(body["messages"], ensure_ascii=False))
-    if body.get("tools"):
-        chars += len(json.dumps(body["tools"], ensure_ascii=False))
-    return max(1, -(-chars // CHARS_PER_TOKEN))

@@ -218,24 +218,6 @@ SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
 OPENAI_DENIED_FIELDS = frozenset(
     name.strip() for name in env.list("OPENAI__DENIED_FIELDS", default=[]) if name.strip()
 )
-# /v1/messages: client model names (Claude Code asks for claude-*) mapped onto catalog models,
-# as "pattern=model" pairs (shell-style patterns) tried in order, after the catalog's own
-# names and aliases: ANTHROPIC__MODEL_MAP=claude-*haiku*=small,claude-*=coder
-
-
-def _model_map(pairs: list[str]) -> tuple[tuple[str, str], ...]:
-    mapped = []
-    for pair in pairs:
-        pattern, equals, model = pair.partition("=")
-        if not equals or not pattern.strip() or not model.strip():
-            raise ImproperlyConfigured(
-                f"ANTHROPIC__MODEL_MAP: '{pair}' is not pattern=model (for example claude-*=coder)."
-            )
-        mapped.append((pattern.strip(), model.strip()))
-    return tuple(mapped)
-
-
-ANTHROPIC_MODEL_MAP = _model_map(env.list("ANTHROPIC__MODEL_MAP", default=[]))
 # Seconds a Messages stream may stay silent (a slow server) before a `ping` event is sent.
 ANTHROPIC_PING_INTERVAL = _setting("float", "ANTHROPIC__PING_INTERVAL", 10.0)
 # Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
@@ -288,6 +270,24 @@ _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 # Any number of named models, with aliases, replicas and fallbacks (YAML; see README, "Models").
 # The seed variables below still define the models the seed endpoints use by default.
 LLMAPI_MODELS_FILE = env.str("LLMAPI_MODELS_FILE", default="")
+# Model name patterns mapped onto catalog models, tried in order after the exact names and
+# aliases: "pattern=model" pairs with shell-style patterns. Claude Code asks for claude-*
+# names: LLMAPI_MODEL_PATTERNS=claude-*haiku*=small,claude-*=coder
+
+
+def _model_patterns(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    mapped = []
+    for pair in pairs:
+        pattern, equals, model = pair.partition("=")
+        if not equals or not pattern.strip() or not model.strip():
+            raise ImproperlyConfigured(
+                f"LLMAPI_MODEL_PATTERNS: '{pair}' is not pattern=model (for example claude-*=coder)."
+            )
+        mapped.append((pattern.strip(), model.strip()))
+    return tuple(mapped)
+
+
+LLMAPI_MODEL_PATTERNS = _model_patterns(env.list("LLMAPI_MODEL_PATTERNS", default=[]))
 
 # Limits on client JSON Schemas (`response_format`), checked before any model call, and the
 # budget for checking a model's answer against one (off the event loop, in its own threads).

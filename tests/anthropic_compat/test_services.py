@@ -1,52 +1,27 @@
 """The translation of Messages requests into chat requests, and model names."""
 
-from types import SimpleNamespace
-
 import pytest
 
 from anthropic_compat import services
 from anthropic_compat.serializers import MessagesRequestSerializer
-from inference.catalog import ModelSpec, build_catalog
 from inference.exceptions import ModelNotFound
 
-CODER = ModelSpec(name="coder", backend="openai", servers=("http://a/v1",), aliases=("big",))
-SMALL = ModelSpec(name="small", backend="openai", servers=("http://b/v1",))
 PNG = "iVBORw0KGgo="
-
-
-@pytest.fixture
-def catalog(monkeypatch, settings):
-    registry = SimpleNamespace(
-        catalog=build_catalog([CODER, SMALL], text=CODER, image=None, source="test")
-    )
-    monkeypatch.setattr(services, "get_registry", lambda: registry)
-    settings.ANTHROPIC_MODEL_MAP = (("claude-*haiku*", "small"), ("claude-*", "big"))
 
 
 def body_for(**fields) -> dict:
     data = {"model": "coder", "max_tokens": 100, **fields}
     serializer = MessagesRequestSerializer(data=data)
     serializer.is_valid(raise_exception=True)
-    return services.chat_body(dict(serializer.validated_data), spec=CODER, stream=False)
+    return services.chat_body(dict(serializer.validated_data), model="coder", stream=False)
 
 
-def test_names_and_aliases_come_before_patterns(catalog):
-    assert services.model_for("coder") is CODER
-    assert services.model_for("big") is CODER
-    assert services.model_for("claude-haiku-4-5") is SMALL
-    assert services.model_for("claude-opus-5-5") is CODER
-
-
-def test_unknown_claude_name_says_how_to_map_it(catalog, settings):
-    settings.ANTHROPIC_MODEL_MAP = ()
-    with pytest.raises(ModelNotFound, match="ANTHROPIC__MODEL_MAP"):
-        services.model_for("claude-sonnet-4-5")
-
-
-def test_a_pattern_onto_a_missing_model_names_the_setting(catalog, settings):
-    settings.ANTHROPIC_MODEL_MAP = (("claude-*", "gone"),)
-    with pytest.raises(ModelNotFound, match="ANTHROPIC__MODEL_MAP maps 'claude-x' to 'gone'"):
-        services.model_for("claude-x")
+def test_unmapped_claude_name_says_how_to_map_it(settings):
+    settings.LLMAPI_MODEL_PATTERNS = ()
+    hinted = services.not_found_hint(ModelNotFound("No such model."), "claude-sonnet-4-5")
+    assert "LLMAPI_MODEL_PATTERNS" in hinted.detail
+    other = ModelNotFound("No such model.")
+    assert services.not_found_hint(other, "gpt-9") is other
 
 
 def test_system_turn_mid_conversation_stays_in_place():
@@ -158,11 +133,6 @@ def test_strict_tools_keep_their_flag():
             "function": {"name": "f", "parameters": {"type": "object"}, "strict": True},
         }
     ]
-
-
-def test_estimate_says_it_is_one():
-    count = services._estimate({"messages": [{"role": "user", "content": "x" * 400}]})
-    assert 100 <= count <= 120
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def anthropic_gateway(gateways, upstream):
         TEXT_MODEL__API_KEY="upstream-secret-token",
         IMAGE_MODEL__BASE_URL=upstream.url + "/v1",
         IMAGE_MODEL__MODEL_NAME="fake-vlm",
-        ANTHROPIC__MODEL_MAP="claude-*haiku*=fake-vlm,claude-*=fake-llm",
+        LLMAPI_MODEL_PATTERNS="claude-*haiku*=fake-vlm,claude-*=fake-llm",
         ANTHROPIC__PING_INTERVAL="0.05",
     )
 
