@@ -709,3 +709,15 @@ def test_model_outside_the_keys_scope_is_not_found(teams_gateway, database):
         with pytest.raises(anthropic.NotFoundError):
             client.messages.count_tokens(model="fake-llm", messages=QUESTION)
     assert caught.value.body["error"]["type"] == "not_found_error"
+
+
+def test_client_going_away_closes_the_upstream_stream(anthropic_gateway, upstream):
+    upstream.behave(chunks=[f"word{i} " for i in range(200)], chunk_interval=0.05)
+    body = {"model": "fake-llm", "max_tokens": 500, "messages": QUESTION, "stream": True}
+    with anthropic_gateway.client() as http:
+        with http.stream("POST", "/v1/messages", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: content_block_delta"):
+                    break
+    assert wait_for(lambda: upstream.disconnects), "the upstream stream stayed open"
+    assert wait_for(lambda: upstream.open_streams == 0)
