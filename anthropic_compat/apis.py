@@ -26,6 +26,7 @@ from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
 from gateway import calls
 from gateway.calls import Caller
+from inference.catalog import ModelSpec
 from inference.exceptions import ModelNotFound
 from inference.images import prepare_message_images
 
@@ -69,7 +70,7 @@ class AnthropicApiView(AsyncApiView):
 
 async def _prepared(
     request, serializer_class, *, endpoint: str
-) -> tuple[dict, Caller, object, dict]:
+) -> tuple[dict, Caller, ModelSpec, dict]:
     """The validated request, its caller, its model (in the key's scope) and its chat body."""
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)

@@ -721,3 +721,27 @@ def test_client_going_away_closes_the_upstream_stream(anthropic_gateway, upstrea
                     break
     assert wait_for(lambda: upstream.disconnects), "the upstream stream stayed open"
     assert wait_for(lambda: upstream.open_streams == 0)
+
+
+@pytest.mark.local_model
+def test_anthropic_sdk_talks_to_the_embedded_model(gateways):
+    local = gateways.get(
+        TEXT_MODEL__BASE_URL="", TEXT_MODEL__MODEL_NAME="", TEXT_MODEL__QUEUE_TIMEOUT="0"
+    )
+    with anthropic.Anthropic(base_url=local.url, api_key=API_KEY, max_retries=0) as client:
+        message = client.messages.create(
+            model="smollm2-135m-instruct", max_tokens=16, messages=QUESTION
+        )
+        with client.messages.stream(
+            model="smollm2-135m-instruct", max_tokens=16, messages=QUESTION
+        ) as stream:
+            final = stream.get_final_message()
+        count = client.messages.with_raw_response.count_tokens(
+            model="smollm2-135m-instruct", messages=QUESTION
+        )
+    assert message.content[0].text.strip()
+    assert message.usage.output_tokens > 0
+    assert final.content[0].text.strip()
+    assert final.stop_reason in ("end_turn", "max_tokens")
+    assert count.headers["X-LLMAPI-Token-Count"] == "estimate"
+    assert count.parse().input_tokens > 0
