@@ -75,8 +75,9 @@ def chat_body(data: dict[str, Any], *, model: str, stream: bool) -> dict[str, An
 def chat_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Anthropic's system and messages as chat messages, in order."""
     chat: list[dict[str, Any]] = []
-    if system:
-        chat.append({"role": "system", "content": _system_text(system)})
+    system_text = _system_text(system) if system else ""
+    if system_text:
+        chat.append({"role": "system", "content": system_text})
     for message in messages:
         role, content = message["role"], message["content"]
         if role == "system":  # a system turn mid-conversation, as Claude Code sends
@@ -88,12 +89,17 @@ def chat_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str,
     return chat
 
 
+# Claude Code's first system block is billing metadata for Anthropic's servers, no instruction.
+BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
+
+
 def _system_text(system: str | list[dict[str, Any]]) -> str:
     # Anthropic joins system blocks itself; cache_control has no meaning for these servers,
     # which cache prompt prefixes on their own.
     if isinstance(system, str):
         return system
-    return "\n\n".join(block["text"] for block in system)
+    texts = (block["text"] for block in system)
+    return "\n\n".join(text for text in texts if not text.startswith(BILLING_HEADER_PREFIX))
 
 
 def _assistant_message(content: str | list[dict[str, Any]]) -> dict[str, Any]:

@@ -147,3 +147,14 @@ def test_strict_tools_keep_their_flag():
 )
 def test_thinking_is_shown_when_asked_and_not_omitted(thinking, shown):
     assert services.shows_thinking(thinking) is shown
+
+
+def test_claude_codes_billing_block_is_left_out_of_the_system_prompt():
+    body = body_for(
+        system=[
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.332;"},
+            {"type": "text", "text": "You are an agent.", "cache_control": {"type": "ephemeral"}},
+        ],
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    assert body["messages"][0] == {"role": "system", "content": "You are an agent."}
