@@ -747,3 +747,13 @@ def test_anthropic_sdk_talks_to_the_embedded_model(gateways):
     assert final.stop_reason in ("end_turn", "max_tokens")
     assert count.headers["X-LLMAPI-Token-Count"] == "estimate"
     assert count.parse().input_tokens > 0
+
+
+def test_stream_refused_before_its_first_byte_is_a_plain_error(client, upstream):
+    upstream.behave(status=503)
+    with pytest.raises(anthropic.InternalServerError) as caught:
+        with client.messages.stream(model="fake-llm", max_tokens=5, messages=QUESTION) as stream:
+            stream.get_final_message()
+    assert caught.value.status_code == HTTPStatus.BAD_GATEWAY
+    assert caught.value.body["type"] == "error"
+    assert caught.value.body["error"]["type"] == "api_error"
