@@ -221,7 +221,7 @@ async def message_stream_frames(
             "usage": {"input_tokens": 0, "output_tokens": 0},
         },
     }
-    interval = settings.ANTHROPIC_PING_INTERVAL
+    interval = settings.ANTHROPIC_PING_INTERVAL if settings.ANTHROPIC_PING_INTERVAL > 0 else None
     pending: asyncio.Task | None = None
     try:
         yield sse(start)
