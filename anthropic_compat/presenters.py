@@ -250,6 +250,11 @@ async def message_stream_frames(
         failure = stream_failure(exc)
         if failure is None:
             raise
+        # A chunk this stream cannot translate: the ledger row says so, not "client went away"
+        # (the accounted events' `fail`, where the accounted path offers it).
+        fail = getattr(events, "fail", None)
+        if fail is not None and isinstance(exc, Exception):
+            await fail(exc)
         detail, status = failure
         yield sse(error_body(status, detail))
     finally:
