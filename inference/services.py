@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from inference import structured
+from inference import replica_load, structured
 from inference.backends.openai_http import ChatBackend, OpenAICompatibleBackend, answered_replica
 from inference.catalog import ModelSpec
 from inference.exceptions import (
@@ -831,19 +831,21 @@ async def readiness() -> dict[str, Any]:
         backend = registry.backend(spec)
         replicas = backend.pool.replicas
         reachable = await asyncio.gather(*(backend.probe(r) for r in replicas))
-        now = time.monotonic()
         return {
             **entry,
             "backend": "server",
+            "routing": backend.pool.mode,
             "ready": any(
-                ok and not r.ejected(now) for r, ok in zip(replicas, reachable, strict=True)
+                ok and not backend.pool.ejected(r)
+                for r, ok in zip(replicas, reachable, strict=True)
             ),
             "servers": [
                 {
                     "server": r.location,
                     "reachable": ok,
-                    "ejected": r.ejected(now),
+                    "ejected": backend.pool.ejected(r),
                     "in_flight": r.in_flight,
+                    **replica_load.describe(r.load),
                 }
                 for r, ok in zip(replicas, reachable, strict=True)
             ],

@@ -129,6 +129,12 @@ class FakeUpstream:
         return replace(behaviour, status=int(fault))
 
     async def _answer(self, scope, receive, send) -> None:
+        if scope["method"] == "GET" and scope["path"] in ("/metrics", "/slots"):
+            # The gateway reads servers' load in the background; this server publishes none,
+            # and the readings are not requests a test counts.
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = b""
         while True:
             message = await receive()
