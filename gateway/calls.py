@@ -548,6 +548,29 @@ async def openai_embeddings(
     )
 
 
+async def count_chat_tokens(
+    caller: Caller,
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> tuple[services.PassthroughResult, dict[str, str]]:
+    """
+    A chat prompt's tokens by the model server's tokenizer (`/v1/messages/count_tokens`);
+    counted like embeddings, by that input.
+    """
+    prompt = _prompt_tokens(prompt_chars(messages), len(messages))
+    return await accounted(
+        caller,
+        spec=spec,
+        tokens=prompt,
+        prompt_tokens=prompt,
+        call=lambda context: services.count_chat_tokens(
+            spec=spec, messages=messages, tools=tools, context=context
+        ),
+    )
+
+
 async def openai_legacy_completion(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.PassthroughResult, dict[str, str]]:

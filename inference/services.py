@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -403,6 +404,65 @@ async def openai_passthrough(
         )
 
     return await _with_fallbacks(spec, attempt, context=context)
+
+
+# A rough characters-per-token ratio for counts without a tokenizer (English text and code).
+CHARS_PER_TOKEN = 4
+
+
+async def count_chat_tokens(
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    context: CallContext,
+) -> PassthroughResult:
+    """
+    A chat prompt's tokens by the model server's own tokenizer and chat template: vLLM's
+    `/tokenize` (messages and tools), else llama.cpp's server (`/apply-template`, then
+    `/tokenize`). The embedded model, or a server with neither, gets an estimate (characters
+    / CHARS_PER_TOKEN). The answer's body is `{"input_tokens", "estimated", "usage"}`.
+    """
+    count: int | None = None
+    async with concurrency_slot(spec, context):
+        if not spec.is_embedded:
+            try:
+                count = await _server_token_count(spec, messages, tools)
+            except InferenceError as exc:
+                logger.info("No token count from the %s server (%s); estimating", spec.label, exc)
+    estimated = count is None
+    if count is None:
+        chars = len(json.dumps([messages, tools or []], ensure_ascii=False))
+        count = max(1, -(-chars // CHARS_PER_TOKEN))
+    usage = {"prompt_tokens": count, "completion_tokens": 0, "total_tokens": count}
+    return PassthroughResult(
+        {"input_tokens": count, "estimated": estimated, "usage": usage},
+        answered_by=spec.name,
+        replica="" if estimated else _replica(spec),
+    )
+
+
+async def _server_token_count(
+    spec: ModelSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> int:
+    backend = _served_backend(spec, "tokenizer")
+    asked: dict[str, Any] = {"model": spec.served_name, "messages": messages}
+    if tools:
+        asked["tools"] = tools
+    try:
+        answer = await backend.post("/tokenize", asked, from_root=True)
+        if isinstance(answer.get("count"), int):
+            return answer["count"]  # vLLM
+    except UpstreamStatusError:
+        pass
+    templated = await backend.post("/apply-template", {"messages": messages}, from_root=True)
+    prompt = templated.get("prompt")
+    if not isinstance(prompt, str):
+        raise UpstreamProtocolError(f"The {spec.label} server's /apply-template gave no prompt.")
+    tokens = await backend.post("/tokenize", {"content": prompt}, from_root=True)
+    if not isinstance(tokens.get("tokens"), list):
+        raise UpstreamProtocolError(f"The {spec.label} server's /tokenize gave no tokens.")
+    return len(tokens["tokens"])
 
 
 async def open_openai_passthrough_stream(

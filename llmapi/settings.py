@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -62,6 +63,7 @@ INSTALLED_APPS = [
     "completions",
     "openai_compat",
     "responses",
+    "anthropic_compat",
     "health",
     "usage",
     "observability",
@@ -85,7 +87,16 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 if CORS_ALLOWED_ORIGINS:
     INSTALLED_APPS.append("corsheaders")
     MIDDLEWARE.insert(1, "corsheaders.middleware.CorsMiddleware")
-    CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id"]
+    CORS_ALLOW_HEADERS = [
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "x-request-id",
+        # Anthropic's SDKs send these from a browser too.
+        "anthropic-version",
+        "anthropic-beta",
+        "anthropic-dangerous-direct-browser-access",
+    ]
     CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
 
 ROOT_URLCONF = "llmapi.urls"
@@ -266,6 +277,8 @@ SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
 OPENAI_DENIED_FIELDS = frozenset(
     name.strip() for name in env.list("OPENAI__DENIED_FIELDS", default=[]) if name.strip()
 )
+# Seconds a Messages stream may stay silent (a slow server) before a `ping` event is sent.
+ANTHROPIC_PING_INTERVAL = _setting("float", "ANTHROPIC__PING_INTERVAL", 10.0)
 # Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
 # and must arrive within HEADER_TIMEOUT seconds; a body must arrive within BODY_TIMEOUT
 # seconds (408, or the connection is closed).
@@ -330,6 +343,24 @@ ROUTING = {
 # Any number of named models, with aliases, replicas and fallbacks (YAML; see README, "Models").
 # The seed variables below still define the models the seed endpoints use by default.
 LLMAPI_MODELS_FILE = env.str("LLMAPI_MODELS_FILE", default="")
+# Model name patterns mapped onto catalog models, tried in order after the exact names and
+# aliases: "pattern=model" pairs with shell-style patterns. Claude Code asks for claude-*
+# names: LLMAPI_MODEL_PATTERNS=claude-*haiku*=small,claude-*=coder
+
+
+def _model_patterns(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    mapped = []
+    for pair in pairs:
+        pattern, equals, model = pair.partition("=")
+        if not equals or not pattern.strip() or not model.strip():
+            raise ImproperlyConfigured(
+                f"LLMAPI_MODEL_PATTERNS: '{pair}' is not pattern=model (for example claude-*=coder)."
+            )
+        mapped.append((pattern.strip(), model.strip()))
+    return tuple(mapped)
+
+
+LLMAPI_MODEL_PATTERNS = _model_patterns(env.list("LLMAPI_MODEL_PATTERNS", default=[]))
 
 # Limits on client JSON Schemas (`response_format`), checked before any model call, and the
 # budget for checking a model's answer against one (off the event loop, in its own threads).

@@ -331,10 +331,13 @@ class OpenAICompatibleBackend:
             )
         return data
 
-    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def post(
+        self, path: str, payload: dict[str, Any], *, from_root: bool = False
+    ) -> dict[str, Any]:
         """
         POST `payload` to another OpenAI endpoint of the servers (`/embeddings`,
-        `/completions`), with the same retries, and return the decoded JSON object.
+        `/completions`; with `from_root`, a path beside `/v1`), with the same retries, and
+        return the decoded JSON object.
         """
         body = orjson.dumps(payload)
 
@@ -344,7 +347,7 @@ class OpenAICompatibleBackend:
                 response = await send(
                     httpx.Request(
                         "POST",
-                        endpoint_url(replica, path),
+                        endpoint_url(replica, path, from_root=from_root),
                         content=body,
                         headers=self._json_headers(replica),
                         extensions=self._timeouts,
@@ -656,11 +659,17 @@ def _error_kind(exc: UpstreamError) -> str:
     return "other"
 
 
-def endpoint_url(replica: Replica, path: str) -> httpx.URL:
-    """The replica's URL for another OpenAI endpoint: `/v1/chat/completions` -> `/v1<path>`."""
-    if path == "/chat/completions":
+def endpoint_url(replica: Replica, path: str, *, from_root: bool = False) -> httpx.URL:
+    """
+    The replica's URL for another OpenAI endpoint: `/v1/chat/completions` -> `/v1<path>`, or
+    beside `/v1` for a server's own endpoints (`from_root`: vLLM's and llama.cpp's `/tokenize`).
+    """
+    if path == "/chat/completions" and not from_root:
         return replica.url
-    return replica.url.copy_with(path=replica.url.path.removesuffix("/chat/completions") + path)
+    base = replica.url.path.removesuffix("/chat/completions")
+    if from_root:
+        base = base.removesuffix("/v1")
+    return replica.url.copy_with(path=base + path)
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:

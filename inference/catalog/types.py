@@ -16,6 +16,7 @@ objects they started with.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,6 +120,9 @@ class Catalog:
     text: ModelSpec | None = None
     image: ModelSpec | None = None
     source: str = "environment"  # what it was loaded from, for logs and /readyz
+    # (pattern, model name) pairs tried in order when no name or alias matches
+    # (LLMAPI_MODEL_PATTERNS): claude-* names onto a team's model, for example.
+    patterns: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         index: dict[str, list[ModelSpec]] = {}
@@ -128,8 +132,14 @@ class Catalog:
         object.__setattr__(self, "_index", index)
 
     def resolve(self, name: str, *, capability: str = "chat") -> ModelSpec | None:
-        """The model called `name` (or aliased so), preferring one with `capability`."""
+        """
+        The model called `name` (or aliased so, or matched by a pattern), preferring one with
+        `capability`.
+        """
         matches: list[ModelSpec] = self._index.get(name, [])  # type: ignore[attr-defined]
+        if not matches:
+            target = next((t for p, t in self.patterns if fnmatch.fnmatchcase(name, p)), None)
+            matches = self._index.get(target, []) if target else []  # type: ignore[attr-defined]
         if not matches:
             return None
         return next((spec for spec in matches if spec.has(capability)), matches[0])
@@ -156,6 +166,7 @@ def build_catalog(
     text: ModelSpec | None,
     image: ModelSpec | None,
     source: str,
+    patterns: Iterable[tuple[str, str]] = (),
 ) -> Catalog:
     """Put models together and check what relates them: unique names and aliases, fallbacks."""
     specs = tuple(specs)
@@ -195,4 +206,11 @@ def build_catalog(
             "Only one model can use the embedded backend (one GGUF file per process); "
             f"found {', '.join(embedded)}."
         )
-    return Catalog(specs, text=text, image=image, source=source)
+    patterns = tuple(patterns)
+    for pattern, target in patterns:
+        if target not in owners:
+            raise CatalogError(
+                f"LLMAPI_MODEL_PATTERNS: '{pattern}={target}' names no model or alias of the "
+                "catalog."
+            )
+    return Catalog(specs, text=text, image=image, source=source, patterns=patterns)

@@ -47,6 +47,13 @@ MODEL_ROUTES: dict[str, Call] = {
     "openai-completions": Call("/v1/completions", {"model": "chat", "prompt": "hello"}),
     "openai-embeddings": Call("/v1/embeddings", {"model": "embed", "input": "hello"}),
     "responses": Call("/v1/responses", {"model": "chat", "input": "hello"}),
+    "anthropic-messages": Call(
+        "/v1/messages", {"model": "chat", "max_tokens": 5, "messages": QUESTION, "stream": True}
+    ),
+    # The server's tokenizer: counted like embeddings, by the input.
+    "anthropic-count-tokens": Call(
+        "/v1/messages/count_tokens", {"model": "chat", "messages": QUESTION}
+    ),
 }
 
 # Routes that never call a model server.
