@@ -23,6 +23,7 @@ LIMIT_FIELDS = (
 class TeamAdmin(admin.ModelAdmin):
     list_display = (
         "name",
+        "weight",
         "requests_per_minute",
         "tokens_per_minute",
         "tokens_per_day",
@@ -32,6 +33,7 @@ class TeamAdmin(admin.ModelAdmin):
     filter_horizontal = ("members",)
     fieldsets = (
         (None, {"fields": ("name", "members")}),
+        ("Share of a busy model", {"fields": ("weight",)}),
         ("Limits of the whole team (empty: unlimited)", {"fields": LIMIT_FIELDS}),
     )
 
@@ -44,12 +46,24 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "team", "allowed_models", "expires_at", "revoked", *LIMIT_FIELDS)
+        fields = (
+            "name",
+            "team",
+            "allowed_models",
+            "priority",
+            "expires_at",
+            "revoked",
+            *LIMIT_FIELDS,
+        )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+        self.fields["priority"].required = False  # left out: interactive
+
+    def clean_priority(self) -> str:
+        return self.cleaned_data.get("priority") or ApiKey.Priority.INTERACTIVE
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
@@ -59,13 +73,33 @@ class ApiKeyForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
     form = ApiKeyForm
-    list_display = ("name", "display_prefix", "team", "is_active", "expires_at", "last_used_at")
+    list_display = (
+        "name",
+        "display_prefix",
+        "team",
+        "priority",
+        "is_active",
+        "expires_at",
+        "last_used_at",
+    )
     list_filter = ("revoked", "team")
     search_fields = ("name", "prefix", "team__name")
     readonly_fields = ("display_prefix", "created_at", "created_by", "last_used_at", "revoked_at")
     actions = ("revoke_selected",)
     fieldsets = (
-        (None, {"fields": ("name", "team", "display_prefix", "allowed_models", "expires_at")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "team",
+                    "display_prefix",
+                    "allowed_models",
+                    "priority",
+                    "expires_at",
+                )
+            },
+        ),
         (
             "State",
             {"fields": ("revoked", "revoked_at", "created_at", "created_by", "last_used_at")},

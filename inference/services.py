@@ -40,6 +40,7 @@ from inference.exceptions import (
 from inference.images import prepare_uploads
 from inference.registry import get_registry
 from limits import admission
+from limits.flows import ANONYMOUS, Flow
 from limits.slots import SlotTimeout
 from observability import metrics, timing
 
@@ -156,29 +157,43 @@ def slots_in_use(spec: ModelSpec) -> int:
 
 
 @contextlib.asynccontextmanager
-async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
-    """Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`."""
+async def concurrency_slot(
+    spec: ModelSpec, *, flow: Flow | None = None, quota: Awaitable[Any] | None = None
+) -> AsyncIterator[None]:
+    """
+    Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT` in the
+    line of `flow` (its team, key, weight and priority: `limits.flows`; by default the one the
+    API view noted for this request). `quota`, a reservation already sent, is awaited once the
+    slot is held; refused, the slot goes back.
+    """
     timing.annotate(model=spec.name)  # the model that answers (a fallback, maybe)
+    caller = timing.current()
+    fields = caller.fields if caller is not None else {}
+    if flow is None:
+        flow = fields.get("flow") or ANONYMOUS
     slots = get_registry().slots(spec)
     async with contextlib.AsyncExitStack() as stack:
         started = time.perf_counter()
         try:
-            with timing.span("queue"):
-                await stack.enter_async_context(slots.hold(queue_timeout=spec.queue_timeout))
-        except SlotTimeout:
-            caller = timing.current()
-            fields = caller.fields if caller is not None else {}
+            with timing.span("queue"), metrics.queued(spec.name, fields.get("team"), flow.priority):
+                await stack.enter_async_context(
+                    slots.hold(queue_timeout=spec.queue_timeout, flow=flow, quota=quota)
+                )
+        except SlotTimeout as exc:
             metrics.record_rate_limited(
                 "model_slots", spec.name, fields.get("team"), fields.get("key_id")
             )
             raise ModelBusy(
                 f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
                 f"{spec.queue_timeout:g} s. Retry after a moment.",
-                retry_after=max(1, math.ceil(spec.queue_timeout)),
+                retry_after=exc.retry_after or max(1, math.ceil(spec.queue_timeout)),
             ) from None
-        metrics.record_queue_wait(spec.name, time.perf_counter() - started)
-        # The caller's quota, sent with the slot's acquisition: refused, the slot goes back.
-        await admission.confirm()
+        metrics.record_queue_wait(
+            spec.name, time.perf_counter() - started, fields.get("team"), flow.priority
+        )
+        if quota is None:
+            # The caller's quota, sent with the slot's acquisition: refused, the slot goes back.
+            await admission.confirm()
         with metrics.in_flight(spec.name):
             yield
 

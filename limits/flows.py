@@ -74,6 +74,21 @@ def request_priority(key_priority: str, headers: Mapping[str, str]) -> str:
     return BATCH if BATCH in (asked, key_priority) else INTERACTIVE
 
 
+def flow_for(principal: Any, headers: Mapping[str, str]) -> Flow:
+    """
+    The flow of a request from `principal` (an `accounts.principals.Principal`, or anything
+    with its attributes): its team, its key, the team's weight, and the key's priority lowered
+    by the request's `X-LLMAPI-Priority`. Raises `InvalidPriority` for a bad header.
+    """
+    key_id = getattr(principal, "key_id", None)
+    return Flow(
+        team=getattr(principal, "team_name", "") or "",
+        key=str(key_id) if key_id is not None else getattr(principal, "prefix", "") or "",
+        weight=float(getattr(principal, "team_weight", 1.0) or 1.0),
+        priority=request_priority(getattr(principal, "priority", INTERACTIVE), headers),
+    )
+
+
 W = TypeVar("W")
 
 
