@@ -32,6 +32,9 @@ PRIORITIES = (INTERACTIVE, BATCH)
 PRIORITY_HEADER = "X-LLMAPI-Priority"
 # After this many interactive admissions in a row while batch work waits, one batch admission.
 BATCH_EVERY = 10
+# An admission advances its team's tag by UNIT / weight, rounded: integers, so that the Redis
+# scripts (whose numbers pass through strings) and this module order waiters exactly alike.
+UNIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,11 @@ class Flow:
             raise ValueError("weight must be positive")
         if self.priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}")
+
+    @property
+    def cost(self) -> int:
+        """How far one admission advances the team's tag: UNIT / weight, at least 1."""
+        return max(1, round(UNIT / self.weight))
 
 
 ANONYMOUS = Flow()
@@ -112,11 +120,11 @@ class FairQueue(Generic[W]):
         self.batch_every = batch_every
         self._lines: dict[str, _Line[W]] = {p: _Line() for p in PRIORITIES}
         self._tickets = itertools.count()
-        self._vnow = 0.0  # virtual time: the start tag of the last admission
-        self._finish: dict[str, float] = {}  # team -> finish tag of its last admission
-        self._weights: dict[str, float] = {}
-        self._key_vnow: dict[str, float] = {}
-        self._key_finish: dict[tuple[str, str], float] = {}
+        self._vnow = 0  # virtual time: the start tag of the last admission
+        self._finish: dict[str, int] = {}  # team -> finish tag of its last admission
+        self._costs: dict[str, int] = {}  # team -> its cost per admission
+        self._key_vnow: dict[str, int] = {}
+        self._key_finish: dict[tuple[str, str], int] = {}
         self._streak = 0  # interactive admissions in a row while batch work waited
 
     def __len__(self) -> int:
@@ -138,7 +146,7 @@ class FairQueue(Generic[W]):
         line = self._lines[flow.priority]
         line.teams.setdefault(flow.team, {}).setdefault(flow.key, deque()).append((ticket, waiter))
         line.size += 1
-        self._weights[flow.team] = flow.weight
+        self._costs[flow.team] = flow.cost
         return flow, ticket, waiter
 
     def remove(self, handle: tuple[Flow, int, W]) -> bool:
@@ -168,18 +176,16 @@ class FairQueue(Generic[W]):
             self._streak = 0
         else:
             return None
-        team = self._least_served(line.teams, lambda t: max(self._finish.get(t, 0.0), self._vnow))
-        start = max(self._finish.get(team, 0.0), self._vnow)
+        team = self._least_served(line.teams, lambda t: max(self._finish.get(t, 0), self._vnow))
+        start = max(self._finish.get(team, 0), self._vnow)
         self._vnow = start
-        self._finish[team] = start + 1.0 / self._weights.get(team, 1.0)
+        self._finish[team] = start + self._costs.get(team, UNIT)
         keys = line.teams[team]
-        key_vnow = self._key_vnow.get(team, 0.0)
-        key = self._least_served(
-            keys, lambda k: max(self._key_finish.get((team, k), 0.0), key_vnow)
-        )
-        key_start = max(self._key_finish.get((team, key), 0.0), key_vnow)
+        key_vnow = self._key_vnow.get(team, 0)
+        key = self._least_served(keys, lambda k: max(self._key_finish.get((team, k), 0), key_vnow))
+        key_start = max(self._key_finish.get((team, key), 0), key_vnow)
         self._key_vnow[team] = key_start
-        self._key_finish[(team, key)] = key_start + 1.0
+        self._key_finish[(team, key)] = key_start + UNIT
         _ticket, waiter = keys[key].popleft()
         line.size -= 1
         self._drop_empty(line, team, key)
@@ -188,10 +194,10 @@ class FairQueue(Generic[W]):
         return waiter
 
     @staticmethod
-    def _least_served(groups: Mapping[str, Any], tag: Callable[[str], float]) -> str:
+    def _least_served(groups: Mapping[str, Any], tag: Callable[[str], int]) -> str:
         """The group with the smallest tag; ties to the one with the oldest waiter."""
 
-        def order(name: str) -> tuple[float, int]:
+        def order(name: str) -> tuple[int, int]:
             heads = groups[name]
             if isinstance(heads, deque):
                 oldest = heads[0][0]
@@ -209,10 +215,17 @@ class FairQueue(Generic[W]):
             del line.teams[team]
 
     def _forget_idle(self) -> None:
-        """Nobody waits: tags at or below the virtual time carry no history worth keeping."""
-        self._finish = {t: f for t, f in self._finish.items() if f > self._vnow}
-        self._weights = {t: w for t, w in self._weights.items() if t in self._finish}
-        for team in list(self._key_vnow):
-            if team not in self._finish:
-                del self._key_vnow[team]
-        self._key_finish = {tk: f for tk, f in self._key_finish.items() if tk[0] in self._finish}
+        """
+        Nobody waits: tags at or below the virtual time carry no history worth keeping, and the
+        rest are counted from zero again (so that tags stay small).
+        """
+        vnow = self._vnow
+        self._finish = {t: f - vnow for t, f in self._finish.items() if f > vnow}
+        self._costs = {t: c for t, c in self._costs.items() if t in self._finish}
+        self._key_finish = {
+            (team, key): f - self._key_vnow.get(team, 0)
+            for (team, key), f in self._key_finish.items()
+            if team in self._finish and f > self._key_vnow.get(team, 0)
+        }
+        self._key_vnow = {}
+        self._vnow = 0

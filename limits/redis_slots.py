@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import redis_client, redis_events
-from limits.flows import ANONYMOUS, BATCH, BATCH_EVERY, Flow
+from limits.flows import ANONYMOUS, BATCH, BATCH_EVERY, UNIT, Flow
 from limits.per_loop import PerLoop, running_loop
 from limits.redis_client import RedisUnreachable
 from limits.slots import HoldTimes, SlotTimeout, retry_estimate
@@ -71,10 +71,10 @@ RENEW_BATCH = 500  # leases renewed per round trip
 # Every script gets the same KEYS (holders, waiters, ticket, flows, fair, interactive line,
 # batch line) and the same first ARGV (capacity, lease ms, waiter ttl ms, key ttl ms, wake
 # channel, batch every); its own arguments follow from ARGV[7].
-# - `flows`, a hash: waiting token -> "weight\nteam\nkey" (its flow);
-# - `fair`, a hash of the fair-queuing tags: `v` the virtual time, `t<team>` a team's finish
-#   tag, `kv<team>` the team's virtual time among its keys, `k<team>\n<key>` a key's finish tag,
-#   `s` the interactive admissions in a row while batch work waited;
+# - `flows`, a hash: waiting token -> "cost\nteam\nkey" (its flow; cost = UNIT / weight);
+# - `fair`, a hash of the fair-queuing tags (integers): `v` the virtual time, `t:<team>` a
+#   team's finish tag, `q:<team>` the team's virtual time among its keys, `k:<team>\n<key>` a
+#   key's finish tag, `s` the interactive admissions in a row while batch work waited;
 # - the two lines, sorted sets of waiting tokens scored by their ticket (first come first).
 _PRELUDE = """
 local t = redis.call('TIME')
@@ -84,6 +84,7 @@ local lines = {i = KEYS[6], b = KEYS[7]}
 local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local waiter_ttl, key_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local wake_channel, batch_every = ARGV[5], tonumber(ARGV[6])
+local UNIT = UNIT_VALUE
 local function waiting()
   return redis.call('ZCARD', lines.i) + redis.call('ZCARD', lines.b)
 end
@@ -102,7 +103,8 @@ local function num(field)
   return tonumber(redis.call('HGET', fair, field) or '0')
 end
 -- The next waiter of a line: the team least served (by weight), its key least served, that
--- key's oldest request. Looks at the 1000 oldest waiters of the line (SCAN_LIMIT).
+-- key's oldest request (ties: the oldest request). Looks at the 1000 oldest waiters of the
+-- line (SCAN_LIMIT).
 local function pick(line)
   local tokens = redis.call('ZRANGE', line, 0, 999)
   if #tokens == 0 then return nil end
@@ -112,13 +114,13 @@ local function pick(line)
   for i, token in ipairs(tokens) do
     local spec = specs[i]
     if spec then
-      local weight, team, key = string.match(spec, '^([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+      local cost, team, key = string.match(spec, '^([^\\n]*)\\n([^\\n]*)\\n(.*)$')
       parsed[i] = {team, key}
       if team_tag[team] == nil then
-        local tag = math.max(num('t' .. team), vnow)
+        local tag = math.max(num('t:' .. team), vnow)
         team_tag[team] = tag
         if best == nil or tag < best.tag then
-          best = {team = team, tag = tag, weight = tonumber(weight)}
+          best = {team = team, tag = tag, cost = tonumber(cost)}
         end
       end
     else
@@ -127,37 +129,44 @@ local function pick(line)
   end
   if best == nil then return nil end
   local team = best.team
-  local kvnow = num('kv' .. team)
+  local kvnow = num('q:' .. team)
   local seen, chosen = {}, nil
   for i, token in ipairs(tokens) do
     local p = parsed[i]
     if p and p[1] == team and not seen[p[2]] then
       seen[p[2]] = true
-      local tag = math.max(num('k' .. team .. '\\n' .. p[2]), kvnow)
+      local tag = math.max(num('k:' .. team .. '\\n' .. p[2]), kvnow)
       if chosen == nil or tag < chosen.tag then chosen = {token = token, key = p[2], tag = tag} end
     end
   end
-  redis.call('HSET', fair, 'v', best.tag, 't' .. team, best.tag + 1 / best.weight,
-    'kv' .. team, chosen.tag, 'k' .. team .. '\\n' .. chosen.key, chosen.tag + 1)
+  redis.call('HSET', fair, 'v', best.tag, 't:' .. team, best.tag + best.cost,
+    'q:' .. team, chosen.tag, 'k:' .. team .. '\\n' .. chosen.key, chosen.tag + UNIT)
   return chosen.token
 end
--- Nobody waits any more: tags at or below the virtual time carry no history worth keeping.
+-- Nobody waits any more: tags at or below the virtual time carry no history worth keeping,
+-- and the rest are counted from zero again (so that tags stay small).
 local function forget_idle()
-  local vnow = num('v')
   local all = redis.call('HGETALL', fair)
-  local stale = {}
-  for i = 1, #all, 2 do
-    local field = all[i]
-    if string.sub(field, 1, 1) == 't' and tonumber(all[i + 1]) <= vnow then
-      local team = string.sub(field, 2)
-      stale[#stale + 1] = field
-      stale[#stale + 1] = 'kv' .. team
-      for j = 1, #all, 2 do
-        if string.sub(all[j], 1, #team + 2) == 'k' .. team .. '\\n' then stale[#stale + 1] = all[j] end
+  local values = {}
+  for i = 1, #all, 2 do values[all[i]] = tonumber(all[i + 1]) end
+  local vnow = values['v'] or 0
+  local kept = {}
+  for field, value in pairs(values) do
+    local kind = string.sub(field, 1, 2)
+    if kind == 't:' and value > vnow then
+      kept[#kept + 1] = field
+      kept[#kept + 1] = value - vnow
+    elseif kind == 'k:' then
+      local team = string.match(field, '^k:([^\\n]*)\\n')
+      local kvnow = values['q:' .. team] or 0
+      if (values['t:' .. team] or 0) > vnow and value > kvnow then
+        kept[#kept + 1] = field
+        kept[#kept + 1] = value - kvnow
       end
     end
   end
-  if #stale > 0 then redis.call('HDEL', fair, unpack(stale)) end
+  redis.call('DEL', fair)
+  if #kept > 0 then redis.call('HSET', fair, unpack(kept)) end
 end
 -- Hand every free slot to the next waiter, interactive before batch (but one batch admission
 -- after `batch_every` interactive ones in a row while batch work waits), and wake them.
@@ -192,11 +201,11 @@ end
 local function keep()
   for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], key_ttl) end
 end
-"""
+""".replace("UNIT_VALUE", str(UNIT))
 
 # ARGV from 7: token, may_queue (1/0), busy channel, priority line (i/b), flow.
 # Returns {1, slots still free, requests waiting} when admitted (or granted meanwhile),
-# {0, requests waiting, free} when in line (or refused with may_queue=0).
+# {0, other requests waiting, free} when in line (or refused with may_queue=0).
 _ACQUIRE = (
     _PRELUDE
     + """
@@ -227,7 +236,7 @@ if redis.call('ZSCORE', holders, token) then
   redis.call('ZADD', holders, now + lease, token)
   return {1, capacity - redis.call('ZCARD', holders), waiting()}
 end
-return {0, waiting(), capacity - redis.call('ZCARD', holders)}
+return {0, waiting() - 1, capacity - redis.call('ZCARD', holders)}
 """
 )
 
@@ -288,10 +297,10 @@ _waiting: dict[str, asyncio.Event] = {}
 
 
 def _flow_spec(flow: Flow) -> str:
-    """A flow as the scripts read it: weight, team and key on three lines."""
+    """A flow as the scripts read it: its cost per admission, team and key on three lines."""
     team = flow.team.replace("\n", " ")
     key = flow.key.replace("\n", " ")
-    return f"{flow.weight!r}\n{team}\n{key}"
+    return f"{flow.cost}\n{team}\n{key}"
 
 
 def _on_wake(payload: bytes) -> None:

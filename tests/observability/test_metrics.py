@@ -140,8 +140,7 @@ def test_queue_wait(model):
 def test_queue_wait_and_length_by_team_and_priority(model):
     metrics.record_queue_wait(model, 0.5, team="team-a", priority="batch")
     assert (
-        sample("llmapi_queue_wait_seconds_count", model=model, team="team-a", priority="batch")
-        == 1
+        sample("llmapi_queue_wait_seconds_count", model=model, team="team-a", priority="batch") == 1
     )
     labels = {"model": model, "team": "team-b", "priority": "interactive"}
     with metrics.queued(model, "team-b", "interactive"):
