@@ -286,9 +286,7 @@ async def scenario(
         "measured_queue_median_s": (
             round(statistics.median(measured.queue_waits), 3) if measured is not None else None
         ),
-        "statuses": {
-            c.team: dict(c.statuses) for c in [*flood, *([measured] if measured else [])]
-        },
+        "statuses": {c.team: dict(c.statuses) for c in [*flood, *([measured] if measured else [])]},
     }
 
 
