@@ -8,22 +8,12 @@ import inspect
 
 from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
-from rest_framework.exceptions import ParseError
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from accounts.authentication import prepare_authentication
-from inference import services
-from limits.flows import Flow, InvalidPriority, flow_for
+from gateway import calls
 from observability import timing
-
-
-def request_flow(request) -> Flow:
-    """The request's line for a busy model (team, key, weight, priority); 400 for a bad header."""
-    try:
-        return flow_for(request.user, request.headers)
-    except InvalidPriority as exc:
-        raise ParseError(str(exc)) from None
 
 
 class AsyncApiView(APIView):
@@ -47,7 +37,6 @@ class AsyncApiView(APIView):
             await prepare_authentication(request)
             self.initial(request, *args, **kwargs)
             timing.annotate_principal(request.user)  # team and key for metrics and the log
-            timing.annotate(flow=request_flow(request))  # its line for a busy model's slots
             method = request.method.lower()
             if method in self.http_method_names:
                 handler = getattr(self, method, self.http_method_not_allowed)
@@ -124,7 +113,9 @@ def validated(serializer_class, request) -> dict:
     return dict(serializer.validated_data)
 
 
-def answered_headers(answer: services.ChatResult | services.ChatStream) -> dict[str, str]:
+def answered_headers(
+    answer: calls.ChatResult | calls.ChatStream | calls.PassthroughResult,
+) -> dict[str, str]:
     """Which catalog model answered, and which one was asked for when a fallback answered."""
     headers = {"X-LLMAPI-Model": answer.answered_by}
     if answer.fallback_from:

@@ -29,7 +29,6 @@ from typing import Any, Generic, TypeVar
 INTERACTIVE = "interactive"
 BATCH = "batch"
 PRIORITIES = (INTERACTIVE, BATCH)
-PRIORITY_HEADER = "X-LLMAPI-Priority"
 # After this many interactive admissions in a row while batch work waits, one batch admission.
 BATCH_EVERY = 10
 # An admission advances its team's tag by UNIT / weight, rounded: integers, so that the Redis
@@ -61,39 +60,18 @@ class Flow:
 ANONYMOUS = Flow()
 
 
-class InvalidPriority(ValueError):
-    """The priority header names no priority class."""
-
-
-def request_priority(key_priority: str, headers: Mapping[str, str]) -> str:
-    """
-    The priority of a request: its key's, lowered by `X-LLMAPI-Priority: batch`. A request may
-    lower its priority but never raise it above its key's (`interactive` on a batch key stays
-    batch). Raises `InvalidPriority` for any other value.
-    """
-    asked = headers.get(PRIORITY_HEADER, headers.get(PRIORITY_HEADER.lower(), ""))
-    asked = asked.strip().lower()
-    if not asked:
-        return key_priority
-    if asked not in PRIORITIES:
-        raise InvalidPriority(
-            f"{PRIORITY_HEADER} must be one of {', '.join(PRIORITIES)}, not {asked[:40]!r}."
-        )
-    return BATCH if BATCH in (asked, key_priority) else INTERACTIVE
-
-
-def flow_for(principal: Any, headers: Mapping[str, str]) -> Flow:
+def flow_for(principal: Any, *, priority: str = INTERACTIVE) -> Flow:
     """
     The flow of a request from `principal` (an `accounts.principals.Principal`, or anything
-    with its attributes): its team, its key, the team's weight, and the key's priority lowered
-    by the request's `X-LLMAPI-Priority`. Raises `InvalidPriority` for a bad header.
+    with its attributes) at `priority` (the caller's, already lowered by the request's header
+    if it asked): its team, its key and the team's weight.
     """
     key_id = getattr(principal, "key_id", None)
     return Flow(
         team=getattr(principal, "team_name", "") or "",
         key=str(key_id) if key_id is not None else getattr(principal, "prefix", "") or "",
         weight=float(getattr(principal, "team_weight", 1.0) or 1.0),
-        priority=request_priority(getattr(principal, "priority", INTERACTIVE), headers),
+        priority=priority if priority in PRIORITIES else INTERACTIVE,
     )
 
 

@@ -401,13 +401,10 @@ class RedisSlots:
         *,
         queue_timeout: float,
         flow: Flow = ANONYMOUS,
-        quota: Awaitable[Any] | None = None,
     ) -> AsyncIterator[None]:
         """
         Hold one slot for the block, waiting in the shared line of `flow` at most
-        `queue_timeout` seconds. `quota`, if given (a reservation already sent, so that it
-        shares the slot's round trip), is awaited once the slot is held; if it raises, the
-        slot goes back and its error propagates.
+        `queue_timeout` seconds.
 
         Raises `SlotTimeout` when no slot came in time, and `LimitsUnavailable` when Redis is
         unreachable under `LIMITS__ON_REDIS_ERROR=closed`. Under `open` the block runs
@@ -426,16 +423,12 @@ class RedisSlots:
                     raise error from None
                 counted = False  # open: admitted, counted nowhere
         if not counted:
-            if quota is not None:
-                await asyncio.shield(quota)
             yield
             return
         state.held[token] = None
         self._ensure_renewer(state)
         started = time.monotonic()
         try:
-            if quota is not None:
-                await asyncio.shield(quota)
             yield
         finally:
             self.hold_times.add(time.monotonic() - started)

@@ -16,9 +16,8 @@ import math
 import time
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from limits.flows import ANONYMOUS, FairQueue, Flow
 
@@ -105,12 +104,10 @@ class LocalSlots:
         *,
         queue_timeout: float,
         flow: Flow = ANONYMOUS,
-        quota: Awaitable[Any] | None = None,
     ) -> AsyncIterator[None]:
         """
         Hold one slot for the block, waiting at most `queue_timeout` seconds for it, in the
-        line of `flow`. `quota`, if given, is awaited once the slot is held (a reservation
-        already on its way); if it raises, the slot goes back and its error propagates.
+        line of `flow`.
         """
         state = self._state()
         if state.held < self.capacity and not state.line:
@@ -121,8 +118,6 @@ class LocalSlots:
             await self._wait(state, flow, queue_timeout)
         started = time.monotonic()
         try:
-            if quota is not None:
-                await asyncio.shield(quota)
             yield
         finally:
             self.hold_times.add(time.monotonic() - started)

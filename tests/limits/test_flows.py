@@ -11,9 +11,7 @@ from limits.flows import (
     INTERACTIVE,
     FairQueue,
     Flow,
-    InvalidPriority,
     flow_for,
-    request_priority,
 )
 from limits.quotas import QuotaSubject
 
@@ -116,26 +114,6 @@ def test_tags_stay_small_across_busy_periods():
     assert max(line._finish.values(), default=0) <= 1000
 
 
-@pytest.mark.parametrize(
-    ("key_priority", "header", "expected"),
-    [
-        ("interactive", None, "interactive"),
-        ("interactive", "batch", "batch"),
-        ("interactive", " Batch ", "batch"),
-        ("batch", None, "batch"),
-        ("batch", "interactive", "batch"),  # never above the key's
-    ],
-)
-def test_a_request_may_lower_its_priority_but_not_raise_it(key_priority, header, expected):
-    headers = {} if header is None else {"X-LLMAPI-Priority": header}
-    assert request_priority(key_priority, headers) == expected
-
-
-def test_an_unknown_priority_is_refused_naming_the_header():
-    with pytest.raises(InvalidPriority, match="X-LLMAPI-Priority"):
-        request_priority("interactive", {"X-LLMAPI-Priority": "urgent"})
-
-
 def test_flow_of_a_database_key():
     principal = Principal(
         kind="key",
@@ -150,7 +128,8 @@ def test_flow_of_a_database_key():
         team_weight=3.0,
         priority="batch",
     )
-    assert flow_for(principal, {}) == Flow(team="research", key="7", weight=3.0, priority="batch")
+    flow = flow_for(principal, priority="batch")
+    assert flow == Flow(team="research", key="7", weight=3.0, priority="batch")
 
 
 @pytest.mark.parametrize("weight", [0, -1.0])

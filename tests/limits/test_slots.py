@@ -1,7 +1,7 @@
 """
 The contract of model slots, for both implementations (in process and on Redis): fair order
 under contention, never a free slot while someone waits, timeouts with a Retry-After from the
-line, and a quota awaited inside the slot.
+line.
 """
 
 from __future__ import annotations
@@ -130,22 +130,6 @@ async def test_timeout_says_when_to_retry_from_the_line(make_slots):
 async def _hold_briefly(slots, flow: Flow, queue_timeout: float) -> None:
     async with slots.hold(queue_timeout=queue_timeout, flow=flow):
         await asyncio.sleep(0.001)
-
-
-async def test_a_refused_quota_gives_the_slot_back(make_slots):
-    slots = make_slots(1)
-
-    class Refused(Exception):
-        pass
-
-    async def refuse() -> None:
-        raise Refused
-
-    with pytest.raises(Refused):
-        async with slots.hold(queue_timeout=1, quota=asyncio.ensure_future(refuse())):
-            raise AssertionError("the block must not run")
-    async with slots.hold(queue_timeout=0):  # the slot is free again
-        pass
 
 
 async def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_gets_the_slot(make_slots):
