@@ -303,6 +303,15 @@ def _flow_spec(flow: Flow) -> str:
     return f"{flow.cost}\n{team}\n{key}"
 
 
+def _send_now(what: str, source: str, keys: list[str], args: list[Any]) -> None:
+    """A script sent with the next pipeline (this loop round), its outcome not awaited."""
+    try:
+        future = redis_client.run_script(what, source, keys, args)
+    except RedisUnreachable:
+        return  # the lease or the waiter's heartbeat expires by itself
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+
 def _on_wake(payload: bytes) -> None:
     for token in payload.decode().split():
         event = _waiting.get(token)
@@ -506,7 +515,12 @@ class RedisSlots:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(delay, remaining)):
                         await event.wait()
-                event.clear()
+                if event.is_set():
+                    # Woken: a wake-up names only tokens just granted a slot. Take it now and
+                    # turn the grant's short lease into a full one without waiting for Redis
+                    # (the model server's slot stays busy meanwhile, not idle).
+                    self._collect_grant(token)
+                    return
                 delay = min(delay * 2, POLL_MAX)
                 reply = await self._run("slot acquire", _ACQUIRE, keys, args)
                 if reply[0] == 1:
@@ -618,10 +632,24 @@ class RedisSlots:
 
     def _release_later(self, token: str) -> None:
         """Free the token's slot or its place in line; if Redis is unreachable, the lease or
-        the waiter's heartbeat expires by itself."""
+        the waiter's heartbeat expires by itself. While requests wait, at once (the slot goes
+        to the next of them); otherwise with the next pipeline."""
         keys, head = self._script_head()
         args = [*head, token]
-        redis_client.run_script_later("slot release", _RELEASE, keys, args)
+        state = self._per_loop.peek()
+        if state is not None and not state.roomy:
+            _send_now("slot release", _RELEASE, keys, args)
+        else:
+            redis_client.run_script_later("slot release", _RELEASE, keys, args)
+
+    def _collect_grant(self, token: str) -> None:
+        """
+        Extend a granted slot's short lease to a full one, in the background. A grant that
+        expired meanwhile (its waiter woke more than WAITER_TTL_MS late) is taken back if the
+        slots have room, else the request runs uncounted: as for any lost lease.
+        """
+        keys, head = self._script_head()
+        _send_now("lease renewal", _RENEW, keys, [*head, token])
 
     def _ensure_renewer(self, state: _LoopState) -> None:
         if state.renewer is None or state.renewer.done():
