@@ -4,7 +4,10 @@ The shared limits' Redis scripts through two clients, in one run against one red
 - `pipelined`: the hand-written RESP connection (`limits.redis_connection`, hiredis parsing,
   one connection per event loop shared by every request, commands written as they come);
 - `redis-py`: redis-py's asyncio client (with hiredis installed, its parser is hiredis), a
-  connection pool of 64, one `EVALSHA` call per script, as an application would use it.
+  connection pool of 64, one `EVALSHA` call per script, as an application would use it;
+- `redis-py batched`: the same client under the limits' own batching (`limits.redis_client`
+  sends every script call made in one loop round as one pipeline): one redis-py pipeline
+  (`transaction=False`) per round, as the limits would use it after a move.
 
 Each "request" is what a request costs the limits on a contended model's slots: the slot
 acquire script (admitted at once) then the release script, with the real sources and
@@ -88,6 +91,46 @@ def redis_py_request(client: aioredis.Redis) -> Request:
     return one
 
 
+class Batched:
+    """Script calls made in one loop round go out as one redis-py pipeline."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.queued: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+
+    def call(self, *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if not self.queued:
+            loop.call_soon(self._flush)
+        self.queued.append((args, future))
+        return future
+
+    def _flush(self) -> None:
+        calls, self.queued = self.queued, []
+        asyncio.get_running_loop().create_task(self._send(calls))
+
+    async def _send(self, calls: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for args, _ in calls:
+            pipe.evalsha(*args)
+        replies = await pipe.execute(raise_on_error=False)
+        for (_, future), reply in zip(calls, replies, strict=True):
+            future.set_result(reply)
+
+
+def batched_request(batched: Batched) -> Request:
+    acquire, release = sha(_ACQUIRE), sha(_RELEASE)
+
+    async def one() -> None:
+        token = f"t{next(_tokens)}"
+        reply = await batched.call(acquire, 7, *KEYS, *acquire_args(token))
+        assert reply[0] == 1, reply
+        await batched.call(release, 7, *KEYS, *HEAD, token)
+
+    return one
+
+
 async def throughput(request: Request, *, concurrency: int, seconds: float) -> dict[str, float]:
     done = 0
     stop = time.monotonic() + seconds
@@ -122,6 +165,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, dict[str, flo
     clients = {
         "pipelined": pipelined_request(connection),
         "redis-py": redis_py_request(client),
+        "redis-py batched": batched_request(Batched(client)),
     }
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
     p50s: dict[str, list[float]] = {name: [] for name in clients}
