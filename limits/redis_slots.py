@@ -48,7 +48,6 @@ import os
 import secrets
 import time
 import weakref
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -355,7 +354,6 @@ class _LoopState:
     looked_at: float = float("-inf")  # loop time of that look
     looking: bool = False  # a look is on its way
     waiting: int = 0  # requests of this loop in the shared line
-    lines: Counter[tuple[str, str]] = field(default_factory=Counter)  # of them, by team, priority
 
 
 _instances: weakref.WeakSet[RedisSlots] = weakref.WeakSet()
@@ -395,14 +393,6 @@ class RedisSlots:
         except RuntimeError:  # no running loop
             return 0
         return len(state.held) if state else 0
-
-    def waiting_by_team(self) -> Counter[tuple[str, str]]:
-        """Requests of this event loop waiting in the shared line, by (team, priority)."""
-        try:
-            state = self._per_loop.peek()
-        except RuntimeError:
-            return Counter()
-        return +state.lines if state else Counter()
 
     @contextlib.asynccontextmanager
     async def hold(
@@ -504,9 +494,7 @@ class RedisSlots:
         event = _waiting[token] = asyncio.Event()
         deadline = time.monotonic() + queue_timeout
         delay = POLL_MIN
-        line = (flow.team, flow.priority)
         state.waiting += 1
-        state.lines[line] += 1
         try:
             while True:
                 remaining = deadline - time.monotonic()
@@ -534,7 +522,6 @@ class RedisSlots:
         finally:
             _waiting.pop(token, None)
             state.waiting -= 1
-            state.lines[line] -= 1
 
     def _retry_after(self, waiting: int) -> int | None:
         return retry_estimate(

@@ -15,7 +15,6 @@ import contextlib
 import math
 import time
 import weakref
-from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -89,14 +88,6 @@ class LocalSlots:
             return self._state().held
         except RuntimeError:  # no running loop
             return 0
-
-    def waiting_by_team(self) -> Counter[tuple[str, str]]:
-        """Requests waiting on this event loop, by (team, priority)."""
-        try:
-            line = self._state().line
-        except RuntimeError:
-            return Counter()
-        return Counter((flow.team, flow.priority) for flow, _ in line.waiting())
 
     @contextlib.asynccontextmanager
     async def hold(
