@@ -207,3 +207,4 @@ class FairQueue(Generic[W]):
         }
         self._key_vnow = {}
         self._vnow = 0
+        self._streak = 0

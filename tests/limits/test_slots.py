@@ -12,9 +12,11 @@ import itertools
 
 import pytest
 
+from limits import redis_client
 from limits.flows import BATCH, FairQueue, Flow
 from limits.redis_slots import RedisSlots
 from limits.slots import LocalSlots, SlotTimeout
+from tests.limits.conftest import shared_limits_settings
 
 _names = itertools.count()
 
@@ -22,7 +24,12 @@ _names = itertools.count()
 @pytest.fixture(params=["local", "redis"])
 def make_slots(request):
     if request.param == "redis":
-        request.getfixturevalue("use_redis")
+        server = request.getfixturevalue("use_redis")
+        # Counted or refused, never admitted uncounted, and patient with a busy test machine.
+        request.getfixturevalue("settings").SHARED_LIMITS = shared_limits_settings(
+            server.url, timeout=2, connect_timeout=2, on_redis_error="closed"
+        )
+        redis_client.reset_state_for_tests()
         return lambda capacity: RedisSlots(f"contract-{next(_names)}", capacity)
     return LocalSlots
 
