@@ -129,6 +129,14 @@ QUEUE_WAIT = Histogram(
     buckets=QUEUE_BUCKETS,
     registry=REGISTRY,
 )
+GC_PAUSE = Histogram(
+    "llmapi_gc_pause",
+    "Time the cycle collector stopped the process, by generation collected.",
+    ("generation",),
+    unit="seconds",
+    buckets=OVERHEAD_BUCKETS,
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "llmapi_rate_limited",
     "Requests refused with 429, by cause (model_slots, key_quota, team_quota).",
@@ -420,6 +428,11 @@ class queued:  # noqa: N801  (used like a function: `with queued(model, team, pr
     ) -> None:
         if self._gauge is not None:
             self._gauge.dec()
+
+
+def record_gc_pause(generation: int, seconds: float) -> None:
+    if _state.enabled:
+        _child(GC_PAUSE, str(generation)).observe(seconds)
 
 
 def record_rate_limited(

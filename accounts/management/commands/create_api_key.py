@@ -11,6 +11,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts import services
 from accounts.models import ApiKey, Team
+from audit.services import Actor, record
+from audit.snapshots import snapshot
 
 
 class Command(BaseCommand):
@@ -57,10 +59,28 @@ class Command(BaseCommand):
             raise CommandError("--expires-in-days must be positive")
         if team_weight is not None and not 0.01 <= team_weight <= 1000:
             raise CommandError("--team-weight must be between 0.01 and 1000")
-        team_obj, _ = Team.objects.get_or_create(name=team)
+        actor = Actor.system("manage.py create_api_key")
+        team_obj, team_created = Team.objects.get_or_create(name=team)
+        if team_created:
+            record(
+                actor=actor,
+                action="team.create",
+                target=team_obj,
+                team_name=team_obj.name,
+                after=snapshot(team_obj),
+            )
         if team_weight is not None and team_obj.weight != team_weight:
+            before = snapshot(team_obj)
             team_obj.weight = team_weight
             team_obj.save(update_fields=["weight"])
+            record(
+                actor=actor,
+                action="team.weight",
+                target=team_obj,
+                team_name=team_obj.name,
+                before=before,
+                after=snapshot(team_obj),
+            )
         expires_at = (
             dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_in_days)
             if expires_in_days is not None
@@ -83,6 +103,14 @@ class Command(BaseCommand):
             expires_at=expires_at,
             priority=priority,
             **limits,
+        )
+        record(
+            actor=actor,
+            action="key.create",
+            target=created.api_key,
+            object_repr=f"{created.api_key.name} (llm_{created.api_key.prefix}_…)",
+            team_name=team_obj.name,
+            after=snapshot(created.api_key),
         )
         self.stderr.write("Copy the key now; it is not stored and will not be shown again.")
         self.stdout.write(created.full_key)
