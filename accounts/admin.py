@@ -43,10 +43,15 @@ class TeamForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+        self.fields["weight"].required = False  # left out: 1
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
         return [name.strip() for name in raw.split(",") if name.strip()]
+
+    def clean_weight(self) -> float:
+        weight = self.cleaned_data.get("weight")
+        return 1.0 if weight is None else weight
 
 
 @admin.register(Team)
