@@ -129,6 +129,8 @@ def _principal(key: ApiKey) -> Principal:
             team_id=str(team.pk),
             team_limits=team.limits(),
         ),
+        team_weight=team.weight,
+        priority=key.priority,
     )
 
 
