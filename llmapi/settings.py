@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -37,7 +38,35 @@ SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     SECRET_KEY = os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
 DEBUG = _setting("bool", "DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+# Host names this server answers to (a request for any other gets a 400 naming this setting):
+# by default the address `serve` binds and the loopback names. Behind a proxy or a DNS name,
+# list the names clients use (`api.example.com`; `.example.com` for its subdomains too).
+_LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# Addresses that bind every interface: they name no host a client would send.
+SERVER_WILDCARD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 (compared with, not bound)
+_serve_host = env.str("SERVER__HOST", default="127.0.0.1")
+ALLOWED_HOSTS_FROM_ENVIRONMENT = [
+    host.strip() for host in env.str("ALLOWED_HOSTS", default="").split(",") if host.strip()
+]
+ALLOWED_HOSTS = ALLOWED_HOSTS_FROM_ENVIRONMENT or [
+    *_LOOPBACK_HOSTS,
+    *(
+        []
+        if _serve_host in ("", "::1", *SERVER_WILDCARD_ADDRESSES, *_LOOPBACK_HOSTS)
+        else [f"[{_serve_host}]" if ":" in _serve_host else _serve_host]
+    ),
+]
+# Behind a TLS-terminating proxy: the header (and value) by which that proxy, and only it,
+# says the client used https, e.g. `X-Forwarded-Proto,https`. Set it only when the proxy
+# overwrites the header: otherwise any client could claim https.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER takes a header and a value: X-Forwarded-Proto,https"
+        )
+    _header = "HTTP_" + _proxy_ssl_header[0].strip().upper().replace("-", "_")
+    SECURE_PROXY_SSL_HEADER = (_header, _proxy_ssl_header[1].strip())
 
 INSTALLED_APPS = [
     # contenttypes, auth, sessions, messages and admin: the operators' admin (teams, keys,
@@ -71,6 +100,8 @@ MIDDLEWARE = [
     "server.middleware.RequestIdMiddleware",
     # Timing headers, metrics and the summary log line; inside the request id, so it is logged.
     "observability.middleware.ObservabilityMiddleware",
+    # A request for a host not in ALLOWED_HOSTS: 400, before anything reads the host.
+    "server.middleware.AllowedHostsMiddleware",
     "server.middleware.AsyncSecurityMiddleware",
     "accounts.browser_session.BrowserSessionMiddleware",
     # Sessions, auth and messages for the admin and staff logins only (a no-op for API calls).
@@ -178,13 +209,19 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_NAME = "llmapi_csrftoken"
 CSRF_COOKIE_SAMESITE = "Lax"
+# Behind TLS, mark the session and CSRF cookies Secure (browsers then never send them over
+# plain http). Off by default because `serve` itself speaks plain http.
+SESSION_COOKIE_SECURE = _setting("bool", "SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _setting("bool", "CSRF_COOKIE_SECURE", False)
+# Origins (scheme://host) allowed to post forms behind a proxy that changes the origin.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # JSON bodies larger than this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("int", "SERVER__MAX_BODY_BYTES", 4 * 1024 * 1024)
 
 # --- Server ----------------------------------------------------------------------------------
 
-SERVER_HOST = env.str("SERVER__HOST", default="127.0.0.1")
+SERVER_HOST = _serve_host
 SERVER_PORT = _setting("int", "SERVER__PORT", 1999)
 SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
 # Where `serve` writes its process id, for `manage.py reload_models` (SIGHUP).
@@ -416,6 +453,8 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "server.middleware.RequestIdLogFilter"},
         "scrub_secrets": {"()": "observability.json_logs.ScrubSecretsFilter"},
+        # Plain lines only (JSON escapes by itself): a client's newline never starts a line.
+        "escape_control": {"()": "observability.plain_logs.EscapeControlCharactersFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -425,7 +464,8 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["request_id", "scrub_secrets"],
+            "filters": ["request_id", "scrub_secrets"]
+            + ([] if LOG_FORMAT == "json" else ["escape_control"]),
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

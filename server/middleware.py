@@ -1,6 +1,8 @@
 """
 Request ids: every response carries `X-Request-ID` (the client's own, when it sent a sane one),
-and every log line written while serving the request names it.
+and every log line written while serving the request names it. Hosts: a request for a host
+not in `ALLOWED_HOSTS` is refused with a 400 that names the setting, before anything else
+reads the Host header.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import re
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.core.exceptions import DisallowedHost
+from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -36,6 +40,42 @@ class RequestIdMiddleware:
         response = await self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+# The longest host name quoted back in a refusal.
+_QUOTED_HOST_CHARS = 100
+
+
+class AllowedHostsMiddleware:
+    """
+    Check the Host header against ALLOWED_HOSTS on every request. Django checks it only when
+    something asks for the host (building a URL, a CSRF check), and then answers with its
+    own HTML error page; here every request is checked first, and the answer is the API's
+    JSON, naming the setting to change.
+    """
+
+    async_capable = True
+    sync_capable = False
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+        if iscoroutinefunction(self.get_response):
+            markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        try:
+            request.get_host()
+        except DisallowedHost:
+            host = request.META.get("HTTP_HOST") or request.META.get("SERVER_NAME", "")
+            shown = "".join(c if c.isprintable() else "?" for c in host[:_QUOTED_HOST_CHARS])
+            return JsonResponse(
+                {
+                    "detail": f"This server does not answer to the host {shown!r}: "
+                    "add it to the ALLOWED_HOSTS setting to serve it."
+                },
+                status=400,
+            )
+        return await self.get_response(request)
 
 
 class AsyncSecurityMiddleware(SecurityMiddleware):

@@ -5,7 +5,9 @@ field.
 YAML rather than TOML: PyYAML's composed nodes carry the line of every value, so an error can
 point at the exact line of a bad field (Python's `tomllib` gives positions only for syntax
 errors), and YAML is what operators of vLLM, Kubernetes and LiteLLM's proxy already write.
-Only plain data is read (PyYAML's safe loader): no tags, no objects.
+Only plain data is read (PyYAML's safe loader): no tags, no objects. A file larger than
+`MAX_CATALOG_BYTES` or nested deeper than `MAX_CATALOG_DEPTH` is refused before it is composed
+(PyYAML's composer recurses once per level: a 40 KB `[[[...]]]` would exhaust Python's stack).
 
     default_text_model: llama-8b        # the seed endpoints' text model (optional)
     default_image_model: qwen-vl        # the seed endpoints' image model (optional)
@@ -33,6 +35,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inference.catalog.types import SEED_PARAM_DEFAULTS, CatalogError, ModelSpec
+
+# A catalog of 10,000 models is about 1 MB; a real file nests 4 levels deep
+# (models.<name>.params.<field>).
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
+MAX_CATALOG_DEPTH = 16
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -92,6 +99,12 @@ class CatalogFile(_Strict):
 def read_catalog_file(path: Path) -> tuple[list[ModelSpec], str | None, str | None]:
     """The models of a catalog file, and its default text and image model names."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CATALOG_BYTES:
+            raise CatalogError(
+                f"{path}: is {size} bytes, more than the {MAX_CATALOG_BYTES} a catalog may "
+                "hold (LLMAPI_MODELS_FILE)."
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(
@@ -103,9 +116,18 @@ def read_catalog_file(path: Path) -> tuple[list[ModelSpec], str | None, str | No
 
 
 def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | None, str | None]:
+    if len(text) > MAX_CATALOG_BYTES:
+        raise CatalogError(
+            f"{source}: is {len(text)} characters, more than the {MAX_CATALOG_BYTES} a catalog "
+            "may hold."
+        )
     try:
+        _check_depth(text, source=source)
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError:
+        # A backstop: _check_depth refuses deep nesting before anything recurses.
+        raise CatalogError(f"{source}: nested too deeply to be read.") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}, line {mark.line + 1}" if mark else source
@@ -165,6 +187,26 @@ def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | Non
             )
         )
     return specs, parsed.default_text_model, parsed.default_image_model
+
+
+def _check_depth(text: str, *, source: str) -> None:
+    """
+    Refuse nesting deeper than MAX_CATALOG_DEPTH, naming the line where it goes too deep.
+    PyYAML's parser is a loop over events (no recursion), so this walk is safe at any depth.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_CATALOG_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else None
+                where = f"{source}, line {line}" if line else source
+                raise CatalogError(
+                    f"{where}: nested more than {MAX_CATALOG_DEPTH} levels deep; a catalog "
+                    "needs 4 (models.<name>.params.<field>)."
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:

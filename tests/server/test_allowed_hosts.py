@@ -1,0 +1,103 @@
+"""Hosts: a request for a host the server does not answer to gets a 400 naming the setting."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from http import HTTPStatus
+
+import pytest
+from django.test import Client
+
+from tests.conftest import ROOT
+
+
+def settings_value(name: str, **env: str):
+    code = f"import json, django; django.setup(); from django.conf import settings; print(json.dumps(settings.{name}))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ENV_FILE": "/dev/null",
+            "DJANGO_SETTINGS_MODULE": "llmapi.settings",
+            "ALLOWED_HOSTS": "",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_the_default_is_the_serve_address_and_the_loopback_names():
+    assert settings_value("ALLOWED_HOSTS") == ["localhost", "127.0.0.1", "[::1]"]
+    assert settings_value("ALLOWED_HOSTS", SERVER__HOST="10.1.2.3") == [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        "10.1.2.3",
+    ]
+    # Binding every interface names no host: only loopback until ALLOWED_HOSTS lists some.
+    assert settings_value("ALLOWED_HOSTS", SERVER__HOST="0.0.0.0") == [  # noqa: S104
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+    ]
+    assert settings_value("ALLOWED_HOSTS", ALLOWED_HOSTS="api.example.com, .example.org") == [
+        "api.example.com",
+        ".example.org",
+    ]
+
+
+def test_a_trusted_proxy_header_is_read_as_a_header_and_a_value():
+    assert settings_value(
+        "SECURE_PROXY_SSL_HEADER", SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto,https"
+    ) == ["HTTP_X_FORWARDED_PROTO", "https"]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/v1/models", "/admin/login/", "/openapi.json"])
+def test_another_host_gets_400_naming_the_setting(settings, path):
+    settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+    response = Client().get(path, HTTP_HOST="evil.com")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response["Content-Type"] == "application/json"
+    detail = response.json()["detail"]
+    assert "'evil.com'" in detail
+    assert "ALLOWED_HOSTS" in detail
+
+
+def test_an_allowed_host_with_a_port_is_served(settings):
+    settings.ALLOWED_HOSTS = ["localhost"]
+    assert Client().get("/healthz", HTTP_HOST="localhost:1999").status_code == HTTPStatus.OK
+
+
+def test_the_schema_examples_use_an_allowed_host_and_no_shared_cache_keeps_them(settings):
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    response = Client().get("/openapi.json", HTTP_HOST="api.example.com")
+    assert response.status_code == HTTPStatus.OK
+    assert "http://api.example.com/v1" in response.content.decode()
+    assert "private" in response["Cache-Control"]
+    assert "no-cache" in response["Cache-Control"]
+    assert "Host" in response["Vary"]
+
+
+def test_with_any_host_allowed_the_examples_never_take_the_host_header(settings):
+    settings.ALLOWED_HOSTS = ["*"]
+    response = Client().get("/openapi.json", HTTP_HOST="evil.com")
+    assert response.status_code == HTTPStatus.OK
+    body = response.content.decode()
+    assert "evil.com" not in body
+    assert "http://localhost:1999/v1" in body
+
+
+def test_the_secure_cookie_settings_mark_the_session_and_csrf_cookies(settings):
+    settings.SESSION_COOKIE_SECURE = True
+    settings.CSRF_COOKIE_SECURE = True
+    response = Client().get("/api-auth/key")
+    assert response.status_code == HTTPStatus.OK
+    assert response.cookies[settings.CSRF_COOKIE_NAME]["secure"] is True
