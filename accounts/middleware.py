@@ -54,7 +54,9 @@ class AdminSessionMiddleware:
             return response
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         if session_key:
-            request.session = self.session_engine(session_key)
+            session = getattr(request, "session", None)
+            if session is None or session.session_key != session_key:
+                request.session = self.session_engine(session_key)
             try:
                 request.user = await aget_user(request)
             finally:

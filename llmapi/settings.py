@@ -30,10 +30,10 @@ def _setting(cast: str, name: str, default):
 
 # --- Django core -----------------------------------------------------------------------------
 
-# SECRET_KEY signs the browsable API's session cookies (see "Browser sessions" below). Unset,
-# it is random per run: sessions then end when the server restarts. The generated key goes
-# into the environment so that `serve --workers N`'s worker processes, started from it, share
-# it and accept each other's cookies.
+# SECRET_KEY signs what Django signs (password reset tokens, the admin's session hashes).
+# Unset, it is random per run: staff sessions then end when the server restarts. The
+# generated key goes into the environment so that `serve --workers N`'s worker processes,
+# started from it, share it.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     SECRET_KEY = os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
@@ -197,11 +197,11 @@ APPEND_SLASH = False
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
-# --- Browser sessions (the browsable API's "Log in with API key") ---------------------------
-# A signed cookie holds the session (a digest of the key, see accounts/key_sessions.py):
-# no database is needed. HttpOnly and SameSite=Lax, and it ends with the browser or after
-# 8 hours. CSRF tokens are checked for session requests only, never for X-API-Key calls.
-SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+# --- Browser sessions (the browsable API's "Log in with API key" and the admin) ------------
+# Sessions live on the server (see "Shared limits" below for where): the cookie holds only a
+# random session id, so logging out ends a session everywhere, and a copied cookie is dead
+# after it. HttpOnly and SameSite=Lax, and it ends with the browser or after 8 hours. CSRF
+# tokens are checked for session requests only, never for X-API-Key calls.
 SESSION_COOKIE_NAME = "llmapi_session"
 SESSION_COOKIE_AGE = 8 * 60 * 60
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
@@ -364,6 +364,25 @@ SHARED_LIMITS = {
     # After a Redis failure, requests skip Redis (applying the policy) for this long.
     "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
 }
+
+# Where browser sessions are kept: in Redis when REDIS_URL is set (shared by every worker and
+# host; a Redis outage logs browsers out rather than failing requests), in the database
+# otherwise (never in a per-process cache: a logout in one worker must end the session in all).
+if SHARED_LIMITS["url"]:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": SHARED_LIMITS["url"],
+            "KEY_PREFIX": f"{SHARED_LIMITS['key_prefix']}:cache",
+            "OPTIONS": {
+                "socket_connect_timeout": max(1.0, SHARED_LIMITS["connect_timeout"]),
+                "socket_timeout": max(1.0, SHARED_LIMITS["timeout"]),
+            },
+        }
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+else:
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from http import HTTPStatus
 
 import pytest
 from django.test import Client
 
-from tests.conftest import ROOT
-
-
-def settings_value(name: str, **env: str):
-    code = f"import json, django; django.setup(); from django.conf import settings; print(json.dumps(settings.{name}))"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "ENV_FILE": "/dev/null",
-            "DJANGO_SETTINGS_MODULE": "llmapi.settings",
-            "ALLOWED_HOSTS": "",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return json.loads(result.stdout)
+from tests.settings_probe import settings_value
 
 
 def test_the_default_is_the_serve_address_and_the_loopback_names():
