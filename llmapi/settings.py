@@ -80,6 +80,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Failed logins counted per account and per address (accounts/login_limits.py).
+    "axes",
     # The gateway's own apps, in the order a request meets them: how HTTP gets in, the shared
     # API layer, who is calling, limits, the inference core, the three surfaces, what is
     # recorded, and the pages for people.
@@ -183,10 +185,30 @@ USAGE_ROLLUP_INTERVAL = _setting("float", "USAGE__ROLLUP_INTERVAL", 300.0)
 ADMIN_URL_PREFIX = "/admin/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+# Login attempts (admin, key login, any page taking a password): after LOGIN__FAILURE_LIMIT
+# failures for one account or from one address, every attempt is refused (429) for
+# LOGIN__LOCKOUT_MINUTES, even with the right password. Staff see and clear lock-outs in the
+# admin. Behind a proxy, LOGIN__CLIENT_IP_HEADER names the header that proxy writes the
+# client's address in (X-Real-IP); unset, attempts count against the connection's address.
+LOGIN_FAILURE_LIMIT = _setting("int", "LOGIN__FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = _setting("float", "LOGIN__LOCKOUT_MINUTES", 15.0)
+LOGIN_CLIENT_IP_HEADER = env.str("LOGIN__CLIENT_IP_HEADER", default="")
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_CLIENT_IP_CALLABLE = "accounts.login_limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.login_limits.lockout_response"
+AXES_VERBOSE = False  # accounts.login_limits logs each lock-out, without a start-up banner
 # Django's session, auth and messages middleware would hop to a thread twice per request;
 # accounts.middleware.AdminSessionMiddleware runs them only for the admin and for staff
 # sessions, so Django's checks for their presence in MIDDLEWARE are silenced.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# The same holds for axes' middleware, which runs in the admin's chain.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "axes.W002"]
 
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -492,5 +514,7 @@ LOGGING = {
         # Our own handler logs each error once; Django's request logger would log it again.
         "django.request": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
+        # Failed logins and lock-outs are warnings; axes' per-attempt notes are not needed.
+        "axes": {"level": "WARNING"},
     },
 }
