@@ -25,6 +25,9 @@ from django.http import HttpRequest, HttpResponse
 
 logger = logging.getLogger(__name__)
 
+# The credentials field axes counts accounts by (AXES_USERNAME_FORM_FIELD in the settings).
+ACCOUNT_FIELD = "username"
+
 LOCKED_OUT_DETAIL = (
     "Too many failed logins for this account or from this address: try again in {minutes} "
     "minute(s), or ask staff to clear the lock-out (admin, Axes, Access attempts)."
@@ -64,14 +67,14 @@ def lockout_response(
 
 def login_allowed(request: HttpRequest, account: str) -> bool:
     """Whether an attempt for `account` from this request's address may be checked at all."""
-    return AxesProxyHandler.is_allowed(request, {settings.AXES_USERNAME_FORM_FIELD: account})
+    return AxesProxyHandler.is_allowed(request, {ACCOUNT_FIELD: account})
 
 
 def record_failed_login(request: HttpRequest, account: str) -> None:
     """Count a failed attempt for `account` and for this request's address."""
     user_login_failed.send(
         sender=__name__,
-        credentials={settings.AXES_USERNAME_FORM_FIELD: account},
+        credentials={ACCOUNT_FIELD: account},
         request=request,
     )
 
