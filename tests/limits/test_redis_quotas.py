@@ -57,14 +57,15 @@ async def test_team_limit_binds_every_key_of_the_team(use_redis):
     assert "team" in refused.value.detail
 
 
-async def test_daily_budget_refuses_once_spent(use_redis):
+async def test_daily_budget_refuses_what_does_not_fit_in_what_is_left(use_redis):
     store, who = RedisQuotaStore(), subject(Limits(tokens_per_day=100))
     first = await store.reserve(who, tokens=60)
-    second = await store.reserve(who, tokens=60)  # admitted: 60 used < 100
-    await store.settle(first, used_tokens=60)
-    await store.settle(second, used_tokens=60)
+    with pytest.raises(QuotaExceeded) as overrun:
+        await store.reserve(who, tokens=60)  # 60 + 60 could overrun 100
+    assert "tokens per day" in overrun.value.detail
+    await store.settle(first, used_tokens=100)
     with pytest.raises(QuotaExceeded) as spent:
-        await store.reserve(who, tokens=1)
+        await store.reserve(who, tokens=0)  # spent: even an empty request
     assert "tokens per day" in spent.value.detail
 
 
