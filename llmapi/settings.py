@@ -478,6 +478,9 @@ METRICS = {
     # Label requests and 429s with the API key's id (one series per key: opt in).
     "key_labels": _setting("bool", "METRICS__KEY_LABELS", False),
 }
+# /readyz probes every model's servers at most once per this many seconds per worker (callers
+# in between get that round's answer): its cost does not grow with how often it is asked.
+HEALTH_READYZ_CACHE_SECONDS = _setting("float", "HEALTH__READYZ_CACHE_SECONDS", 2.0)
 # Server-Timing and x-llmapi-*-ms headers on every response.
 OBSERVABILITY_TIMING_HEADERS = _setting("bool", "OBSERVABILITY__TIMING_HEADERS", True)
 
