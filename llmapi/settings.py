@@ -179,6 +179,14 @@ USAGE_BATCH_SIZE = _setting("int", "USAGE__BATCH_SIZE", 500)
 # Seconds between the writer's flushes, and between its rollup and retention runs.
 USAGE_FLUSH_INTERVAL = _setting("float", "USAGE__FLUSH_INTERVAL", 1.0)
 USAGE_ROLLUP_INTERVAL = _setting("float", "USAGE__ROLLUP_INTERVAL", 300.0)
+# The ledger's write-ahead journal (usage/journal.py): what a killed worker can lose. Rows
+# reach its file once FLUSH_ROWS wait or every FLUSH_MS, whichever is first; a kill loses at
+# most FLUSH_ROWS - 1 rows (1: none), and the next worker to start writes the rest. Files
+# live beside the SQLite database, or in USAGE__JOURNAL_DIR (one per database).
+USAGE_JOURNAL = _setting("bool", "USAGE__JOURNAL", True)
+USAGE_JOURNAL_FLUSH_ROWS = _setting("int", "USAGE__JOURNAL_FLUSH_ROWS", 64)
+USAGE_JOURNAL_FLUSH_MS = _setting("float", "USAGE__JOURNAL_FLUSH_MS", 100.0)
+USAGE_JOURNAL_DIR = env.str("USAGE__JOURNAL_DIR", default="")
 
 # The admin lives here (sessions, CSRF and messages are set up for these paths only, so the
 # API's hot path pays nothing for them).

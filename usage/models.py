@@ -65,3 +65,16 @@ class UsageHourly(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.key_prefix or 'API_KEY'} {self.model}"
+
+
+class JournalSegment(models.Model):
+    """
+    A ledger journal segment whose rows are written (in the same transaction as its name),
+    kept until its file is deleted: a segment found here is never replayed (usage/journal.py).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    written_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
