@@ -36,7 +36,7 @@ def test_a_trusted_proxy_header_is_read_as_a_header_and_a_value():
     ) == ["HTTP_X_FORWARDED_PROTO", "https"]
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/v1/models", "/admin/login/", "/openapi.json"])
+@pytest.mark.parametrize("path", ["/", "/v1/models", "/admin/login/", "/openapi.json", "/docs"])
 def test_another_host_gets_400_naming_the_setting(settings, path):
     settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
     response = Client().get(path, HTTP_HOST="evil.com")
@@ -45,6 +45,13 @@ def test_another_host_gets_400_naming_the_setting(settings, path):
     detail = response.json()["detail"]
     assert "'evil.com'" in detail
     assert "ALLOWED_HOSTS" in detail
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_probes_answer_for_any_host_as_orchestrators_use_the_pods_address(settings, path):
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    response = Client().get(path, HTTP_HOST="10.1.2.3:1999")
+    assert response.status_code != HTTPStatus.BAD_REQUEST
 
 
 def test_an_allowed_host_with_a_port_is_served(settings):
