@@ -23,8 +23,6 @@ from django.conf import settings
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.middleware.csrf import CsrfViewMiddleware
 
-SIGNED_COOKIES_ENGINE = "django.contrib.sessions.backends.signed_cookies"
-
 
 class BrowserSessionMiddleware(SessionMiddleware):
     def __init__(self, get_response) -> None:
