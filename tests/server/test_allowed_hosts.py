@@ -84,3 +84,41 @@ def test_the_secure_cookie_settings_mark_the_session_and_csrf_cookies(settings):
     response = Client().get("/api-auth/key")
     assert response.status_code == HTTPStatus.OK
     assert response.cookies[settings.CSRF_COOKIE_NAME]["secure"] is True
+
+
+def test_serve_answers_to_the_address_it_binds(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import ROOT
+    from tests.fake_upstream import _free_port, wait_for_http
+
+    port = _free_port()
+    with (tmp_path / "serve.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--host", "127.0.0.2", "--port", str(port)],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "ENV_FILE": "/dev/null",
+                "API_KEY": "k",
+                "ALLOWED_HOSTS": "",
+                "TEXT_MODEL__BASE_URL": "http://127.0.0.1:9/v1",
+                "DATABASE__SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+                "SERVER__PID_FILE": str(tmp_path / "pid"),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_http(f"http://127.0.0.2:{port}/healthz", process=process)
+        assert httpx.get(f"http://127.0.0.2:{port}/openapi.json").status_code == HTTPStatus.OK
+        other = httpx.get(f"http://127.0.0.2:{port}/openapi.json", headers={"Host": "evil.com"})
+        assert other.status_code == HTTPStatus.BAD_REQUEST
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)

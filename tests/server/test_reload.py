@@ -36,3 +36,30 @@ def test_reload_models_refuses_a_deeply_nested_file_with_its_line(nested_catalog
     with pytest.raises(CommandError) as error:
         call_command("reload_models", "--check", stdout=io.StringIO())
     assert f"{nested_catalog}, line 4: nested more than 16 levels deep" in str(error.value)
+
+
+def test_serve_refuses_a_deeply_nested_file_with_its_line_and_no_traceback(nested_catalog):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.fake_upstream import _free_port
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "serve", "--port", str(_free_port())],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ENV_FILE": "/dev/null",
+            "API_KEY": "k",
+            "LLMAPI_MODELS_FILE": str(nested_catalog),
+            "DATABASE__SQLITE_PATH": str(nested_catalog.parent / "db.sqlite3"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"{nested_catalog}, line 4: nested more than 16 levels deep" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
