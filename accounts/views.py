@@ -21,7 +21,7 @@ from accounts.key_sessions import (
 )
 from accounts.keys import KEY_PREFIX
 from accounts.login_limits import lockout_response, login_allowed, record_failed_login
-from api.content_security import OFFLINE_PAGE_CSP
+from infra.content_security import OFFLINE_PAGE_CSP
 
 # Where "Log in with API key" leads when the page was opened directly.
 BROWSABLE_API_HOME = "/text_model/chat/completion"

@@ -293,7 +293,24 @@ async def image_chat_request(
     return caller, spec, messages, data
 
 
-class ImageChatCompletionApi(AsyncApiView):
+# Multipart form fields (prompt, parameters) beside the images.
+FORM_FIELDS_ALLOWANCE = 1024 * 1024
+
+
+class ImageUploadLimit:
+    @classmethod
+    def body_limit(cls) -> tuple[int, str]:
+        """
+        The most an upload may send (read by the server before the body is buffered): the
+        largest image any vision model of the catalog takes (the model is only known once
+        the form is parsed; each model's own limit is checked again per image).
+        """
+        vision = [spec.max_image_bytes for spec in calls.catalog() if spec.has("vision")]
+        largest = max(vision, default=settings.LLMAPI_MODELS["image"]["max_image_bytes"])
+        return largest + FORM_FIELDS_ALLOWANCE, "IMAGE_MODEL__MAX_IMAGE_BYTES"
+
+
+class ImageChatCompletionApi(ImageUploadLimit, AsyncApiView):
     parser_classes = FORM_PARSERS
 
     @extend_schema(
@@ -315,7 +332,7 @@ class ImageChatCompletionApi(AsyncApiView):
         )
 
 
-class ImageChatStreamApi(StreamingApiView):
+class ImageChatStreamApi(ImageUploadLimit, StreamingApiView):
     parser_classes = FORM_PARSERS
 
     @extend_schema(

@@ -43,12 +43,14 @@ from typing import Any, TypeVar, cast
 from accounts.authentication import check_model_allowed
 from gateway.statuses import status_of_failure
 from inference import services
-from inference.catalog import ModelSpec
+from inference.catalog import Catalog, ModelSpec
 from inference.exceptions import CapabilityMissing, InvalidParameter, ModelNotFound, quote
+from inference.registry import get_registry
 from inference.services import CallContext
+from infra.request_ids import request_id_var
 from limits.admission import PendingReservation
-from limits.quotas import Reservation, get_quota_store
-from server.middleware import request_id_var
+from limits.quotas import Reservation
+from limits.stores import get_quota_store
 from usage import ledger
 
 # What views need of the core besides the calls: the answers' types and the image helpers.
@@ -116,6 +118,11 @@ def lower_priority(key_priority: str, asked: str) -> str:
     if asked in PRIORITIES and PRIORITIES.index(asked) > PRIORITIES.index(key_priority):
         return asked
     return key_priority
+
+
+def catalog() -> Catalog:
+    """The models being served (for listings such as GET /v1/models)."""
+    return get_registry().catalog
 
 
 def may_use(principal: Any, spec: ModelSpec) -> bool:

@@ -430,21 +430,3 @@ def estimate_request_tokens(*, max_tokens: int, prompt_chars: int, messages: int
     token (a few more per message for the chat template). Settling corrects it.
     """
     return max_tokens + -(-prompt_chars // 4) + 4 * messages
-
-
-_store: QuotaStore | None = None
-
-
-def get_quota_store() -> QuotaStore:
-    """The process's store: shared through Redis when REDIS_URL is set, else in-process."""
-    global _store
-    if _store is None:
-        from limits import redis_client  # imported late: redis_quotas imports this module
-
-        if redis_client.enabled():
-            from limits.redis_quotas import RedisQuotaStore
-
-            _store = RedisQuotaStore()
-        else:
-            _store = InProcessQuotaStore()
-    return _store

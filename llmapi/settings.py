@@ -258,6 +258,13 @@ SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
 SERVER_PID_FILE = env.str("SERVER__PID_FILE", default="") or str(BASE_DIR / "var" / "llmapi.pid")
 # Seconds in-flight requests and streams get to finish after SIGTERM.
 SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
+# The cycle collector's thresholds (gc.set_threshold) once start-up is done. Python's own
+# (700, 10, 10): each collection pauses the process for well under a millisecond. Rarer
+# collections are longer ones: at 50,000 each paused it for tens of milliseconds, which was the
+# one-connection p99 (bench/tail_latency.py, bench/results/tail-latency.md).
+SERVER_GC_THRESHOLDS = tuple(
+    int(value) for value in env.list("SERVER__GC_THRESHOLDS", default=["700", "10", "10"])
+)
 # Conversation limits (400 above them), beside the body size limit.
 SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
 SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)

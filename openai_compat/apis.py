@@ -21,12 +21,11 @@ from rest_framework.response import Response
 from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
 from api.exceptions import openai_exception_handler
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
-from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers
+from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
 from gateway import calls
 from gateway.calls import Caller
 from inference.catalog import ModelSpec
 from inference.images import prepare_message_images
-from inference.registry import get_registry
 from openai_compat.presenters import openai_completion, openai_passthrough_frames
 from openai_compat.serializers import (
     OpenAIChatRequestSerializer,
@@ -107,7 +106,7 @@ class OpenAIModelsApi(OpenAIApiView):
         responses={200: OpenAIModelListSerializer},
     )
     async def get(self, request):
-        catalog = get_registry().catalog
+        catalog = calls.catalog()
         specs = (catalog.resolve(name) for name in catalog.names)
         data = [model_object(spec) for spec in specs if calls.may_use(request.user, spec)]
         return Response({"object": "list", "data": data})

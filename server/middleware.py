@@ -7,7 +7,6 @@ reads the Host header.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import uuid
@@ -17,7 +16,7 @@ from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+from infra.request_ids import request_id_var
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

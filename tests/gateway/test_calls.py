@@ -11,7 +11,7 @@ from accounts.principals import Principal
 from gateway import calls
 from inference import services
 from inference.exceptions import ModelNotFound, UpstreamTimeout
-from limits import quotas
+from limits import quotas, stores
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from tests.models import text_spec
 from usage import ledger
@@ -19,7 +19,7 @@ from usage import ledger
 
 @pytest.fixture(autouse=True)
 def fresh_store_and_ledger(monkeypatch):
-    monkeypatch.setattr(quotas, "_store", quotas.InProcessQuotaStore())
+    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
     writer = ledger.LedgerWriter(
         max_queue=100, batch_size=100, flush_interval=60, rollup_interval=600
     )
@@ -298,3 +298,14 @@ def test_the_priority_header_may_lower_but_never_raise():
     assert calls.lower_priority("interactive", "batch") == "batch"
     assert calls.lower_priority("batch", "interactive") == "batch"
     assert calls.lower_priority("interactive", "") == "interactive"
+
+
+def test_the_seed_image_endpoint_refuses_a_model_without_vision(monkeypatch):
+    from inference.exceptions import CapabilityMissing
+
+    alpha = text_spec(name="alpha")  # chat and tools, no vision
+    monkeypatch.setattr(services, "resolve_model", lambda name, **_: alpha)
+    caller = caller_of(request_from(Limits()), "image_model/chat/completion")
+    with pytest.raises(CapabilityMissing) as refused:
+        calls.resolve_model(caller, "alpha", role="image", capability="vision")
+    assert "does not accept images" in refused.value.detail

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from limits import quotas
+from limits import quotas, stores
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from limits.redis_quotas import RedisQuotaStore
 
@@ -76,12 +76,12 @@ async def test_unlimited_subjects_never_reach_redis(settings):
 
 
 def test_get_quota_store_picks_redis_when_configured(settings, monkeypatch):
-    monkeypatch.setattr(quotas, "_store", None)
+    monkeypatch.setattr(stores, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": "redis://127.0.0.1:6399/0"}
-    assert isinstance(quotas.get_quota_store(), RedisQuotaStore)
-    monkeypatch.setattr(quotas, "_store", None)
+    assert isinstance(stores.get_quota_store(), RedisQuotaStore)
+    monkeypatch.setattr(stores, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": ""}
-    assert isinstance(quotas.get_quota_store(), quotas.InProcessQuotaStore)
+    assert isinstance(stores.get_quota_store(), quotas.InProcessQuotaStore)
 
 
 async def test_snapshot_reads_the_shared_counts(use_redis):
