@@ -76,6 +76,7 @@ class LedgerWriter:
         self._make_journal = journal
         self.journal: LedgerJournal | None = None
         self._lock = threading.Lock()  # record() and the journal's rotation, when journaling
+        self._retry: tuple[list[Segment], int] | None = None
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.rollup_interval = rollup_interval
@@ -250,9 +251,14 @@ class LedgerWriter:
         Every queued row, in one transaction with the names of the journal segments that hold
         them; then the segments are deleted. False (rows kept, in order) if the database fails.
         """
-        with self._lock:
-            segments = journal.rotate()
-            covered = len(self.queue)  # exactly the rows of `segments`
+        if self._retry is not None:
+            # The last write failed: the same segments and rows again, without a new segment
+            # (while the database is down, this process keeps at most two files open).
+            segments, covered = self._retry
+        else:
+            with self._lock:
+                segments = journal.rotate()
+                covered = len(self.queue)  # exactly the rows of `segments`
         if not covered and not segments:
             return True
         queue = self.queue
@@ -262,8 +268,10 @@ class LedgerWriter:
         except DatabaseError:
             logger.exception("Usage ledger: writing %d rows failed; will retry", len(rows))
             queue.extendleft(reversed(rows))
+            self._retry = (segments, covered)
             close_old_connections()
             return False
+        self._retry = None
         self.written += covered
         self._forget_segments(journal, segments)
         return True

@@ -151,3 +151,27 @@ def test_the_journal_lives_beside_the_sqlite_database_and_not_for_one_in_memory(
     assert journal_directory() is None  # the tests' database is in memory
     settings.USAGE_JOURNAL_DIR = "/srv/ledger"
     assert journal_directory() == Path("/srv/ledger")
+
+
+def test_while_the_database_fails_the_same_segment_is_retried_and_no_file_piles_up(tmp_path):
+    from django.db import connection
+
+    writer = journaled_writer(tmp_path, flush_rows=1)
+    writer.start_journal()
+    with connection.cursor() as cursor:  # the table is gone for a while: inserts fail
+        cursor.execute("ALTER TABLE usage_usagerecord RENAME TO usage_away")
+    try:
+        for round_ in range(5):
+            writer.record(status=200, request_id=f"r{round_}")
+            assert writer.write_pending() is False
+        assert len(list(tmp_path.glob(f"*{SUFFIX}"))) <= 2
+        assert [row[-1] for row in writer.queue] == [f"r{i}" for i in range(5)]
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE usage_away RENAME TO usage_usagerecord")
+    assert writer.write_pending() is True  # the first segment's row
+    assert writer.write_pending() is True  # then the rest, in a new segment
+    assert sorted(UsageRecord.objects.values_list("request_id", flat=True)) == [
+        f"r{i}" for i in range(5)
+    ]
+    assert list(tmp_path.glob(f"*{SUFFIX}")) == []
