@@ -12,6 +12,7 @@ import re
 import uuid
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.http import JsonResponse
 from django.middleware.security import SecurityMiddleware
@@ -44,6 +45,8 @@ class RequestIdMiddleware:
 # Probes that answer the same whatever the host (nothing in them is built from it): an
 # orchestrator's health checks reach a pod by its address, which no ALLOWED_HOSTS names.
 HOST_FREE_PATHS = frozenset({"/healthz", "/readyz"})
+# Allowed Host headers remembered per worker.
+_GOOD_HOSTS_KEPT = 256
 # The longest host name quoted back in a refusal.
 _QUOTED_HOST_CHARS = 100
 
@@ -63,9 +66,19 @@ class AllowedHostsMiddleware:
         self.get_response = get_response
         if iscoroutinefunction(self.get_response):
             markcoroutinefunction(self)
+        # Host headers already found allowed: Django's check costs ~10 µs a request, a set
+        # lookup well under one. Bounded: a client varying the port cannot grow it.
+        self._checked_for: object = None
+        self._good_hosts: set[str] = set()
 
     async def __call__(self, request):
         if request.path in HOST_FREE_PATHS:
+            return await self.get_response(request)
+        raw = request.META.get("HTTP_HOST", "")
+        allowed = settings.ALLOWED_HOSTS
+        if self._checked_for is not allowed:  # the setting changed (tests): forget
+            self._checked_for, self._good_hosts = allowed, set()
+        if raw and raw in self._good_hosts:
             return await self.get_response(request)
         try:
             request.get_host()
@@ -79,6 +92,8 @@ class AllowedHostsMiddleware:
                 },
                 status=400,
             )
+        if raw and len(self._good_hosts) < _GOOD_HOSTS_KEPT:
+            self._good_hosts.add(raw)
         return await self.get_response(request)
 
 

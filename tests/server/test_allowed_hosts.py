@@ -122,3 +122,24 @@ def test_serve_answers_to_the_address_it_binds(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
+
+
+async def test_a_host_remembered_as_allowed_is_refused_once_the_setting_drops_it(settings):
+    from django.http import HttpResponse
+    from django.test import RequestFactory
+
+    from server.middleware import AllowedHostsMiddleware
+
+    async def ok(request):
+        return HttpResponse("ok")
+
+    middleware = AllowedHostsMiddleware(ok)
+    settings.ALLOWED_HOSTS = ["api.example.com"]
+    factory = RequestFactory()
+    for host in ("api.example.com", "api.example.com", "evil.com"):
+        response = await middleware(factory.get("/v1/models", HTTP_HOST=host))
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert (await middleware(factory.get("/", HTTP_HOST="api.example.com"))).status_code == 200
+    settings.ALLOWED_HOSTS = ["other.example.com"]
+    refused = await middleware(factory.get("/", HTTP_HOST="api.example.com"))
+    assert refused.status_code == HTTPStatus.BAD_REQUEST
