@@ -49,7 +49,7 @@ class BrowserSessionMiddleware(SessionMiddleware):
         if request.META.get("HTTP_COOKIE"):
             self.process_request(request)  # a lazy session: nothing is read yet
             if settings.SESSION_COOKIE_NAME in request.COOKIES and not request.path.startswith(
-                settings.ADMIN_URL_PREFIX  # the admin's own session middleware runs in a thread
+                settings.BROWSER_PAGE_PREFIXES  # their own session middleware runs in a thread
             ):
                 await request.session.aitems()  # load it now, off the loop's blocking path
             response = await self.get_response(request)

@@ -95,7 +95,9 @@ INSTALLED_APPS = [
     "health",
     "usage",
     "observability",
+    "audit",
     "playground",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -201,10 +203,6 @@ SESSION_COOKIE_SAMESITE = "Lax"
 LOGIN_FAILURE_LIMIT = _setting("int", "LOGIN__FAILURE_LIMIT", 5)
 LOGIN_LOCKOUT_MINUTES = _setting("float", "LOGIN__LOCKOUT_MINUTES", 15.0)
 LOGIN_CLIENT_IP_HEADER = env.str("LOGIN__CLIENT_IP_HEADER", default="")
-AUTHENTICATION_BACKENDS = [
-    "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
 AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
 AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
@@ -226,6 +224,58 @@ APPEND_SLASH = False
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Single sign-on, the portal and the audit log ----------------------------------------------
+
+# OpenID Connect (mozilla-django-oidc): on when OIDC__ISSUER is set. The provider's endpoints
+# are read from its discovery document (<issuer>/.well-known/openid-configuration) on first
+# use, unless given here.
+OIDC_ISSUER = env.str("OIDC__ISSUER", default="").rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_PROVIDER_NAME = env.str("OIDC__PROVIDER_NAME", default="") or "single sign-on"
+OIDC_RP_CLIENT_ID = env.str("OIDC__CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC__CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC__SIGN_ALGO", default="") or "RS256"
+OIDC_RP_SCOPES = env.str("OIDC__SCOPES", default="") or "openid email profile"
+OIDC_ENDPOINTS = {
+    "OIDC_OP_AUTHORIZATION_ENDPOINT": env.str("OIDC__AUTHORIZATION_ENDPOINT", default=""),
+    "OIDC_OP_TOKEN_ENDPOINT": env.str("OIDC__TOKEN_ENDPOINT", default=""),
+    "OIDC_OP_USER_ENDPOINT": env.str("OIDC__USERINFO_ENDPOINT", default=""),
+    "OIDC_OP_JWKS_ENDPOINT": env.str("OIDC__JWKS_ENDPOINT", default=""),
+    "OIDC_OP_END_SESSION_ENDPOINT": env.str("OIDC__END_SESSION_ENDPOINT", default=""),
+}
+# The claim that lists a person's groups, and which groups make them what: comma-separated
+# `group=team:role` (role admin or member; the team is created on first use) and
+# `group=staff` (an operator).
+OIDC_GROUPS_CLAIM = env.str("OIDC__GROUPS_CLAIM", default="") or "groups"
+OIDC_GROUP_MAP = env.str("OIDC__GROUP_MAP", default="")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = _setting("float", "OIDC__TIMEOUT", 10.0)
+# The ID token is kept in the session for the provider's logout (id_token_hint).
+OIDC_STORE_ID_TOKEN = True
+OIDC_OP_LOGOUT_URL_METHOD = "accounts.single_sign_on.provider_logout_url"
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+# Passwords kept in this database: off, only superusers (the bootstrap account made with
+# `manage.py createsuperuser`) may sign in with one; everyone else signs in through the
+# identity provider.
+AUTH_LOCAL_PASSWORDS = _setting("bool", "AUTH__LOCAL_PASSWORDS", True)
+# axes' backend first: it refuses a locked-out account or address before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "accounts.single_sign_on.LocalPasswordBackend",
+]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("accounts.single_sign_on.IdentityProviderBackend")
+LOGIN_URL = "/portal/login"
+LOGIN_REDIRECT_URL = "/portal/"
+LOGIN_REDIRECT_URL_FAILURE = "/portal/login?failed=1"
+LOGOUT_REDIRECT_URL = "/portal/login"
+# Pages with Django's full session, auth and messages middleware (see accounts/middleware.py).
+BROWSER_PAGE_PREFIXES = ("/admin/", "/portal/", "/oidc/")
+# Hours a rotated key may keep working beside its replacement (the portal offers up to this).
+PORTAL_ROTATION_MAX_OVERLAP_HOURS = _setting("int", "PORTAL__ROTATION_MAX_OVERLAP_HOURS", 168)
+# Audit rows older than this are deleted by `manage.py prune_audit`.
+AUDIT_RETENTION_DAYS = _setting("int", "AUDIT__RETENTION_DAYS", 400)
 
 # --- Browser sessions (the browsable API's "Log in with API key" and the admin) ------------
 # Sessions live on the server (see "Shared limits" below for where): the cookie holds only a

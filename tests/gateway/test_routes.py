@@ -65,6 +65,23 @@ NO_MODEL_ROUTES = {
     "swagger-ui",
     "redoc-bundle",
     "redoc",
+    # The self-service portal and single sign-on: teams, keys and usage, no model call.
+    "portal-home",
+    "portal-login",
+    "portal-logout",
+    "portal-my-usage",
+    "portal-create-key",
+    "portal-revoke-key",
+    "portal-rotate-key",
+    "portal-key-limits",
+    "portal-team",
+    "portal-team-limits",
+    "portal-add-member",
+    "portal-team-usage",
+    "portal-member-role",
+    "portal-remove-member",
+    "oidc_authentication_init",
+    "oidc_authentication_callback",
 }
 
 
