@@ -91,3 +91,16 @@ def test_the_client_address_is_the_connections_unless_a_proxy_header_is_trusted(
     assert client_ip(request) == "203.0.113.5"
     settings.LOGIN_CLIENT_IP_HEADER = "X-Forwarded-For"
     assert client_ip(request) == "1.2.3.4"
+
+
+@pytest.mark.urls("llmapi.urls")
+def test_the_portals_password_login_is_limited_too(staff):
+    def portal_login(password: str):
+        return Client(REMOTE_ADDR="10.0.0.1").post(
+            "/portal/login", {"username": "operator", "password": password}
+        )
+
+    for _ in range(2):
+        assert portal_login("wrong").status_code == HTTPStatus.OK  # the form again
+    assert portal_login("wrong").status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert portal_login(PASSWORD).status_code == HTTPStatus.TOO_MANY_REQUESTS
