@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from inference import structured
+from inference import replica_load, structured
 from inference.backends.openai_http import ChatBackend, OpenAICompatibleBackend, answered_replica
 from inference.catalog import ModelSpec
 from inference.exceptions import (
@@ -408,13 +408,18 @@ async def openai_passthrough(
 async def open_openai_passthrough_stream(
     *, spec: ModelSpec, path: str, body: dict[str, Any], what: str, context: CallContext
 ) -> ChatStream:
-    """A streamed `/completions`, its chunks passed through as `RawChunk` events."""
+    """
+    A streamed `/completions` (or `/responses`), its chunks passed through as `RawChunk`
+    events. A completions stream asks for its usage chunk (which the client sees too); a
+    Responses stream reports its usage in its last event anyway.
+    """
     backend = _served_backend(spec, what)
 
     async def events() -> AsyncGenerator[StreamEvent, None]:
-        # The usage chunk lets the gateway count the tokens; the client sees it too.
-        options = {**(body.get("stream_options") or {}), "include_usage": True}
-        payload = {**body, "model": spec.served_name, "stream": True, "stream_options": options}
+        payload = {**body, "model": spec.served_name, "stream": True}
+        if path != "/responses":
+            options = {**(body.get("stream_options") or {}), "include_usage": True}
+            payload["stream_options"] = options
         async with concurrency_slot(spec, context), backend.stream(payload, path=path) as chunks:
             yield TextDelta("")  # marks "opened"
             async for chunk in chunks:
@@ -771,19 +776,21 @@ async def readiness() -> dict[str, Any]:
         backend = registry.backend(spec)
         replicas = backend.pool.replicas
         reachable = await asyncio.gather(*(backend.probe(r) for r in replicas))
-        now = time.monotonic()
         return {
             **entry,
             "backend": "server",
+            "routing": backend.pool.mode,
             "ready": any(
-                ok and not r.ejected(now) for r, ok in zip(replicas, reachable, strict=True)
+                ok and not backend.pool.ejected(r)
+                for r, ok in zip(replicas, reachable, strict=True)
             ),
             "servers": [
                 {
                     "server": r.location,
                     "reachable": ok,
-                    "ejected": r.ejected(now),
+                    "ejected": backend.pool.ejected(r),
                     "in_flight": r.in_flight,
+                    **replica_load.describe(r.load),
                 }
                 for r, ok in zip(replicas, reachable, strict=True)
             ],
@@ -826,5 +833,11 @@ def usage_of(raw: Any) -> dict[str, int] | None:
     """The token counts of a server's `usage` object (the integer ones), or None."""
     if not isinstance(raw, dict):
         return None
+    if "input_tokens" in raw and "prompt_tokens" not in raw:  # the Responses API's names
+        raw = {
+            "prompt_tokens": raw.get("input_tokens"),
+            "completion_tokens": raw.get("output_tokens"),
+            "total_tokens": raw.get("total_tokens"),
+        }
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")
     return {key: raw[key] for key in keys if isinstance(raw.get(key), int)} or None

@@ -271,7 +271,7 @@ class OpenAINotFoundApi(OpenAIApiView):
     async def get(self, request, *args, **kwargs):
         raise NotFound(
             f"Unknown path {request.path[:100]!r}; the /v1 API has /v1/models, "
-            "/v1/chat/completions, /v1/completions and /v1/embeddings."
+            "/v1/chat/completions, /v1/responses, /v1/completions and /v1/embeddings."
         )
 
     # Every method is async (Django runs the view on the event loop) and answers the same.

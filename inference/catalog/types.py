@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-CAPABILITIES = ("chat", "vision", "embeddings", "tools")
+# "responses": the model's servers speak OpenAI's Responses API (/v1/responses is passed through).
+CAPABILITIES = ("chat", "vision", "embeddings", "tools", "responses")
 BACKENDS = ("openai", "embedded")
 JSON_SCHEMA_MODES = ("native", "prompt", "auto")
+ROUTING_MODES = ("prefix", "least_busy", "round_robin")
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 
 # The sampling parameters every model has a default for, and the seed's defaults.
@@ -60,6 +62,9 @@ class ModelSpec:
     max_retries: int = 2
     eject_after: int = 3
     eject_seconds: float = 30.0
+    # How requests are spread over the servers (inference.routing); "" means prefix-aware for
+    # a model with several servers.
+    routing: str = ""
     json_retries: int = 1
     json_schema_mode: str = "auto"
     max_image_bytes: int = 20 * 1024 * 1024
@@ -72,6 +77,13 @@ class ModelSpec:
     @property
     def served_name(self) -> str:
         return self.upstream_name or self.name
+
+    @property
+    def routing_mode(self) -> str:
+        """`routing`, or its default: `prefix` where there are several servers to choose from."""
+        if self.routing:
+            return self.routing
+        return "prefix" if len(self.servers) > 1 else "least_busy"
 
     @property
     def is_embedded(self) -> bool:

@@ -150,3 +150,18 @@ def test_a_file_larger_than_the_limit_is_refused_before_it_is_read(tmp_path, mon
         read_catalog_file(path)
     assert str(error.value).startswith(f"{path}: is ")
     assert "more than the 1024 a catalog may hold" in str(error.value)
+
+
+def test_routing_is_read_and_defaults_to_prefix_with_several_servers():
+    text = THREE_MODELS.replace("    timeout: 30\n", "    timeout: 30\n    routing: round_robin\n")
+    specs, _, _ = parse_catalog(text, source="models.yaml")
+    by_name = {spec.name: spec for spec in specs}
+    assert by_name["big"].routing_mode == "prefix"
+    assert by_name["small"].routing_mode == "round_robin"
+    assert by_name["vision"].routing_mode == "least_busy"  # one server: nothing to place
+
+
+def test_an_unknown_routing_is_reported_with_its_line():
+    text = THREE_MODELS.replace("    timeout: 30\n", "    timeout: 30\n    routing: sticky\n")
+    with pytest.raises(CatalogError, match=r"models.yaml, line 14: models.small.routing"):
+        parse_catalog(text, source="models.yaml")

@@ -318,7 +318,8 @@ def test_sdk_async_streaming(gateway):
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("POST", "/v1/responses", HTTPStatus.NOT_FOUND),
+        ("POST", "/v1/assistants", HTTPStatus.NOT_FOUND),
+        ("POST", "/v1/responses", HTTPStatus.BAD_REQUEST),
         ("POST", "/v1/chat/completions/", HTTPStatus.NOT_FOUND),
         ("GET", "/v1/models/", HTTPStatus.NOT_FOUND),
         ("GET", "/v1/chat/completions", HTTPStatus.METHOD_NOT_ALLOWED),
