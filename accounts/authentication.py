@@ -15,7 +15,7 @@ from the cache without blocking. In a sync view (a worker thread) it looks keys 
 
 A person using the browsable API from a plain browser cannot set a header, so /api-auth/key
 takes a key once and keeps a digest of it (and, for a database key, its prefix) in the
-signed session cookie (`accounts.key_sessions`). A request without the header then
+server-side session (`accounts.key_sessions`). A request without the header then
 authenticates with that session, with Django's CSRF check on unsafe methods exactly as DRF's
 SessionAuthentication does; the session stops working when its key is removed from
 `API_KEY`, revoked or expired. A request that sends the header is judged by the header

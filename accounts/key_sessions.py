@@ -2,12 +2,13 @@
 The browsable API's "log in with API key" session: opening and closing it.
 
 A person using the browsable API from a plain browser cannot set a header, so /api-auth/key
-takes the key once and keeps a fingerprint of it in a Django session (a signed cookie: no
-database). `accounts.authentication.ApiKeyAuthentication` then accepts requests without the
-header on that session, with Django's CSRF check on unsafe methods.
+takes the key once and keeps a fingerprint of it in a Django session (kept on the server:
+the cookie holds only the session's random id, and logging out deletes it there).
+`accounts.authentication.ApiKeyAuthentication` then accepts requests without the header on
+that session, with Django's CSRF check on unsafe methods.
 
-The session holds a digest of the key, never the key: a signed cookie is readable by its
-holder. For a key from `API_KEY` the digest stops matching as soon as the key is removed
+The session holds a digest of the key, never the key: a session store is readable by whoever
+operates it. For a key from `API_KEY` the digest stops matching as soon as the key is removed
 from it; for a database key the session also names the key's prefix, and stops working
 when the key is revoked, expires or is deleted.
 """

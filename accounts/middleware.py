@@ -3,9 +3,9 @@ Sessions and logins for the admin and for staff using the browsable API, at no c
 calls.
 
 Django's session, auth and messages middleware are sync: on an async server each hops to a
-thread twice per request. Here, requests under `ADMIN_URL_PREFIX` go through Django's own
-three (the admin's views are sync anyway, and the pages get a Content-Security-Policy that
-keeps them on this server); any other request that carries a session cookie gets its user
+thread twice per request. Here, requests under `BROWSER_PAGE_PREFIXES` (the admin, the portal
+and single sign-on) go through Django's own three (their views are sync anyway, and the pages
+get a Content-Security-Policy that keeps them on this server); any other request that carries a session cookie gets its user
 resolved with the async ORM (for `StaffSessionAuthentication`); everything else passes
 straight through.
 """
@@ -13,6 +13,7 @@ straight through.
 from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from axes.middleware import AxesMiddleware
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
@@ -39,13 +40,16 @@ class AdminSessionMiddleware:
             markcoroutinefunction(self)
         # The stubs type a middleware's get_response as plain sync or async; Django's own
         # middleware are both (sync_capable and async_capable), which is what chaining needs.
+        # axes' middleware turns a locked-out login into its 429 (accounts/login_limits.py).
         self.admin_chain = SessionMiddleware(
-            AuthenticationMiddleware(MessageMiddleware(get_response))  # type: ignore[arg-type]
+            AuthenticationMiddleware(
+                MessageMiddleware(AxesMiddleware(get_response))  # type: ignore[arg-type]
+            )
         )
         self.session_engine = SessionMiddleware(get_response).SessionStore
 
     async def __call__(self, request):
-        if request.path.startswith(settings.ADMIN_URL_PREFIX):
+        if request.path.startswith(settings.BROWSER_PAGE_PREFIXES):
             try:
                 response = await self.admin_chain(request)
             finally:
@@ -54,7 +58,9 @@ class AdminSessionMiddleware:
             return response
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         if session_key:
-            request.session = self.session_engine(session_key)
+            session = getattr(request, "session", None)
+            if session is None or session.session_key != session_key:
+                request.session = self.session_engine(session_key)
             try:
                 request.user = await aget_user(request)
             finally:

@@ -87,7 +87,7 @@ def session_candidate(prefix: str) -> str:
 def load_session_principal(prefix: str) -> Principal | None:
     """
     The caller of a browser session opened with the key `prefix` (blocking, cached). Its
-    signed cookie names the prefix and the secret was checked at log-in: the key only has to
+    session names the prefix and the secret was checked at log-in: the key only has to
     be still active.
     """
     key = _api_keys().select_related("team").filter(prefix=prefix).first()
@@ -121,6 +121,7 @@ def _principal(key: ApiKey) -> Principal:
         team_id=team.pk,
         team_name=team.name,
         allowed_models=frozenset(key.allowed_models or ()),
+        team_models=frozenset(team.allowed_models or ()),
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
         quota=QuotaSubject(
             key_id=str(key.pk),
@@ -128,6 +129,8 @@ def _principal(key: ApiKey) -> Principal:
             team_id=str(team.pk),
             team_limits=team.limits(),
         ),
+        team_weight=team.weight,
+        priority=key.priority,
     )
 
 

@@ -69,9 +69,7 @@ def run(seconds: float, thresholds: str, workdir: Path, nginx_url: str) -> dict:
     p50 = statistics.median(latencies)
     p99 = latencies_sorted[int(len(latencies) * 0.99)]
     tail = [i for i, value in enumerate(latencies) if value > 5 * p50]
-    pauses = {
-        key: after.get(key, 0.0) - before.get(key, 0.0) for key in set(after) | set(before)
-    }
+    pauses = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in set(after) | set(before)}
     return {
         "thresholds": thresholds,
         "requests": len(latencies),
@@ -80,7 +78,8 @@ def run(seconds: float, thresholds: str, workdir: Path, nginx_url: str) -> dict:
         "max_ms": latencies_sorted[-1],
         "tail": len(tail),
         # Of the tail's time, the share the gateway's own phases (total) account for.
-        "tail_explained": sum(explained[i] for i in tail) / max(1e-9, sum(latencies[i] for i in tail)),
+        "tail_explained": sum(explained[i] for i in tail)
+        / max(1e-9, sum(latencies[i] for i in tail)),
         "collections": {g: int(pauses.get(f"gen{g}_count", 0)) for g in "012"},
         "collector_ms": {g: round(pauses.get(f"gen{g}_sum", 0.0) * 1000, 1) for g in "012"},
     }

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
+from inference import replica_load
 from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
 from limits import lifespan as shared_limits
@@ -29,6 +30,7 @@ async def on_startup() -> None:
     install_reload_signal()
     ledger.start()  # the usage ledger's writer thread
     await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
+    replica_load.start()  # the model servers' own load, read on an interval
     tune_garbage_collector()
 
 
@@ -60,6 +62,7 @@ async def on_shutdown() -> None:
     # The server calls this after in-flight requests and streams have finished (or the
     # graceful timeout passed): their ledger rows are queued, and written here.
     await ledger.flush_and_stop()
+    await replica_load.stop()
     await shared_limits.stop()
     await close_transports()
 

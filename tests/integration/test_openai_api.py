@@ -160,7 +160,11 @@ def test_a_bad_token_count_is_a_400_naming_the_field(gateway, upstream, field, v
     with gateway.client() as client:
         response = client.post(
             "/v1/chat/completions",
-            json={"model": "fake-llm", "messages": [{"role": "user", "content": "hi"}], field: value},
+            json={
+                "model": "fake-llm",
+                "messages": [{"role": "user", "content": "hi"}],
+                field: value,
+            },
         )
     assert response.status_code == HTTPStatus.BAD_REQUEST, response.text
     assert response.json()["error"]["param"] == field

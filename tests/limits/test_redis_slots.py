@@ -178,7 +178,9 @@ def test_waiters_are_admitted_first_come_first_served_across_processes(use_redis
         # The waiter has taken its ticket once the line has grown.
         in_line = b":%d\r\n" % (order.index(name) + 1)
         wait_until(
-            lambda in_line=in_line: use_redis.command("ZCARD", "{test:slots:fifo}:queue") == in_line
+            lambda in_line=in_line: (
+                use_redis.command("ZCARD", "{test:slots:fifo}:line:i") == in_line
+            )
         )
     a.send("")
     b.send("")
