@@ -134,8 +134,15 @@ async def _one(client: httpx.AsyncClient, kind: str, report: SoakReport) -> None
 
 
 async def run_soak(
-    *, gateway_url: str, api_key: str, gateway_pid: int, seconds: float, concurrency: int = 12
+    *,
+    gateway_url: str,
+    api_key: str,
+    gateway_pid: int,
+    seconds: float,
+    concurrency: int = 12,
+    min_requests: int = 0,
 ) -> SoakReport:
+    """Mixed traffic for `seconds`, and on until `min_requests` were made (a slow machine)."""
     report = SoakReport(seconds=seconds)
     kinds = (
         ["completion"] * 4
@@ -152,12 +159,15 @@ async def run_soak(
         base_url=gateway_url, headers={"X-API-Key": api_key}, timeout=30, limits=limits
     ) as client:
 
+        def going() -> bool:
+            return time.monotonic() < deadline or report.requests < min_requests
+
         async def worker() -> None:
-            while time.monotonic() < deadline:
+            while going():
                 await _one(client, random.choice(kinds), report)
 
         async def sampler() -> None:
-            while time.monotonic() < deadline:
+            while going():
                 if time.monotonic() - start > warmup:
                     report.rss_kib.append(rss_kib(gateway_pid))
                 await asyncio.sleep(0.25)

@@ -287,7 +287,8 @@ def test_prometheus_counts_every_request_of_a_two_worker_gateway(two_worker_gate
             workers = {path.stem.rsplit("_", 1)[1] for path in metrics_dir.glob("counter_*.db")}
         unauthorized = client.get("/metrics")
     assert unauthorized.status_code == HTTPStatus.UNAUTHORIZED
-    assert len(workers) == 2, "every request went to one worker"
+    # Two workers (three files if a busy machine made the supervisor replace one).
+    assert len(workers) >= 2, "every request went to one worker"
 
     prometheus, url = start_prometheus(tmp_path, gateway.removeprefix("http://"))
     try:

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import API_KEY, ROOT
 from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http
+from tests.processes import kill_tree
 from tests.waiting import wait_until
 
 QUESTION = {"messages": [{"role": "user", "content": "What is the capital of France?"}]}
@@ -291,4 +292,7 @@ def test_generated_key_is_printed_once_and_works_in_every_worker(tmp_path, upstr
         assert wrong.status_code == HTTPStatus.FORBIDDEN
     finally:
         process.terminate()
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            kill_tree(process)  # its workers too, or they outlive the test

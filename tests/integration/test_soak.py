@@ -22,11 +22,15 @@ def test_short_soak_with_injected_faults(gateways, upstream):
     upstream.behave(chunks=[f"w{i} " for i in range(8)], chunk_interval=0.01, chaos=0.25)
     report = asyncio.run(
         run_soak(
-            gateway_url=gateway.url, api_key=API_KEY, gateway_pid=gateway.process.pid, seconds=12
+            gateway_url=gateway.url,
+            api_key=API_KEY,
+            gateway_pid=gateway.process.pid,
+            seconds=12,
+            min_requests=200,  # enough to see leaks, however slow the machine
         )
     )
     summary = report.as_dict()
-    assert report.requests > 200, summary
+    assert report.requests >= 200, summary
     assert report.unexpected == [], summary
     assert 500 not in report.statuses, summary
     assert report.statuses[502] > 0, summary  # the injected faults did happen and were mapped
