@@ -1,10 +1,10 @@
 """
 Shared fixtures: a real gateway under uvicorn and a real fake model server, both on loopback.
 
-The suite leaves nothing behind: servers write their pid files in a temporary folder of the
-run, and when the run ends, any process it started that is still alive (a gateway, a worker
-orphaned by its parent, a Redis server) fails the run by name and is killed
-(`tests.processes`).
+The suite leaves nothing behind: servers write their pid files, databases and key pepper in a
+temporary folder of the run, and when the run ends, a file written in the checkout's var/, or
+any process the run started that is still alive (a gateway, a worker orphaned by its parent, a
+Redis server), fails the run by name (the process is killed; `tests.processes`).
 """
 
 from __future__ import annotations
@@ -28,22 +28,28 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
 OTHER_KEY = "rotated-key-abcdef"
 
-# Servers started with this environment write their pid file here, never in the checkout's var/.
+# Servers started with this environment write their pid file, database and key pepper here,
+# never in the checkout's var/ (a test that needs its own passes its own).
 RUN_DIR = Path(tempfile.mkdtemp(prefix="llmapi-tests-"))
 os.environ["SERVER__PID_FILE"] = str(RUN_DIR / "llmapi.pid")
-REPO_PID_FILE = ROOT / "var" / "llmapi.pid"
+os.environ.setdefault("DATABASE__SQLITE_PATH", str(RUN_DIR / "llmapi.sqlite3"))
+os.environ.setdefault("API_KEYS__PEPPER_FILE", str(RUN_DIR / "api-key-pepper"))
+REPO_VAR = ROOT / "var"
 
 
-def _stamp(path: Path) -> float | None:
-    return path.stat().st_mtime if path.exists() else None
+def _stamp(folder: Path) -> dict[str, float]:
+    """What the checkout's var/ holds: each file and when it last changed."""
+    if not folder.is_dir():
+        return {}
+    return {path.name: path.stat().st_mtime for path in folder.iterdir()}
 
 
 def pytest_configure(config: pytest.Config) -> None:
     processes.adopt_orphans()
-    config.stash[_pid_file_stamp] = _stamp(REPO_PID_FILE)
+    config.stash[_var_stamp] = _stamp(REPO_VAR)
 
 
-_pid_file_stamp = pytest.StashKey[float | None]()
+_var_stamp = pytest.StashKey[dict[str, float]]()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -55,8 +61,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             + "\n".join(f"  pid {pid}: {command}" for pid, command in leftovers)
         )
         processes.kill(pid for pid, _ in leftovers)
-    if _stamp(REPO_PID_FILE) != session.config.stash.get(_pid_file_stamp, None):
-        problems.append(f"a test wrote {REPO_PID_FILE.relative_to(ROOT)} in the checkout")
+    before, after = session.config.stash.get(_var_stamp, {}), _stamp(REPO_VAR)
+    written = sorted(name for name, changed in after.items() if before.get(name) != changed)
+    if written:
+        problems.append(f"tests wrote in the checkout's var/: {', '.join(written)}")
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     if problems:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
