@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "openai_compat",
     "health",
     "usage",
+    "batches",
     "observability",
     "playground",
 ]
@@ -326,6 +327,30 @@ SHARED_LIMITS = {
     "lease_seconds": _setting("float", "LIMITS__LEASE_SECONDS", 10.0),
     # After a Redis failure, requests skip Redis (applying the policy) for this long.
     "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
+}
+
+# --- Batches (/v1/files, /v1/batches) --------------------------------------------------------
+
+BATCHES = {
+    # Where uploaded files and the batches' output and error files are kept.
+    "files_dir": Path(env.str("BATCHES__FILES_DIR", default="") or BASE_DIR / "var" / "files"),
+    # One uploaded file (413 above it), one line of a batch file, the lines of one batch.
+    "max_file_bytes": _setting("int", "BATCHES__MAX_FILE_BYTES", 200 * 1024 * 1024),
+    "max_line_bytes": _setting("int", "BATCHES__MAX_LINE_BYTES", 1024 * 1024),
+    "max_lines": _setting("int", "BATCHES__MAX_LINES", 50_000),
+    # Everything one key keeps in files (uploads and results); 0: no limit.
+    "max_bytes_per_key": _setting("int", "BATCHES__MAX_BYTES_PER_KEY", 2 * 1024 * 1024 * 1024),
+    # Run batches in this process (off: it only serves the API; another process runs them).
+    "run": _setting("bool", "BATCHES__RUN", True),
+    # Lines this process runs at once (each waits for a model slot like any request).
+    "concurrency": _setting("int", "BATCHES__CONCURRENCY", 8),
+    # A claimed line is this process's for this long, renewed while it runs; a killed
+    # process's lines are taken up again by another once it passes.
+    "lease_seconds": _setting("float", "BATCHES__LEASE_SECONDS", 60.0),
+    # How often an idle process looks for work.
+    "poll_seconds": _setting("float", "BATCHES__POLL_SECONDS", 1.0),
+    # Tries of a line that meets a model server failure (502, 503, 504) before it fails.
+    "max_attempts": _setting("int", "BATCHES__MAX_ATTEMPTS", 3),
 }
 
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------

@@ -10,6 +10,7 @@ from openai_compat.urls import not_found_patterns
 v1_patterns = [
     path("", include("openai_compat.urls")),  # /v1/chat/completions, /v1/models, ...
     path("", include("usage.urls")),  # /v1/me
+    path("", include("batches.urls")),  # /v1/files, /v1/batches
     path("", include(not_found_patterns)),  # any other /v1 path: OpenAI's 404
 ]
 

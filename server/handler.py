@@ -204,6 +204,8 @@ def body_limit_for_path(path: str) -> tuple[int, str]:
         vision = [spec.max_image_bytes for spec in get_registry().catalog if spec.has("vision")]
         largest = max(vision, default=settings.LLMAPI_MODELS["image"]["max_image_bytes"])
         return largest + FORM_FIELDS_ALLOWANCE, "IMAGE_MODEL__MAX_IMAGE_BYTES"
+    if path == "/v1/files":  # batch input files
+        return settings.BATCHES["max_file_bytes"] + FORM_FIELDS_ALLOWANCE, "BATCHES__MAX_FILE_BYTES"
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "SERVER__MAX_BODY_BYTES"
 
 

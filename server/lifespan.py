@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 
+from batches import runner as batch_runner
 from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
 from limits import lifespan as shared_limits
@@ -25,6 +26,7 @@ async def on_startup() -> None:
     install_reload_signal()
     ledger.start()  # the usage ledger's writer thread
     await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
+    await batch_runner.start()  # claims and runs batch lines (BATCHES__RUN)
     tune_garbage_collector()
 
 
@@ -42,7 +44,9 @@ def tune_garbage_collector() -> None:
 
 async def on_shutdown() -> None:
     # The server calls this after in-flight requests and streams have finished (or the
-    # graceful timeout passed): their ledger rows are queued, and written here.
+    # graceful timeout passed): their ledger rows are queued, and written here. Batch lines
+    # still running are stopped first and given back for another process to run.
+    await batch_runner.stop()
     await ledger.flush_and_stop()
     await shared_limits.stop()
     await close_transports()
