@@ -112,7 +112,9 @@ def test_a_batch_runs_from_upload_to_results(sdk, upstream):
         assert body["object"] == "chat.completion"
         assert body["choices"][0]["message"]["content"] == "The capital of France is Paris."
     asked = sorted(
-        r.body["messages"][0]["content"] for r in upstream.requests if r.path.endswith("/chat/completions")
+        r.body["messages"][0]["content"]
+        for r in upstream.requests
+        if r.path.endswith("/chat/completions")
     )
     assert asked == [f"Question {i}" for i in range(5)]
     assert any(b.id == batch.id for b in sdk.batches.list())
@@ -173,7 +175,10 @@ def test_invalid_lines_are_error_file_entries_and_the_rest_runs(sdk):
     assert (ended.request_counts.completed, ended.request_counts.failed) == (2, 7)
     output = read_jsonl(sdk, ended.output_file_id)
     assert [e["custom_id"] for e in output] == ["good-1", "good-2"]
-    errors = {(e["custom_id"], (e["error"] or {}).get("code")): e for e in read_jsonl(sdk, ended.error_file_id)}
+    errors = {
+        (e["custom_id"], (e["error"] or {}).get("code")): e
+        for e in read_jsonl(sdk, ended.error_file_id)
+    }
     assert sorted(errors, key=repr) == sorted(
         [
             (None, "invalid_json_line"),
@@ -236,13 +241,19 @@ def test_hostile_files_get_a_400_naming_the_field(sdk, batch_gateway):
 def test_a_file_larger_than_the_limit_is_refused_with_413(batch_gateway):
     with batch_gateway.client() as client:
         big = b"x" * (16 * 1024 * 1024 + 2 * 1024 * 1024)
-        answer = client.post("/v1/files", files={"file": ("a.jsonl", big)}, data={"purpose": "batch"})
+        answer = client.post(
+            "/v1/files", files={"file": ("a.jsonl", big)}, data={"purpose": "batch"}
+        )
     assert answer.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
     assert "BATCHES__MAX_FILE_BYTES" in answer.json()["error"]["message"]
 
 
 def test_ten_megabyte_lines_are_error_entries_not_crashes(sdk):
-    huge = b'{"custom_id": "huge", "url": "/v1/chat/completions", "body": {"x": "' + b"y" * (10 * 1024 * 1024) + b'"}}'
+    huge = (
+        b'{"custom_id": "huge", "url": "/v1/chat/completions", "body": {"x": "'
+        + b"y" * (10 * 1024 * 1024)
+        + b'"}}'
+    )
     batch = sdk.batches.create(
         input_file_id=upload(sdk, jsonl([chat_line("first"), huge, chat_line("last")])).id,
         endpoint="/v1/chat/completions",
@@ -273,8 +284,9 @@ def test_another_keys_files_and_batches_are_not_found(sdk, other_sdk):
         other_sdk.batches.retrieve("batch_000000000000000000000000")
     with pytest.raises(openai.NotFoundError) as foreign:
         other_sdk.batches.retrieve(batch.id)
-    assert missing.value.body["message"].replace("batch_000000000000000000000000", batch.id) == (
-        foreign.value.body["message"]
+    assert (
+        missing.value.body["message"].replace("batch_000000000000000000000000", batch.id)
+        == (foreign.value.body["message"])
     )
     with pytest.raises(openai.BadRequestError) as refused:
         other_sdk.batches.create(
