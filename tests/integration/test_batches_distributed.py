@@ -83,9 +83,7 @@ def results(url: str, batch) -> list[dict]:
 
 
 def completed_lines_metric(url: str) -> float:
-    text = httpx.get(
-        f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
-    ).text
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     found = re.search(r'^llmapi_batch_lines_total\{outcome="completed"\} (\S+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
@@ -143,9 +141,7 @@ def test_two_gateways_on_one_postgresql_share_a_batch_and_run_each_line_once(
         postgresql.stop()
 
 
-def test_a_gateway_killed_half_way_loses_no_line_and_finishes_none_twice(
-    pool, upstream, tmp_path
-):
+def test_a_gateway_killed_half_way_loses_no_line_and_finishes_none_twice(pool, upstream, tmp_path):
     upstream.behave(delay=0.2)
     env = gateway_env(upstream, tmp_path, BATCHES__LEASE_SECONDS="2")
     gateway = pool.get(**env)
