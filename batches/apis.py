@@ -22,6 +22,15 @@ from server.database import in_database_thread
 
 TAGS = ["Batches"]
 MAX_PAGE = 100
+ERRORS = {
+    400: OpenApiResponse(description="A field is refused; `param` names it."),
+    401: OpenApiResponse(description="Missing or wrong key."),
+    404: OpenApiResponse(description="No such file or batch for this key."),
+}
+UPLOAD_ERRORS = {
+    **ERRORS,
+    413: OpenApiResponse(description="The file, or the key's stored files, are too large."),
+}
 
 
 def _owner(request) -> str:
@@ -88,7 +97,7 @@ class FilesApi(OpenAIApiView):
         tags=TAGS,
         summary="Upload a batch input file (OpenAI format)",
         request={"multipart/form-data": FileUploadSerializer},
-        responses={200: OpenApiResponse(description="A file object.")},
+        responses={200: OpenApiResponse(description="A file object."), **UPLOAD_ERRORS},
     )
     async def post(self, request):
         data = await _parsed(request, FileUploadSerializer)
@@ -98,7 +107,8 @@ class FilesApi(OpenAIApiView):
     @extend_schema(
         tags=TAGS,
         summary="List this key's files (OpenAI format)",
-        responses={200: OpenApiResponse(description="A page of file objects.")},
+        operation_id="v1_files_list",
+        responses={200: OpenApiResponse(description="A page of file objects."), **ERRORS},
     )
     async def get(self, request):
         limit = _limit(request, default=MAX_PAGE)
@@ -112,12 +122,20 @@ class FilesApi(OpenAIApiView):
 
 
 class FileApi(OpenAIApiView):
-    @extend_schema(tags=TAGS, summary="One file (OpenAI format)")
+    @extend_schema(
+        tags=TAGS,
+        summary="One file (OpenAI format)",
+        responses={200: OpenApiResponse(description="A file object."), **ERRORS},
+    )
     async def get(self, request, file_id: str):
         found = await _get_file(owner=_owner(request), file_id=file_id)
         return Response(presenters.file_object(found))
 
-    @extend_schema(tags=TAGS, summary="Delete a file (OpenAI format)")
+    @extend_schema(
+        tags=TAGS,
+        summary="Delete a file (OpenAI format)",
+        responses={200: OpenApiResponse(description="The deleted file's id."), **ERRORS},
+    )
     async def delete(self, request, file_id: str):
         deleted = await _delete_file(owner=_owner(request), file_id=file_id)
         return Response({"id": deleted, "object": "file", "deleted": True})
@@ -127,7 +145,7 @@ class FileContentApi(OpenAIApiView):
     @extend_schema(
         tags=TAGS,
         summary="A file's content (OpenAI format)",
-        responses={200: OpenApiResponse(description="The file's bytes (JSONL).")},
+        responses={200: OpenApiResponse(description="The file's bytes (JSONL)."), **ERRORS},
     )
     async def get(self, request, file_id: str):
         found = await _get_file(owner=_owner(request), file_id=file_id)
@@ -159,7 +177,7 @@ class BatchesApi(OpenAIApiView):
         description="Every line of the input file is checked first: an invalid line is an "
         "entry of the error file, the others run on the models' idle capacity.",
         request=BatchCreateSerializer,
-        responses={200: OpenApiResponse(description="A batch object.")},
+        responses={200: OpenApiResponse(description="A batch object."), **ERRORS},
     )
     async def post(self, request):
         data = await _parsed(request, BatchCreateSerializer)
@@ -175,7 +193,12 @@ class BatchesApi(OpenAIApiView):
         (shown,) = await _batch_objects([batch])
         return Response(shown)
 
-    @extend_schema(tags=TAGS, summary="List this key's batches (OpenAI format)")
+    @extend_schema(
+        tags=TAGS,
+        summary="List this key's batches (OpenAI format)",
+        operation_id="v1_batches_list",
+        responses={200: OpenApiResponse(description="A page of batch objects."), **ERRORS},
+    )
     async def get(self, request):
         limit = _limit(request)
         found = await _list_batches(
@@ -190,7 +213,11 @@ def _owner_name(principal) -> str:
 
 
 class BatchApi(OpenAIApiView):
-    @extend_schema(tags=TAGS, summary="One batch, with its progress (OpenAI format)")
+    @extend_schema(
+        tags=TAGS,
+        summary="One batch, with its progress (OpenAI format)",
+        responses={200: OpenApiResponse(description="A batch object."), **ERRORS},
+    )
     async def get(self, request, batch_id: str):
         batch = await _get_batch(owner=_owner(request), batch_id=batch_id)
         (shown,) = await _batch_objects([batch])
@@ -198,7 +225,12 @@ class BatchApi(OpenAIApiView):
 
 
 class BatchCancelApi(OpenAIApiView):
-    @extend_schema(tags=TAGS, summary="Cancel a batch (OpenAI format)")
+    @extend_schema(
+        tags=TAGS,
+        summary="Cancel a batch (OpenAI format)",
+        request=None,
+        responses={200: OpenApiResponse(description="The batch, cancelling."), **ERRORS},
+    )
     async def post(self, request, batch_id: str):
         batch = await _cancel_batch(owner=_owner(request), batch_id=batch_id)
         runner.wake()

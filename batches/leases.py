@@ -65,7 +65,8 @@ class ClaimedLine:
 def _claimable(now: datetime) -> Q:
     ready = Q(state=BatchLine.State.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
     abandoned = Q(state=BatchLine.State.RUNNING, lease_until__lt=now)
-    return Q(batch__status=Batch.Status.IN_PROGRESS, batch__ending="") & (ready | abandoned)
+    running = Q(batch__status=Batch.Status.IN_PROGRESS, batch__ending="", batch__expires_at__gt=now)
+    return running & (ready | abandoned)
 
 
 def claim_lines(

@@ -49,6 +49,8 @@ from server.middleware import request_id_var
 logger = logging.getLogger(__name__)
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
+# A failed try waits this long, doubled at each attempt (at most a minute).
+RETRY_BASE_SECONDS = 1.0
 # How long an owner's caller (its key and limits) is reused before it is read again.
 OWNER_CACHE_SECONDS = 10.0
 
@@ -194,7 +196,7 @@ class BatchRunner:
         except Exception as exc:  # noqa: BLE001 (becomes the line's error entry)
             status, body = error_body(exc)
             if status in RETRIED_STATUSES and line.attempts < self.max_attempts:
-                retry_in = min(60.0, 2.0**line.attempts)
+                retry_in = min(60.0, RETRY_BASE_SECONDS * 2**line.attempts)
                 await _release_line(worker=self.worker, line_id=line.id, retry_in=retry_in)
                 metrics.record_batch_line("retried")
                 return

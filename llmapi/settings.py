@@ -410,6 +410,11 @@ SPECTACULAR_SETTINGS = {
             "description": "The same models through the OpenAI API, for existing OpenAI clients: "
             f"set `base_url` to `{API_ORIGIN}/v1`.",
         },
+        {
+            "name": "Batches",
+            "description": "OpenAI's Files and Batch APIs: a JSONL file of requests, run on the "
+            "models' idle capacity, with output and error files.",
+        },
     ],
 }
 
