@@ -16,12 +16,18 @@ from batches import runner, services, storage
 from batches.models import Batch
 from inference import services as inference
 from limits import quotas
+from server.database import in_database_thread
 from tests.batches.test_leases import Upload, chat_line
 from tests.models import text_spec
 from usage import ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEADLINE = 30.0
+
+
+async def in_thread(func, *args, **kwargs):
+    """Database work in a thread whose connections are closed after (as the gateway does)."""
+    return await in_database_thread(func)(*args, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +74,7 @@ async def run_until_ended(batch_id: str) -> Batch:
     try:
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
-            batch = await Batch.objects.aget(pk=batch_id)
+            batch = await in_thread(Batch.objects.get, pk=batch_id)
             if batch.status in ("completed", "failed", "cancelled", "expired"):
                 return batch
             await asyncio.sleep(0.05)
@@ -85,9 +91,9 @@ def entries(file_id: str) -> list[dict]:
 
 async def test_lines_run_as_the_batchs_key_without_its_request_rate(isolated, make_key):
     writer, calls = isolated
-    key = await asyncio.to_thread(make_key, requests_per_minute=1, concurrent_requests=1)
+    key = await in_thread(make_key, requests_per_minute=1, concurrent_requests=1)
     owner = f"key:{key.api_key.pk}"
-    batch = await asyncio.to_thread(batch_for, owner, 4)
+    batch = await in_thread(batch_for, owner, 4)
 
     ended = await run_until_ended(batch.id)
 
@@ -104,8 +110,8 @@ async def test_lines_run_as_the_batchs_key_without_its_request_rate(isolated, ma
 
 async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, make_key):
     writer, calls = isolated
-    key = await asyncio.to_thread(make_key, tokens_per_day=20)
-    batch = await asyncio.to_thread(batch_for, f"key:{key.api_key.pk}", 5)
+    key = await in_thread(make_key, tokens_per_day=20)
+    batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 5)
 
     ended = await run_until_ended(batch.id)
 
@@ -122,10 +128,10 @@ async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, m
 
 async def test_a_batch_of_a_revoked_key_fails(isolated, make_key):
     _, calls = isolated
-    key = await asyncio.to_thread(make_key)
-    batch = await asyncio.to_thread(batch_for, f"key:{key.api_key.pk}", 2)
+    key = await in_thread(make_key)
+    batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 2)
     key.api_key.revoked = True
-    await key.api_key.asave()
+    await in_thread(key.api_key.save)
 
     ended = await run_until_ended(batch.id)
 
@@ -142,7 +148,7 @@ async def test_a_model_server_failure_is_tried_again_then_kept(isolated, monkeyp
 
     monkeypatch.setattr(inference, "openai_chat_completion", failing)
     monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
-    batch = await asyncio.to_thread(batch_for, "env:0", 1)
+    batch = await in_thread(batch_for, "env:0", 1)
 
     ended = await run_until_ended(batch.id)
 
@@ -150,5 +156,5 @@ async def test_a_model_server_failure_is_tried_again_then_kept(isolated, monkeyp
     (entry,) = entries(ended.error_file_id)
     assert entry["response"]["status_code"] == 502
     assert "503" in entry["response"]["body"]["error"]["message"]
-    line = await ended.lines.aget()
+    line = await in_thread(ended.lines.get)
     assert line.attempts == 2
