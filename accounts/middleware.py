@@ -19,7 +19,7 @@ from django.contrib.auth.middleware import AuthenticationMiddleware
 from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 
-from server.database import release_stale_connections
+from infra.database import release_stale_connections
 
 # The admin's pages load nothing from another origin (the usage charts are inline SVG).
 ADMIN_CSP = (

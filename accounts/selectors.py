@@ -18,8 +18,8 @@ from django.conf import settings
 
 from accounts.keys import secret_matches, split_key
 from accounts.principals import Principal
+from infra.database import in_database_thread
 from limits.quotas import QuotaSubject
-from server.database import in_database_thread
 
 if TYPE_CHECKING:
     from accounts.models import ApiKey

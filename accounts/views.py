@@ -19,7 +19,7 @@ from accounts.key_sessions import (
     log_out_session,
     session_client,
 )
-from api.content_security import OFFLINE_PAGE_CSP
+from infra.content_security import OFFLINE_PAGE_CSP
 
 # Where "Log in with API key" leads when the page was opened directly.
 BROWSABLE_API_HOME = "/text_model/chat/completion"

@@ -9,7 +9,7 @@ import json
 
 from rest_framework.renderers import BrowsableAPIRenderer
 
-from api.content_security import OFFLINE_PAGE_CSP
+from infra.content_security import OFFLINE_PAGE_CSP
 
 
 class LlmapiBrowsableAPIRenderer(BrowsableAPIRenderer):

@@ -16,23 +16,10 @@ from django.conf import settings
 from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
+from infra.json_depth import json_depth
+
 # No imports from completions here: DRF imports this module while it builds APIView.
 MAX_JSON_DEPTH = settings.SERVER_MAX_JSON_DEPTH
-
-
-def json_depth(value: Any, limit: int) -> int:
-    """How deeply `value` nests lists and objects, counted up to `limit + 1` (iteratively)."""
-    level = [value] if isinstance(value, dict | list) else []
-    depth = 0
-    while level and depth <= limit:
-        depth += 1
-        deeper = []
-        for node in level:
-            for child in node.values() if isinstance(node, dict) else node:
-                if type(child) is dict or type(child) is list:
-                    deeper.append(child)
-        level = deeper
-    return depth
 
 
 def loads_bounded(raw: bytes | str) -> Any:

@@ -61,6 +61,8 @@ class SharedFieldsMixin:
     DRF deep-copies every field for every serializer instance, which was the largest single
     cost of a request in profiles. Validation and rendering are synchronous and keep their
     state in local variables, so requests on the event loop can share the bound fields.
+    They are bound to an instance made for the purpose, without data: the fields' `parent`
+    must not keep a request's body alive after the request.
     """
 
     _shared_fields = None
@@ -68,9 +70,11 @@ class SharedFieldsMixin:
     @property
     def fields(self):
         cls = type(self)
-        if cls.__dict__.get("_shared_fields") is None:
-            cls._shared_fields = super().fields
-        return cls._shared_fields
+        shared = cls.__dict__.get("_shared_fields")
+        if shared is None:
+            template = cls()  # no data, no context: what the bound fields refer to
+            shared = cls._shared_fields = super(SharedFieldsMixin, template).fields
+        return shared
 
 
 class RejectUnknownFieldsMixin(SharedFieldsMixin):

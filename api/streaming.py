@@ -25,8 +25,8 @@ import orjson
 from django.http import StreamingHttpResponse
 
 from api.exceptions import status_of
+from gateway.calls import StreamEnd, StreamEvent, TextDelta
 from inference.exceptions import InferenceError
-from inference.services import StreamEnd, StreamEvent, TextDelta
 
 logger = logging.getLogger(__name__)
 

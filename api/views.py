@@ -12,7 +12,7 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.views import APIView
 
 from accounts.authentication import prepare_authentication
-from inference import services
+from gateway import calls
 from observability import timing
 
 
@@ -113,7 +113,9 @@ def validated(serializer_class, request) -> dict:
     return dict(serializer.validated_data)
 
 
-def answered_headers(answer: services.ChatResult | services.ChatStream) -> dict[str, str]:
+def answered_headers(
+    answer: calls.ChatResult | calls.ChatStream | calls.PassthroughResult,
+) -> dict[str, str]:
     """Which catalog model answered, and which one was asked for when a fallback answered."""
     headers = {"X-LLMAPI-Model": answer.answered_by}
     if answer.fallback_from:

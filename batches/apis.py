@@ -8,6 +8,7 @@ does not exist. Database and disk work runs in worker threads, never on the even
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -16,9 +17,9 @@ from rest_framework.response import Response
 from batches import presenters, runner, services, storage
 from batches.exceptions import FileRefused
 from batches.owners import owner_of
-from completions.apis import FORM_PARSERS
+from completions.apis import FORM_FIELDS_ALLOWANCE, FORM_PARSERS
+from infra.database import in_database_thread
 from openai_compat.apis import OpenAIApiView
-from server.database import in_database_thread
 
 TAGS = ["Batches"]
 MAX_PAGE = 100
@@ -92,6 +93,11 @@ def _batch_objects(batches) -> list[dict]:
 
 class FilesApi(OpenAIApiView):
     parser_classes = FORM_PARSERS
+
+    @classmethod
+    def body_limit(cls) -> tuple[int, str]:
+        """The most an upload may send, read by the server before the body is buffered."""
+        return settings.BATCHES["max_file_bytes"] + FORM_FIELDS_ALLOWANCE, "BATCHES__MAX_FILE_BYTES"
 
     @extend_schema(
         tags=TAGS,

@@ -2,9 +2,9 @@
 What each line URL of a batch means: how its body is checked before the batch starts, and how
 it is run once a line is claimed. Table-driven: another endpoint is one more `LineEndpoint`.
 
-A line runs through the same accounted path as the interactive request to its URL: the key's
-model scope, its token budgets, the model's concurrency slot, the ledger row (endpoint
-`v1/batches`) and the metrics. The caller is the batch's owner at the `batch` priority.
+A line runs through the one accounted path (`gateway.calls`), like the interactive request to
+its URL: the key's model scope, its token budgets, the model's concurrency slot at the `batch`
+priority, the ledger row (endpoint `v1/batches`). The caller is the batch's owner.
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from typing import Any
 from rest_framework import serializers
 
 from accounts.principals import Principal
-from api.accounting import accounted
 from api.exceptions import openai_exception_handler
-from inference import services
-from inference.catalog import ModelSpec
+from gateway import calls
+from gateway.calls import Caller
 from inference.exceptions import CapabilityMissing
 from inference.images import prepare_message_images
 from openai_compat.presenters import openai_completion
@@ -38,21 +37,18 @@ LEDGER_ENDPOINT = "v1/batches"
 PRIORITY = "batch"
 
 
-@dataclass(frozen=True, slots=True)
-class BatchCaller:
-    """Who a line runs as: the batch's owner, at the batch priority, without its request rate."""
-
-    principal: Principal
-    request_id: str
-    priority: str = PRIORITY
-    rate_limited: bool = False
-
-    @property
-    def user(self) -> Principal:  # what the accounted path reads of a request
-        return self.principal
+def batch_caller(principal: Principal, request_id: str) -> Caller:
+    """Who a line runs as: the batch's owner, at the batch priority, models hidden as on /v1."""
+    return Caller(
+        principal=principal,
+        endpoint=LEDGER_ENDPOINT,
+        request_id=request_id,
+        priority=PRIORITY,
+        hide_models=True,
+    )
 
 
-Run = Callable[[BatchCaller, dict[str, Any]], Awaitable[dict[str, Any]]]
+Run = Callable[[Caller, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,86 +58,43 @@ class LineEndpoint:
     run: Run
 
 
-def _result(raw: dict[str, Any], spec: ModelSpec) -> services.ChatResult:
-    """A passed-through answer as the accounted path reads one (its usage and who answered)."""
-    usage = raw.get("usage") if isinstance(raw.get("usage"), dict) else None
-    return services.ChatResult(
-        response="",
-        model=spec.name,
-        finish_reason=None,
-        usage={k: v for k, v in (usage or {}).items() if isinstance(v, int)} or None,
-        answered_by=spec.name,
-        raw=raw,
-    )
-
-
-async def _run_chat(caller: BatchCaller, body: dict[str, Any]) -> dict[str, Any]:
+async def _run_chat(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     messages = body["messages"]
     needs_vision = has_image_parts(messages)
-    spec = services.resolve_model(body["model"], capability="vision" if needs_vision else "chat")
+    spec = calls.resolve_model(
+        caller, body["model"], capability="vision" if needs_vision else "chat", require=False
+    )
     if needs_vision:
         if not spec.has("vision"):
             raise CapabilityMissing(f"The model '{spec.name}' does not accept images.")
         messages = await prepare_message_images(
             messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
         )
-    body = {**body, "messages": messages}
-    result, _ = await accounted(
-        caller,
-        endpoint=LEDGER_ENDPOINT,
-        spec=spec,
-        messages=messages,
-        params=body,
-        call=lambda: services.openai_chat_completion(spec=spec, body=body),
-        hide_models=True,
-    )
+    calls.require_capability(spec, "chat")
+    result, _ = await calls.openai_chat(caller, spec=spec, body={**body, "messages": messages})
     return openai_completion(
         result, completion_id=f"chatcmpl-{uuid.uuid4().hex}", created=int(time.time())
     )
 
 
-def _passthrough(path: str, capability: str, what: str) -> Run:
-    async def run(caller: BatchCaller, body: dict[str, Any]) -> dict[str, Any]:
-        spec = services.resolve_model(body["model"], capability=capability)
-        if capability != "chat" and not spec.has(capability):
-            raise CapabilityMissing(
-                f"The model '{spec.name}' does not have the `{capability}` capability."
-            )
+async def _run_embeddings(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    spec = calls.resolve_model(caller, body["model"], capability="embeddings")
+    answer, _ = await calls.openai_embeddings(caller, spec=spec, body=body)
+    return answer.body
 
-        async def call() -> services.ChatResult:
-            raw = await services.openai_passthrough(spec=spec, path=path, body=body, what=what)
-            return _result(raw, spec)
 
-        text = body.get("input", body.get("prompt"))
-        prompt = [{"content": text if isinstance(text, str) else json.dumps(text)}]
-        result, _ = await accounted(
-            caller,
-            endpoint=LEDGER_ENDPOINT,
-            spec=spec,
-            messages=prompt,
-            params=body,
-            call=call,
-            hide_models=True,
-        )
-        return result.raw or {}
-
-    return run
+async def _run_legacy_completion(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    spec = calls.resolve_model(caller, body["model"])
+    answer, _ = await calls.openai_legacy_completion(caller, spec=spec, body=body)
+    return answer.body
 
 
 ENDPOINTS: dict[str, LineEndpoint] = {
     endpoint.url: endpoint
     for endpoint in (
         LineEndpoint("/v1/chat/completions", OpenAIChatRequestSerializer, _run_chat),
-        LineEndpoint(
-            "/v1/embeddings",
-            OpenAIEmbeddingsRequestSerializer,
-            _passthrough("/embeddings", "embeddings", "embeddings endpoint"),
-        ),
-        LineEndpoint(
-            "/v1/completions",
-            OpenAICompletionsRequestSerializer,
-            _passthrough("/completions", "chat", "legacy completions endpoint"),
-        ),
+        LineEndpoint("/v1/embeddings", OpenAIEmbeddingsRequestSerializer, _run_embeddings),
+        LineEndpoint("/v1/completions", OpenAICompletionsRequestSerializer, _run_legacy_completion),
     )
 }
 

@@ -36,15 +36,15 @@ from django.conf import settings
 
 from accounts.principals import Principal
 from batches import leases
-from batches.dispatch import ENDPOINTS, BatchCaller, error_body
+from batches.dispatch import ENDPOINTS, batch_caller, error_body
 from batches.models import Batch
 from batches.owners import load_owner_principal
 from batches.services import new_request_id
 from inference.exceptions import ModelBusy
+from infra.database import in_database_thread
+from infra.request_ids import request_id_var
 from limits.quotas import QuotaExceeded
 from observability import metrics
-from server.database import in_database_thread
-from server.middleware import request_id_var
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class BatchRunner:
             return
         request_id = new_request_id()
         request_id_var.set(request_id)
-        caller = BatchCaller(principal=principal, request_id=request_id)
+        caller = batch_caller(principal, request_id)
         started = time.monotonic()
         status, body = 200, None
         try:

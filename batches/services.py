@@ -2,7 +2,7 @@
 Files and batches: uploads, the check of every line before a batch starts, cancellation.
 
 Blocking database and disk work; the views run each call in a worker thread
-(`server.database.in_database_thread`). The runner's side (claiming, running and finishing
+(`infra.database.in_database_thread`). The runner's side (claiming, running and finishing
 lines) is in `batches.runner`.
 """
 

@@ -42,7 +42,7 @@ from accounts.authentication import ApiKeyAuthentication, prepare_authentication
 from accounts.database import ensure_database  # noqa: E402
 from accounts.models import ApiKey, Team  # noqa: E402
 from accounts.services import create_api_key  # noqa: E402
-from limits.quotas import get_quota_store  # noqa: E402
+from limits.stores import get_quota_store  # noqa: E402
 from usage import ledger  # noqa: E402
 from usage.models import UsageRecord  # noqa: E402
 

@@ -16,7 +16,6 @@ from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from api.accounting import accounted
 from api.serializers import ErrorSerializer
 from api.streaming import streaming_response, wants_event_stream
 from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers, validated
@@ -25,7 +24,8 @@ from completions.serializers import (
     ImageChatRequestSerializer,
     TextChatRequestSerializer,
 )
-from inference import services
+from gateway import calls
+from gateway.calls import Caller
 from inference.catalog import ModelSpec
 from inference.exceptions import ModelNotConfigured, PayloadTooLarge
 
@@ -145,7 +145,7 @@ class StreamingApiView(AsyncApiView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = FirstRendererNegotiation
 
-    def stream(self, stream: services.ChatStream, headers: dict[str, str]):
+    def stream(self, stream: calls.ChatStream, headers: dict[str, str]):
         response = streaming_response(
             stream.events, sse=wants_event_stream(self.request.headers.get("Accept", ""))
         )
@@ -167,15 +167,11 @@ class TextChatCompletionApi(AsyncApiView):
     )
     async def post(self, request):
         data = validated(TextChatRequestSerializer, request)
-        spec = services.resolve_model(data.pop("model", None), role="text")
+        caller = Caller.from_request(request, endpoint="text_model/chat/completion")
+        spec = calls.resolve_model(caller, data.pop("model", None), role="text")
         messages = data.pop("messages")
-        result, headers = await accounted(
-            request,
-            endpoint="text_model/chat/completion",
-            spec=spec,
-            messages=messages,
-            params=data,
-            call=lambda: services.chat_completion(spec=spec, messages=messages, params=data),
+        result, headers = await calls.chat_completion(
+            caller, spec=spec, messages=messages, params=data
         )
         return Response(
             ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
@@ -203,15 +199,11 @@ class TextChatStreamApi(StreamingApiView):
     )
     async def post(self, request):
         data = validated(TextChatRequestSerializer, request)
-        spec = services.resolve_model(data.pop("model", None), role="text")
+        caller = Caller.from_request(request, endpoint="text_model/chat/stream")
+        spec = calls.resolve_model(caller, data.pop("model", None), role="text")
         messages = data.pop("messages")
-        stream, headers = await accounted(
-            request,
-            endpoint="text_model/chat/stream",
-            spec=spec,
-            messages=messages,
-            params=data,
-            call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=data),
+        stream, headers = await calls.open_chat_stream(
+            caller, spec=spec, messages=messages, params=data
         )
         return self.stream(stream, headers)
 
@@ -278,25 +270,47 @@ class LimitedFormParser(LimitedFormParsing, FormParser):
 FORM_PARSERS: list[type[BaseParser]] = [LimitedMultiPartParser, LimitedFormParser]
 
 
-async def image_chat_request(request) -> tuple[ModelSpec, list[dict], dict]:
+async def image_chat_request(
+    request, *, endpoint: str
+) -> tuple[Caller, ModelSpec, list[dict], dict]:
     data = validated(ImageChatRequestSerializer, request)
+    caller = Caller.from_request(request, endpoint=endpoint)
     try:
-        spec = services.resolve_model(data.pop("model", None), role="image", capability="vision")
+        spec = calls.resolve_model(
+            caller, data.pop("model", None), role="image", capability="vision"
+        )
     except ModelNotConfigured:
         # The upload is checked first all the same (with the seed image limits): a bad image
         # is the client's to fix whether or not a vision model is configured.
-        await services.prepare_uploads(data.pop("image"), **services.seed_image_limits())
+        await calls.prepare_uploads(data.pop("image"), **calls.seed_image_limits())
         raise
-    messages = await services.image_chat_messages(
+    messages = await calls.image_chat_messages(
         spec=spec,
         prompt=data.pop("prompt"),
         system=data.pop("system", None),
         images=data.pop("image"),
     )
-    return spec, messages, data
+    return caller, spec, messages, data
 
 
-class ImageChatCompletionApi(AsyncApiView):
+# Multipart form fields (prompt, parameters) beside the images.
+FORM_FIELDS_ALLOWANCE = 1024 * 1024
+
+
+class ImageUploadLimit:
+    @classmethod
+    def body_limit(cls) -> tuple[int, str]:
+        """
+        The most an upload may send (read by the server before the body is buffered): the
+        largest image any vision model of the catalog takes (the model is only known once
+        the form is parsed; each model's own limit is checked again per image).
+        """
+        vision = [spec.max_image_bytes for spec in calls.catalog() if spec.has("vision")]
+        largest = max(vision, default=settings.LLMAPI_MODELS["image"]["max_image_bytes"])
+        return largest + FORM_FIELDS_ALLOWANCE, "IMAGE_MODEL__MAX_IMAGE_BYTES"
+
+
+class ImageChatCompletionApi(ImageUploadLimit, AsyncApiView):
     parser_classes = FORM_PARSERS
 
     @extend_schema(
@@ -307,21 +321,18 @@ class ImageChatCompletionApi(AsyncApiView):
         examples=IMAGE_EXAMPLES,
     )
     async def post(self, request):
-        spec, messages, params = await image_chat_request(request)
-        result, headers = await accounted(
-            request,
-            endpoint="image_model/chat/completion",
-            spec=spec,
-            messages=messages,
-            params=params,
-            call=lambda: services.chat_completion(spec=spec, messages=messages, params=params),
+        caller, spec, messages, params = await image_chat_request(
+            request, endpoint="image_model/chat/completion"
+        )
+        result, headers = await calls.chat_completion(
+            caller, spec=spec, messages=messages, params=params
         )
         return Response(
             ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
         )
 
 
-class ImageChatStreamApi(StreamingApiView):
+class ImageChatStreamApi(ImageUploadLimit, StreamingApiView):
     parser_classes = FORM_PARSERS
 
     @extend_schema(
@@ -333,13 +344,10 @@ class ImageChatStreamApi(StreamingApiView):
         examples=IMAGE_EXAMPLES[:1],
     )
     async def post(self, request):
-        spec, messages, params = await image_chat_request(request)
-        stream, headers = await accounted(
-            request,
-            endpoint="image_model/chat/stream",
-            spec=spec,
-            messages=messages,
-            params=params,
-            call=lambda: services.open_chat_stream(spec=spec, messages=messages, params=params),
+        caller, spec, messages, params = await image_chat_request(
+            request, endpoint="image_model/chat/stream"
+        )
+        stream, headers = await calls.open_chat_stream(
+            caller, spec=spec, messages=messages, params=params
         )
         return self.stream(stream, headers)

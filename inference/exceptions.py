@@ -7,6 +7,7 @@ What can go wrong in the inference core. Plain Python exceptions: the HTTP layer
     ├── ModelNotFound ............. no model of that name or alias
     ├── ModelBusy ................. no concurrency slot within QUEUE_TIMEOUT (retry_after)
     ├── CapabilityMissing ......... the model cannot do what was asked (images, tools, ...)
+    ├── InvalidParameter .......... a request field of the wrong type or range (`param`)
     ├── InvalidImage .............. the upload is not an image
     ├── UnsupportedImage .......... an image, but not JPEG, PNG, WebP or GIF
     ├── PayloadTooLarge ........... an image or field over its limit
@@ -58,6 +59,15 @@ class ModelNotConfigured(InferenceError):
 
 class ModelNotFound(InferenceError):
     pass
+
+
+class InvalidParameter(InferenceError):
+    """A field the gateway reads (a token count, say) is of the wrong type or out of range."""
+
+    def __init__(self, param: str, detail: str) -> None:
+        super().__init__(detail)
+        self.param = param
+        self.extra = {"errors": {param: [detail]}}
 
 
 class ModelBusy(InferenceError):

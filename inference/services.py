@@ -14,7 +14,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -39,7 +39,6 @@ from inference.exceptions import (
 )
 from inference.images import prepare_uploads
 from inference.registry import get_registry
-from limits import admission
 from limits.slots import SlotTimeout
 from observability import metrics, timing
 
@@ -75,6 +74,40 @@ class ChatResult:
     # For a JSON format whose answer was cut by max_tokens: {"valid": False, "truncated": True,
     # "errors": [...]}; the truncated text is returned, not repaired.
     validation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PassthroughResult:
+    """Another OpenAI endpoint's answer (`/embeddings`, `/completions`), as the server sent it."""
+
+    body: dict[str, Any]
+    answered_by: str
+    replica: str = ""
+    fallback_from: str | None = None
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        return usage_of(self.body.get("usage"))
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """
+    What the accounted path (`gateway.calls`) hands every model call, so that the core applies
+    the caller's limits without knowing who the caller is:
+
+    - `may_use`: the key's model scope, checked for every fallback before it is tried;
+    - `admitted`: awaited once a model slot is held, before the model server is called: the
+      quota's verdict when its reservation travels with the slot's acquisition (a refusal
+      raises, and the slot goes back);
+    - `requires`: the capabilities a fallback must have to take the request;
+    - `priority`: the caller's class for the model's slots ("interactive" or "batch").
+    """
+
+    may_use: Callable[[ModelSpec], bool]
+    admitted: Callable[[], Awaitable[None]] | None = None
+    requires: tuple[str, ...] = ()
+    priority: str = "interactive"
 
 
 @dataclass(frozen=True)
@@ -156,8 +189,11 @@ def slots_in_use(spec: ModelSpec) -> int:
 
 
 @contextlib.asynccontextmanager
-async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
-    """Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`."""
+async def concurrency_slot(spec: ModelSpec, context: CallContext) -> AsyncIterator[None]:
+    """
+    Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`, then
+    wait for the caller's admission (`CallContext.admitted`).
+    """
     timing.annotate(model=spec.name)  # the model that answers (a fallback, maybe)
     slots = get_registry().slots(spec)
     async with contextlib.AsyncExitStack() as stack:
@@ -178,7 +214,8 @@ async def concurrency_slot(spec: ModelSpec) -> AsyncIterator[None]:
             ) from None
         metrics.record_queue_wait(spec.name, time.perf_counter() - started)
         # The caller's quota, sent with the slot's acquisition: refused, the slot goes back.
-        await admission.confirm()
+        if context.admitted is not None:
+            await context.admitted()
         with metrics.in_flight(spec.name):
             yield
 
@@ -197,14 +234,23 @@ def falls_back(exc: InferenceError) -> bool:
 
 
 async def _with_fallbacks(
-    spec: ModelSpec, attempt: Callable[[ModelSpec], Awaitable[T]], *, requires: str = ""
+    spec: ModelSpec,
+    attempt: Callable[[ModelSpec], Awaitable[T]],
+    *,
+    context: CallContext,
+    requires: tuple[str, ...] = (),
 ) -> T:
     """
-    `attempt(spec)`, then each of its fallback models in order while the failure allows;
-    fallbacks without the capability a request `requires` ("tools") are skipped.
+    `attempt(spec)`, then each of its fallback models in order while the failure allows.
+    Fallbacks outside the caller's scope, or without a capability the request requires
+    (tools, images), are skipped.
     """
     fallbacks = get_registry().catalog.fallbacks_of(spec)
-    chain = [spec, *(f for f in fallbacks if not requires or f.has(requires))]
+    needs = (*context.requires, *requires)
+    chain = [
+        spec,
+        *(f for f in fallbacks if all(f.has(need) for need in needs) and context.may_use(f)),
+    ]
     for index, candidate in enumerate(chain):
         try:
             return await attempt(candidate)
@@ -263,26 +309,40 @@ def passthrough_payload(*, spec: ModelSpec, body: dict[str, Any], stream: bool) 
     return payload
 
 
-def _uses_tools(body: dict[str, Any]) -> bool:
+def uses_tools(body: Mapping[str, Any]) -> bool:
+    """Whether a chat body asks for tools (so only models with the `tools` capability may take it)."""
     return bool(body.get("tools") or body.get("tool_choice") or body.get("functions"))
+
+
+def has_images(messages: list[dict[str, Any]]) -> bool:
+    """Whether any message carries an image part."""
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    return True
+    return False
 
 
 def check_tool_support(spec: ModelSpec, body: dict[str, Any]) -> None:
     """Tools on a model without the `tools` capability are a clear 400, not a silent no-op."""
-    if _uses_tools(body) and not spec.has("tools"):
+    if uses_tools(body) and not spec.has("tools"):
         raise CapabilityMissing(
             f"The model '{spec.name}' has no tool support (tools, tool_choice); use a model "
             "served by a model server (GET /v1/models lists each model's capabilities)."
         )
 
 
-async def openai_chat_completion(*, spec: ModelSpec, body: dict[str, Any]) -> ChatResult:
+async def openai_chat_completion(
+    *, spec: ModelSpec, body: dict[str, Any], context: CallContext
+) -> ChatResult:
     """A /v1 chat completion, passed through; `raw` holds the server's whole answer."""
     check_tool_support(spec, body)
 
     async def attempt(candidate: ModelSpec) -> ChatResult:
         payload = passthrough_payload(spec=candidate, body=body, stream=False)
-        result = await _chat_completion_on(candidate, payload)
+        result = await _chat_completion_on(candidate, payload, context)
         fallback_from = spec.name if candidate is not spec else None
         return replace(
             result,
@@ -291,18 +351,24 @@ async def openai_chat_completion(*, spec: ModelSpec, body: dict[str, Any]) -> Ch
             replica=_replica(candidate),
         )
 
-    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
+    return await _with_fallbacks(spec, attempt, context=context, requires=_tool_needs(body))
 
 
-async def open_openai_chat_stream(*, spec: ModelSpec, body: dict[str, Any]) -> ChatStream:
+async def open_openai_chat_stream(
+    *, spec: ModelSpec, body: dict[str, Any], context: CallContext
+) -> ChatStream:
     """A /v1 streamed chat completion, passed through chunk by chunk (`RawChunk` events)."""
     check_tool_support(spec, body)
 
     async def attempt(candidate: ModelSpec) -> ChatStream:
         payload = passthrough_payload(spec=candidate, body=body, stream=True)
-        return await _open_stream_on(spec, candidate, payload, raw=True)
+        return await _open_stream_on(spec, candidate, payload, raw=True, context=context)
 
-    return await _with_fallbacks(spec, attempt, requires="tools" if _uses_tools(body) else "")
+    return await _with_fallbacks(spec, attempt, context=context, requires=_tool_needs(body))
+
+
+def _tool_needs(body: Mapping[str, Any]) -> tuple[str, ...]:
+    return ("tools",) if uses_tools(body) else ()
 
 
 def _served_backend(spec: ModelSpec, what: str) -> OpenAICompatibleBackend:
@@ -315,30 +381,41 @@ def _served_backend(spec: ModelSpec, what: str) -> OpenAICompatibleBackend:
 
 
 async def openai_passthrough(
-    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str
-) -> dict[str, Any]:
+    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str, context: CallContext
+) -> PassthroughResult:
     """
     Another OpenAI endpoint (`/embeddings`, `/completions`) of the model's servers, the body
     passed through with the model's served name, the answer returned as the server sent it.
     """
 
-    async def attempt(candidate: ModelSpec) -> dict[str, Any]:
+    async def attempt(candidate: ModelSpec) -> PassthroughResult:
         backend = _served_backend(candidate, what)
-        async with concurrency_slot(candidate):
-            return await backend.post(path, {**body, "model": candidate.served_name})
+        async with concurrency_slot(candidate, context):
+            answer = await backend.post(path, {**body, "model": candidate.served_name})
+        if not isinstance(answer, dict):
+            raise UpstreamProtocolError(f"The {candidate.label} server sent a malformed answer.")
+        _annotate_usage(usage_of(answer.get("usage")))
+        return PassthroughResult(
+            answer,
+            answered_by=candidate.name,
+            replica=_replica(candidate),
+            fallback_from=spec.name if candidate is not spec else None,
+        )
 
-    return await _with_fallbacks(spec, attempt)
+    return await _with_fallbacks(spec, attempt, context=context)
 
 
 async def open_openai_passthrough_stream(
-    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str
+    *, spec: ModelSpec, path: str, body: dict[str, Any], what: str, context: CallContext
 ) -> ChatStream:
     """A streamed `/completions`, its chunks passed through as `RawChunk` events."""
     backend = _served_backend(spec, what)
 
     async def events() -> AsyncGenerator[StreamEvent, None]:
-        payload = {**body, "model": spec.served_name, "stream": True}
-        async with concurrency_slot(spec), backend.stream(payload, path=path) as chunks:
+        # The usage chunk lets the gateway count the tokens; the client sees it too.
+        options = {**(body.get("stream_options") or {}), "include_usage": True}
+        payload = {**body, "model": spec.served_name, "stream": True, "stream_options": options}
+        async with concurrency_slot(spec, context), backend.stream(payload, path=path) as chunks:
             yield TextDelta("")  # marks "opened"
             async for chunk in chunks:
                 if not isinstance(chunk, dict):
@@ -355,7 +432,11 @@ async def open_openai_passthrough_stream(
 
 
 async def chat_completion(
-    *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    context: CallContext,
 ) -> ChatResult:
     """
     Ask the model for a whole answer; if it fails before answering, ask its fallback models
@@ -367,7 +448,7 @@ async def chat_completion(
 
     async def attempt(candidate: ModelSpec) -> ChatResult:
         payload = build_payload(spec=candidate, messages=messages, params=params, stream=False)
-        result = await _chat_completion_on(candidate, payload)
+        result = await _chat_completion_on(candidate, payload, context)
         fallback_from = spec.name if candidate is not spec else None
         return replace(
             result,
@@ -376,10 +457,12 @@ async def chat_completion(
             replica=_replica(candidate),
         )
 
-    return await _with_fallbacks(spec, attempt)
+    return await _with_fallbacks(spec, attempt, context=context)
 
 
-async def _chat_completion_on(spec: ModelSpec, payload: dict[str, Any]) -> ChatResult:
+async def _chat_completion_on(
+    spec: ModelSpec, payload: dict[str, Any], context: CallContext
+) -> ChatResult:
     """
     One model's answer. A JSON answer that breaks its format is repaired (sent back with the
     errors) only when the model finished it ("stop"), at most `JSON_RETRIES` times per request;
@@ -390,7 +473,7 @@ async def _chat_completion_on(spec: ModelSpec, payload: dict[str, Any]) -> ChatR
     backend = get_backend(spec)
     response_format = payload.get("response_format")
     strict_tools = structured.strict_tool_schemas(payload.get("tools"))
-    async with concurrency_slot(spec):
+    async with concurrency_slot(spec, context):
         result = first = _chat_result(spec, await _create(spec, backend, payload))
         if strict_tools:
             await _check_tool_arguments(spec, result, strict_tools)
@@ -485,7 +568,11 @@ def _add_tool_call_deltas(calls: dict[Any, list[Any]], delta: dict[str, Any]) ->
 
 
 async def open_chat_stream(
-    *, spec: ModelSpec, messages: list[dict[str, Any]], params: dict[str, Any]
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    params: dict[str, Any],
+    context: CallContext,
 ) -> ChatStream:
     """
     Start a streamed answer and return its events.
@@ -500,15 +587,17 @@ async def open_chat_stream(
 
     async def attempt(candidate: ModelSpec) -> ChatStream:
         payload = build_payload(spec=candidate, messages=messages, params=params, stream=True)
-        return await _open_stream_on(spec, candidate, payload, raw=False)
+        return await _open_stream_on(spec, candidate, payload, raw=False, context=context)
 
-    return await _with_fallbacks(spec, attempt)
+    return await _with_fallbacks(spec, attempt, context=context)
 
 
 async def _open_stream_on(
-    asked: ModelSpec, spec: ModelSpec, payload: dict[str, Any], *, raw: bool
+    asked: ModelSpec, spec: ModelSpec, payload: dict[str, Any], *, raw: bool, context: CallContext
 ) -> ChatStream:
-    events = _stream_events(spec=spec, backend=get_backend(spec), payload=payload, raw=raw)
+    events = _stream_events(
+        spec=spec, backend=get_backend(spec), payload=payload, raw=raw, context=context
+    )
     try:
         await anext(events)  # runs up to the first yield: slot taken, upstream answered 2xx
     except BaseException:
@@ -521,9 +610,14 @@ async def _open_stream_on(
 
 
 async def _stream_events(
-    *, spec: ModelSpec, backend: ChatBackend, payload: dict[str, Any], raw: bool = False
+    *,
+    spec: ModelSpec,
+    backend: ChatBackend,
+    payload: dict[str, Any],
+    raw: bool = False,
+    context: CallContext,
 ) -> AsyncGenerator[StreamEvent, None]:
-    async with concurrency_slot(spec), contextlib.AsyncExitStack() as stack:
+    async with concurrency_slot(spec, context), contextlib.AsyncExitStack() as stack:
         chunks = await _open_stream(spec, backend, payload, stack)
         yield TextDelta("")  # marks "opened"; consumed by open_chat_stream
         model, finish_reason, usage = spec.name, None, None
@@ -534,7 +628,7 @@ async def _stream_events(
             if not isinstance(chunk, dict):
                 raise UpstreamProtocolError(f"The {spec.label} server sent a malformed chunk.")
             model = chunk.get("model") or model
-            usage = _usage(chunk.get("usage")) or usage
+            usage = usage_of(chunk.get("usage")) or usage
             if raw:
                 yield RawChunk(chunk)
             for choice in chunk.get("choices") or ():
@@ -642,7 +736,7 @@ def _chat_result(spec: ModelSpec, data: dict[str, Any]) -> ChatResult:
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
         raise UpstreamProtocolError(f"The {spec.label} server's answer has no message.")
-    usage = _usage(data.get("usage"))
+    usage = usage_of(data.get("usage"))
     _annotate_usage(usage)
     return ChatResult(
         response=message.get("content") or "",
@@ -728,7 +822,8 @@ async def image_chat_messages(
     return messages
 
 
-def _usage(raw: Any) -> dict[str, int] | None:
+def usage_of(raw: Any) -> dict[str, int] | None:
+    """The token counts of a server's `usage` object (the integer ones), or None."""
     if not isinstance(raw, dict):
         return None
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")

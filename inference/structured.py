@@ -55,8 +55,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from typing_extensions import TypeIs
 
-from api.parsers import json_depth
 from inference.exceptions import OutputCheckTooCostly, quote
+from infra.json_depth import json_depth
 
 LIMITS = settings.STRUCTURED_OUTPUT
 MAX_REPORTED_ERRORS = 10

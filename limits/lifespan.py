@@ -11,7 +11,7 @@ and the refresher keep trying in the background, and the error policy covers req
 from __future__ import annotations
 
 from limits import redis_client, redis_events, redis_slots, replica_health
-from limits.quotas import get_quota_store
+from limits.stores import get_quota_store
 
 
 async def start(*, connect_timeout: float = 1.0) -> bool:

@@ -13,10 +13,11 @@ request in all of them, as one atomic step: two concurrent requests can never bo
 last unit. Over any limit it raises `QuotaExceeded` (429) carrying `Retry-After` and OpenAI's
 `x-ratelimit-*` headers. `settle` is the second atomic step: it frees the concurrency slot and
 replaces the reserved tokens with the real count (or keeps the reservation when the count is
-unknown). Budgets are checked on admission: a request in flight when a budget runs out
-finishes; the next one is refused.
+unknown). Budgets are checked on admission: a request is refused when what it may use (its
+reservation) does not fit in what is left, so a budget is overrun only by what requests use
+beyond their reservation.
 
-Windows are fixed and UTC-aligned (the minute, the day, the month), which a Redis
+Windows are fixed and UTC-aligned (the minute, the day, the calendar month), which a Redis
 implementation expresses as one key per counter and window with an expiry, and each of the
 two steps as one Lua script over all of a request's keys. `InProcessQuotaStore` is the
 implementation for one process: its counters live in a dict, guarded by a lock (uncontended
@@ -220,6 +221,19 @@ class _Clock:
         )
 
 
+def month_window(now: float) -> tuple[int, int, int]:
+    """The calendar month (UTC) of `now`: its index (year * 12 + month - 1), first second, length."""
+    moment = datetime.fromtimestamp(int(now), UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    year, month = divmod(moment.year * 12 + moment.month, 12)  # the next month
+    end = datetime(year, month + 1, 1, tzinfo=UTC)
+    return (
+        moment.year * 12 + moment.month - 1,
+        int(start.timestamp()),
+        int((end - start).total_seconds()),
+    )
+
+
 class InProcessQuotaStore:
     """Quotas counted in this process (one worker). See the module docstring."""
 
@@ -321,14 +335,16 @@ def _check(holder_id: str, limits: Limits, counters: _Counters, tokens: int, clo
     if limit is not None and counters.concurrent + 1 > limit:
         # A slot frees when a request ends; a second is a fair guess.
         _refuse(holder_id, limits, counters, clock, limit, "concurrent requests", 1)
-    # Budgets refuse once spent; a request admitted before keeps its reservation.
+    # A budget refuses a request that alone could overrun what is left of it.
+    # (Counted as at least one token: a spent budget refuses even an empty request.)
     limit = limits.tokens_per_day
-    if limit is not None and counters.day_tokens >= limit:
-        _refuse(holder_id, limits, counters, clock, limit, "tokens per day", clock.to_next_day)
+    if limit is not None and counters.day_tokens + max(tokens, 1) > limit:
+        wait = clock.to_next_day
+        _refuse(holder_id, limits, counters, clock, limit, "tokens per day", wait, tokens)
     limit = limits.tokens_per_month
-    if limit is not None and counters.month_tokens >= limit:
+    if limit is not None and counters.month_tokens + max(tokens, 1) > limit:
         wait = clock.to_next_month
-        _refuse(holder_id, limits, counters, clock, limit, "tokens per month", wait)
+        _refuse(holder_id, limits, counters, clock, limit, "tokens per month", wait, tokens)
 
 
 def _refuse(
@@ -414,21 +430,3 @@ def estimate_request_tokens(*, max_tokens: int, prompt_chars: int, messages: int
     token (a few more per message for the chat template). Settling corrects it.
     """
     return max_tokens + -(-prompt_chars // 4) + 4 * messages
-
-
-_store: QuotaStore | None = None
-
-
-def get_quota_store() -> QuotaStore:
-    """The process's store: shared through Redis when REDIS_URL is set, else in-process."""
-    global _store
-    if _store is None:
-        from limits import redis_client  # imported late: redis_quotas imports this module
-
-        if redis_client.enabled():
-            from limits.redis_quotas import RedisQuotaStore
-
-            _store = RedisQuotaStore()
-        else:
-            _store = InProcessQuotaStore()
-    return _store

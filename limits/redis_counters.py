@@ -35,25 +35,31 @@ from limits import redis_client
 from limits.per_loop import PerLoop
 from limits.redis_client import RedisUnreachable
 
-# KEYS: the counters. ARGV: required (1/0), extra copies wanted, then per counter 4 values:
-# limit, amount, bucket ms, buckets.
+# KEYS: the counters. ARGV: required (1/0), extra copies wanted, then per counter 5 values:
+# limit, amount, bucket ms, buckets, offset ms (where its windows start: 0 for windows aligned
+# on the epoch, a calendar month's first millisecond for a monthly budget), and last the time
+# in ms (-1: the Redis server's clock).
 # Over (only when required): {0, index of the first counter over (1-based), retry-after ms or
 # -1 if it never fits}.
 # Admitted: {1, extra copies granted, then per counter: bucket, remaining, reset-after ms}.
 # Extra copies (the same amounts again, for `RedisQuotaStore`'s reservations made ahead) are
 # granted one by one while every counter keeps at least half its limit free after them.
 _RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(ARGV[#ARGV])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local required, wanted = tonumber(ARGV[1]), tonumber(ARGV[2])
 local plan = {}
 for i = 1, #KEYS do
-  local at = 2 + (i - 1) * 4
+  local at = 2 + (i - 1) * 5
   local limit, amount = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local size, buckets = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local offset = tonumber(ARGV[at + 5])
   -- a sub-window counts while fewer than `span` sub-windows have started since it began
   local span = buckets == 1 and 1 or buckets + 1
-  local current = math.floor(now / size)
+  local current = math.floor((now - offset) / size)
   local entries = redis.call('HGETALL', KEYS[i])
   local used, live, stale = 0, {}, {}
   for j = 1, #entries, 2 do
@@ -72,12 +78,12 @@ for i = 1, #KEYS do
     local freed, need = 0, used + amount - limit
     for _, entry in ipairs(live) do
       freed = freed + entry[2]
-      if freed >= need then return {0, i, (entry[1] + span) * size - now} end
+      if freed >= need then return {0, i, (entry[1] + span) * size + offset - now} end
     end
     return {0, i, size}
   end
   local first = live[1] and live[1][1] or current
-  plan[i] = {current, limit, used, amount, (first + span) * size - now, span * size}
+  plan[i] = {current, limit, used, amount, (first + span) * size + offset - now, span * size}
 end
 local extra = 0
 while extra < wanted do
@@ -102,21 +108,22 @@ end
 return reply
 """
 
-# KEYS: the counters. ARGV: per counter, 4 values: bucket reserved in, delta, bucket ms,
-# buckets. The delta goes to the bucket the amount was reserved in; if that bucket has left
+# KEYS: the counters. ARGV: per counter, 5 values: bucket reserved in, delta, bucket ms,
+# buckets, offset ms. The delta goes to the bucket the amount was reserved in; if that bucket has left
 # the window, a positive delta (more used than reserved) goes to the current one, a negative
 # one is dropped (it would free room that has already come back). Never below zero.
 _SETTLE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, #KEYS do
-  local at = (i - 1) * 4
+  local at = (i - 1) * 5
   local bucket, delta = ARGV[at + 1], tonumber(ARGV[at + 2])
   local size, buckets = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local offset = tonumber(ARGV[at + 5])
   local span = buckets == 1 and 1 or buckets + 1
   if delta ~= 0 then
     if redis.call('HEXISTS', KEYS[i], bucket) == 0 then
-      bucket = delta > 0 and tostring(math.floor(now / size)) or nil
+      bucket = delta > 0 and tostring(math.floor((now - offset) / size)) or nil
     end
     if bucket then
       if redis.call('HINCRBY', KEYS[i], bucket, delta) < 0 then
@@ -139,6 +146,10 @@ class Counter:
     window: float
     amount: int = 1
     buckets: int = 60
+    # Where the windows start, in ms since the epoch modulo nothing: 0 aligns them on
+    # multiples of `window`; a monthly budget's counter (one key per calendar month) starts
+    # at the month's first millisecond and lasts the month.
+    offset_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.limit < 0 or self.window <= 0 or self.buckets < 1:
@@ -195,7 +206,11 @@ def _redis_key(counter: Counter) -> str:
 
 
 async def reserve(
-    counters: Sequence[Counter], *, extra: int = 0, required: bool = True
+    counters: Sequence[Counter],
+    *,
+    extra: int = 0,
+    required: bool = True,
+    now: float | None = None,
 ) -> Reservation:
     """
     Check every counter and, if all have room, add each one's amount (one atomic round trip).
@@ -203,6 +218,7 @@ async def reserve(
     `extra`: also reserve up to this many more copies of the same amounts, each only while
     every counter keeps at least half its limit free after it (the reply's `extra` says how
     many). `required=False` reserves only such copies, and is never refused (`extra` may be 0).
+    `now` (seconds since the epoch) replaces the Redis server's clock, for tests and replays.
 
     Raises `LimitsUnavailable` when Redis is unreachable under `LIMITS__ON_REDIS_ERROR=closed`.
     """
@@ -210,7 +226,7 @@ async def reserve(
     if not counters:
         return Reservation(admitted=True, counters=counters)
     try:
-        future, keys = _send(counters, extra, required)
+        future, keys = _send(counters, extra, required, now)
         reply = await future
     except RedisUnreachable:
         error = redis_client.unavailable()
@@ -244,11 +260,18 @@ def reserve_copies_later(
 
 
 def _send(
-    counters: tuple[Counter, ...], extra: int, required: bool
+    counters: tuple[Counter, ...], extra: int, required: bool, now: float | None = None
 ) -> tuple[asyncio.Future[Any], list[str]]:
     args: list[int] = [1 if required else 0, extra]
     for counter in counters:
-        args += [counter.limit, counter.amount, counter.bucket_ms, counter.buckets]
+        args += [
+            counter.limit,
+            counter.amount,
+            counter.bucket_ms,
+            counter.buckets,
+            counter.offset_ms,
+        ]
+    args.append(-1 if now is None else int(now * 1000))
     keys = [_redis_key(c) for c in counters]
     return redis_client.run_script("counters", _RESERVE, keys, args), keys
 
@@ -294,7 +317,7 @@ def settle_later(reservation: Reservation, actual: Sequence[int]) -> None:
         return
     if len(actual) != len(reservation.counters):
         raise ValueError("one actual amount per counter")
-    pending: dict[tuple[str, int, int, int], int] | None = None
+    pending: dict[tuple[str, int, int, int, int], int] | None = None
     for key, counter, bucket, amount in zip(
         reservation.keys, reservation.counters, reservation.buckets, actual, strict=True
     ):
@@ -304,7 +327,7 @@ def settle_later(reservation: Reservation, actual: Sequence[int]) -> None:
                 pending = _settlements()
                 if pending is None:
                     return  # Redis is paused after a failure: the estimate stands
-            where = (key, bucket, counter.bucket_ms, counter.buckets)
+            where = (key, bucket, counter.bucket_ms, counter.buckets, counter.offset_ms)
             pending[where] = pending.get(where, 0) + delta
 
 
@@ -316,16 +339,16 @@ SETTLE_WITHIN = 0.025
 @dataclass(slots=True)
 class _Settlements:
     """A loop's settlements waiting for the next pipeline: a delta per (Redis key, bucket,
-    bucket ms, buckets)."""
+    bucket ms, buckets, offset ms)."""
 
-    deltas: dict[tuple[str, int, int, int], int] = field(default_factory=dict)
+    deltas: dict[tuple[str, int, int, int, int], int] = field(default_factory=dict)
     scheduled: bool = False
 
 
 _pending: PerLoop[_Settlements] = PerLoop(_Settlements)
 
 
-def _settlements() -> dict[tuple[str, int, int, int], int] | None:
+def _settlements() -> dict[tuple[str, int, int, int, int], int] | None:
     """This loop's settlements to add to, sent just before the next pipeline leaves."""
     pending = _pending.get()
     if not pending.scheduled:
@@ -340,9 +363,9 @@ def _send_settlements(pending: _Settlements) -> None:
     deltas, pending.deltas, pending.scheduled = pending.deltas, {}, False
     keys: list[str] = []
     args: list[int] = []
-    for (key, bucket, bucket_ms, buckets), delta in deltas.items():
+    for (key, bucket, bucket_ms, buckets, offset_ms), delta in deltas.items():
         if delta:
             keys.append(key)
-            args += [bucket, delta, bucket_ms, buckets]
+            args += [bucket, delta, bucket_ms, buckets, offset_ms]
     if keys:
         redis_client.run_script_later("counters settle", _SETTLE, keys, args)

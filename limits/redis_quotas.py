@@ -9,10 +9,12 @@ multiples of their length since the epoch, so minutes and days are UTC-aligned):
 - requests and tokens per minute: 60 s windows;
 - concurrent requests: the request counts 1 until settled (the settle gives it back); a
   600 s window bounds how long a crashed process's requests stay counted;
-- tokens per day: 86400 s windows (the UTC day); per month: 30-day windows (not calendar
-  months, unlike the in-process store). A budget refuses once spent, as in-process: its
-  counter's limit is the budget plus this request's reservation minus one, so a request is
-  refused exactly when the tokens already used reach the budget.
+- tokens per day: 86400 s windows (the UTC day); per month: the calendar month (UTC), one
+  counter per month whose window starts at the month's first second and lasts the month, as
+  in-process. A budget refuses a request whose reservation does not fit in what is left.
+
+Windows are chosen on the Redis server's clock, or on `now` when a caller passes it (tests,
+replays), so both stores give the same answers for the same calls and clock.
 
 Redis unreachable: `redis_counters.reserve` admits uncounted (`LIMITS__ON_REDIS_ERROR=open`)
 or raises `LimitsUnavailable` (closed, 503).
@@ -35,6 +37,7 @@ from limits.quotas import (
     QuotaSubject,
     Reservation,
     _format_rate_headers,
+    month_window,
 )
 from limits.redis_ahead import AheadReservations
 from limits.redis_counters import Counter
@@ -82,15 +85,28 @@ def _descriptions(subject: QuotaSubject) -> list[tuple]:
     ]
 
 
+def _counters(
+    subject: QuotaSubject, tokens: int, now: float | None = None
+) -> tuple[tuple[Counter, ...], list[tuple]]:
+    """The counters a request of `tokens` reserves at `now`, and `_descriptions` of them."""
+    return _counters_in(subject, tokens, month_window(time.time() if now is None else now))
+
+
 @functools.lru_cache(maxsize=4096)
-def _counters(subject: QuotaSubject, tokens: int) -> tuple[tuple[Counter, ...], list[tuple]]:
-    """The counters a request of `tokens` reserves, and `_descriptions` of them."""
+def _counters_in(
+    subject: QuotaSubject, tokens: int, month: tuple[int, int, int]
+) -> tuple[tuple[Counter, ...], list[tuple]]:
+    index, start, length = month
     counters: list[Counter] = []
     for key, _, limit, window, _, kind in _described(subject):
-        amount = tokens if kind in (_TOKENS, _BUDGET) else 1
-        # A budget refuses once spent (see the module docstring).
-        counter_limit = max(0, limit + amount - 1) if kind == _BUDGET else limit
-        counters.append(Counter(key, counter_limit, window, amount, buckets=1))
+        amount = tokens if kind == _TOKENS else max(tokens, 1) if kind == _BUDGET else 1
+        if window == MONTH:
+            counter = Counter(
+                f"{key}:{index}", limit, float(length), amount, buckets=1, offset_ms=start * 1000
+            )
+        else:
+            counter = Counter(key, limit, window, amount, buckets=1)
+        counters.append(counter)
     return tuple(counters), _descriptions(subject)
 
 
@@ -158,18 +174,21 @@ class RedisQuotaStore:
     async def reserve(
         self, subject: QuotaSubject, *, tokens: int, now: float | None = None
     ) -> Reservation:
-        now = time.time() if now is None else now
+        given, now = now, time.time() if now is None else now
         minute, day = int(now) // 60, int(now) // 86400
         if subject.unlimited:
             return RedisReservation(subject, tokens, minute, day, 0)
         tokens = max(0, tokens)
-        counters, described = _counters(subject, tokens)
-        counted = await redis_counters.reserve(counters, extra=self._ahead.wanted(subject))
+        counters, described = _counters(subject, tokens, now)
+        # The windows run on the Redis server's clock unless the caller gave one.
+        counted = await redis_counters.reserve(
+            counters, extra=self._ahead.wanted(subject), now=given
+        )
         if not counted.admitted:
             index = counters.index(counted.over)
             holder_id, limit, what, kind = described[index]
             holder = "team" if holder_id.startswith("team:") else "API key"
-            if counted.retry_after is None and kind in (_TOKENS, _BUDGET) and tokens > limit:
+            if kind in (_TOKENS, _BUDGET) and tokens > limit:
                 detail = (
                     f"This request may use {tokens} tokens (max_tokens plus the prompt), more "
                     f"than the {holder}'s limit of {limit} {what}. Lower max_tokens."
@@ -236,10 +255,13 @@ class RedisQuotaStore:
         Each holder's limits, current counts and remaining quota (for GET /v1/me): one
         reservation of nothing against every counter, which reads them all in one round trip.
         """
-        counters, described = _counters(subject, 0)
+        counters, described = _counters(subject, 0, now)
         # Read with a limit nothing reaches, so the reply is never a refusal.
-        probes = [Counter(c.key, _UNREACHABLE, c.window, 0, buckets=c.buckets) for c in counters]
-        counted = await redis_counters.reserve(probes) if probes else None
+        probes = [
+            Counter(c.key, _UNREACHABLE, c.window, 0, buckets=c.buckets, offset_ms=c.offset_ms)
+            for c in counters
+        ]
+        counted = await redis_counters.reserve(probes, now=now) if probes else None
         states = counted.states if counted is not None and counted.counted else ()
         used = {
             (holder_id, kind_of(counter)): (_UNREACHABLE - state.remaining, state.reset_after)
@@ -251,6 +273,9 @@ class RedisQuotaStore:
             for attribute, suffix, window, _, _ in LIMITS:
                 limit = getattr(limits, attribute)
                 count, reset = used.get((holder_id, suffix), (0, window))
+                if suffix == "tpmonth" and (holder_id, suffix) not in used:
+                    _, start, length = month_window(time.time() if now is None else now)
+                    reset = start + length - (time.time() if now is None else now)
                 if suffix == "concurrent":
                     reset = 0
                 entry[attribute] = {
@@ -268,7 +293,9 @@ _UNREACHABLE = 2**53  # a limit no counter reaches (Lua numbers are exact up to 
 
 
 def kind_of(counter: Counter) -> str:
-    return counter.key.rsplit(":", 1)[1]
+    """The counter's suffix ("rpm", "tpd", "tpmonth", ...), without a month's index."""
+    parts = counter.key.split(":")
+    return parts[-2] if parts[-1].isdigit() else parts[-1]
 
 
 def _refused_rate(described, index: int, limit: int, kind: str, now: float):

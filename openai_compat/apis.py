@@ -19,15 +19,13 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
-from api.accounting import accounted, check_model, may_use
 from api.exceptions import openai_exception_handler
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
-from completions.apis import AsyncApiView, FirstRendererNegotiation, answered_headers
-from inference import services
+from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
+from gateway import calls
+from gateway.calls import Caller
 from inference.catalog import ModelSpec
-from inference.exceptions import CapabilityMissing
 from inference.images import prepare_message_images
-from inference.registry import get_registry
 from openai_compat.presenters import openai_completion, openai_passthrough_frames
 from openai_compat.serializers import (
     OpenAIChatRequestSerializer,
@@ -108,9 +106,9 @@ class OpenAIModelsApi(OpenAIApiView):
         responses={200: OpenAIModelListSerializer},
     )
     async def get(self, request):
-        catalog = get_registry().catalog
+        catalog = calls.catalog()
         specs = (catalog.resolve(name) for name in catalog.names)
-        data = [model_object(spec) for spec in specs if may_use(request.user, spec)]
+        data = [model_object(spec) for spec in specs if calls.may_use(request.user, spec)]
         return Response({"object": "list", "data": data})
 
 
@@ -124,8 +122,8 @@ class OpenAIModelApi(OpenAIApiView):
         },
     )
     async def get(self, request, model: str):
-        spec = services.resolve_model(model)
-        check_model(request, spec, hide=True)
+        caller = Caller.from_request(request, endpoint="v1/models")
+        spec = calls.resolve_model(caller, model, require=False)
         return Response(model_object(spec))
 
 
@@ -162,11 +160,15 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         name, messages = data["model"], data["messages"]
         stream_options = data.get("stream_options") or {}
         needs_vision = has_image_parts(messages)
-        spec = services.resolve_model(name, capability="vision" if needs_vision else "chat")
+        caller = Caller.from_request(request, endpoint="v1/chat/completions")
+        spec = calls.resolve_model(
+            caller, name, capability="vision" if needs_vision else "chat", require=False
+        )
         if needs_vision and not spec.has("vision"):
             raise serializers.ValidationError(
                 {"messages": [f"The model '{name}' does not accept images; use the image model."]}
             )
+        calls.require_capability(spec, "chat")
         if needs_vision:
             messages = await prepare_message_images(
                 messages, max_bytes=spec.max_image_bytes, max_side=spec.max_image_side
@@ -174,17 +176,10 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
         body = {**body, "messages": messages}
         if "stream" in body:  # as the gateway read it ("true" would reach a server as a string)
             body["stream"] = data["stream"]
-        check_model(request, spec, hide=True)
         completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if data["stream"]:
-            opened, quota_headers = await accounted(
-                request,
-                endpoint="v1/chat/completions",
-                spec=spec,
-                messages=messages,
-                params=body,
-                call=lambda: services.open_openai_chat_stream(spec=spec, body=body),
-                hide_models=True,
+            opened, quota_headers = await calls.open_openai_chat_stream(
+                caller, spec=spec, body=body
             )
             frames = openai_passthrough_frames(
                 opened.events,
@@ -197,15 +192,7 @@ class OpenAIChatCompletionsApi(OpenAIApiView):
             for header, value in {**answered_headers(opened), **quota_headers}.items():
                 response[header] = value
             return response
-        result, quota_headers = await accounted(
-            request,
-            endpoint="v1/chat/completions",
-            spec=spec,
-            messages=messages,
-            params=body,
-            call=lambda: services.openai_chat_completion(spec=spec, body=body),
-            hide_models=True,
-        )
+        result, quota_headers = await calls.openai_chat(caller, spec=spec, body=body)
         return Response(
             openai_completion(result, completion_id=completion_id, created=created),
             headers={**answered_headers(result), **quota_headers},
@@ -228,18 +215,12 @@ class OpenAIEmbeddingsApi(OpenAIApiView):
         body = passthrough_body(request.data)
         serializer = OpenAIEmbeddingsRequestSerializer(data=body)
         serializer.is_valid(raise_exception=True)
-        name = serializer.validated_data["model"]
-        spec = services.resolve_model(name, capability="embeddings")
-        check_model(request, spec, hide=True)
-        if not spec.has("embeddings"):
-            raise CapabilityMissing(
-                f"The model '{name}' does not make embeddings; GET /v1/models lists the models "
-                "with the `embeddings` capability."
-            )
-        answer = await services.openai_passthrough(
-            spec=spec, path="/embeddings", body=body, what="embeddings endpoint"
+        caller = Caller.from_request(request, endpoint="v1/embeddings")
+        spec = calls.resolve_model(
+            caller, serializer.validated_data["model"], capability="embeddings"
         )
-        return Response(answer, headers={"X-LLMAPI-Model": spec.name})
+        answer, quota_headers = await calls.openai_embeddings(caller, spec=spec, body=body)
+        return Response(answer.body, headers={**answered_headers(answer), **quota_headers})
 
 
 class OpenAICompletionsApi(OpenAIApiView):
@@ -258,12 +239,11 @@ class OpenAICompletionsApi(OpenAIApiView):
         body = passthrough_body(request.data)
         serializer = OpenAICompletionsRequestSerializer(data=body)
         serializer.is_valid(raise_exception=True)
-        spec = services.resolve_model(serializer.validated_data["model"])
-        check_model(request, spec, hide=True)
-        what = "legacy completions endpoint"
+        caller = Caller.from_request(request, endpoint="v1/completions")
+        spec = calls.resolve_model(caller, serializer.validated_data["model"])
         if serializer.validated_data["stream"]:
-            opened = await services.open_openai_passthrough_stream(
-                spec=spec, path="/completions", body=body, what=what
+            opened, quota_headers = await calls.open_openai_legacy_stream(
+                caller, spec=spec, body=body
             )
             frames = openai_passthrough_frames(
                 opened.events,
@@ -274,12 +254,11 @@ class OpenAICompletionsApi(OpenAIApiView):
                 object_name="text_completion",
             )
             response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
-            response["X-LLMAPI-Model"] = spec.name
+            for header, value in {**answered_headers(opened), **quota_headers}.items():
+                response[header] = value
             return response
-        answer = await services.openai_passthrough(
-            spec=spec, path="/completions", body=body, what=what
-        )
-        return Response(answer, headers={"X-LLMAPI-Model": spec.name})
+        answer, quota_headers = await calls.openai_legacy_completion(caller, spec=spec, body=body)
+        return Response(answer.body, headers={**answered_headers(answer), **quota_headers})
 
 
 class OpenAINotFoundApi(OpenAIApiView):

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from api.streaming import sse_event, stream_failure
-from inference.services import ChatResult, RawChunk, StreamEvent
+from gateway.calls import ChatResult, RawChunk, StreamEvent
 
 
 async def openai_passthrough_frames(

@@ -13,7 +13,7 @@ from django.contrib.staticfiles import finders
 from django.http import HttpResponse
 from django.templatetags.static import static
 
-from api.content_security import OFFLINE_PAGE_CSP
+from infra.content_security import OFFLINE_PAGE_CSP
 
 
 def offline_page(view):

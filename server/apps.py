@@ -5,7 +5,7 @@ class ServerConfig(AppConfig):
     name = "server"
 
     def ready(self) -> None:
-        from server.database import disconnect_per_request_receivers
+        from infra.database import disconnect_per_request_receivers
 
         # Database connections are released where they are used (server/database.py).
         disconnect_per_request_receivers()

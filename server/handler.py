@@ -23,7 +23,7 @@ from django.core.exceptions import RequestAborted, SuspiciousOperation
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import response_for_exception
 from django.http import Http404, HttpResponseBase, JsonResponse
-from django.urls import URLResolver, get_resolver, set_script_prefix
+from django.urls import Resolver404, URLResolver, get_resolver, set_script_prefix
 from django.urls.resolvers import ResolverMatch
 
 from server.body_limit import BodySizeLimitMiddleware
@@ -39,7 +39,7 @@ class GatewayASGIHandler(ASGIHandler):
     That context gives each request its own thread for thread-sensitive sync code, so that
     per-request database connections stay apart. The gateway's request path is async, and the
     places that touch the database do it in a worker thread and release its connections
-    themselves (`server.database`); sync work left over (the admin's views) runs on the shared
+    themselves (`infra.database`); sync work left over (the admin's views) runs on the shared
     sync thread instead of a thread started and joined for every request.
     """
 
@@ -53,7 +53,7 @@ class GatewayASGIHandler(ASGIHandler):
         Django 5.2's ASGIHandler.handle, with one change: the response is closed inline
         instead of through `sync_to_async`. Closing runs the request_finished receivers and
         closes the request's files: quick, non-blocking work (Django's database receivers are
-        disconnected, see `server.database`), where the thread hop cost more than the work
+        disconnected, see `infra.database`), where the thread hop cost more than the work
         (about 12% of throughput in profiles).
         """
         # Receive the HTTP request body as a stream object.
@@ -191,22 +191,34 @@ class GatewayStaticFilesHandler(ASGIStaticFilesHandler):
             )
 
 
-# Multipart form fields (prompt, parameters) beside the images.
-FORM_FIELDS_ALLOWANCE = 1024 * 1024
-
-
 def body_limit_for_path(path: str) -> tuple[int, str]:
-    if path.startswith("/image_model/"):
-        # The largest image any vision model of the catalog takes (the model is only known
-        # once the form is parsed); each model's own limit is checked again per image.
-        from inference.registry import get_registry
-
-        vision = [spec.max_image_bytes for spec in get_registry().catalog if spec.has("vision")]
-        largest = max(vision, default=settings.LLMAPI_MODELS["image"]["max_image_bytes"])
-        return largest + FORM_FIELDS_ALLOWANCE, "IMAGE_MODEL__MAX_IMAGE_BYTES"
-    if path == "/v1/files":  # batch input files
-        return settings.BATCHES["max_file_bytes"] + FORM_FIELDS_ALLOWANCE, "BATCHES__MAX_FILE_BYTES"
+    """
+    The most a request to `path` may send, and the setting that says so: what its view
+    declares (`body_limit()`, the image endpoints' uploads), else `SERVER__MAX_BODY_BYTES`.
+    The server knows no route: it asks the URLconf.
+    """
+    view = _view_of(path)
+    declared = getattr(view, "body_limit", None)
+    if declared is not None:
+        return declared()
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "SERVER__MAX_BODY_BYTES"
+
+
+# path -> the view class of a fixed route (bounded by the URLconf's fixed routes).
+_views_of_paths: dict[str, type | None] = {}
+
+
+def _view_of(path: str) -> type | None:
+    if path in _views_of_paths:
+        return _views_of_paths[path]
+    try:
+        match = get_resolver().resolve(path)
+    except Resolver404:
+        return None
+    view = getattr(match.func, "view_class", None)
+    if not match.args and not match.kwargs and match.route == path[1:]:
+        _views_of_paths[path] = view
+    return view
 
 
 def build_application():

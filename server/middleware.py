@@ -5,7 +5,6 @@ and every log line written while serving the request names it.
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import re
 import uuid
@@ -13,7 +12,7 @@ import uuid
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.middleware.security import SecurityMiddleware
 
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+from infra.request_ids import request_id_var
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 

@@ -8,6 +8,10 @@ from django.conf import settings
 
 from inference.catalog import ModelSpec
 from inference.catalog.seed import seed_specs
+from inference.services import CallContext
+
+# The context of a caller that may use every model and has no quota to wait for.
+ANYONE = CallContext(may_use=lambda spec: True)
 
 
 def text_spec(**changes) -> ModelSpec:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from accounts.principals import Principal
-from limits.quotas import get_quota_store
-from server.database import in_database_thread
+from infra.database import in_database_thread
+from limits.stores import get_quota_store
 from usage.selectors import key_totals
 
 

@@ -3,7 +3,8 @@ import io
 import pytest
 from rest_framework.exceptions import ParseError
 
-from api.parsers import JSONParser, json_depth, loads_bounded
+from api.parsers import JSONParser, loads_bounded
+from infra.json_depth import json_depth
 
 
 def parse(raw: bytes):

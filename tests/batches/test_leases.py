@@ -26,13 +26,13 @@ class Upload(io.BytesIO):
         self.size = len(data)
 
 
-def chat_line(custom_id: str) -> bytes:
+def chat_line(custom_id: str, **body) -> bytes:
     return json.dumps(
         {
             "custom_id": custom_id,
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}], **body},
         }
     ).encode()
 

@@ -15,8 +15,8 @@ import pytest
 from batches import runner, services, storage
 from batches.models import Batch
 from inference import services as inference
-from limits import quotas
-from server.database import in_database_thread
+from infra.database import in_database_thread
+from limits import quotas, stores
 from tests.batches.test_leases import Upload, chat_line
 from tests.models import text_spec
 from usage import ledger
@@ -34,7 +34,7 @@ async def in_thread(func, *args, **kwargs):
 def isolated(settings, tmp_path, monkeypatch):
     settings.BATCHES = {**settings.BATCHES, "files_dir": tmp_path / "files"}
     settings.API_KEYS = ["operator-key"]
-    monkeypatch.setattr(quotas, "_store", quotas.InProcessQuotaStore())
+    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
     writer = ledger.LedgerWriter(
         max_queue=1000, batch_size=1000, flush_interval=60, rollup_interval=600
     )
@@ -43,7 +43,7 @@ def isolated(settings, tmp_path, monkeypatch):
     monkeypatch.setattr(inference, "resolve_model", lambda name, **kwargs: spec)
     calls: list[dict] = []
 
-    async def answer(*, spec, body):
+    async def answer(*, spec, body, context=None):
         calls.append(body)
         usage = {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
         raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
@@ -56,7 +56,7 @@ def isolated(settings, tmp_path, monkeypatch):
 
 
 def batch_for(owner: str, count: int) -> Batch:
-    data = b"\n".join(chat_line(f"c{i}") for i in range(count))
+    data = b"\n".join(chat_line(f"c{i}", max_tokens=5) for i in range(count))
     uploaded = services.create_file(owner=owner, upload=Upload(data), filename="a", purpose="batch")
     return services.create_batch(
         owner=owner,
@@ -110,7 +110,7 @@ async def test_lines_run_as_the_batchs_key_without_its_request_rate(isolated, ma
 
 async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, make_key):
     writer, calls = isolated
-    key = await in_thread(make_key, tokens_per_day=20)
+    key = await in_thread(make_key, tokens_per_day=35)
     batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 5)
 
     ended = await run_until_ended(batch.id)
@@ -119,7 +119,9 @@ async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, m
     (error,) = ended.errors["data"]
     assert error["code"] == "token_budget_exceeded"
     assert "tokens per day" in error["message"]
-    assert len(calls) == 2  # 15 tokens each: the second passes the budget, the third is refused
+    # Each line reserves 10 tokens (max_tokens and the prompt) and uses 15: the third would
+    # overrun what is left of the 35.
+    assert len(calls) == 2
     assert [e["custom_id"] for e in entries(ended.output_file_id)] == ["c0", "c1"]
     failed = entries(ended.error_file_id)
     assert sorted(e["custom_id"] for e in failed) == ["c2", "c3", "c4"]
@@ -143,7 +145,7 @@ async def test_a_batch_of_a_revoked_key_fails(isolated, make_key):
 async def test_a_model_server_failure_is_tried_again_then_kept(isolated, monkeypatch):
     from inference.exceptions import UpstreamError
 
-    async def failing(*, spec, body):
+    async def failing(*, spec, body, context=None):
         raise UpstreamError("The text model server failed (503).")
 
     monkeypatch.setattr(inference, "openai_chat_completion", failing)

@@ -7,7 +7,7 @@ from api.exceptions import status_of
 from inference import services
 from inference.exceptions import ModelBusy, ModelNotConfigured
 from inference.services import StreamEnd, TextDelta
-from tests.models import text_spec
+from tests.models import ANYONE, text_spec
 
 
 def spec(**changes):
@@ -57,9 +57,9 @@ def test_text_model_without_server_or_local_model_names_the_variable(settings):
 
 async def test_slot_is_refused_after_queue_timeout_with_retry_after():
     busy = spec(max_concurrency=1, queue_timeout=0.05)
-    async with services.concurrency_slot(busy):
+    async with services.concurrency_slot(busy, ANYONE):
         with pytest.raises(ModelBusy) as caught:
-            async with services.concurrency_slot(busy):
+            async with services.concurrency_slot(busy, ANYONE):
                 pass
     assert status_of(caught.value) == HTTPStatus.TOO_MANY_REQUESTS
     assert caught.value.retry_after == 1
@@ -71,7 +71,7 @@ async def test_waiting_requests_get_slots_first_come_first_served():
     served: list[int] = []
 
     async def ask(number: int) -> None:
-        async with services.concurrency_slot(model):
+        async with services.concurrency_slot(model, ANYONE):
             served.append(number)
             await asyncio.sleep(0.01)
 
@@ -86,11 +86,11 @@ async def test_waiting_requests_get_slots_first_come_first_served():
 async def test_slot_is_released_on_error_and_cancellation():
     model = spec(max_concurrency=1, queue_timeout=0)
     with pytest.raises(RuntimeError):
-        async with services.concurrency_slot(model):
+        async with services.concurrency_slot(model, ANYONE):
             raise RuntimeError
 
     async def hold():
-        async with services.concurrency_slot(model):
+        async with services.concurrency_slot(model, ANYONE):
             await asyncio.sleep(10)
 
     task = asyncio.create_task(hold())
@@ -140,7 +140,9 @@ async def test_stream_events_are_deltas_then_end(monkeypatch):
     )
     monkeypatch.setattr(services, "get_backend", lambda spec: backend)
     model = spec()
-    events = (await services.open_chat_stream(spec=model, messages=[], params={})).events
+    events = (
+        await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})
+    ).events
     assert services.slots_in_use(model) == 1
     received = [event async for event in events]
     assert received == [
@@ -160,7 +162,9 @@ async def test_closing_a_stream_early_frees_the_slot_and_upstream(monkeypatch):
     backend = ScriptedBackend([{"choices": [{"delta": {"content": str(i)}}]} for i in range(10)])
     monkeypatch.setattr(services, "get_backend", lambda spec: backend)
     model = spec()
-    events = (await services.open_chat_stream(spec=model, messages=[], params={})).events
+    events = (
+        await services.open_chat_stream(context=ANYONE, spec=model, messages=[], params={})
+    ).events
     await anext(events)
     await events.aclose()
     assert backend.closed

@@ -11,7 +11,7 @@ from api.exceptions import status_of
 from inference import services, structured
 from inference.backends.openai_http import OpenAICompatibleBackend
 from inference.exceptions import InvalidModelOutput, OutputCheckTooCostly
-from tests.models import text_spec
+from tests.models import ANYONE, text_spec
 
 REVIEW_SCHEMA = {
     "type": "object",
@@ -101,7 +101,7 @@ def model(monkeypatch):
 async def test_invalid_then_valid_is_200_after_one_repair(model):
     spec, seen = model([OUT_OF_RANGE, VALID])
     result = await services.chat_completion(
-        spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
+        context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
     )
     assert result.parsed == json.loads(VALID)
     assert result.response == VALID
@@ -115,7 +115,7 @@ async def test_invalid_twice_is_502_with_errors_and_last_output(model):
     spec, seen = model([OUT_OF_RANGE, OUT_OF_RANGE])
     with pytest.raises(InvalidModelOutput) as caught:
         await services.chat_completion(
-            spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
+            context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
         )
     assert status_of(caught.value) == HTTPStatus.BAD_GATEWAY
     assert "did not produce valid" in str(caught.value.detail)
@@ -128,7 +128,10 @@ async def test_invalid_json_in_json_object_mode_is_502(model):
     spec, _ = model(["not json at all"], json_retries=0)
     with pytest.raises(InvalidModelOutput) as caught:
         await services.chat_completion(
-            spec=spec, messages=MESSAGES, params={"response_format": {"type": "json_object"}}
+            context=ANYONE,
+            spec=spec,
+            messages=MESSAGES,
+            params={"response_format": {"type": "json_object"}},
         )
     assert "Not valid JSON" in str(caught.value.detail)
 
@@ -136,7 +139,7 @@ async def test_invalid_json_in_json_object_mode_is_502(model):
 async def test_text_format_is_not_validated(model):
     spec, seen = model(["plain words"])
     result = await services.chat_completion(
-        spec=spec, messages=MESSAGES, params={"response_format": {"type": "text"}}
+        context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": {"type": "text"}}
     )
     assert result.response == "plain words" and result.parsed is None and len(seen) == 1
 
@@ -148,7 +151,7 @@ def rejects_schema(body):
 async def test_server_refusing_json_schema_gets_json_object_plus_schema_prompt(model):
     spec, seen = model([VALID], status_for=rejects_schema)
     result = await services.chat_completion(
-        spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
+        context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
     )
     assert result.parsed["sentiment"] == "positive"
     assert seen[0]["response_format"] == REVIEW_FORMAT
@@ -161,7 +164,7 @@ async def test_native_mode_does_not_fall_back(model):
     spec, seen = model([VALID], status_for=rejects_schema, json_schema_mode="native")
     with pytest.raises(Exception) as caught:
         await services.chat_completion(
-            spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
+            context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
         )
     assert status_of(caught.value) == HTTPStatus.BAD_REQUEST
     assert len(seen) == 1
@@ -170,7 +173,7 @@ async def test_native_mode_does_not_fall_back(model):
 async def test_prompt_mode_never_sends_json_schema(model):
     spec, seen = model([VALID], json_schema_mode="prompt")
     await services.chat_completion(
-        spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
+        context=ANYONE, spec=spec, messages=MESSAGES, params={"response_format": REVIEW_FORMAT}
     )
     assert seen[0]["response_format"] == {"type": "json_object"}
 

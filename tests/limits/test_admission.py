@@ -19,11 +19,11 @@ async def test_the_quota_and_the_slot_share_one_round_trip(use_redis, pipelines)
     store = RedisQuotaStore()
     who = QuotaSubject(key_id="1", key_limits=Limits(requests_per_minute=5, tokens_per_minute=1000))
     slots = RedisSlots("m", 2)
-    pending = admission.start(store.reserve(who, tokens=10))
+    pending = admission.PendingReservation(store.reserve(who, tokens=10))
     async with slots.hold(queue_timeout=1):
-        await admission.confirm()
+        await pending.confirm()
         assert pipelines == [["slot acquire", "counters"]]
-    reservation = await admission.result(pending)
+    reservation = await pending.result()
     assert reservation.headers["x-ratelimit-remaining-requests"] == "4"
     await store.settle(reservation, used_tokens=3)
     await redis_client.flush()
@@ -40,13 +40,13 @@ async def test_a_refused_quota_gives_the_slot_back(use_redis):
     who = QuotaSubject(key_id="1", key_limits=Limits(requests_per_minute=1))
     await store.reserve(who, tokens=0)  # the one request this minute
     slots = RedisSlots("m", 1)
-    pending = admission.start(store.reserve(who, tokens=0))
+    pending = admission.PendingReservation(store.reserve(who, tokens=0))
     with pytest.raises(QuotaExceeded):
         async with slots.hold(queue_timeout=1):
-            await admission.confirm()
+            await pending.confirm()
             pytest.fail("the model must not be called")
     with pytest.raises(QuotaExceeded):
-        await admission.result(pending)
+        await pending.result()
     await redis_client.flush()
     assert await slots.shared_counts() == (0, 0)
 

@@ -1,3 +1,8 @@
+"""
+The quota contract: the in-process store and the Redis store give the same answers for the
+same calls and clock (minutes, UTC days and calendar months), each test run against both.
+"""
+
 import asyncio
 import datetime as dt
 
@@ -19,8 +24,13 @@ def key(**limits) -> QuotaSubject:
     return QuotaSubject(key_id="1", key_limits=Limits(**limits), team_id="7")
 
 
-@pytest.fixture
-def store() -> InProcessQuotaStore:
+@pytest.fixture(params=["in-process", "redis"])
+def store(request):
+    if request.param == "redis":
+        request.getfixturevalue("use_redis")
+        from limits.redis_quotas import RedisQuotaStore
+
+        return RedisQuotaStore()
     return InProcessQuotaStore()
 
 
@@ -109,8 +119,11 @@ async def test_daily_budget_refuses_the_next_request_once_spent(store):
     assert snapshot["key"]["tokens_per_day"]["used"] == 950
     assert snapshot["key"]["tokens_per_day"]["remaining"] == 50
     await store.reserve(subject, tokens=10, now=NOW)
+    # One that alone could overrun what is left is refused at once.
+    with pytest.raises(QuotaExceeded):
+        await store.reserve(subject, tokens=41, now=NOW)
     # The next day starts afresh.
-    await store.reserve(subject, tokens=10_000, now=NOW + 14 * 3600)
+    await store.reserve(subject, tokens=1000, now=NOW + 14 * 3600)
 
 
 async def test_monthly_budget_resets_at_the_start_of_the_next_month(store):
@@ -193,3 +206,20 @@ def test_estimate_reserves_max_tokens_plus_the_prompt():
     from limits.quotas import estimate_request_tokens
 
     assert estimate_request_tokens(max_tokens=100, prompt_chars=401, messages=2) == 100 + 101 + 8
+
+
+async def test_a_monthly_budget_is_the_calendar_month_on_every_store(store):
+    subject = key(tokens_per_month=100)
+    first_of_december = dt.datetime(2026, 12, 1, 0, 0, 5, tzinfo=dt.UTC).timestamp()
+    last_of_december = dt.datetime(2026, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+    spent = await store.reserve(subject, tokens=50, now=first_of_december)
+    await store.settle(spent, used_tokens=100)
+    # 30 days and more later, still December: still spent (a 30-day window would have reset).
+    with pytest.raises(QuotaExceeded) as caught:
+        await store.reserve(subject, tokens=1, now=last_of_december)
+    assert caught.value.retry_after == 1
+    assert "tokens per month" in caught.value.detail
+    snapshot = await store.snapshot(subject, now=last_of_december)
+    assert snapshot["key"]["tokens_per_month"]["used"] == 100
+    # January starts afresh.
+    await store.reserve(subject, tokens=100, now=last_of_december + 1)

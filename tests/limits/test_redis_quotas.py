@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from limits import quotas
+from limits import quotas, stores
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from limits.redis_quotas import RedisQuotaStore
 
@@ -57,14 +57,15 @@ async def test_team_limit_binds_every_key_of_the_team(use_redis):
     assert "team" in refused.value.detail
 
 
-async def test_daily_budget_refuses_once_spent(use_redis):
+async def test_daily_budget_refuses_what_does_not_fit_in_what_is_left(use_redis):
     store, who = RedisQuotaStore(), subject(Limits(tokens_per_day=100))
     first = await store.reserve(who, tokens=60)
-    second = await store.reserve(who, tokens=60)  # admitted: 60 used < 100
-    await store.settle(first, used_tokens=60)
-    await store.settle(second, used_tokens=60)
+    with pytest.raises(QuotaExceeded) as overrun:
+        await store.reserve(who, tokens=60)  # 60 + 60 could overrun 100
+    assert "tokens per day" in overrun.value.detail
+    await store.settle(first, used_tokens=100)
     with pytest.raises(QuotaExceeded) as spent:
-        await store.reserve(who, tokens=1)
+        await store.reserve(who, tokens=0)  # spent: even an empty request
     assert "tokens per day" in spent.value.detail
 
 
@@ -75,12 +76,12 @@ async def test_unlimited_subjects_never_reach_redis(settings):
 
 
 def test_get_quota_store_picks_redis_when_configured(settings, monkeypatch):
-    monkeypatch.setattr(quotas, "_store", None)
+    monkeypatch.setattr(stores, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": "redis://127.0.0.1:6399/0"}
-    assert isinstance(quotas.get_quota_store(), RedisQuotaStore)
-    monkeypatch.setattr(quotas, "_store", None)
+    assert isinstance(stores.get_quota_store(), RedisQuotaStore)
+    monkeypatch.setattr(stores, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": ""}
-    assert isinstance(quotas.get_quota_store(), quotas.InProcessQuotaStore)
+    assert isinstance(stores.get_quota_store(), quotas.InProcessQuotaStore)
 
 
 async def test_snapshot_reads_the_shared_counts(use_redis):

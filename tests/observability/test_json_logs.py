@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.request_ids import request_id_var
 from observability.json_logs import (
     JsonFormatter,
     ScrubSecretsFilter,
@@ -18,7 +19,7 @@ from observability.json_logs import (
     log_request_summary,
     scrub,
 )
-from server.middleware import RequestIdLogFilter, request_id_var
+from server.middleware import RequestIdLogFilter
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRETS = [

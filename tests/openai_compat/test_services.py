@@ -4,7 +4,7 @@ import pytest
 
 from inference import services
 from inference.exceptions import CapabilityMissing, InvalidModelOutput
-from tests.models import text_spec
+from tests.models import ANYONE, text_spec
 
 QUESTION = [{"role": "user", "content": "hi"}]
 JSON_MODE = {"type": "json_object"}
@@ -46,7 +46,7 @@ def backend(monkeypatch):
 async def test_the_body_is_forwarded_without_defaults(backend):
     scripted = backend(answer("hello"))
     body = {"model": "alias", "messages": QUESTION, "top_k": 3}
-    result = await services.openai_chat_completion(spec=text_spec(), body=body)
+    result = await services.openai_chat_completion(context=ANYONE, spec=text_spec(), body=body)
     assert scripted.payloads == [
         {"model": text_spec().served_name, "messages": QUESTION, "top_k": 3}
     ]
@@ -62,14 +62,18 @@ async def test_embedded_model_keeps_its_defaults_and_refuses_tools():
     assert payload["messages"][0]["role"] == "system"
     with pytest.raises(CapabilityMissing):
         await services.openai_chat_completion(
-            spec=embedded, body={"messages": QUESTION, "tools": [{"type": "function"}]}
+            context=ANYONE,
+            spec=embedded,
+            body={"messages": QUESTION, "tools": [{"type": "function"}]},
         )
 
 
 async def test_json_cut_by_max_tokens_is_returned_flagged_without_repair(backend):
     scripted = backend(answer('{"a": ', finish_reason="length"))
     body = {"messages": QUESTION, "response_format": JSON_MODE}
-    result = await services.openai_chat_completion(spec=text_spec(json_retries=3), body=body)
+    result = await services.openai_chat_completion(
+        context=ANYONE, spec=text_spec(json_retries=3), body=body
+    )
     assert result.response == '{"a": '
     assert result.validation["truncated"] is True
     assert len(scripted.payloads) == 1
@@ -79,7 +83,9 @@ async def test_finished_invalid_json_is_repaired_at_most_json_retries_times(back
     scripted = backend(answer("not json"))
     body = {"messages": QUESTION, "response_format": JSON_MODE}
     with pytest.raises(InvalidModelOutput):
-        await services.openai_chat_completion(spec=text_spec(json_retries=2), body=body)
+        await services.openai_chat_completion(
+            context=ANYONE, spec=text_spec(json_retries=2), body=body
+        )
     assert len(scripted.payloads) == 3
 
 
@@ -87,7 +93,7 @@ async def test_tool_calls_answer_is_not_checked_as_json(backend):
     call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     backend(answer(None, finish_reason="tool_calls", tool_calls=[call]))
     body = {"messages": QUESTION, "response_format": JSON_MODE, "tools": [{"type": "function"}]}
-    result = await services.openai_chat_completion(spec=text_spec(), body=body)
+    result = await services.openai_chat_completion(context=ANYONE, spec=text_spec(), body=body)
     assert result.raw["choices"][0]["message"]["tool_calls"] == [call]
 
 
@@ -98,7 +104,7 @@ async def test_strict_tool_arguments_are_validated(backend):
     backend(answer(None, finish_reason="tool_calls", tool_calls=[call]))
     with pytest.raises(InvalidModelOutput) as caught:
         await services.openai_chat_completion(
-            spec=text_spec(), body={"messages": QUESTION, "tools": [tool]}
+            context=ANYONE, spec=text_spec(), body={"messages": QUESTION, "tools": [tool]}
         )
     assert "strict schema" in str(caught.value.detail)
 
@@ -124,12 +130,12 @@ async def test_fallbacks_without_tool_support_are_skipped_for_tool_requests(monk
     monkeypatch.setattr(services, "concurrency_slot", _no_slot)
     monkeypatch.setattr(services, "get_backend", lambda spec: backends[spec])
     body = {"messages": QUESTION, "tools": [{"type": "function"}]}
-    result = await services.openai_chat_completion(spec=primary, body=body)
+    result = await services.openai_chat_completion(context=ANYONE, spec=primary, body=body)
     assert (result.answered_by, result.fallback_from) == ("with-tools", "primary")
     assert tried == ["primary"] and backends[no_tools].payloads == []
 
 
-def _no_slot(spec):
+def _no_slot(spec, context):
     import contextlib
 
     @contextlib.asynccontextmanager

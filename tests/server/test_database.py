@@ -7,7 +7,7 @@ import pytest
 from django.core import signals
 from django.db import close_old_connections, connections, reset_queries
 
-from server.database import disconnect_per_request_receivers, in_database_thread
+from infra.database import disconnect_per_request_receivers, in_database_thread
 
 
 def watched_connection(closed: list) -> None:

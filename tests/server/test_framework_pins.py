@@ -1,7 +1,8 @@
 """
-Three places copy or bypass framework internals for speed. Each is pinned here to the exact
-source of the framework code it mirrors: when an upgrade of Django or DRF changes that code,
-these tests fail and say which copy to re-check (then update the digest).
+Every place that copies, overrides or reaches into framework internals is pinned here to the
+exact source of the framework code it depends on (or to the private attributes it uses): when
+an upgrade of Django, DRF, uvicorn or llama-cpp-python changes that code, these tests fail and
+say which place to re-check (then update the digest).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import inspect
 
 import pytest
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
+from django.utils.deprecation import MiddlewareMixin
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 PINS = [
     (
@@ -33,6 +37,30 @@ PINS = [
         "96006b9bed0aeef1d424a06e1d4a7b563b73b69e676b51a4d0a5ee52193eb7fb",
         "api/serializers.py SharedFieldsMixin (fields bound once per class)",
     ),
+    (
+        "django.core.handlers.asgi.ASGIHandler.__call__",
+        ASGIHandler.__call__,
+        "f756809e9c9308dcccb78a301fccf09196e80cdc4745690f80384d09b69dd102",
+        "server/handler.py GatewayASGIHandler.__call__ (without ThreadSensitiveContext)",
+    ),
+    (
+        "django.core.handlers.base.BaseHandler.resolve_request",
+        BaseHandler.resolve_request,
+        "ff178c3d63eebcd3e38110341593518dcd67d84cff94bbc7dd5aa323637cba6d",
+        "server/handler.py GatewayASGIHandler.resolve_request (fixed routes remembered)",
+    ),
+    (
+        "django.utils.deprecation.MiddlewareMixin.__acall__",
+        MiddlewareMixin.__acall__,
+        "adf8cbcaf9f11e45c4ac1953556ac422f2a6fe4193df5edbed186b2b66bea729",
+        "server/middleware.py (the security middleware's __acall__ without a thread hop)",
+    ),
+    (
+        "uvicorn.supervisors.multiprocess.Multiprocess.__init__",
+        Multiprocess.__init__,
+        "5e0f105cb4a381b5a206060d2b96ccbe29bdb83fe44b0165bbdb9847d578a5e6",
+        "server/management/commands/serve.py DrainingMultiprocess (signal_queue, sockets)",
+    ),
 ]
 
 
@@ -50,3 +78,18 @@ def test_the_gateway_handler_still_overrides_what_it_copied():
 
     assert GatewayASGIHandler.handle is not ASGIHandler.handle
     assert issubclass(GatewayASGIHandler, ASGIHandler)
+
+
+def test_the_private_attributes_the_server_uses_still_exist():
+    """uvicorn's request cycle (`server/http_protocol.py`) and llama.cpp's model handle."""
+    import inspect
+
+    from llama_cpp._internals import LlamaModel
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    cycle = inspect.getsource(RequestResponseCycle.__init__)
+    for name in ("self.disconnected", "self.message_event", "self.response_started"):
+        assert name in cycle, f"server/http_protocol.py uses uvicorn's cycle {name}"
+    assert "self.vocab" in inspect.getsource(LlamaModel.__init__), (
+        "inference/backends/embedded.py uses llama-cpp-python's LlamaModel.vocab"
+    )

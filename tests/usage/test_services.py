@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import async_to_sync
 
 from accounts.authentication import resolve_key
-from limits.quotas import get_quota_store
+from limits.stores import get_quota_store
 from usage.models import UsageRecord
 from usage.rollups import rollup_usage
 from usage.services import usage_summary
