@@ -19,15 +19,21 @@ from tests.conftest import API_KEY, OTHER_KEY
 DEADLINE = 60.0
 
 
+@pytest.fixture(scope="module")
+def batch_files(tmp_path_factory):
+    return tmp_path_factory.mktemp("batch-files")
+
+
 @pytest.fixture
-def batch_gateway(gateways, upstream, tmp_path_factory):
+def batch_gateway(gateways, upstream, batch_files):
+    """One gateway for the module (the same settings each time), its files in one folder."""
     return gateways.get(
         TEXT_MODEL__BASE_URL=upstream.url,
         TEXT_MODEL__MODEL_NAME="fake-llm",
         BATCHES__POLL_SECONDS="0.1",
         BATCHES__MAX_LINE_BYTES=str(64 * 1024),
         BATCHES__MAX_FILE_BYTES=str(16 * 1024 * 1024),
-        BATCHES__FILES_DIR=str(tmp_path_factory.mktemp("batch-files")),
+        BATCHES__FILES_DIR=str(batch_files),
     )
 
 
