@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from batches import storage
@@ -76,10 +76,11 @@ def claim_lines(
     if count <= 0:
         return []
     now = timezone.now()
+    until = now + timedelta(seconds=lease_seconds)
     taken = {
         "state": BatchLine.State.RUNNING,
         "lease_owner": worker,
-        "lease_until": now + timedelta(seconds=lease_seconds),
+        "lease_until": until,
         "attempts": F("attempts") + 1,
     }
     candidates = BatchLine.objects.filter(_claimable(now)).exclude(batch_id__in=skip_batches)
@@ -92,13 +93,15 @@ def claim_lines(
             )
             BatchLine.objects.filter(id__in=ids).update(**taken)
     else:
-        ids = []
-        for line_id in candidates.order_by("id").values_list("id", flat=True)[: count * 2]:
-            # Taken only if no other process took it since it was read.
-            if BatchLine.objects.filter(_claimable(now), id=line_id).update(**taken):
-                ids.append(line_id)
-                if len(ids) == count:
-                    break
+        # One statement, so one writer's claim is whole before another's reads (SQLite
+        # writes one at a time); the lines are the ones it leased until `until`.
+        chosen = candidates.order_by("id").values("id")[:count]
+        BatchLine.objects.filter(_claimable(now), id__in=Subquery(chosen)).update(**taken)
+        ids = list(
+            BatchLine.objects.filter(
+                lease_owner=worker, lease_until=until, state=BatchLine.State.RUNNING
+            ).values_list("id", flat=True)
+        )
     lines = BatchLine.objects.filter(id__in=ids, lease_owner=worker).select_related("batch")
     return [
         ClaimedLine(

@@ -26,13 +26,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from django.conf import settings
+from django.db import connections
 
 from accounts.principals import Principal
 from batches import leases
@@ -41,18 +46,51 @@ from batches.models import Batch
 from batches.owners import load_owner_principal
 from batches.services import new_request_id
 from inference.exceptions import ModelBusy
-from infra.database import in_database_thread
+from infra.database import close_connections
 from infra.request_ids import request_id_var
 from limits.quotas import QuotaExceeded
 from observability import metrics
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRIED_STATUSES = frozenset({502, 503, 504})
 # A failed try waits this long, doubled at each attempt (at most a minute).
 RETRY_BASE_SECONDS = 1.0
 # How long an owner's caller (its key and limits) is reused before it is read again.
 OWNER_CACHE_SECONDS = 10.0
+
+
+class DatabaseThread:
+    """
+    The runner's database work, in one thread of its own that keeps its connection between
+    calls (a claim or a line's result is one short statement; opening a connection for each
+    would cost more). A connection an error left unusable is closed, and opened again by the
+    next call.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-db")
+
+    async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(_checked, func, *args, **kwargs)
+        )
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close_connections)
+        self._executor.shutdown(wait=False)
+
+
+def _checked(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return func(*args, **kwargs)
+    except Exception:
+        for connection in connections.all(initialized_only=True):
+            connection.close_if_unusable_or_obsolete()
+        raise
 
 
 class BatchRunner:
@@ -66,6 +104,7 @@ class BatchRunner:
         worker: str | None = None,
     ) -> None:
         self.concurrency = max(1, concurrency)
+        self.claim_at = max(1, self.concurrency // 4)
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.max_attempts = max(1, max_attempts)
@@ -77,6 +116,7 @@ class BatchRunner:
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
+        self._db = DatabaseThread()
 
     # --- start and stop ---------------------------------------------------------------------
 
@@ -100,8 +140,9 @@ class BatchRunner:
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
         if running:
-            await _release_all(worker=self.worker, ids=running)
+            await self._db.run(leases.release_all, worker=self.worker, ids=running)
         metrics.set_batch_lines_running(0)
+        await self._db.close()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -120,12 +161,14 @@ class BatchRunner:
         now = time.monotonic()
         if now - self._last_sweep >= self.poll_seconds or not self._running:
             self._last_sweep = now
-            for status in await _sweep(lease_seconds=self.lease_seconds):
+            for status in await self._db.run(leases.sweep, lease_seconds=self.lease_seconds):
                 metrics.record_batch_ended(status)
         self._paused = {b: t for b, t in self._paused.items() if t > now}
         free = self.concurrency - len(self._running)
-        if free > 0:
-            claimed = await _claim(
+        # Claimed a few at a time while busy: one query for several lines.
+        if free >= self.claim_at or not self._running:
+            claimed = await self._db.run(
+                leases.claim_lines,
                 worker=self.worker,
                 count=free,
                 lease_seconds=self.lease_seconds,
@@ -134,9 +177,7 @@ class BatchRunner:
             for line in claimed:
                 self._running[line.id] = asyncio.create_task(self._run(line))
             metrics.set_batch_lines_running(len(self._running))
-            if claimed and len(claimed) == free:
-                await self._wake.wait()  # full: claim again as soon as a line ends
-                return
+        # Until a line ends (then claim again), or the next look for work.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
 
@@ -145,7 +186,8 @@ class BatchRunner:
             await asyncio.sleep(self.lease_seconds / 3)
             if self._running:
                 try:
-                    await _renew_leases(
+                    await self._db.run(
+                        leases.renew_leases,
                         worker=self.worker,
                         ids=list(self._running),
                         lease_seconds=self.lease_seconds,
@@ -170,13 +212,16 @@ class BatchRunner:
     async def _run_line(self, line: leases.ClaimedLine) -> None:
         principal = await self._owner(line.owner)
         if principal is None:
-            await _stop_batch(
+            await self._db.run(
+                leases.stop_batch,
                 batch_id=line.batch_id,
                 ending=Batch.Status.FAILED,
                 code="key_inactive",
                 message="The API key that created this batch is revoked, expired or deleted.",
             )
-            await _release_line(worker=self.worker, line_id=line.id, count_attempt=False)
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
             return
         request_id = new_request_id()
         request_id_var.set(request_id)
@@ -190,14 +235,18 @@ class BatchRunner:
             return
         except ModelBusy as exc:
             self._pause(line.batch_id, exc.retry_after or 1)
-            await _release_line(worker=self.worker, line_id=line.id, count_attempt=False)
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
             metrics.record_batch_line("retried")
             return
         except Exception as exc:  # noqa: BLE001 (becomes the line's error entry)
             status, body = error_body(exc)
             if status in RETRIED_STATUSES and line.attempts < self.max_attempts:
                 retry_in = min(60.0, RETRY_BASE_SECONDS * 2**line.attempts)
-                await _release_line(worker=self.worker, line_id=line.id, retry_in=retry_in)
+                await self._db.run(
+                    leases.release_line, worker=self.worker, line_id=line.id, retry_in=retry_in
+                )
                 metrics.record_batch_line("retried")
                 return
         result = {
@@ -206,8 +255,12 @@ class BatchRunner:
             "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
         }
-        kept = await _finish_line(
-            worker=self.worker, line_id=line.id, done=status == 200, result=result
+        kept = await self._db.run(
+            leases.finish_line,
+            worker=self.worker,
+            line_id=line.id,
+            done=status == 200,
+            result=result,
         )
         metrics.record_batch_line(("completed" if status == 200 else "failed") if kept else "lost")
         metrics.record_request(
@@ -223,7 +276,9 @@ class BatchRunner:
     async def _over_quota(self, line: leases.ClaimedLine, exc: QuotaExceeded) -> None:
         if "per minute" in exc.detail and "more than" not in exc.detail:
             self._pause(line.batch_id, exc.retry_after)
-            await _release_line(worker=self.worker, line_id=line.id, count_attempt=False)
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
             metrics.record_batch_line("retried")
             return
         if "per minute" in exc.detail:  # this one line can never fit
@@ -234,16 +289,21 @@ class BatchRunner:
                 "response": {"status_code": status, "request_id": "", "body": body},
                 "error": None,
             }
-            await _finish_line(worker=self.worker, line_id=line.id, done=False, result=result)
+            await self._db.run(
+                leases.finish_line, worker=self.worker, line_id=line.id, done=False, result=result
+            )
             metrics.record_batch_line("failed")
             return
-        await _stop_batch(
+        await self._db.run(
+            leases.stop_batch,
             batch_id=line.batch_id,
             ending=Batch.Status.FAILED,
             code="token_budget_exceeded",
             message=f"The batch stopped: {exc.detail}",
         )
-        await _release_line(worker=self.worker, line_id=line.id, count_attempt=False)
+        await self._db.run(
+            leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+        )
 
     def _pause(self, batch_id: str, seconds: float) -> None:
         self._paused[batch_id] = time.monotonic() + max(1.0, float(seconds))
@@ -252,7 +312,7 @@ class BatchRunner:
         cached = self._owners.get(owner)
         if cached is not None and time.monotonic() - cached[0] < OWNER_CACHE_SECONDS:
             return cached[1]
-        principal = await _load_owner(owner)
+        principal = await self._db.run(load_owner_principal, owner)
         self._owners[owner] = (time.monotonic(), principal)
         return principal
 
@@ -261,15 +321,6 @@ def leases_endpoint(url: str) -> str:
     """The metrics' endpoint label of a batch line (bounded: one per supported URL)."""
     return "v1/batches" + url.removeprefix("/v1")
 
-
-_sweep = in_database_thread(leases.sweep)
-_claim = in_database_thread(leases.claim_lines)
-_renew_leases = in_database_thread(leases.renew_leases)
-_finish_line = in_database_thread(leases.finish_line)
-_release_line = in_database_thread(leases.release_line)
-_release_all = in_database_thread(leases.release_all)
-_stop_batch = in_database_thread(leases.stop_batch)
-_load_owner = in_database_thread(load_owner_principal)
 
 _runner: BatchRunner | None = None
 

@@ -8,12 +8,13 @@ lines) is in `batches.runner`.
 
 from __future__ import annotations
 
-import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import IO, Any
 
+import orjson
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, Sum
@@ -23,6 +24,7 @@ from batches import storage
 from batches.dispatch import ENDPOINTS, InvalidLine, check_body
 from batches.exceptions import FileRefused, NotFound, StorageFull
 from batches.models import Batch, BatchLine, StoredFile
+from infra.json_depth import json_depth
 
 INPUT_PURPOSE = "batch"
 COMPLETION_WINDOWS = {"24h": timedelta(hours=24)}
@@ -33,6 +35,12 @@ INSERT_LINES = 500
 INSERT_BYTES = 8 * 1024 * 1024
 # Line errors listed in a failed batch's `errors` (all of them are in its error file).
 LISTED_ERRORS = 20
+
+
+FILE_ID = re.compile(r"file-[0-9a-f]{24}")
+BATCH_ID = re.compile(r"batch_[0-9a-f]{24}")
+# Control characters (NUL among them) are dropped from a file's name.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def new_file_id() -> str:
@@ -79,7 +87,11 @@ def create_file(*, owner: str, upload: Any, filename: str, purpose: str) -> Stor
     file_id = new_file_id()
     size = storage.save_stream(file_id, upload)
     return StoredFile.objects.create(
-        id=file_id, owner=owner, purpose=purpose, filename=filename[:255], bytes=size
+        id=file_id,
+        owner=owner,
+        purpose=purpose,
+        filename=CONTROL_CHARACTERS.sub("", filename)[:255] or "batch.jsonl",
+        bytes=size,
     )
 
 
@@ -89,8 +101,8 @@ def _check_looks_like_jsonl(source: IO[bytes]) -> None:
         if line is None:
             return  # too long: an error-file entry when a batch uses the file
         try:
-            parsed = json.loads(line)
-        except ValueError:
+            parsed = orjson.loads(line)
+        except orjson.JSONDecodeError:
             parsed = None
         if not isinstance(parsed, dict):
             raise FileRefused(
@@ -121,10 +133,16 @@ def iter_lines(source: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | Non
             yield index, line
 
 
+def _own_file(owner: str, file_id: str) -> StoredFile | None:
+    if not FILE_ID.fullmatch(file_id):
+        return None  # not an id the gateway makes (and never sent to the database)
+    return StoredFile.objects.filter(owner=owner, pk=file_id).first()
+
+
 def get_file(*, owner: str, file_id: str) -> StoredFile:
-    found = StoredFile.objects.filter(owner=owner, pk=file_id[:40]).first()
+    found = _own_file(owner, file_id)
     if found is None:
-        raise NotFound(f"No file with id '{file_id[:60]}'.")
+        raise NotFound(f"No file with id {file_id[:60]!r}.")
     return found
 
 
@@ -132,8 +150,8 @@ def list_files(*, owner: str, purpose: str | None, limit: int, after: str | None
     files = StoredFile.objects.filter(owner=owner)
     if purpose:
         files = files.filter(purpose=purpose)
-    if after:
-        anchor = files.filter(pk=after[:40]).first()
+    if after and FILE_ID.fullmatch(after):
+        anchor = files.filter(pk=after).first()
         if anchor is not None:
             files = files.filter(created_at__lte=anchor.created_at).exclude(pk=anchor.pk)
     return list(files.order_by("-created_at", "-pk")[: limit + 1])
@@ -169,9 +187,9 @@ def create_batch(
     if completion_window not in COMPLETION_WINDOWS:
         raise FileRefused("completion_window", "Supported: " + ", ".join(COMPLETION_WINDOWS))
     _check_metadata(metadata)
-    source = StoredFile.objects.filter(owner=owner, pk=input_file_id[:40]).first()
+    source = _own_file(owner, input_file_id)
     if source is None:
-        raise FileRefused("input_file_id", f"No file with id '{input_file_id[:60]}'.")
+        raise FileRefused("input_file_id", f"No file with id {input_file_id[:60]!r}.")
     if source.purpose != INPUT_PURPOSE:
         raise FileRefused("input_file_id", f"The file's purpose is not '{INPUT_PURPOSE}'.")
     now = timezone.now()
@@ -242,12 +260,7 @@ def _checked_line(batch: Batch, index: int, raw: bytes | None, seen: set[str]) -
                 f"The line is longer than {settings.BATCHES['max_line_bytes']} bytes "
                 "(BATCHES__MAX_LINE_BYTES).",
             )
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            raise InvalidLine("invalid_json_line", "The line is not valid JSON.") from None
-        if not isinstance(request, dict):
-            raise InvalidLine("invalid_json_line", "The line is not a JSON object.")
+        request = _parsed_line(raw)
         found = request.get("custom_id")
         if not isinstance(found, str) or not found or len(found) > MAX_CUSTOM_ID:
             raise InvalidLine(
@@ -282,6 +295,41 @@ def _checked_line(batch: Batch, index: int, raw: bytes | None, seen: set[str]) -
     return BatchLine(batch=batch, index=index, custom_id=custom_id, url=url, body=body)
 
 
+def _parsed_line(raw: bytes) -> dict[str, Any]:
+    """A line's JSON object: never deeper than SERVER__MAX_JSON_DEPTH, no NUL in a string."""
+    try:
+        request = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidLine("invalid_json_line", "The line is not valid JSON.") from None
+    if not isinstance(request, dict):
+        raise InvalidLine("invalid_json_line", "The line is not a JSON object.")
+    limit = settings.SERVER_MAX_JSON_DEPTH
+    if json_depth(request, limit) > limit:
+        raise InvalidLine(
+            "invalid_json_line",
+            f"The line nests more than {limit} levels deep (SERVER__MAX_JSON_DEPTH).",
+        )
+    if _holds_nul(request):
+        raise InvalidLine("invalid_json_line", "The line holds a NUL character (\\u0000).")
+    return request
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a key or string anywhere in `value` holds a NUL (no database stores one)."""
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return True
+        elif isinstance(node, dict):
+            pending.extend(node.keys())
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
+
+
 def _check_metadata(metadata: Any) -> None:
     if metadata is None:
         return
@@ -290,6 +338,8 @@ def _check_metadata(metadata: Any) -> None:
     for key, value in metadata.items():
         if not isinstance(value, str) or len(key) > 64 or len(value) > 512:
             raise FileRefused("metadata", "Keys of at most 64, values of at most 512 characters.")
+        if "\x00" in key or "\x00" in value:
+            raise FileRefused("metadata", "A NUL character (\\u0000) is not accepted.")
 
 
 def error_line(custom_id: str, code: str, message: str) -> dict[str, Any]:
@@ -303,16 +353,20 @@ def error_line(custom_id: str, code: str, message: str) -> dict[str, Any]:
 
 
 def get_batch(*, owner: str, batch_id: str) -> Batch:
-    found = Batch.objects.filter(owner=owner, pk=batch_id[:40]).first()
+    found = (
+        Batch.objects.filter(owner=owner, pk=batch_id).first()
+        if BATCH_ID.fullmatch(batch_id)
+        else None
+    )
     if found is None:
-        raise NotFound(f"No batch with id '{batch_id[:60]}'.")
+        raise NotFound(f"No batch with id {batch_id[:60]!r}.")
     return found
 
 
 def list_batches(*, owner: str, limit: int, after: str | None) -> list[Batch]:
     batches = Batch.objects.filter(owner=owner)
-    if after:
-        anchor = batches.filter(pk=after[:40]).first()
+    if after and BATCH_ID.fullmatch(after):
+        anchor = batches.filter(pk=after).first()
         if anchor is not None:
             batches = batches.filter(created_at__lte=anchor.created_at).exclude(pk=anchor.pk)
     return list(batches.order_by("-created_at", "-pk")[: limit + 1])

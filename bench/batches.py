@@ -52,6 +52,22 @@ DELAY = 0.05  # seconds the model server takes per request
 RESULTS = ROOT / "bench" / "results"
 
 
+class TimedRequests(list):
+    """The model server's received requests, with when each arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, request) -> None:
+        self.times.append(time.perf_counter())
+        super().append(request)
+
+    def clear(self) -> None:
+        self.times.clear()
+        super().clear()
+
+
 def start_gateway(upstream: FakeUpstream, folder: Path) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     env = {
@@ -65,7 +81,8 @@ def start_gateway(upstream: FakeUpstream, folder: Path) -> tuple[str, subprocess
         "TEXT_MODEL__MAX_CONCURRENCY": str(SLOTS),
         "TEXT_MODEL__QUEUE_TIMEOUT": "120",
         "BATCHES__FILES_DIR": str(folder / "files"),
-        "BATCHES__CONCURRENCY": str(2 * SLOTS),
+        # More lines in flight than slots: a freed slot always has a batch line waiting.
+        "BATCHES__CONCURRENCY": str(4 * SLOTS),
         "BATCHES__POLL_SECONDS": "0.2",
         "LOG_LEVEL": "WARNING",
     }
@@ -82,9 +99,9 @@ def start_gateway(upstream: FakeUpstream, folder: Path) -> tuple[str, subprocess
     return url, process
 
 
-async def interactive_load(url: str, rate: float, stop: asyncio.Event) -> list[float]:
-    """Chat requests at `rate` per second until `stop`; the latency of each answered one."""
-    latencies: list[float] = []
+async def interactive_load(url: str, rate: float, stop: asyncio.Event) -> list[tuple[float, float]]:
+    """Chat requests at `rate` per second until `stop`; (start, latency) of each answered one."""
+    latencies: list[tuple[float, float]] = []
     body = {"model": "fake-llm", "messages": [{"role": "user", "content": "interactive"}]}
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
@@ -94,7 +111,7 @@ async def interactive_load(url: str, rate: float, stop: asyncio.Event) -> list[f
             started = time.perf_counter()
             answer = await client.post("/v1/chat/completions", json=body)
             if answer.status_code == 200:
-                latencies.append(time.perf_counter() - started)
+                latencies.append((started, time.perf_counter() - started))
 
         tasks = []
         next_at = time.perf_counter()
@@ -121,26 +138,27 @@ def batch_file(lines: int) -> bytes:
     )
 
 
-def kinds_in(upstream: FakeUpstream, start: int, end: int | None = None) -> tuple[int, int]:
-    requests = upstream.requests[start:end]
-    batch = sum(1 for r in requests if r.body["messages"][0]["content"] == "batch")
-    return len(requests) - batch, batch
+def is_batch(request) -> bool:
+    return request.body["messages"][0]["content"] == "batch"
 
 
 async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
     upstream = FakeUpstream()
+    upstream.requests = TimedRequests()
     upstream.start()
     upstream.behave(delay=DELAY)
     folder = Path(tempfile.mkdtemp(prefix="llmapi-bench-batches-"))
     url, process = start_gateway(upstream, folder)
     try:
+        print("interactive load alone", file=sys.stderr, flush=True)
         # 1. Interactive alone.
         stop = asyncio.Event()
         load = asyncio.create_task(interactive_load(url, rate, stop))
         await asyncio.sleep(alone_seconds)
         stop.set()
-        alone = await load
+        alone = [latency for _, latency in await load]
 
+        print("the batch, with the interactive load", file=sys.stderr, flush=True)
         # 2. The batch, with the same interactive load running.
         client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
         uploaded = await client.files.create(
@@ -149,23 +167,28 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         stop = asyncio.Event()
         load = asyncio.create_task(interactive_load(url, rate, stop))
         await asyncio.sleep(1.0)  # the load is steady before the batch starts
-        first = len(upstream.requests)
-        started = time.perf_counter()
         batch = await client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
-        # The window: from the batch's first line at the model server to its last.
         while True:
             batch = await client.batches.retrieve(batch.id)
             if batch.status in ("completed", "failed", "cancelled", "expired"):
                 break
-            await asyncio.sleep(0.2)
-        window = time.perf_counter() - started
-        last = len(upstream.requests)
+            print(f"  {batch.status} {batch.request_counts}", file=sys.stderr, flush=True)
+            await asyncio.sleep(1.0)
         stop.set()
-        together = await load
+        together_all = await load
         await client.close()
-        interactive_n, batch_n = kinds_in(upstream, first, last)
+        # The window: from the batch's first line at the model server to its last answer.
+        arrivals = list(zip(upstream.requests.times, upstream.requests, strict=True))
+        batch_times = [at for at, request in arrivals if is_batch(request)]
+        begin, end = batch_times[0], batch_times[-1] + DELAY
+        window = end - begin
+        batch_n = len(batch_times)
+        interactive_n = sum(
+            1 for at, request in arrivals if not is_batch(request) and begin <= at < end
+        )
+        together = [latency for at, latency in together_all if begin <= at < end]
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -194,6 +217,7 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         },
         "p50_ratio": round(p50_together / p50_alone, 2),
         "batch_lines_at_model_server": batch_n,
+        "interactive_requests_in_window": interactive_n,
         "batch_lines_per_s": round(batch_n / window, 1),
         "free_slot_share_used": round(batch_n * DELAY / free_slot_seconds, 3),
     }
@@ -213,6 +237,9 @@ def report(result: dict) -> str:
         f"{result['interactive_rate']:g} chat requests/s (about "
         f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
         f"({result['batch_status']}, {result['request_counts']}).",
+        "",
+        "The window is from the batch's first line at the model server to its last answer; the "
+        "interactive figures while the batch runs are the requests sent in that window.",
         "",
         "| | interactive requests | p50 | p95 |",
         "|---|---|---|---|",
