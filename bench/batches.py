@@ -194,11 +194,13 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         process.wait(timeout=30)
         upstream.stop()
 
+    load_average = os.getloadavg()[1]  # over the last 5 minutes: about this run
     free_slot_seconds = SLOTS * window - interactive_n * DELAY
     p50_alone = statistics.median(alone)
     p50_together = statistics.median(together)
     return {
         "lines": lines,
+        "load_average_5min": round(load_average, 1),
         "batch_status": batch.status,
         "request_counts": batch.request_counts.model_dump() if batch.request_counts else None,
         "interactive_rate": rate,
@@ -236,7 +238,10 @@ def report(result: dict) -> str:
         f"with {result['slots']} model slots; an open-loop interactive load of "
         f"{result['interactive_rate']:g} chat requests/s (about "
         f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
-        f"({result['batch_status']}, {result['request_counts']}).",
+        f"({result['batch_status']}, {result['request_counts']}). The host's load average "
+        f"over the run: {result['load_average_5min']} on {os.cpu_count()} cores (other work "
+        "shares it): compare the interactive p50 without the batch with the model server's "
+        f"{int(DELAY * 1000)} ms to see how much the gateway itself was slowed.",
         "",
         "The window is from the batch's first line at the model server to its last answer; the "
         "interactive figures while the batch runs are the requests sent in that window.",
