@@ -138,6 +138,15 @@ def finish_line(*, worker: str, line_id: int, done: bool, result: dict[str, Any]
     )
 
 
+def finish_lines(*, worker: str, results: list[tuple[int, bool, dict[str, Any]]]) -> list[bool]:
+    """`finish_line` for several lines in one transaction (one commit for all of them)."""
+    with transaction.atomic():
+        return [
+            finish_line(worker=worker, line_id=line_id, done=done, result=result)
+            for line_id, done, result in results
+        ]
+
+
 def release_line(
     *, worker: str, line_id: int, retry_in: float = 0.0, count_attempt: bool = True
 ) -> bool:

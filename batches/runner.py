@@ -117,6 +117,9 @@ class BatchRunner:
         self._renew_task: asyncio.Task[None] | None = None
         self._last_sweep = 0.0
         self._db = DatabaseThread()
+        # Results waiting to be written, each with the future its line awaits.
+        self._results: list[tuple[int, bool, dict[str, Any], asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
 
     # --- start and stop ---------------------------------------------------------------------
 
@@ -139,6 +142,8 @@ class BatchRunner:
         for task in list(self._running.values()):
             task.cancel()
         await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._writing is not None:
+            await self._writing  # the results of lines that finished are kept
         if running:
             await self._db.run(leases.release_all, worker=self.worker, ids=running)
         metrics.set_batch_lines_running(0)
@@ -255,13 +260,7 @@ class BatchRunner:
             "response": {"status_code": status, "request_id": request_id, "body": body},
             "error": None,
         }
-        kept = await self._db.run(
-            leases.finish_line,
-            worker=self.worker,
-            line_id=line.id,
-            done=status == 200,
-            result=result,
-        )
+        kept = await self._finish(line.id, done=status == 200, result=result)
         metrics.record_batch_line(("completed" if status == 200 else "failed") if kept else "lost")
         metrics.record_request(
             model=(body or {}).get("model") if status == 200 else None,
@@ -304,6 +303,35 @@ class BatchRunner:
         await self._db.run(
             leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
         )
+
+    async def _finish(self, line_id: int, *, done: bool, result: dict[str, Any]) -> bool:
+        """
+        Write a line's result (False when its lease passed to another process). Results that
+        arrive while a write is under way go together in the next one: one commit for many.
+        """
+        kept: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._results.append((line_id, done, result, kept))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_results())
+        return await kept
+
+    async def _write_results(self) -> None:
+        while self._results:
+            taken, self._results = self._results, []
+            try:
+                written = await self._db.run(
+                    leases.finish_lines,
+                    worker=self.worker,
+                    results=[(line_id, done, result) for line_id, done, result, _ in taken],
+                )
+            except Exception as exc:  # noqa: BLE001 (each line's task reports it)
+                for *_, kept in taken:
+                    if not kept.done():
+                        kept.set_exception(exc)
+                continue
+            for (*_, kept), ok in zip(taken, written, strict=True):
+                if not kept.done():
+                    kept.set_result(ok)
 
     def _pause(self, batch_id: str, seconds: float) -> None:
         self._paused[batch_id] = time.monotonic() + max(1.0, float(seconds))
