@@ -8,7 +8,9 @@ from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from accounts import services
-from accounts.models import ApiKey, Team
+from accounts.models import ApiKey, ExternalIdentity, Membership, Team
+from audit.model_admin import AuditedModelAdmin
+from audit.services import Actor
 
 LIMIT_FIELDS = (
     "requests_per_minute",
@@ -19,8 +21,37 @@ LIMIT_FIELDS = (
 )
 
 
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 1
+    autocomplete_fields = ("user",)
+    fields = ("user", "role", "source")
+    readonly_fields = ("source",)
+
+
+class TeamForm(forms.ModelForm):
+    allowed_models = forms.CharField(
+        required=False,
+        help_text="Comma-separated catalog model names or aliases; empty allows every model.",
+    )
+
+    class Meta:
+        model = Team
+        fields = ("name", "allowed_models", "max_key_days", *LIMIT_FIELDS)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+
+    def clean_allowed_models(self) -> list[str]:
+        raw = self.cleaned_data.get("allowed_models") or ""
+        return [name.strip() for name in raw.split(",") if name.strip()]
+
+
 @admin.register(Team)
-class TeamAdmin(admin.ModelAdmin):
+class TeamAdmin(AuditedModelAdmin):
+    form = TeamForm
     list_display = (
         "name",
         "requests_per_minute",
@@ -29,11 +60,27 @@ class TeamAdmin(admin.ModelAdmin):
         "created_at",
     )
     search_fields = ("name",)
-    filter_horizontal = ("members",)
+    inlines = (MembershipInline,)
     fieldsets = (
-        (None, {"fields": ("name", "members")}),
+        (None, {"fields": ("name", "allowed_models", "max_key_days")}),
         ("Limits of the whole team (empty: unlimited)", {"fields": LIMIT_FIELDS}),
     )
+
+    def audit_team_name(self, obj) -> str:
+        return obj.name if isinstance(obj, Team) else super().audit_team_name(obj)
+
+
+@admin.register(ExternalIdentity)
+class ExternalIdentityAdmin(admin.ModelAdmin):
+    list_display = ("user", "subject", "issuer", "last_login_at")
+    search_fields = ("user__username", "subject")
+    readonly_fields = ("user", "issuer", "subject", "groups", "created_at", "last_login_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 class ApiKeyForm(forms.ModelForm):
@@ -57,8 +104,9 @@ class ApiKeyForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedModelAdmin):
     form = ApiKeyForm
+    audit_object_type = "key"
     list_display = ("name", "display_prefix", "team", "is_active", "expires_at", "last_used_at")
     list_filter = ("revoked", "team")
     search_fields = ("name", "prefix", "team__name")
@@ -117,5 +165,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke the selected keys")
     def revoke_selected(self, request, queryset) -> None:
         for api_key in queryset.filter(revoked=False):
-            services.revoke_api_key(prefix=api_key.prefix)
+            services.revoke_api_key(prefix=api_key.prefix, actor=Actor.from_request(request))
         self.message_user(request, "Revoked.", messages.SUCCESS)

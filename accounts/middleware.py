@@ -3,9 +3,9 @@ Sessions and logins for the admin and for staff using the browsable API, at no c
 calls.
 
 Django's session, auth and messages middleware are sync: on an async server each hops to a
-thread twice per request. Here, requests under `ADMIN_URL_PREFIX` go through Django's own
-three (the admin's views are sync anyway, and the pages get a Content-Security-Policy that
-keeps them on this server); any other request that carries a session cookie gets its user
+thread twice per request. Here, requests under `BROWSER_PAGE_PREFIXES` (the admin, the portal
+and single sign-on) go through Django's own three (their views are sync anyway, and the pages
+get a Content-Security-Policy that keeps them on this server); any other request that carries a session cookie gets its user
 resolved with the async ORM (for `StaffSessionAuthentication`); everything else passes
 straight through.
 """
@@ -45,7 +45,7 @@ class AdminSessionMiddleware:
         self.session_engine = SessionMiddleware(get_response).SessionStore
 
     async def __call__(self, request):
-        if request.path.startswith(settings.ADMIN_URL_PREFIX):
+        if request.path.startswith(settings.BROWSER_PAGE_PREFIXES):
             try:
                 response = await self.admin_chain(request)
             finally:

@@ -45,7 +45,19 @@ class Team(LimitFields):
     """
 
     name = models.CharField(max_length=100, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="teams")
+    members: models.ManyToManyField = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="teams", through="Membership"
+    )
+    allowed_models = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Catalog model names or aliases the team's keys may use; empty allows every model.",
+    )
+    max_key_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Longest lifetime, in days, of a key created in the portal; empty: no limit.",
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -53,6 +65,38 @@ class Team(LimitFields):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Membership(models.Model):
+    """
+    A person in a team, with a role: team admins manage the team's members, keys and per-key
+    limits; members manage their own keys. Rows from the identity provider's groups are kept
+    in step with them at each sign-in; rows added by hand are left alone.
+    """
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Team admin"
+        MEMBER = "member", "Member"
+
+    class Source(models.TextChoices):
+        MANUAL = "manual", "Added by hand"
+        IDENTITY_PROVIDER = "identity_provider", "Identity provider group"
+
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    source = models.CharField(max_length=24, choices=Source.choices, default=Source.MANUAL)
+
+    class Meta:
+        # The table Django created for Team.members before roles existed.
+        db_table = "accounts_team_members"
+        unique_together = [("team", "user")]
+        ordering = ["team__name", "user__username"]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.team} ({self.role})"
 
 
 class ApiKey(LimitFields):
@@ -73,6 +117,10 @@ class ApiKey(LimitFields):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, editable=False
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The key this one replaced (a rotation); the old one keeps working until its expiry.
+    replaces = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, editable=False, related_name="+"
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -84,3 +132,28 @@ class ApiKey(LimitFields):
     @property
     def is_active(self) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+class ExternalIdentity(models.Model):
+    """
+    The identity provider's account behind a local one: its issuer and subject (`sub`), which
+    never change, unlike a user name or an e-mail address.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="external_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_login_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The groups claim at the last sign-in, as the identity provider sent it.
+    groups = models.JSONField(default=list, blank=True, editable=False)
+
+    class Meta:
+        unique_together = [("issuer", "subject")]
+        verbose_name = "single sign-on identity"
+        verbose_name_plural = "single sign-on identities"
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.subject} at {self.issuer})"

@@ -26,9 +26,13 @@ class Principal:
     expires_at: float | None  # Unix time
     quota: QuotaSubject
     is_authenticated: bool = True
+    # The team's own model list: it bounds every key of the team (empty: no bound).
+    team_models: frozenset[str] = frozenset()
 
     def may_use(self, *model_names: str) -> bool:
         """Whether this caller may use a model known by any of these names (name, aliases)."""
+        if self.team_models and not any(n in self.team_models for n in model_names):
+            return False
         return not self.allowed_models or any(n in self.allowed_models for n in model_names)
 
     def __str__(self) -> str:

@@ -132,6 +132,7 @@ def _principal(key: ApiKey) -> Principal:
         team_id=team.pk,
         team_name=team.name,
         allowed_models=frozenset(key.allowed_models or ()),
+        team_models=frozenset(team.allowed_models or ()),
         expires_at=key.expires_at.timestamp() if key.expires_at else None,
         quota=QuotaSubject(
             key_id=str(key.pk),

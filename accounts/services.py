@@ -11,6 +11,8 @@ from django.utils import timezone
 from accounts import selectors
 from accounts.keys import generate_key, hash_secret
 from accounts.models import ApiKey, Team
+from audit.services import Actor, record
+from audit.snapshots import snapshot
 
 
 class AccountsError(Exception):
@@ -63,17 +65,33 @@ def assign_new_secret(api_key: ApiKey) -> str:
     return new.full
 
 
-def revoke_api_key(*, prefix: str) -> ApiKey:
-    """Revoke a key by its prefix (`llm_<prefix>_…` or the bare prefix)."""
+def revoke_api_key(*, prefix: str, actor: Actor | None = None) -> ApiKey:
+    """
+    Revoke a key by its prefix (`llm_<prefix>_…` or the bare prefix), in the audit log as
+    `actor` (by default, the command that called this).
+    """
+    actor = actor or Actor.system("manage.py revoke_api_key")
     prefix = prefix.removeprefix("llm_").split("_", 1)[0]
     with transaction.atomic():
-        api_key = ApiKey.objects.select_for_update().filter(prefix=prefix).first()
+        api_key = (
+            ApiKey.objects.select_for_update().select_related("team").filter(prefix=prefix).first()
+        )
         if api_key is None:
             raise KeyNotFound(f"No API key with prefix {prefix!r}")
         if not api_key.revoked:
+            before = snapshot(api_key)
             api_key.revoked = True
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked", "revoked_at"])
+            record(
+                actor=actor,
+                action="key.revoke",
+                target=api_key,
+                object_repr=f"{api_key.name} (llm_{api_key.prefix}_…)",
+                team_name=api_key.team.name,
+                before=before,
+                after=snapshot(api_key),
+            )
     selectors.forget_key(prefix)
     return api_key
 

@@ -652,6 +652,15 @@ def evaluate(peers: dict) -> list[dict]:
                 "met": added_ours * 5 <= added_lite,
             }
         )
+        p99_ours = ours["one_connection"]["p99_ms"]
+        p99_lite = lite["one_connection"]["p99_ms"]
+        goals.append(
+            {
+                "goal": "p99 at 1 connection <= LiteLLM's",
+                "value": f"{p99_ours:.2f} ms vs {p99_lite:.2f} ms",
+                "met": p99_ours <= p99_lite,
+            }
+        )
     if ours and direct:
         ttfb = ours["stream"]["ttfb_ms"] - direct["stream"]["ttfb_ms"]
         goals.append(

@@ -65,7 +65,9 @@ INSTALLED_APPS = [
     "usage",
     "batches",
     "observability",
+    "audit",
     "playground",
+    "portal",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +169,54 @@ APPEND_SLASH = False
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# --- Single sign-on, the portal and the audit log ----------------------------------------------
+
+# OpenID Connect (mozilla-django-oidc): on when OIDC__ISSUER is set. The provider's endpoints
+# are read from its discovery document (<issuer>/.well-known/openid-configuration) on first
+# use, unless given here.
+OIDC_ISSUER = env.str("OIDC__ISSUER", default="").rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_PROVIDER_NAME = env.str("OIDC__PROVIDER_NAME", default="") or "single sign-on"
+OIDC_RP_CLIENT_ID = env.str("OIDC__CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC__CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO = env.str("OIDC__SIGN_ALGO", default="") or "RS256"
+OIDC_RP_SCOPES = env.str("OIDC__SCOPES", default="") or "openid email profile"
+OIDC_ENDPOINTS = {
+    "OIDC_OP_AUTHORIZATION_ENDPOINT": env.str("OIDC__AUTHORIZATION_ENDPOINT", default=""),
+    "OIDC_OP_TOKEN_ENDPOINT": env.str("OIDC__TOKEN_ENDPOINT", default=""),
+    "OIDC_OP_USER_ENDPOINT": env.str("OIDC__USERINFO_ENDPOINT", default=""),
+    "OIDC_OP_JWKS_ENDPOINT": env.str("OIDC__JWKS_ENDPOINT", default=""),
+    "OIDC_OP_END_SESSION_ENDPOINT": env.str("OIDC__END_SESSION_ENDPOINT", default=""),
+}
+# The claim that lists a person's groups, and which groups make them what: comma-separated
+# `group=team:role` (role admin or member; the team is created on first use) and
+# `group=staff` (an operator).
+OIDC_GROUPS_CLAIM = env.str("OIDC__GROUPS_CLAIM", default="") or "groups"
+OIDC_GROUP_MAP = env.str("OIDC__GROUP_MAP", default="")
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = _setting("float", "OIDC__TIMEOUT", 10.0)
+# The ID token is kept in the session for the provider's logout (id_token_hint).
+OIDC_STORE_ID_TOKEN = True
+OIDC_OP_LOGOUT_URL_METHOD = "accounts.single_sign_on.provider_logout_url"
+OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
+# Passwords kept in this database: off, only superusers (the bootstrap account made with
+# `manage.py createsuperuser`) may sign in with one; everyone else signs in through the
+# identity provider.
+AUTH_LOCAL_PASSWORDS = _setting("bool", "AUTH__LOCAL_PASSWORDS", True)
+AUTHENTICATION_BACKENDS = ["accounts.single_sign_on.LocalPasswordBackend"]
+if OIDC_ENABLED:
+    AUTHENTICATION_BACKENDS.append("accounts.single_sign_on.IdentityProviderBackend")
+LOGIN_URL = "/portal/login"
+LOGIN_REDIRECT_URL = "/portal/"
+LOGIN_REDIRECT_URL_FAILURE = "/portal/login?failed=1"
+LOGOUT_REDIRECT_URL = "/portal/login"
+# Pages with Django's full session, auth and messages middleware (see accounts/middleware.py).
+BROWSER_PAGE_PREFIXES = ("/admin/", "/portal/", "/oidc/")
+# Hours a rotated key may keep working beside its replacement (the portal offers up to this).
+PORTAL_ROTATION_MAX_OVERLAP_HOURS = _setting("int", "PORTAL__ROTATION_MAX_OVERLAP_HOURS", 168)
+# Audit rows older than this are deleted by `manage.py prune_audit`.
+AUDIT_RETENTION_DAYS = _setting("int", "AUDIT__RETENTION_DAYS", 400)
+
 # --- Browser sessions (the browsable API's "Log in with API key") ---------------------------
 # A signed cookie holds the session (a digest of the key, see accounts/key_sessions.py):
 # no database is needed. HttpOnly and SameSite=Lax, and it ends with the browser or after
@@ -192,6 +242,13 @@ SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
 SERVER_PID_FILE = env.str("SERVER__PID_FILE", default="") or str(BASE_DIR / "var" / "llmapi.pid")
 # Seconds in-flight requests and streams get to finish after SIGTERM.
 SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
+# The cycle collector's thresholds (gc.set_threshold) once start-up is done. Python's own
+# (700, 10, 10): each collection pauses the process for well under a millisecond. Rarer
+# collections are longer ones: at 50,000 each paused it for tens of milliseconds, which was the
+# one-connection p99 (bench/tail_latency.py, bench/results/tail-latency.md).
+SERVER_GC_THRESHOLDS = tuple(
+    int(value) for value in env.list("SERVER__GC_THRESHOLDS", default=["700", "10", "10"])
+)
 # Conversation limits (400 above them), beside the body size limit.
 SERVER_MAX_MESSAGES = _setting("int", "SERVER__MAX_MESSAGES", 1000)
 SERVER_MAX_TOTAL_CHARS = _setting("int", "SERVER__MAX_TOTAL_CHARS", 1_000_000)

@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("health.urls")),  # /healthz, /readyz
     path("", include("observability.urls")),  # /metrics
     path("", include("accounts.urls")),  # the browsable API's key login
-    path("admin/", admin.site.urls),  # teams, keys, usage
+    path("admin/", admin.site.urls),  # teams, keys, usage, the audit log
+    path("", include("portal.urls")),  # /portal: single sign-on, my keys, my team, usage
     path("", include("playground.urls")),  # /playground, /docs, /redoc
 ]

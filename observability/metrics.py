@@ -121,6 +121,14 @@ QUEUE_WAIT = Histogram(
     buckets=QUEUE_BUCKETS,
     registry=REGISTRY,
 )
+GC_PAUSE = Histogram(
+    "llmapi_gc_pause",
+    "Time the cycle collector stopped the process, by generation collected.",
+    ("generation",),
+    unit="seconds",
+    buckets=OVERHEAD_BUCKETS,
+    registry=REGISTRY,
+)
 RATE_LIMITED = Counter(
     "llmapi_rate_limited",
     "Requests refused with 429, by cause (model_slots, key_quota, team_quota).",
@@ -401,6 +409,11 @@ class in_flight:  # noqa: N801  (used like a function: `with in_flight(model): .
 def record_queue_wait(model: str | None, seconds: float) -> None:
     if _state.enabled:
         _child(QUEUE_WAIT, model_label(model)).observe(seconds)
+
+
+def record_gc_pause(generation: int, seconds: float) -> None:
+    if _state.enabled:
+        _child(GC_PAUSE, str(generation)).observe(seconds)
 
 
 def record_rate_limited(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from typing import Any
+
+from django.conf import settings
 
 from batches import runner as batch_runner
 from inference.backends.openai_http import close_transports
@@ -31,15 +35,27 @@ async def on_startup() -> None:
 
 
 # Objects a request allocates are freed by reference counting; the cycle collector only has to
-# find the rare cycles. Run it less often than Python's default (every 700 allocations), and
-# keep what start-up loaded (Django, DRF, the catalog) out of its scans.
-GC_THRESHOLDS = (50_000, 20, 20)
+# find the rare cycles. Keep what start-up loaded (Django, DRF, the catalog) out of its scans,
+# run it as `SERVER__GC_THRESHOLDS` says, and time every collection (`llmapi_gc_pause_seconds`).
 
 
 def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    gc.set_threshold(*settings.SERVER_GC_THRESHOLDS)
+    if _time_collection not in gc.callbacks:
+        gc.callbacks.append(_time_collection)
+
+
+_collection_started = 0.0
+
+
+def _time_collection(phase: str, info: dict[str, Any]) -> None:
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+    else:
+        metrics.record_gc_pause(info["generation"], time.perf_counter() - _collection_started)
 
 
 async def on_shutdown() -> None:

@@ -33,11 +33,24 @@ def key_totals(*, key_prefix: str, since: dt.datetime) -> dict[str, int]:
     return totals
 
 
-def dashboard_data(*, days: int, now: dt.datetime | None = None) -> dict:
-    """Per day, and per key, team and model, over the last `days` days (from the rollups)."""
+def dashboard_data(
+    *,
+    days: int,
+    now: dt.datetime | None = None,
+    key_prefixes: list[str] | None = None,
+    team_names: list[str] | None = None,
+) -> dict:
+    """
+    Per day, and per key, team and model, over the last `days` days (from the rollups); only
+    the given keys or teams when they are given (the portal's "my usage" and team pages).
+    """
     now = now or dt.datetime.now(dt.UTC)
     since = (now - dt.timedelta(days=days - 1)).replace(hour=0, minute=0, second=0, microsecond=0)
     rows = UsageHourly.objects.filter(hour__gte=since)
+    if key_prefixes is not None:
+        rows = rows.filter(key_prefix__in=key_prefixes)
+    if team_names is not None:
+        rows = rows.filter(team_name__in=team_names)
     per_day_rows = (
         rows.annotate(day=TruncDate("hour"))
         .values("day")

@@ -298,3 +298,14 @@ def test_the_priority_header_may_lower_but_never_raise():
     assert calls.lower_priority("interactive", "batch") == "batch"
     assert calls.lower_priority("batch", "interactive") == "batch"
     assert calls.lower_priority("interactive", "") == "interactive"
+
+
+def test_the_seed_image_endpoint_refuses_a_model_without_vision(monkeypatch):
+    from inference.exceptions import CapabilityMissing
+
+    alpha = text_spec(name="alpha")  # chat and tools, no vision
+    monkeypatch.setattr(services, "resolve_model", lambda name, **_: alpha)
+    caller = caller_of(request_from(Limits()), "image_model/chat/completion")
+    with pytest.raises(CapabilityMissing) as refused:
+        calls.resolve_model(caller, "alpha", role="image", capability="vision")
+    assert "does not accept images" in refused.value.detail

@@ -152,3 +152,20 @@ def test_missing_key_is_401_in_openai_shape(gateway):
     )
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("value", ["abc", [1], {}, "NaN", "1e999", True])
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens", "n"])
+def test_a_bad_token_count_is_a_400_naming_the_field(gateway, upstream, field, value):
+    with gateway.client() as client:
+        response = client.post(
+            "/v1/chat/completions",
+            json={
+                "model": "fake-llm",
+                "messages": [{"role": "user", "content": "hi"}],
+                field: value,
+            },
+        )
+    assert response.status_code == HTTPStatus.BAD_REQUEST, response.text
+    assert response.json()["error"]["param"] == field
+    assert "Traceback" not in response.text

@@ -2,15 +2,21 @@
 
 import gc
 
-from server.lifespan import GC_THRESHOLDS, tune_garbage_collector
+from django.conf import settings
+
+from server import lifespan
+from server.lifespan import tune_garbage_collector
 
 
 def test_garbage_collector_is_tuned_for_serving():
     before = gc.get_threshold()
     try:
         tune_garbage_collector()
-        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_threshold() == settings.SERVER_GC_THRESHOLDS
         assert gc.get_freeze_count() > 0  # what start-up loaded is not scanned again
+        assert lifespan._time_collection in gc.callbacks  # each pause measured
     finally:
         gc.unfreeze()
+        if lifespan._time_collection in gc.callbacks:
+            gc.callbacks.remove(lifespan._time_collection)
         gc.set_threshold(*before)

@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from accounts import services
 from accounts.models import Team
+from audit.services import Actor, record
+from audit.snapshots import snapshot
 
 
 class Command(BaseCommand):
@@ -30,7 +32,16 @@ class Command(BaseCommand):
     def handle(self, *args, team: str, name: str, models: str, expires_in_days, **options) -> None:
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days must be positive")
-        team_obj, _ = Team.objects.get_or_create(name=team)
+        actor = Actor.system("manage.py create_api_key")
+        team_obj, team_created = Team.objects.get_or_create(name=team)
+        if team_created:
+            record(
+                actor=actor,
+                action="team.create",
+                target=team_obj,
+                team_name=team_obj.name,
+                after=snapshot(team_obj),
+            )
         expires_at = (
             dt.datetime.now(dt.UTC) + dt.timedelta(days=expires_in_days)
             if expires_in_days is not None
@@ -52,6 +63,14 @@ class Command(BaseCommand):
             allowed_models=[m.strip() for m in models.split(",") if m.strip()],
             expires_at=expires_at,
             **limits,
+        )
+        record(
+            actor=actor,
+            action="key.create",
+            target=created.api_key,
+            object_repr=f"{created.api_key.name} (llm_{created.api_key.prefix}_…)",
+            team_name=team_obj.name,
+            after=snapshot(created.api_key),
         )
         self.stderr.write("Copy the key now; it is not stored and will not be shown again.")
         self.stdout.write(created.full_key)

@@ -7,6 +7,7 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.services import Actor, record
 from inference.catalog import CatalogError
 from inference.catalog.loader import load_catalog
 from server.reload import pid_file
@@ -41,4 +42,15 @@ class Command(BaseCommand):
             os.kill(pid, signal.SIGHUP)
         except ProcessLookupError:
             raise CommandError(f"No process {pid} (from {path}): is the server running?") from None
+        record(
+            actor=Actor.system("manage.py reload_models"),
+            action="catalog.reload",
+            object_type="catalog",
+            object_id=str(catalog.source)[:64],
+            object_repr=f"model catalog ({len(catalog)} models)",
+            after={
+                "source": str(catalog.source),
+                "models": sorted(spec.name for spec in catalog),
+            },
+        )
         self.stdout.write(f"Sent SIGHUP to the server (process {pid}).")
