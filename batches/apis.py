@@ -15,7 +15,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from batches import presenters, runner, services, storage
-from batches.exceptions import FileRefused
+from batches.exceptions import ContentMissing, FileRefused
 from batches.owners import owner_of
 from completions.apis import FORM_FIELDS_ALLOWANCE, FORM_PARSERS
 from infra.database import in_database_thread
@@ -27,6 +27,10 @@ ERRORS = {
     400: OpenApiResponse(description="A field is refused; `param` names it."),
     401: OpenApiResponse(description="Missing or wrong key."),
     404: OpenApiResponse(description="No such file or batch for this key."),
+}
+CONTENT_ERRORS = {
+    **ERRORS,
+    503: OpenApiResponse(description="The file's bytes are missing from this host's folder."),
 }
 UPLOAD_ERRORS = {
     **ERRORS,
@@ -151,11 +155,21 @@ class FileContentApi(OpenAIApiView):
     @extend_schema(
         tags=TAGS,
         summary="A file's content (OpenAI format)",
-        responses={200: OpenApiResponse(description="The file's bytes (JSONL)."), **ERRORS},
+        responses={
+            200: OpenApiResponse(description="The file's bytes (JSONL)."),
+            **CONTENT_ERRORS,
+        },
     )
     async def get(self, request, file_id: str):
         found = await _get_file(owner=_owner(request), file_id=file_id)
-        chunks = await sync_to_async(storage.read_chunks, thread_sensitive=False)(found.id)
+        try:
+            source = await sync_to_async(storage.open_file, thread_sensitive=False)(found.id)
+        except FileNotFoundError:
+            raise ContentMissing(
+                "The file's content is not in this server's BATCHES__FILES_DIR; every gateway "
+                "host needs the same folder."
+            ) from None
+        chunks = storage.read_chunks(source)
 
         read = sync_to_async(next, thread_sensitive=False)
 

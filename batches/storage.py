@@ -61,8 +61,9 @@ def open_file(file_id: str) -> IO[bytes]:
     return path_of(file_id).open("rb")
 
 
-def read_chunks(file_id: str) -> Iterator[bytes]:
-    with open_file(file_id) as source:
+def read_chunks(source: IO[bytes]) -> Iterator[bytes]:
+    """An open file's bytes, chunk by chunk; the file is closed at the end (or on close)."""
+    with source:
         while chunk := source.read(CHUNK_BYTES):
             yield chunk
 

@@ -333,3 +333,12 @@ def test_a_deleted_file_is_gone(sdk):
     assert sdk.files.delete(uploaded.id).deleted is True
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve(uploaded.id)
+
+
+def test_content_missing_from_the_folder_is_a_503_that_says_so(sdk, batch_files):
+    uploaded = upload(sdk, jsonl([chat_line("a")]))
+    (batch_files / uploaded.id).unlink()
+    with pytest.raises(openai.InternalServerError) as missing:
+        sdk.files.content(uploaded.id)
+    assert missing.value.status_code == HTTPStatus.SERVICE_UNAVAILABLE
+    assert "BATCHES__FILES_DIR" in missing.value.body["message"]
