@@ -264,11 +264,20 @@ def report(result: dict) -> str:
     if not p50_ok:
         lines += [
             "",
-            "The interactive p50 grows while the batch runs: batch lines wait for the model "
-            "slots at the `batch` priority, but these slots were served first come, first "
-            "served in this run, so an interactive request that arrives with every slot busy "
-            "waits behind batch lines. A scheduler that hands a freed slot to waiting "
-            "interactive requests first keeps the p50 (the batch then only fills the gaps).",
+            "Why the interactive p50 grows: batch lines ask for the model slots at the `batch` "
+            "priority. Where slots are served first come, first served, an interactive request "
+            "that finds every slot busy waits behind the batch lines queued before it; with a "
+            "scheduler that hands a freed slot to waiting interactive requests first, it waits "
+            "only for the first busy slot to free (a fraction of one answer's time). On a "
+            "crowded host the gateway's own CPU, shared with the batch lines, adds to both.",
+        ]
+    if not share_ok:
+        lines += [
+            "",
+            "Why the batch used less of the free slot time: with more lines in flight than "
+            "slots, a freed slot always has a batch line waiting at the gateway, so what is "
+            "left unused is time the gateway process took to get the next line to the model "
+            "server: CPU, which on a crowded host it does not get.",
         ]
     return "\n".join(lines) + "\n"
 
