@@ -68,6 +68,12 @@ class TimedRequests(list):
         super().clear()
 
 
+def cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU time so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_gateway(upstream: FakeUpstream, folder: Path) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     env = {
@@ -153,10 +159,12 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         print("interactive load alone", file=sys.stderr, flush=True)
         # 1. Interactive alone.
         stop = asyncio.Event()
+        cpu_before = cpu_seconds(process.pid)
         load = asyncio.create_task(interactive_load(url, rate, stop))
         await asyncio.sleep(alone_seconds)
         stop.set()
         alone = [latency for _, latency in await load]
+        cpu_alone = cpu_seconds(process.pid) - cpu_before
 
         print("the batch, with the interactive load", file=sys.stderr, flush=True)
         # 2. The batch, with the same interactive load running.
@@ -167,6 +175,7 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         stop = asyncio.Event()
         load = asyncio.create_task(interactive_load(url, rate, stop))
         await asyncio.sleep(1.0)  # the load is steady before the batch starts
+        cpu_before, sent_before = cpu_seconds(process.pid), len(upstream.requests)
         batch = await client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
         )
@@ -176,6 +185,10 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
                 break
             print(f"  {batch.status} {batch.request_counts}", file=sys.stderr, flush=True)
             await asyncio.sleep(1.0)
+        cpu_batch_phase = cpu_seconds(process.pid) - cpu_before
+        interactive_in_phase = sum(
+            1 for request in upstream.requests[sent_before:] if not is_batch(request)
+        )
         stop.set()
         together_all = await load
         await client.close()
@@ -195,6 +208,8 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         upstream.stop()
 
     load_average = os.getloadavg()[1]  # over the last 5 minutes: about this run
+    cpu_per_interactive = cpu_alone / max(1, len(alone))
+    cpu_per_line = (cpu_batch_phase - interactive_in_phase * cpu_per_interactive) / max(1, batch_n)
     free_slot_seconds = SLOTS * window - interactive_n * DELAY
     p50_alone = statistics.median(alone)
     p50_together = statistics.median(together)
@@ -222,6 +237,8 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         "interactive_requests_in_window": interactive_n,
         "batch_lines_per_s": round(batch_n / window, 1),
         "free_slot_share_used": round(batch_n * DELAY / free_slot_seconds, 3),
+        "gateway_cpu_ms_per_interactive_request": round(1000 * cpu_per_interactive, 2),
+        "gateway_cpu_ms_per_batch_line": round(1000 * cpu_per_line, 2),
     }
 
 
@@ -260,6 +277,9 @@ def report(result: dict) -> str:
         f"{result['window_s']} s ({result['batch_lines_per_s']} lines/s) and used "
         f"**{100 * result['free_slot_share_used']:.0f}%** of the slot time the interactive load "
         f"left free (goal: at least 80%): {'met' if share_ok else 'missed'}.",
+        f"- The gateway's CPU: {result['gateway_cpu_ms_per_interactive_request']} ms per "
+        f"interactive request, {result['gateway_cpu_ms_per_batch_line']} ms per batch line "
+        "(claiming, the call, the result and the ledger row; the batch's creation included).",
     ]
     if not p50_ok:
         lines += [
