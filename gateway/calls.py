@@ -136,6 +136,7 @@ CAPABILITY_NAMES = {
     "vision": "accept images",
     "embeddings": "make embeddings",
     "tools": "call tools",
+    "responses": "speak the Responses API",
 }
 
 
@@ -361,7 +362,10 @@ class _WatchedEvents:
             if self._first is None:
                 self._first = time.monotonic()
             chunk = event.chunk
-            usage = services.usage_of(chunk.get("usage"))
+            final = (
+                chunk.get("response") if str(chunk.get("type")).startswith("response.") else None
+            )
+            usage = services.usage_of(chunk.get("usage") or (final or {}).get("usage"))
             if usage:
                 self._usage = usage
             for choice in chunk.get("choices") or ():
@@ -369,14 +373,21 @@ class _WatchedEvents:
                     self._relayed += prompt_chars(choice.get("delta")) + prompt_chars(
                         choice.get("text")
                     )
-                    for call in (choice.get("delta") or {}).get("tool_calls") or ():
-                        self._relayed += prompt_chars((call or {}).get("function"))
+                    delta = choice.get("delta")
+                    tool_calls = delta.get("tool_calls") if isinstance(delta, dict) else None
+                    for call in tool_calls if isinstance(tool_calls, list) else ():
+                        if isinstance(call, dict):  # a malformed chunk is the reader's to refuse
+                            self._relayed += prompt_chars(call.get("function"))
         elif isinstance(event, services.StreamEnd):
             self._usage = event.usage or self._usage
         return event
 
     async def aclose(self) -> None:
         await self._end(499)  # a no-op when the events already ended
+
+    async def fail(self, exc: BaseException) -> None:
+        """End the events for a failure the caller found in them (an answer it cannot use)."""
+        await self._end(status_of_failure(exc))
 
     def _counted_usage(self) -> dict[str, int]:
         if self._usage:
@@ -537,6 +548,29 @@ async def openai_embeddings(
     )
 
 
+async def count_chat_tokens(
+    caller: Caller,
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
+) -> tuple[services.PassthroughResult, dict[str, str]]:
+    """
+    A chat prompt's tokens by the model server's tokenizer (`/v1/messages/count_tokens`);
+    counted like embeddings, by that input.
+    """
+    prompt = _prompt_tokens(prompt_chars(messages), len(messages))
+    return await accounted(
+        caller,
+        spec=spec,
+        tokens=prompt,
+        prompt_tokens=prompt,
+        call=lambda context: services.count_chat_tokens(
+            spec=spec, messages=messages, tools=tools, context=context
+        ),
+    )
+
+
 async def openai_legacy_completion(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.PassthroughResult, dict[str, str]]:
@@ -569,6 +603,58 @@ async def open_openai_legacy_stream(
             spec=spec, path="/completions", body=body, what=LEGACY, context=context
         ),
     )
+
+
+async def openai_responses(
+    caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
+) -> tuple[services.PassthroughResult, dict[str, str]]:
+    """A Responses API request, whole, passed through to a model whose servers speak it."""
+    body, completion = _responses_body(spec, body)
+    prompt = _prompt_tokens(
+        prompt_chars(body.get("input")) + prompt_chars(body.get("instructions"))
+    )
+    return await accounted(
+        caller,
+        spec=spec,
+        tokens=prompt + completion,
+        prompt_tokens=prompt,
+        call=lambda context: services.openai_passthrough(
+            spec=spec, path="/responses", body=body, what=RESPONSES, context=context
+        ),
+    )
+
+
+async def open_openai_responses_stream(
+    caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
+) -> tuple[services.ChatStream, dict[str, str]]:
+    """A Responses API request, streamed (its events as `RawChunk`s), passed through."""
+    body, completion = _responses_body(spec, body)
+    prompt = _prompt_tokens(
+        prompt_chars(body.get("input")) + prompt_chars(body.get("instructions"))
+    )
+    return await accounted(
+        caller,
+        spec=spec,
+        tokens=prompt + completion,
+        prompt_tokens=prompt,
+        call=lambda context: services.open_openai_passthrough_stream(
+            spec=spec, path="/responses", body=body, what=RESPONSES, context=context
+        ),
+    )
+
+
+RESPONSES = "Responses API"
+
+
+def _responses_body(spec: ModelSpec, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """`max_output_tokens` lowered to the model's output limit, and what the request may use."""
+    limit = output_limit(spec)
+    asked = whole_number(body, "max_output_tokens", minimum=1)
+    if asked is None:
+        return body, limit
+    if asked > limit:
+        body = {**body, "max_output_tokens": limit}
+    return body, min(asked, limit)
 
 
 LEGACY = "legacy completions endpoint"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
-from inference import structured
+from inference import replica_load, structured
 from inference.backends.openai_http import ChatBackend, OpenAICompatibleBackend, answered_replica
 from inference.catalog import ModelSpec
 from inference.exceptions import (
@@ -405,16 +406,80 @@ async def openai_passthrough(
     return await _with_fallbacks(spec, attempt, context=context)
 
 
+# A rough characters-per-token ratio for counts without a tokenizer (English text and code).
+CHARS_PER_TOKEN = 4
+
+
+async def count_chat_tokens(
+    *,
+    spec: ModelSpec,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None,
+    context: CallContext,
+) -> PassthroughResult:
+    """
+    A chat prompt's tokens by the model server's own tokenizer and chat template: vLLM's
+    `/tokenize` (messages and tools), else llama.cpp's server (`/apply-template`, then
+    `/tokenize`). The embedded model, or a server with neither, gets an estimate (characters
+    / CHARS_PER_TOKEN). The answer's body is `{"input_tokens", "estimated", "usage"}`.
+    """
+    count: int | None = None
+    async with concurrency_slot(spec, context):
+        if not spec.is_embedded:
+            try:
+                count = await _server_token_count(spec, messages, tools)
+            except InferenceError as exc:
+                logger.info("No token count from the %s server (%s); estimating", spec.label, exc)
+    estimated = count is None
+    if count is None:
+        chars = len(json.dumps([messages, tools or []], ensure_ascii=False))
+        count = max(1, -(-chars // CHARS_PER_TOKEN))
+    usage = {"prompt_tokens": count, "completion_tokens": 0, "total_tokens": count}
+    return PassthroughResult(
+        {"input_tokens": count, "estimated": estimated, "usage": usage},
+        answered_by=spec.name,
+        replica="" if estimated else _replica(spec),
+    )
+
+
+async def _server_token_count(
+    spec: ModelSpec, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+) -> int:
+    backend = _served_backend(spec, "tokenizer")
+    asked: dict[str, Any] = {"model": spec.served_name, "messages": messages}
+    if tools:
+        asked["tools"] = tools
+    try:
+        answer = await backend.post("/tokenize", asked, from_root=True)
+        if isinstance(answer.get("count"), int):
+            return answer["count"]  # vLLM
+    except UpstreamStatusError:
+        pass
+    templated = await backend.post("/apply-template", {"messages": messages}, from_root=True)
+    prompt = templated.get("prompt")
+    if not isinstance(prompt, str):
+        raise UpstreamProtocolError(f"The {spec.label} server's /apply-template gave no prompt.")
+    tokens = await backend.post("/tokenize", {"content": prompt}, from_root=True)
+    if not isinstance(tokens.get("tokens"), list):
+        raise UpstreamProtocolError(f"The {spec.label} server's /tokenize gave no tokens.")
+    return len(tokens["tokens"])
+
+
 async def open_openai_passthrough_stream(
     *, spec: ModelSpec, path: str, body: dict[str, Any], what: str, context: CallContext
 ) -> ChatStream:
-    """A streamed `/completions`, its chunks passed through as `RawChunk` events."""
+    """
+    A streamed `/completions` (or `/responses`), its chunks passed through as `RawChunk`
+    events. A completions stream asks for its usage chunk (which the client sees too); a
+    Responses stream reports its usage in its last event anyway.
+    """
     backend = _served_backend(spec, what)
 
     async def events() -> AsyncGenerator[StreamEvent, None]:
-        # The usage chunk lets the gateway count the tokens; the client sees it too.
-        options = {**(body.get("stream_options") or {}), "include_usage": True}
-        payload = {**body, "model": spec.served_name, "stream": True, "stream_options": options}
+        payload = {**body, "model": spec.served_name, "stream": True}
+        if path != "/responses":
+            options = {**(body.get("stream_options") or {}), "include_usage": True}
+            payload["stream_options"] = options
         async with concurrency_slot(spec, context), backend.stream(payload, path=path) as chunks:
             yield TextDelta("")  # marks "opened"
             async for chunk in chunks:
@@ -771,19 +836,21 @@ async def readiness() -> dict[str, Any]:
         backend = registry.backend(spec)
         replicas = backend.pool.replicas
         reachable = await asyncio.gather(*(backend.probe(r) for r in replicas))
-        now = time.monotonic()
         return {
             **entry,
             "backend": "server",
+            "routing": backend.pool.mode,
             "ready": any(
-                ok and not r.ejected(now) for r, ok in zip(replicas, reachable, strict=True)
+                ok and not backend.pool.ejected(r)
+                for r, ok in zip(replicas, reachable, strict=True)
             ),
             "servers": [
                 {
                     "server": r.location,
                     "reachable": ok,
-                    "ejected": r.ejected(now),
+                    "ejected": backend.pool.ejected(r),
                     "in_flight": r.in_flight,
+                    **replica_load.describe(r.load),
                 }
                 for r, ok in zip(replicas, reachable, strict=True)
             ],
@@ -826,5 +893,11 @@ def usage_of(raw: Any) -> dict[str, int] | None:
     """The token counts of a server's `usage` object (the integer ones), or None."""
     if not isinstance(raw, dict):
         return None
+    if "input_tokens" in raw and "prompt_tokens" not in raw:  # the Responses API's names
+        raw = {
+            "prompt_tokens": raw.get("input_tokens"),
+            "completion_tokens": raw.get("output_tokens"),
+            "total_tokens": raw.get("total_tokens"),
+        }
     keys = ("prompt_tokens", "completion_tokens", "total_tokens")
     return {key: raw[key] for key in keys if isinstance(raw.get(key), int)} or None

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,8 @@ INSTALLED_APPS = [
     "inference",
     "completions",
     "openai_compat",
+    "responses",
+    "anthropic_compat",
     "health",
     "usage",
     "batches",
@@ -85,7 +88,16 @@ CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=[])
 if CORS_ALLOWED_ORIGINS:
     INSTALLED_APPS.append("corsheaders")
     MIDDLEWARE.insert(1, "corsheaders.middleware.CorsMiddleware")
-    CORS_ALLOW_HEADERS = ["authorization", "content-type", "x-api-key", "x-request-id"]
+    CORS_ALLOW_HEADERS = [
+        "authorization",
+        "content-type",
+        "x-api-key",
+        "x-request-id",
+        # Anthropic's SDKs send these from a browser too.
+        "anthropic-version",
+        "anthropic-beta",
+        "anthropic-dangerous-direct-browser-access",
+    ]
     CORS_EXPOSE_HEADERS = ["x-request-id", "retry-after"]
 
 ROOT_URLCONF = "llmapi.urls"
@@ -143,6 +155,14 @@ API_KEYS_CACHE_SECONDS = min(5.0, _setting("float", "API_KEYS__CACHE_SECONDS", 2
 # Raw ledger rows are kept this many days; hourly rollups USAGE__ROLLUP_RETENTION_DAYS.
 USAGE_RETENTION_DAYS = _setting("int", "USAGE__RETENTION_DAYS", 30)
 USAGE_ROLLUP_RETENTION_DAYS = _setting("int", "USAGE__ROLLUP_RETENTION_DAYS", 400)
+
+# Stored responses (/v1/responses with `store`): how long they are kept, how large one may be
+# (its conversation included), how many one key keeps (the oldest go first), and whether the
+# other keys of the key's team may read them.
+RESPONSES_RETENTION_DAYS = _setting("int", "RESPONSES__RETENTION_DAYS", 30)
+RESPONSES_MAX_STORED_BYTES = _setting("int", "RESPONSES__MAX_STORED_BYTES", 8 * 1024 * 1024)
+RESPONSES_MAX_PER_KEY = _setting("int", "RESPONSES__MAX_PER_KEY", 1000)
+RESPONSES_SHARE_WITH_TEAM = _setting("bool", "RESPONSES__SHARE_WITH_TEAM", False)
 # Ledger rows waiting to be written; above it rows are counted as dropped, never waited for.
 USAGE_QUEUE_SIZE = _setting("int", "USAGE__QUEUE_SIZE", 100_000)
 USAGE_BATCH_SIZE = _setting("int", "USAGE__BATCH_SIZE", 500)
@@ -258,6 +278,8 @@ SERVER_MAX_JSON_DEPTH = _setting("int", "SERVER__MAX_JSON_DEPTH", 64)
 OPENAI_DENIED_FIELDS = frozenset(
     name.strip() for name in env.list("OPENAI__DENIED_FIELDS", default=[]) if name.strip()
 )
+# Seconds a Messages stream may stay silent (a slow server) before a `ping` event is sent.
+ANTHROPIC_PING_INTERVAL = _setting("float", "ANTHROPIC__PING_INTERVAL", 10.0)
 # Slow and huge clients: the request line and headers may hold this many bytes (431 above it)
 # and must arrive within HEADER_TIMEOUT seconds; a body must arrive within BODY_TIMEOUT
 # seconds (408, or the connection is closed).
@@ -289,6 +311,8 @@ def _model_settings(
         "max_retries": _setting("int", f"{prefix}__MAX_RETRIES", 2),
         "eject_after": _setting("int", f"{prefix}__EJECT_AFTER", 3),
         "eject_seconds": _setting("float", f"{prefix}__EJECT_SECONDS", 30.0),
+        # prefix | least_busy | round_robin; empty: prefix-aware with several servers.
+        "routing": env.str(f"{prefix}__ROUTING", default=""),
         # Structured output: repair attempts for invalid JSON, and how json_schema is sent.
         "json_retries": _setting("int", f"{prefix}__JSON_RETRIES", 1),
         "json_schema_mode": env.str(f"{prefix}__JSON_SCHEMA_MODE", default="auto") or "auto",
@@ -305,9 +329,39 @@ def _model_settings(
 
 _text_is_local = not env.str("TEXT_MODEL__BASE_URL", default="")
 
+# Spreading a model's requests over its servers (docs/routing.md).
+ROUTING = {
+    # No replica takes a request that brings it above load_factor x the mean load (+1).
+    "load_factor": max(1.0, _setting("float", "ROUTING__LOAD_FACTOR", 1.5)),
+    # How often the servers' own load (/metrics, /slots) is read, off the request path; 0: never.
+    "scrape_seconds": _setting("float", "ROUTING__SCRAPE_SECONDS", 2.0),
+    # How long a prompt prefix stays placed on the replica that last served it.
+    "placement_seconds": _setting("float", "ROUTING__PLACEMENT_SECONDS", 600.0),
+    # Placements each process keeps per model (Redis keeps its own, for placement_seconds).
+    "max_placements": _setting("int", "ROUTING__MAX_PLACEMENTS", 100_000),
+}
+
 # Any number of named models, with aliases, replicas and fallbacks (YAML; see README, "Models").
 # The seed variables below still define the models the seed endpoints use by default.
 LLMAPI_MODELS_FILE = env.str("LLMAPI_MODELS_FILE", default="")
+# Model name patterns mapped onto catalog models, tried in order after the exact names and
+# aliases: "pattern=model" pairs with shell-style patterns. Claude Code asks for claude-*
+# names: LLMAPI_MODEL_PATTERNS=claude-*haiku*=small,claude-*=coder
+
+
+def _model_patterns(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    mapped = []
+    for pair in pairs:
+        pattern, equals, model = pair.partition("=")
+        if not equals or not pattern.strip() or not model.strip():
+            raise ImproperlyConfigured(
+                f"LLMAPI_MODEL_PATTERNS: '{pair}' is not pattern=model (for example claude-*=coder)."
+            )
+        mapped.append((pattern.strip(), model.strip()))
+    return tuple(mapped)
+
+
+LLMAPI_MODEL_PATTERNS = _model_patterns(env.list("LLMAPI_MODEL_PATTERNS", default=[]))
 
 # Limits on client JSON Schemas (`response_format`), checked before any model call, and the
 # budget for checking a model's answer against one (off the event loop, in its own threads).

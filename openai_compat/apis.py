@@ -250,7 +250,9 @@ class OpenAICompletionsApi(OpenAIApiView):
                 model=spec.name,
                 completion_id=f"cmpl-{uuid.uuid4().hex}",
                 created=int(time.time()),
-                include_usage=True,
+                # The gateway asks the server for usage to count tokens; the client gets it
+                # when it asked for it too.
+                include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
                 object_name="text_completion",
             )
             response = unbuffered_response(frames, content_type=SSE_MEDIA_TYPE)
@@ -271,7 +273,7 @@ class OpenAINotFoundApi(OpenAIApiView):
     async def get(self, request, *args, **kwargs):
         raise NotFound(
             f"Unknown path {request.path[:100]!r}; the /v1 API has /v1/models, "
-            "/v1/chat/completions, /v1/completions and /v1/embeddings."
+            "/v1/chat/completions, /v1/responses, /v1/completions and /v1/embeddings."
         )
 
     # Every method is async (Django runs the view on the event loop) and answers the same.

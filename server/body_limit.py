@@ -71,7 +71,11 @@ def _content_length(scope) -> int | None:
 async def _send_413(send, limit: int, what: str, path: str = "") -> None:
     detail = f"The request body is larger than {limit} bytes ({what})."
     body = orjson.dumps({"detail": detail})
-    if path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
+    if path.startswith("/v1/messages"):  # Anthropic's error shape, which its SDKs read
+        body = orjson.dumps(
+            {"type": "error", "error": {"type": "request_too_large", "message": detail}}
+        )
+    elif path.startswith("/v1/"):  # OpenAI's error shape, which its SDKs read
         body = orjson.dumps(
             {
                 "error": {

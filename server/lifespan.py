@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 
 from batches import runner as batch_runner
+from inference import replica_load
 from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
 from limits import lifespan as shared_limits
@@ -30,6 +31,7 @@ async def on_startup() -> None:
     install_reload_signal()
     ledger.start()  # the usage ledger's writer thread
     await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
+    replica_load.start()  # the model servers' own load, read on an interval
     await batch_runner.start()  # claims and runs batch lines (BATCHES__RUN)
     tune_garbage_collector()
 
@@ -64,6 +66,7 @@ async def on_shutdown() -> None:
     # still running are stopped first and given back for another process to run.
     await batch_runner.stop()
     await ledger.flush_and_stop()
+    await replica_load.stop()
     await shared_limits.stop()
     await close_transports()
 

@@ -39,8 +39,15 @@ class Behaviour:
     # Answer with these tool calls ([{"name": ..., "arguments": "..."}]) like vLLM does:
     # content null, finish_reason "tool_calls"; streamed as tool_calls deltas.
     tool_calls: list[dict[str, str]] | None = None
+    tool_calls_first: int | None = None  # only the first N requests get the tool calls
+    argument_piece: int | None = None  # streamed arguments in pieces of this many characters
+    # Which tokenizer endpoints it has, like "vllm" (/tokenize with messages), "llama.cpp"
+    # (/apply-template, then /tokenize with content) or "none".
+    tokenizer: str = "vllm"
     finish_reason: str = "stop"
     message_extra: dict[str, Any] = field(default_factory=dict)  # e.g. reasoning_content
+    # Reasoning sent before the answer as `reasoning_content` (streamed word by word first).
+    reasoning: str | None = None
     answer_extra: dict[str, Any] = field(default_factory=dict)  # e.g. system_fingerprint
     chaos: float = 0.0  # probability of a random fault per request (status, delay or drop)  # answer 400 to response_format json_schema, like some servers
 
@@ -122,6 +129,12 @@ class FakeUpstream:
         return replace(behaviour, status=int(fault))
 
     async def _answer(self, scope, receive, send) -> None:
+        if scope["method"] == "GET" and scope["path"] in ("/metrics", "/slots"):
+            # The gateway reads servers' load in the background; this server publishes none,
+            # and the readings are not requests a test counts.
+            await send({"type": "http.response.start", "status": 404, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = b""
         while True:
             message = await receive()
@@ -132,6 +145,11 @@ class FakeUpstream:
         payload = json.loads(body) if body else {}
         self.requests.append(ReceivedRequest(scope["path"], headers, payload))
         behaviour = self._chaos(self.behaviour)
+        if (
+            behaviour.tool_calls_first is not None
+            and len(self.requests) > behaviour.tool_calls_first
+        ):
+            behaviour = replace(behaviour, tool_calls=None)  # a tool loop's next turn
         answer = behaviour.content
         if behaviour.contents:
             index = len(self.requests) - 1
@@ -139,6 +157,9 @@ class FakeUpstream:
 
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)
+        if scope["path"] in ("/tokenize", "/apply-template"):
+            await self._tokenize(scope["path"], payload, behaviour, send)
+            return
         if scope["path"] == "/v1/embeddings":
             await _send_json(send, 200, _embeddings(payload))
             return
@@ -162,6 +183,9 @@ class FakeUpstream:
                 await send({"type": "http.response.body", "body": body})
                 return
             await _send_json(send, 200, _text_completion(payload, answer))
+            return
+        if scope["path"] == "/v1/responses":  # a server that speaks the Responses API
+            await _responses_api(payload, answer, send)
             return
         if scope["path"] != "/v1/chat/completions":
             await _send_json(send, 404, {"error": {"message": f"no route {scope['path']}"}})
@@ -187,6 +211,19 @@ class FakeUpstream:
         else:
             await _send_json(send, 200, _completion(payload, answer, behaviour), behaviour.headers)
 
+    async def _tokenize(self, path: str, payload: dict, behaviour: Behaviour, send) -> None:
+        """One token per word of the messages (and tools), as vLLM or llama.cpp's server says."""
+        if behaviour.tokenizer == "vllm" and path == "/tokenize" and "messages" in payload:
+            words = len(json.dumps([payload["messages"], payload.get("tools")]).split())
+            await _send_json(send, 200, {"count": words, "max_model_len": 8192, "tokens": []})
+        elif behaviour.tokenizer == "llama.cpp" and path == "/apply-template":
+            prompt = " ".join(str(m.get("content")) for m in payload.get("messages", []))
+            await _send_json(send, 200, {"prompt": "<s> " + prompt})
+        elif behaviour.tokenizer == "llama.cpp" and "content" in payload:
+            await _send_json(send, 200, {"tokens": list(range(len(payload["content"].split())))})
+        else:
+            await _send_json(send, 404, {"error": {"message": f"no route {path}"}})
+
     async def _stream(self, payload, answer, behaviour: Behaviour, receive, send) -> None:
         pieces = behaviour.chunks if behaviour.chunks is not None else _words(answer)
         await send(
@@ -210,10 +247,21 @@ class FakeUpstream:
             model = payload.get("model", "fake")
             if behaviour.tool_calls is not None:
                 pieces = []
-                for chunk in _tool_call_chunks(model, behaviour.tool_calls):
+                calls = _tool_call_chunks(model, behaviour.tool_calls, behaviour.argument_piece)
+                for chunk in calls:
                     await send(
                         {"type": "http.response.body", "body": _sse(chunk), "more_body": True}
                     )
+            for thought in _words(behaviour.reasoning) if behaviour.reasoning else ():
+                chunk = {
+                    "id": "chatcmpl-fake",
+                    "object": "chat.completion.chunk",
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "delta": {"reasoning_content": thought}, "finish_reason": None}
+                    ],
+                }
+                await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
             for index, piece in enumerate(pieces):
                 if behaviour.drop_after is not None and index >= behaviour.drop_after:
                     raise ConnectionAbortedError("injected mid-stream drop")
@@ -269,6 +317,8 @@ class FakeUpstream:
 
 def _completion(payload: dict, answer: str, behaviour: Behaviour) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if behaviour.reasoning:
+        message["reasoning_content"] = behaviour.reasoning
     finish_reason = behaviour.finish_reason
     if behaviour.tool_calls is not None:
         message = {"role": "assistant", "content": None, "tool_calls": _tool_calls(behaviour)}
@@ -300,7 +350,9 @@ def _tool_calls(behaviour: Behaviour) -> list[dict]:
     ]
 
 
-def _tool_call_chunks(model: str, calls: list[dict[str, str]]) -> list[dict]:
+def _tool_call_chunks(
+    model: str, calls: list[dict[str, str]], piece: int | None = None
+) -> list[dict]:
     """vLLM's way: the role, then per call its id and name, then its arguments in pieces."""
 
     def chunk(delta: dict) -> dict:
@@ -317,9 +369,14 @@ def _tool_call_chunks(model: str, calls: list[dict[str, str]]) -> list[dict]:
         chunks.append(chunk({"tool_calls": [{**head, "function": {"name": call["name"]}}]}))
         arguments = call["arguments"]
         middle = len(arguments) // 2
-        for piece in (arguments[:middle], arguments[middle:]):
+        pieces = (
+            [arguments[:middle], arguments[middle:]]
+            if piece is None
+            else [arguments[at : at + piece] for at in range(0, len(arguments), piece)]
+        )
+        for fragment in pieces:
             chunks.append(
-                chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+                chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
             )
     return chunks
 
@@ -397,3 +454,67 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def _responses_api(payload: dict, answer: str, send) -> None:
+    """The Responses API's answer (OpenAI's own shapes): a response object, or its events."""
+    words = _words(answer)
+    response_id = f"resp_native{len(json.dumps(payload)):06d}"
+    item = {"id": "msg_native", "type": "message", "role": "assistant", "status": "completed"}
+    part = {"type": "output_text", "text": answer, "annotations": []}
+    usage = {
+        "input_tokens": 7,
+        "input_tokens_details": {"cached_tokens": 3},
+        "output_tokens": len(words),
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 7 + len(words),
+    }
+    response = {
+        "id": response_id,
+        "object": "response",
+        "created_at": 1,
+        "status": "completed",
+        "model": payload.get("model"),
+        "output": [{**item, "content": [part]}],
+        "previous_response_id": payload.get("previous_response_id"),
+        "usage": usage,
+    }
+    if not payload.get("stream"):
+        await _send_json(send, 200, response)
+        return
+    started = {**response, "status": "in_progress", "output": [], "usage": None}
+    events = [
+        {"type": "response.created", "response": started},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {
+            "type": "response.content_part.added",
+            "item_id": "msg_native",
+            "output_index": 0,
+            "content_index": 0,
+            "part": {**part, "text": ""},
+        },
+        *(
+            {
+                "type": "response.output_text.delta",
+                "item_id": "msg_native",
+                "output_index": 0,
+                "content_index": 0,
+                "delta": word,
+            }
+            for word in words
+        ),
+        {"type": "response.output_item.done", "output_index": 0, "item": response["output"][0]},
+        {"type": "response.completed", "response": response},
+    ]
+    body = b"".join(
+        f"event: {event['type']}\n".encode() + _sse({**event, "sequence_number": number})
+        for number, event in enumerate(events)
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/event-stream")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -5,9 +5,10 @@ Any OpenAI-compatible server works: vLLM, llama.cpp's server, Ollama, OpenAI its
 requests go through one long-lived connection pool per event loop, httpx's aiohttp transport
 (measurably faster than httpx's default one), with every timeout set explicitly.
 
-A model may have several servers (replicas): requests go to the least busy healthy one,
-failing replicas are skipped for a while, and connection failures and 429/502/503/504 are
-retried on another replica while no byte has reached the client.
+A model may have several servers (replicas): requests go where `inference.routing` places
+them (by default where their prompt's prefix is cached, within a bound on load), failing
+replicas are skipped for a while, and connection failures and 429/502/503/504 are retried on
+another replica while no byte has reached the client.
 
 `OpenAICompatibleBackend` exposes the interface the services use for any model, local or
 remote:
@@ -31,17 +32,19 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Collection
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
 import orjson
+from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
 from httpx_sse import EventSource, SSEError
 
+from inference import routing
 from inference.catalog import ModelSpec
 from inference.exceptions import (
     ContextLengthExceeded,
@@ -51,7 +54,7 @@ from inference.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from limits import redis_client, replica_health
+from limits import replica_health
 from observability import metrics, timing
 
 logger = logging.getLogger(__name__)
@@ -170,25 +173,26 @@ def public_location(base_url: str) -> str:
 
 @dataclass(eq=False)
 class Replica:
-    """One server of a model; `failures` counts consecutive failures for outlier ejection."""
+    """One server of a model, and what routing knows of its load."""
 
     base_url: str
     url: httpx.URL
     location: str
     authorization: str | None = None  # HTTP Basic, from credentials in BASE_URL
-    in_flight: int = 0
-    failures: int = 0
-    ejected_until: float = 0.0
+    load: routing.ReplicaLoad = field(default_factory=routing.ReplicaLoad)
 
-    def ejected(self, now: float) -> bool:
-        return self.ejected_until > now
+    @property
+    def in_flight(self) -> int:
+        return self.load.in_flight
 
 
 class ReplicaPool:
     """
-    Least-in-flight balancing over a model's servers, with outlier ejection like Envoy's:
-    a replica that fails `eject_after` times in a row is skipped for `eject_seconds`, then
-    tried again; one more failure ejects it again, one success restores it.
+    A model's servers and the choice among them (`inference.routing`: prefix-aware,
+    least-busy or round-robin, per the catalog), with outlier ejection like Envoy's: a replica
+    that fails `eject_after` times in a row is skipped for `eject_seconds`, then tried again;
+    one more failure ejects it again, one success restores it. Health is recorded in one place,
+    `limits.replica_health` (per process, or shared by every process through Redis).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -204,54 +208,82 @@ class ReplicaPool:
                     authorization=authorization,
                 )
             )
+        self.mode = spec.routing_mode
+        self.placements = routing.PlacementTable(
+            spec.name,
+            keep_seconds=settings.ROUTING["placement_seconds"],
+            max_entries=settings.ROUTING["max_placements"],
+        )
+        self.load_factor: float = settings.ROUTING["load_factor"]
+        self.fresh_for = routing.FRESH_INTERVALS * settings.ROUTING["scrape_seconds"]
         self._turn = itertools.count()
 
-    def choose(self, *, avoid: Collection[Replica] = ()) -> Replica:
-        now = time.monotonic()
-        healthy = [r for r in self.replicas if not self._ejected(r, now)]
+    async def choose(
+        self, *, prefixes: Sequence[str] = (), avoid: Collection[Replica] = ()
+    ) -> Replica:
+        """
+        The replica for the next attempt: among the healthy ones not in `avoid` (all of them
+        when none is left), by the model's routing policy. `prefixes` are the request's
+        `routing.prefix_keys`; with `prefix` routing they are placed on the chosen replica.
+        """
+        healthy = [r for r in self.replicas if not self.ejected(r)]
         candidates = [r for r in healthy if r not in avoid] or healthy or self.replicas
-        # Rotate before taking the minimum, so equally loaded replicas share the traffic.
-        start = next(self._turn) % len(candidates)
-        rotated = candidates[start:] + candidates[:start]
-        return min(rotated, key=lambda r: r.in_flight)
-
-    def _ejected(self, replica: Replica, now: float) -> bool:
-        if replica.ejected(now):
-            return True
-        # With Redis, a replica another gateway process ejected is skipped here too.
-        shared = redis_client.enabled() and len(self.replicas) > 1
-        return shared and replica_health.is_ejected(self.spec.name, replica.location)
-
-    async def report(self, replica: Replica, *, ok: bool) -> None:
-        """Share a replica's success or failure with the other processes (with Redis)."""
-        if not redis_client.enabled() or len(self.replicas) < 2:
-            return
-        if ok:
-            await replica_health.succeeded(self.spec.name, replica.location)
+        if len(candidates) == 1:
+            chosen = candidates[0]
+        elif self.mode == "round_robin":
+            chosen = candidates[next(self._turn) % len(candidates)]
         else:
-            await replica_health.failed(
-                self.spec.name,
-                replica.location,
-                eject_after=self.spec.eject_after,
-                eject_seconds=self.spec.eject_seconds,
-            )
+            now = time.monotonic()
+            loads = [r.load.current(now, fresh_for=self.fresh_for) for r in candidates]
+            if self.mode == "prefix" and prefixes:
+                index, _ = routing.place(
+                    [r.location for r in candidates],
+                    loads,
+                    anchor=prefixes[-1],
+                    holder=await self.placements.holder(prefixes),
+                    load_factor=self.load_factor,
+                )
+                chosen = candidates[index]
+            else:
+                # Rotate before taking the minimum, so equally loaded replicas share the traffic.
+                start = next(self._turn) % len(candidates)
+                order = list(range(start, len(candidates))) + list(range(start))
+                chosen = candidates[min(order, key=lambda i: loads[i])]
+        if self.mode == "prefix" and prefixes and len(self.replicas) > 1:
+            self.placements.record(routing.recorded_keys(prefixes), chosen.location)
+        return chosen
 
-    def succeeded(self, replica: Replica) -> None:
-        if replica.failures >= self.spec.eject_after:
+    def ejected(self, replica: Replica) -> bool:
+        """Whether the replica is skipped now (never, for a model with one server)."""
+        if len(self.replicas) < 2:
+            return False
+        return replica_health.is_ejected(self.spec.name, replica.location)
+
+    async def succeeded(self, replica: Replica) -> None:
+        if len(self.replicas) < 2:
+            return
+        if self.ejected(replica):
             logger.info("%s server %s is healthy again", self.spec.label, replica.location)
-        replica.failures = 0
-        replica.ejected_until = 0.0
+        await replica_health.succeeded(self.spec.name, replica.location)
 
-    def failed(self, replica: Replica) -> None:
-        replica.failures += 1
-        if replica.failures >= self.spec.eject_after and len(self.replicas) > 1:
-            replica.ejected_until = time.monotonic() + self.spec.eject_seconds
+    async def failed(self, replica: Replica) -> None:
+        """Count a failure: the replica loses its placements at once, and may be ejected."""
+        if len(self.replicas) < 2:
+            return
+        self.placements.forget(replica.location)
+        ejected = await replica_health.failed(
+            self.spec.name,
+            replica.location,
+            eject_after=self.spec.eject_after,
+            eject_seconds=self.spec.eject_seconds,
+        )
+        if ejected:
             metrics.record_ejection(self.spec.name, replica.base_url)
             logger.warning(
                 "%s server %s failed %d times in a row; skipping it for %g s",
                 self.spec.label,
                 replica.location,
-                replica.failures,
+                self.spec.eject_after,
                 self.spec.eject_seconds,
             )
 
@@ -299,10 +331,13 @@ class OpenAICompatibleBackend:
             )
         return data
 
-    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def post(
+        self, path: str, payload: dict[str, Any], *, from_root: bool = False
+    ) -> dict[str, Any]:
         """
         POST `payload` to another OpenAI endpoint of the servers (`/embeddings`,
-        `/completions`), with the same retries, and return the decoded JSON object.
+        `/completions`; with `from_root`, a path beside `/v1`), with the same retries, and
+        return the decoded JSON object.
         """
         body = orjson.dumps(payload)
 
@@ -312,7 +347,7 @@ class OpenAICompatibleBackend:
                 response = await send(
                     httpx.Request(
                         "POST",
-                        endpoint_url(replica, path),
+                        endpoint_url(replica, path, from_root=from_root),
                         content=body,
                         headers=self._json_headers(replica),
                         extensions=self._timeouts,
@@ -328,7 +363,9 @@ class OpenAICompatibleBackend:
 
         started = time.perf_counter()
         try:
-            response = await self._with_retries(attempt, release=True)
+            response = await self._with_retries(
+                attempt, release=True, prefixes=self._prefixes(payload)
+            )
         finally:
             timing.add("upstream", time.perf_counter() - started)
         timing.mark_once("ttft")  # a whole answer: its first token arrives with the rest
@@ -390,7 +427,9 @@ class OpenAICompatibleBackend:
 
         started = time.perf_counter()
         try:
-            response = await self._with_retries(attempt, release=False)
+            response = await self._with_retries(
+                attempt, release=False, prefixes=self._prefixes(payload)
+            )
         except BaseException:
             timing.add("upstream", time.perf_counter() - started)
             raise
@@ -399,32 +438,30 @@ class OpenAICompatibleBackend:
             yield self._chunks(response, replica)
         except UpstreamUnavailable as exc:
             metrics.record_upstream_error(self.spec.name, replica.base_url, _error_kind(exc))
-            self.pool.failed(replica)
-            await self.pool.report(replica, ok=False)
+            await self.pool.failed(replica)
             raise
         finally:
-            replica.in_flight -= 1
+            replica.load.in_flight -= 1
             await response.aclose()
             timing.add("upstream", time.perf_counter() - started)
 
-    async def _with_retries(self, attempt, *, release: bool):
+    async def _with_retries(self, attempt, *, release: bool, prefixes: Sequence[str] = ()):
         """
-        Run `attempt(replica)` on the least-loaded healthy replica, retrying connection
+        Run `attempt(replica)` on the replica the model's routing picks, retrying connection
         failures and 429/502/503/504 on another replica with jittered exponential backoff.
         With `release=False` the chosen replica stays counted as in flight for the caller.
         """
         tried: list[Replica] = []
         for number in range(self.spec.max_retries + 1):
-            replica = self.pool.choose(avoid=tried)
-            replica.in_flight += 1
+            replica = await self.pool.choose(prefixes=prefixes, avoid=tried)
+            replica.load.in_flight += 1
             try:
                 result = await attempt(replica)
             except UpstreamError as exc:
-                replica.in_flight -= 1
+                replica.load.in_flight -= 1
                 metrics.record_upstream_error(self.spec.name, replica.base_url, _error_kind(exc))
                 if exc.replica_failure:
-                    self.pool.failed(replica)
-                    await self.pool.report(replica, ok=False)
+                    await self.pool.failed(replica)
                 delay = self._retry_delay(exc, number)
                 if delay is None:
                     raise
@@ -442,16 +479,20 @@ class OpenAICompatibleBackend:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
-                replica.in_flight -= 1
+                replica.load.in_flight -= 1
                 raise
-            self.pool.succeeded(replica)
             timing.annotate(replica=metrics.replica_label(replica.base_url))
             if release:
-                replica.in_flight -= 1
+                replica.load.in_flight -= 1
             answered_replica.set(replica.location)
-            await self.pool.report(replica, ok=True)
+            await self.pool.succeeded(replica)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _prefixes(self, payload: dict[str, Any]) -> tuple[str, ...]:
+        if self.pool.mode != "prefix" or len(self.pool.replicas) < 2:
+            return ()
+        return routing.prefix_keys(payload)
 
     def _retry_delay(self, exc: UpstreamError, number: int) -> float | None:
         """Seconds to wait before retrying `exc`, or None when it must not be retried."""
@@ -583,8 +624,10 @@ class OpenAICompatibleBackend:
                             f"The {self.spec.label} server reported an error mid-stream: "
                             f"{_error_message(chunk)}"
                         )
-                    finished = finished or any(
-                        choice.get("finish_reason") for choice in chunk.get("choices") or ()
+                    finished = (
+                        finished
+                        or chunk.get("type") in RESPONSES_FINAL_EVENTS
+                        or any(choice.get("finish_reason") for choice in chunk.get("choices") or ())
                     )
                     timing.mark_once("ttft")
                     yield chunk
@@ -597,6 +640,10 @@ class OpenAICompatibleBackend:
             raise UpstreamUnavailable(
                 f"The {self.spec.label} server closed the stream before it finished."
             )
+
+
+# The events that end a Responses API stream (a passed-through /v1/responses).
+RESPONSES_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 def _error_kind(exc: UpstreamError) -> str:
@@ -612,11 +659,17 @@ def _error_kind(exc: UpstreamError) -> str:
     return "other"
 
 
-def endpoint_url(replica: Replica, path: str) -> httpx.URL:
-    """The replica's URL for another OpenAI endpoint: `/v1/chat/completions` -> `/v1<path>`."""
-    if path == "/chat/completions":
+def endpoint_url(replica: Replica, path: str, *, from_root: bool = False) -> httpx.URL:
+    """
+    The replica's URL for another OpenAI endpoint: `/v1/chat/completions` -> `/v1<path>`, or
+    beside `/v1` for a server's own endpoints (`from_root`: vLLM's and llama.cpp's `/tokenize`).
+    """
+    if path == "/chat/completions" and not from_root:
         return replica.url
-    return replica.url.copy_with(path=replica.url.path.removesuffix("/chat/completions") + path)
+    base = replica.url.path.removesuffix("/chat/completions")
+    if from_root:
+        base = base.removesuffix("/v1")
+    return replica.url.copy_with(path=base + path)
 
 
 def _is_real_timeout(exc: httpx.TimeoutException) -> bool:

@@ -17,6 +17,7 @@ Only plain data is read (PyYAML's safe loader): no tags, no objects.
         aliases: [chat, default]
         capabilities: [chat, tools]
         max_concurrency: 32
+        routing: prefix                 # or least_busy, round_robin (docs/routing.md)
         params: {temperature: 0.2, max_tokens: 1024}
         fallbacks: [smollm2]
       smollm2:
@@ -60,7 +61,7 @@ class ModelEntry(_Strict):
     api_key: str = ""
     api_key_env: str = ""
     aliases: list[Name] = []
-    capabilities: list[Literal["chat", "vision", "embeddings", "tools"]] = ["chat"]
+    capabilities: list[Literal["chat", "vision", "embeddings", "tools", "responses"]] = ["chat"]
     fallbacks: list[Name] = []
     max_concurrency: int = Field(10, ge=1)
     timeout: float = Field(120.0, gt=0)
@@ -69,6 +70,7 @@ class ModelEntry(_Strict):
     max_retries: int = Field(2, ge=0, le=10)
     eject_after: int = Field(3, ge=1)
     eject_seconds: float = Field(30.0, ge=0)
+    routing: Literal["prefix", "least_busy", "round_robin"] | None = None
     json_retries: int = Field(1, ge=0, le=5)
     json_schema_mode: Literal["native", "prompt", "auto"] = "auto"
     max_image_bytes: int = Field(20 * 1024 * 1024, gt=0)
@@ -156,6 +158,7 @@ def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | Non
                 max_retries=entry.max_retries,
                 eject_after=entry.eject_after,
                 eject_seconds=entry.eject_seconds,
+                routing=entry.routing or "",
                 json_retries=entry.json_retries,
                 json_schema_mode=entry.json_schema_mode,
                 max_image_bytes=entry.max_image_bytes,

@@ -43,4 +43,6 @@ def load_catalog() -> Catalog:
         if default_image is not None:
             image = by_name[default_image]
         specs += file_specs
-    return build_catalog(specs, text=text, image=image, source=source)
+    return build_catalog(
+        specs, text=text, image=image, source=source, patterns=settings.LLMAPI_MODEL_PATTERNS
+    )

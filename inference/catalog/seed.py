@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from inference.catalog.types import EMBEDDED_MODEL_NAME, JSON_SCHEMA_MODES, CatalogError, ModelSpec
+from inference.catalog.types import (
+    EMBEDDED_MODEL_NAME,
+    JSON_SCHEMA_MODES,
+    ROUTING_MODES,
+    CatalogError,
+    ModelSpec,
+)
 
 
 def seed_specs(
@@ -48,6 +54,11 @@ def _spec(
         raise CatalogError(
             f"{prefix}__JSON_SCHEMA_MODE must be native, prompt or auto, not {raw['json_schema_mode']!r}."
         )
+    routing = raw.get("routing", "").strip().lower()
+    if routing and routing not in ROUTING_MODES:
+        raise CatalogError(
+            f"{prefix}__ROUTING must be prefix, least_busy or round_robin, not {raw['routing']!r}."
+        )
     return ModelSpec(
         name=name,
         backend=backend,
@@ -61,6 +72,7 @@ def _spec(
         max_retries=max(0, raw["max_retries"]),
         eject_after=max(1, raw["eject_after"]),
         eject_seconds=max(0.0, raw["eject_seconds"]),
+        routing=routing,
         json_retries=max(0, raw["json_retries"]),
         json_schema_mode=mode,
         max_image_bytes=raw.get("max_image_bytes", ModelSpec.max_image_bytes),

@@ -16,14 +16,17 @@ objects they started with.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-CAPABILITIES = ("chat", "vision", "embeddings", "tools")
+# "responses": the model's servers speak OpenAI's Responses API (/v1/responses is passed through).
+CAPABILITIES = ("chat", "vision", "embeddings", "tools", "responses")
 BACKENDS = ("openai", "embedded")
 JSON_SCHEMA_MODES = ("native", "prompt", "auto")
+ROUTING_MODES = ("prefix", "least_busy", "round_robin")
 EMBEDDED_MODEL_NAME = "smollm2-135m-instruct"
 
 # The sampling parameters every model has a default for, and the seed's defaults.
@@ -60,6 +63,9 @@ class ModelSpec:
     max_retries: int = 2
     eject_after: int = 3
     eject_seconds: float = 30.0
+    # How requests are spread over the servers (inference.routing); "" means prefix-aware for
+    # a model with several servers.
+    routing: str = ""
     json_retries: int = 1
     json_schema_mode: str = "auto"
     max_image_bytes: int = 20 * 1024 * 1024
@@ -72,6 +78,13 @@ class ModelSpec:
     @property
     def served_name(self) -> str:
         return self.upstream_name or self.name
+
+    @property
+    def routing_mode(self) -> str:
+        """`routing`, or its default: `prefix` where there are several servers to choose from."""
+        if self.routing:
+            return self.routing
+        return "prefix" if len(self.servers) > 1 else "least_busy"
 
     @property
     def is_embedded(self) -> bool:
@@ -107,6 +120,9 @@ class Catalog:
     text: ModelSpec | None = None
     image: ModelSpec | None = None
     source: str = "environment"  # what it was loaded from, for logs and /readyz
+    # (pattern, model name) pairs tried in order when no name or alias matches
+    # (LLMAPI_MODEL_PATTERNS): claude-* names onto a team's model, for example.
+    patterns: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         index: dict[str, list[ModelSpec]] = {}
@@ -116,8 +132,14 @@ class Catalog:
         object.__setattr__(self, "_index", index)
 
     def resolve(self, name: str, *, capability: str = "chat") -> ModelSpec | None:
-        """The model called `name` (or aliased so), preferring one with `capability`."""
+        """
+        The model called `name` (or aliased so, or matched by a pattern), preferring one with
+        `capability`.
+        """
         matches: list[ModelSpec] = self._index.get(name, [])  # type: ignore[attr-defined]
+        if not matches:
+            target = next((t for p, t in self.patterns if fnmatch.fnmatchcase(name, p)), None)
+            matches = self._index.get(target, []) if target else []  # type: ignore[attr-defined]
         if not matches:
             return None
         return next((spec for spec in matches if spec.has(capability)), matches[0])
@@ -144,6 +166,7 @@ def build_catalog(
     text: ModelSpec | None,
     image: ModelSpec | None,
     source: str,
+    patterns: Iterable[tuple[str, str]] = (),
 ) -> Catalog:
     """Put models together and check what relates them: unique names and aliases, fallbacks."""
     specs = tuple(specs)
@@ -183,4 +206,11 @@ def build_catalog(
             "Only one model can use the embedded backend (one GGUF file per process); "
             f"found {', '.join(embedded)}."
         )
-    return Catalog(specs, text=text, image=image, source=source)
+    patterns = tuple(patterns)
+    for pattern, target in patterns:
+        if target not in owners:
+            raise CatalogError(
+                f"LLMAPI_MODEL_PATTERNS: '{pattern}={target}' names no model or alias of the "
+                "catalog."
+            )
+    return Catalog(specs, text=text, image=image, source=source, patterns=patterns)

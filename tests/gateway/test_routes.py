@@ -12,6 +12,7 @@ model server.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sqlite3
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -45,6 +46,14 @@ MODEL_ROUTES: dict[str, Call] = {
     "openai-chat": Call("/v1/chat/completions", {"model": "chat", "messages": QUESTION}),
     "openai-completions": Call("/v1/completions", {"model": "chat", "prompt": "hello"}),
     "openai-embeddings": Call("/v1/embeddings", {"model": "embed", "input": "hello"}),
+    "responses": Call("/v1/responses", {"model": "chat", "input": "hello"}),
+    "anthropic-messages": Call(
+        "/v1/messages", {"model": "chat", "max_tokens": 5, "messages": QUESTION, "stream": True}
+    ),
+    # The server's tokenizer: counted like embeddings, by the input.
+    "anthropic-count-tokens": Call(
+        "/v1/messages/count_tokens", {"model": "chat", "messages": QUESTION}
+    ),
 }
 
 # Routes that never call a model server.
@@ -52,6 +61,8 @@ NO_MODEL_ROUTES = {
     "openai-models",
     "openai-model",
     "openai-404",
+    "response",  # a stored response, read or deleted
+    "response-input-items",
     "me",
     "healthz",
     "readyz",
@@ -131,6 +142,10 @@ def test_model_routes_use_the_accounted_path():
         if pattern.name in MODEL_ROUTES:
             view = getattr(pattern.callback, "view_class", pattern.callback)
             module = vars(importlib.import_module(view.__module__))
+            # Or its app's services, when the view hands the request to them.
+            services = view.__module__.rsplit(".", 1)[0] + ".services"
+            if module.get("calls") is None and importlib.util.find_spec(services) is not None:
+                module = vars(importlib.import_module(services))
             assert module.get("calls") is not None, f"{path}: its view does not use gateway.calls"
 
 

@@ -119,3 +119,18 @@ def test_duplicate_aliases_are_refused():
     )
     with pytest.raises(CatalogError, match="'x'.*already used"):
         build_catalog(specs, text=None, image=None, source="m.yaml")
+
+
+def test_routing_is_read_and_defaults_to_prefix_with_several_servers():
+    text = THREE_MODELS.replace("    timeout: 30\n", "    timeout: 30\n    routing: round_robin\n")
+    specs, _, _ = parse_catalog(text, source="models.yaml")
+    by_name = {spec.name: spec for spec in specs}
+    assert by_name["big"].routing_mode == "prefix"
+    assert by_name["small"].routing_mode == "round_robin"
+    assert by_name["vision"].routing_mode == "least_busy"  # one server: nothing to place
+
+
+def test_an_unknown_routing_is_reported_with_its_line():
+    text = THREE_MODELS.replace("    timeout: 30\n", "    timeout: 30\n    routing: sticky\n")
+    with pytest.raises(CatalogError, match=r"models.yaml, line 14: models.small.routing"):
+        parse_catalog(text, source="models.yaml")

@@ -94,3 +94,11 @@ def test_an_unknown_default_model_is_refused(seed, tmp_path):
     seed.LLMAPI_MODELS_FILE = str(path)
     with pytest.raises(CatalogError, match="default_image_model: 'ghost'"):
         load_catalog()
+
+
+def test_the_seed_routing_is_checked(seed):
+    seed.LLMAPI_MODELS["text"].update(base_url="http://a:1,http://b:2", routing="Least_Busy")
+    assert load_catalog().text.routing_mode == "least_busy"
+    seed.LLMAPI_MODELS["text"].update(routing="sticky")
+    with pytest.raises(CatalogError, match="TEXT_MODEL__ROUTING must be prefix"):
+        load_catalog()

@@ -169,3 +169,11 @@ async def test_closing_a_stream_early_frees_the_slot_and_upstream(monkeypatch):
     await events.aclose()
     assert backend.closed
     assert services.slots_in_use(model) == 0
+
+
+def test_usage_of_reads_the_responses_apis_names_too():
+    from inference.services import usage_of
+
+    usage = {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9, "input_tokens_details": {}}
+    assert usage_of(usage) == {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
+    assert usage_of({"prompt_tokens": 1, "input_tokens": 5}) == {"prompt_tokens": 1}

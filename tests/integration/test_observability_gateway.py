@@ -75,6 +75,8 @@ def test_known_traffic_leaves_the_right_series(gateways, upstream):
         TEXT_MODEL__EJECT_SECONDS="60",
         TEXT_MODEL__MAX_CONCURRENCY="1",
         TEXT_MODEL__QUEUE_TIMEOUT="0",
+        # In turn, so that the dead replica is tried once whatever its port's hash.
+        TEXT_MODEL__ROUTING="least_busy",
         METRICS__TOKEN=TOKEN,
     )
     with gateway.client() as client:

@@ -296,7 +296,15 @@ def test_sdk_legacy_completions_streamed(sdk, upstream):
     chunks = list(sdk.completions.create(model="fake-llm", prompt="Paris is", stream=True))
     assert "".join(c.choices[0].text for c in chunks) == "The capital of France is Paris."
     assert chunks[-1].choices[0].finish_reason == "stop"
-    assert upstream.last_request.body == {"model": "fake-llm", "prompt": "Paris is", "stream": True}
+    # OpenAI's default of 16 tokens is sent (and reserved); usage is asked for, to count tokens.
+    assert upstream.last_request.body == {
+        "model": "fake-llm",
+        "prompt": "Paris is",
+        "stream": True,
+        "max_tokens": 16,
+        "stream_options": {"include_usage": True},
+    }
+    assert all(chunk.usage is None for chunk in chunks)  # the client did not ask for it
 
 
 def test_sdk_async_streaming(gateway):
@@ -318,7 +326,8 @@ def test_sdk_async_streaming(gateway):
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
-        ("POST", "/v1/responses", HTTPStatus.NOT_FOUND),
+        ("POST", "/v1/assistants", HTTPStatus.NOT_FOUND),
+        ("POST", "/v1/responses", HTTPStatus.BAD_REQUEST),
         ("POST", "/v1/chat/completions/", HTTPStatus.NOT_FOUND),
         ("GET", "/v1/models/", HTTPStatus.NOT_FOUND),
         ("GET", "/v1/chat/completions", HTTPStatus.METHOD_NOT_ALLOWED),

@@ -96,6 +96,8 @@ def test_requests_spread_over_replicas_and_fail_over_when_one_dies(
         TEXT_MODEL__MODEL_NAME=f"replicated-{second_upstream.port}",
         TEXT_MODEL__EJECT_AFTER="2",
         TEXT_MODEL__EJECT_SECONDS="1",
+        # The same question each time: prefix-aware routing would keep it on one replica.
+        TEXT_MODEL__ROUTING="least_busy",
     )
     with gateway.client() as client:
         for _ in range(10):

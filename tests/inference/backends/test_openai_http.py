@@ -76,6 +76,27 @@ async def test_create_posts_payload_with_bearer_token():
     assert seen["body"]["temperature"] == 0.3
 
 
+@pytest.mark.parametrize(
+    ("path", "from_root", "url"),
+    [
+        ("/embeddings", False, "http://model:8000/v1/embeddings"),
+        ("/tokenize", True, "http://model:8000/tokenize"),
+        ("/chat/completions", True, "http://model:8000/chat/completions"),
+    ],
+)
+async def test_post_to_other_endpoints_beside_or_under_v1(path, from_root, url):
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["url"] = str(request.url)
+        seen["auth"] = request.headers.get("Authorization")
+        return httpx.Response(200, json={"count": 3})
+
+    backend = backend_with(handler, api_key="sk-upstream")
+    assert await backend.post(path, {"model": "m"}, from_root=from_root) == {"count": 3}
+    assert seen == {"url": url, "auth": "Bearer sk-upstream"}
+
+
 async def test_no_authorization_header_without_api_key():
     def handler(request):
         assert "Authorization" not in request.headers

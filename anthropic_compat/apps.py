@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class AnthropicCompatConfig(AppConfig):
+    name = "anthropic_compat"
