@@ -21,7 +21,7 @@ from rest_framework import serializers
 from accounts.principals import Principal
 from api.exceptions import openai_exception_handler
 from gateway import calls
-from gateway.calls import Caller
+from gateway.calls import PRIORITY_HEADER, Caller
 from inference.exceptions import CapabilityMissing
 from inference.images import prepare_message_images
 from openai_compat.presenters import openai_completion
@@ -32,6 +32,8 @@ from openai_compat.serializers import (
     has_image_parts,
     passthrough_body,
 )
+from responses.serializers import ResponsesRequestSerializer
+from responses.services import ResponseAnswer, create_response
 
 LEDGER_ENDPOINT = "v1/batches"
 PRIORITY = "batch"
@@ -83,6 +85,25 @@ async def _run_embeddings(caller: Caller, body: dict[str, Any]) -> dict[str, Any
     return answer.body
 
 
+class _LineRequest:
+    """What the Responses API reads of a request, for a line: its caller and the batch priority."""
+
+    def __init__(self, caller: Caller) -> None:
+        self.user = caller.principal
+        self.headers = {PRIORITY_HEADER: caller.priority}
+
+
+async def _run_response(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+    serializer = ResponsesRequestSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    answer = await create_response(
+        _LineRequest(caller), data={**body, **serializer.validated_data}, sent=body
+    )
+    if not isinstance(answer, ResponseAnswer):  # refused when the batch started
+        raise CapabilityMissing("A batch line is answered whole.")
+    return answer.body
+
+
 async def _run_legacy_completion(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     spec = calls.resolve_model(caller, body["model"])
     answer, _ = await calls.openai_legacy_completion(caller, spec=spec, body=body)
@@ -94,6 +115,7 @@ ENDPOINTS: dict[str, LineEndpoint] = {
     for endpoint in (
         LineEndpoint("/v1/chat/completions", OpenAIChatRequestSerializer, _run_chat),
         LineEndpoint("/v1/embeddings", OpenAIEmbeddingsRequestSerializer, _run_embeddings),
+        LineEndpoint("/v1/responses", ResponsesRequestSerializer, _run_response),
         LineEndpoint("/v1/completions", OpenAICompletionsRequestSerializer, _run_legacy_completion),
     )
 }

@@ -342,3 +342,25 @@ def test_content_missing_from_the_folder_is_a_503_that_says_so(sdk, batch_files)
         sdk.files.content(uploaded.id)
     assert missing.value.status_code == HTTPStatus.SERVICE_UNAVAILABLE
     assert "BATCHES__FILES_DIR" in missing.value.body["message"]
+
+
+def test_responses_lines_are_answered_as_the_responses_api_answers(sdk, upstream):
+    line = {
+        "custom_id": "r1",
+        "method": "POST",
+        "url": "/v1/responses",
+        "body": {"model": "fake-llm", "input": "What is the capital of France?", "store": False},
+    }
+    batch = sdk.batches.create(
+        input_file_id=upload(sdk, jsonl([line])).id,
+        endpoint="/v1/responses",
+        completion_window="24h",
+    )
+    ended = wait_until_ended(sdk, batch.id)
+    assert ended.status == "completed", ended
+    (entry,) = read_jsonl(sdk, ended.output_file_id)
+    body = entry["response"]["body"]
+    assert body["object"] == "response"
+    assert body["output"][0]["content"][0]["text"] == "The capital of France is Paris."
+    asked = upstream.requests[-1].body
+    assert asked["messages"][-1]["content"] == "What is the capital of France?"
