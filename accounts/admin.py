@@ -37,16 +37,21 @@ class TeamForm(forms.ModelForm):
 
     class Meta:
         model = Team
-        fields = ("name", "allowed_models", "max_key_days", *LIMIT_FIELDS)
+        fields = ("name", "allowed_models", "max_key_days", "weight", *LIMIT_FIELDS)
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+        self.fields["weight"].required = False  # left out: 1
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
         return [name.strip() for name in raw.split(",") if name.strip()]
+
+    def clean_weight(self) -> float:
+        weight = self.cleaned_data.get("weight")
+        return 1.0 if weight is None else weight
 
 
 @admin.register(Team)
@@ -54,6 +59,7 @@ class TeamAdmin(AuditedModelAdmin):
     form = TeamForm
     list_display = (
         "name",
+        "weight",
         "requests_per_minute",
         "tokens_per_minute",
         "tokens_per_day",
@@ -63,6 +69,7 @@ class TeamAdmin(AuditedModelAdmin):
     inlines = (MembershipInline,)
     fieldsets = (
         (None, {"fields": ("name", "allowed_models", "max_key_days")}),
+        ("Share of a busy model", {"fields": ("weight",)}),
         ("Limits of the whole team (empty: unlimited)", {"fields": LIMIT_FIELDS}),
     )
 
@@ -91,12 +98,24 @@ class ApiKeyForm(forms.ModelForm):
 
     class Meta:
         model = ApiKey
-        fields = ("name", "team", "allowed_models", "expires_at", "revoked", *LIMIT_FIELDS)
+        fields = (
+            "name",
+            "team",
+            "allowed_models",
+            "priority",
+            "expires_at",
+            "revoked",
+            *LIMIT_FIELDS,
+        )
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["allowed_models"] = ", ".join(self.instance.allowed_models or [])
+        self.fields["priority"].required = False  # left out: interactive
+
+    def clean_priority(self) -> str:
+        return self.cleaned_data.get("priority") or ApiKey.Priority.INTERACTIVE
 
     def clean_allowed_models(self) -> list[str]:
         raw = self.cleaned_data.get("allowed_models") or ""
@@ -107,13 +126,33 @@ class ApiKeyForm(forms.ModelForm):
 class ApiKeyAdmin(AuditedModelAdmin):
     form = ApiKeyForm
     audit_object_type = "key"
-    list_display = ("name", "display_prefix", "team", "is_active", "expires_at", "last_used_at")
+    list_display = (
+        "name",
+        "display_prefix",
+        "team",
+        "priority",
+        "is_active",
+        "expires_at",
+        "last_used_at",
+    )
     list_filter = ("revoked", "team")
     search_fields = ("name", "prefix", "team__name")
     readonly_fields = ("display_prefix", "created_at", "created_by", "last_used_at", "revoked_at")
     actions = ("revoke_selected",)
     fieldsets = (
-        (None, {"fields": ("name", "team", "display_prefix", "allowed_models", "expires_at")}),
+        (
+            None,
+            {
+                "fields": (
+                    "name",
+                    "team",
+                    "display_prefix",
+                    "allowed_models",
+                    "priority",
+                    "expires_at",
+                )
+            },
+        ),
         (
             "State",
             {"fields": ("revoked", "revoked_at", "created_at", "created_by", "last_used_at")},

@@ -8,6 +8,7 @@ class AccountsConfig(AppConfig):
     def ready(self) -> None:
         # Registers the OpenAPI description of the X-API-Key scheme with drf-spectacular.
         from accounts import (
+            login_limits,  # noqa: F401  (logs lock-outs)
             schema,  # noqa: F401
             signals,  # noqa: F401  (drops cached keys when one changes)
         )

@@ -15,7 +15,7 @@ from the cache without blocking. In a sync view (a worker thread) it looks keys 
 
 A person using the browsable API from a plain browser cannot set a header, so /api-auth/key
 takes a key once and keeps a digest of it (and, for a database key, its prefix) in the
-signed session cookie (`accounts.key_sessions`). A request without the header then
+server-side session (`accounts.key_sessions`). A request without the header then
 authenticates with that session, with Django's CSRF check on unsafe methods exactly as DRF's
 SessionAuthentication does; the session stops working when its key is removed from
 `API_KEY`, revoked or expired. A request that sends the header is judged by the header
@@ -35,6 +35,11 @@ from rest_framework import authentication, exceptions
 from accounts import selectors
 from accounts.keys import KEY_PREFIX
 from accounts.principals import Principal, bootstrap_principal, staff_principal
+from accounts.session_keys import (
+    SESSION_KEY_DIGEST,
+    SESSION_KEY_PREFIX,
+    environment_key_for_digest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +139,6 @@ def session_digest_and_prefix(request) -> tuple[str, str] | None:
     session = getattr(django_request, "session", None)
     if session is None or settings.SESSION_COOKIE_NAME not in django_request.COOKIES:
         return None
-    from accounts.key_sessions import SESSION_KEY_DIGEST, SESSION_KEY_PREFIX
-
     digest = session.get(SESSION_KEY_DIGEST)
     if not isinstance(digest, str):
         return None
@@ -145,8 +148,6 @@ def session_digest_and_prefix(request) -> tuple[str, str] | None:
 
 def session_principal(request) -> Principal | None:
     """The caller whose key the browser session carries, while that key is still valid."""
-    from accounts.key_sessions import environment_key_for_digest
-
     carried = session_digest_and_prefix(request)
     if carried is None:
         return None

@@ -13,6 +13,7 @@ straight through.
 from __future__ import annotations
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from axes.middleware import AxesMiddleware
 from django.conf import settings
 from django.contrib.auth import aget_user
 from django.contrib.auth.middleware import AuthenticationMiddleware
@@ -39,8 +40,11 @@ class AdminSessionMiddleware:
             markcoroutinefunction(self)
         # The stubs type a middleware's get_response as plain sync or async; Django's own
         # middleware are both (sync_capable and async_capable), which is what chaining needs.
+        # axes' middleware turns a locked-out login into its 429 (accounts/login_limits.py).
         self.admin_chain = SessionMiddleware(
-            AuthenticationMiddleware(MessageMiddleware(get_response))  # type: ignore[arg-type]
+            AuthenticationMiddleware(
+                MessageMiddleware(AxesMiddleware(get_response))  # type: ignore[arg-type]
+            )
         )
         self.session_engine = SessionMiddleware(get_response).SessionStore
 
@@ -54,7 +58,9 @@ class AdminSessionMiddleware:
             return response
         session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
         if session_key:
-            request.session = self.session_engine(session_key)
+            session = getattr(request, "session", None)
+            if session is None or session.session_key != session_key:
+                request.session = self.session_engine(session_key)
             try:
                 request.user = await aget_user(request)
             finally:

@@ -10,6 +10,7 @@ it is created.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -58,6 +59,14 @@ class Team(LimitFields):
         blank=True,
         help_text="Longest lifetime, in days, of a key created in the portal; empty: no limit.",
     )
+    weight = models.FloatField(
+        default=1.0,
+        validators=[MinValueValidator(0.01), MaxValueValidator(1000.0)],
+        help_text=(
+            "The team's share of a busy model: with weights 3 and 1, two teams that both keep "
+            "a model busy get 3/4 and 1/4 of its answers. Unused share goes to whoever waits."
+        ),
+    )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
@@ -100,6 +109,10 @@ class Membership(models.Model):
 
 
 class ApiKey(LimitFields):
+    class Priority(models.TextChoices):
+        INTERACTIVE = "interactive"
+        BATCH = "batch"
+
     name = models.CharField(max_length=100)
     team = models.ForeignKey(Team, on_delete=models.PROTECT, related_name="api_keys")
     prefix = models.CharField(max_length=16, unique=True, editable=False)
@@ -108,6 +121,16 @@ class ApiKey(LimitFields):
         default=list,
         blank=True,
         help_text="Catalog model names or aliases this key may use; empty allows every model.",
+    )
+    priority = models.CharField(
+        max_length=16,
+        choices=Priority.choices,
+        default=Priority.INTERACTIVE,
+        help_text=(
+            "Batch requests get a busy model's slots only when no interactive request waits "
+            "(and one slot in 11 while they wait, so they are never starved). A request may "
+            "lower its own priority with X-LLMAPI-Priority: batch, never raise it."
+        ),
     )
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)

@@ -26,6 +26,8 @@ class Principal:
     expires_at: float | None  # Unix time
     quota: QuotaSubject
     is_authenticated: bool = True
+    team_weight: float = 1.0  # the team's share of a busy model (`limits.flows`)
+    priority: str = "interactive"  # the key's priority class: "interactive" or "batch"
     # The team's own model list: it bounds every key of the team (empty: no bound).
     team_models: frozenset[str] = frozenset()
 

@@ -98,7 +98,7 @@ def session_candidate(prefix: str) -> str:
 def load_session_principal(prefix: str) -> Principal | None:
     """
     The caller of a browser session opened with the key `prefix` (blocking, cached). Its
-    signed cookie names the prefix and the secret was checked at log-in: the key only has to
+    session names the prefix and the secret was checked at log-in: the key only has to
     be still active.
     """
     key = _api_keys().select_related("team").filter(prefix=prefix).first()
@@ -140,6 +140,8 @@ def _principal(key: ApiKey) -> Principal:
             team_id=str(team.pk),
             team_limits=team.limits(),
         ),
+        team_weight=team.weight,
+        priority=key.priority,
     )
 
 

@@ -36,6 +36,7 @@ def create_api_key(
     allowed_models: list[str] | None = None,
     expires_at: dt.datetime | None = None,
     created_by=None,
+    priority: str = ApiKey.Priority.INTERACTIVE,
     **limits: int | None,
 ) -> CreatedKey:
     """Create a key and return it with its full text, which is never available again."""
@@ -50,6 +51,7 @@ def create_api_key(
         allowed_models=list(allowed_models or []),
         expires_at=expires_at,
         created_by=created_by,
+        priority=priority,
         **limits,
     )
     return CreatedKey(api_key=api_key, full_key=new.full)

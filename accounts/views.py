@@ -19,10 +19,24 @@ from accounts.key_sessions import (
     log_out_session,
     session_client,
 )
+from accounts.keys import KEY_PREFIX
+from accounts.login_limits import lockout_response, login_allowed, record_failed_login
 from infra.content_security import OFFLINE_PAGE_CSP
 
 # Where "Log in with API key" leads when the page was opened directly.
 BROWSABLE_API_HOME = "/text_model/chat/completion"
+
+
+def key_login_account(key: str) -> str:
+    """
+    What failed key logins are counted under, besides the address: a database key's public
+    prefix (`api-key:llm_ab12cd34`), or one account for every other key.
+    """
+    head, _, rest = key.partition("_")
+    prefix = rest.partition("_")[0]
+    if f"{head}_" == KEY_PREFIX and prefix.isalnum():
+        return f"api-key:{KEY_PREFIX}{prefix[:32]}"
+    return "api-key:other"
 
 
 def safe_next_url(request) -> str:
@@ -41,12 +55,18 @@ def api_key_login(request):
     """
     "Log in with API key" for the browsable API: the key is checked exactly as the
     X-API-Key header is, and the browser session remembers it (see authentication.py).
+    Failed attempts are limited like every login (accounts/login_limits.py).
     """
     next_url = safe_next_url(request)
     error, status = "", HTTPStatus.OK
     if request.method == "POST":
-        if log_in_session(request, request.POST.get("key", "").strip()) is not None:
+        key = request.POST.get("key", "").strip()
+        account = key_login_account(key)
+        if not login_allowed(request, account):
+            return lockout_response(request)
+        if log_in_session(request, key) is not None:
             return HttpResponseRedirect(next_url)
+        record_failed_login(request, account)
         error, status = INVALID_KEY_DETAIL, HTTPStatus.FORBIDDEN
     context = {"next": next_url, "error": error, "client": session_client(request)}
     response = render(request, "accounts/api_key_login.html", context, status=status)

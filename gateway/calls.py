@@ -49,6 +49,7 @@ from inference.registry import get_registry
 from inference.services import CallContext
 from infra.request_ids import request_id_var
 from limits.admission import PendingReservation
+from limits.flows import flow_for
 from limits.quotas import Reservation
 from limits.stores import get_quota_store
 from usage import ledger
@@ -279,6 +280,7 @@ class _Account:
             admitted=pending.confirm if pending is not None else None,
             requires=requires,
             priority=self.caller.priority,
+            flow=flow_for(self.caller.principal, priority=self.caller.priority),
         )
 
     async def reserved(self) -> None:

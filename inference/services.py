@@ -40,6 +40,7 @@ from inference.exceptions import (
 )
 from inference.images import prepare_uploads
 from inference.registry import get_registry
+from limits.flows import Flow
 from limits.slots import SlotTimeout
 from observability import metrics, timing
 
@@ -102,13 +103,16 @@ class CallContext:
       quota's verdict when its reservation travels with the slot's acquisition (a refusal
       raises, and the slot goes back);
     - `requires`: the capabilities a fallback must have to take the request;
-    - `priority`: the caller's class for the model's slots ("interactive" or "batch").
+    - `priority`: the caller's class for the model's slots ("interactive" or "batch");
+    - `flow`: the caller's place in a busy model's line (team, key, the team's weight, and the
+      priority again); None: an anonymous flow of `priority`.
     """
 
     may_use: Callable[[ModelSpec], bool]
     admitted: Callable[[], Awaitable[None]] | None = None
     requires: tuple[str, ...] = ()
     priority: str = "interactive"
+    flow: Flow | None = None
 
 
 @dataclass(frozen=True)
@@ -192,17 +196,22 @@ def slots_in_use(spec: ModelSpec) -> int:
 @contextlib.asynccontextmanager
 async def concurrency_slot(spec: ModelSpec, context: CallContext) -> AsyncIterator[None]:
     """
-    Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT`, then
-    wait for the caller's admission (`CallContext.admitted`).
+    Hold one of the model's `MAX_CONCURRENCY` slots, waiting at most `QUEUE_TIMEOUT` in the
+    line of the caller's flow (`CallContext.flow`: team, key, weight, priority; the order of
+    the line: `limits.flows`), then wait for the caller's admission (`CallContext.admitted`).
     """
     timing.annotate(model=spec.name)  # the model that answers (a fallback, maybe)
+    flow = context.flow or Flow(priority=context.priority)
+    team = flow.team or None
     slots = get_registry().slots(spec)
     async with contextlib.AsyncExitStack() as stack:
         started = time.perf_counter()
         try:
-            with timing.span("queue"):
-                await stack.enter_async_context(slots.hold(queue_timeout=spec.queue_timeout))
-        except SlotTimeout:
+            with timing.span("queue"), metrics.queued(spec.name, team, flow.priority):
+                await stack.enter_async_context(
+                    slots.hold(queue_timeout=spec.queue_timeout, flow=flow)
+                )
+        except SlotTimeout as exc:
             caller = timing.current()
             fields = caller.fields if caller is not None else {}
             metrics.record_rate_limited(
@@ -211,9 +220,10 @@ async def concurrency_slot(spec: ModelSpec, context: CallContext) -> AsyncIterat
             raise ModelBusy(
                 f"The {spec.label} is busy: all {spec.max_concurrency} slots stayed in use for "
                 f"{spec.queue_timeout:g} s. Retry after a moment.",
-                retry_after=max(1, math.ceil(spec.queue_timeout)),
+                # From the line seen when giving up, else the queue timeout.
+                retry_after=exc.retry_after or max(1, math.ceil(spec.queue_timeout)),
             ) from None
-        metrics.record_queue_wait(spec.name, time.perf_counter() - started)
+        metrics.record_queue_wait(spec.name, time.perf_counter() - started, team, flow.priority)
         # The caller's quota, sent with the slot's acquisition: refused, the slot goes back.
         if context.admitted is not None:
             await context.admitted()

@@ -6,17 +6,23 @@ In Redis, per slot set (all keys share one hash tag, so they live on one cluster
 - `holders`, a sorted set of lease tokens scored by their expiry (Redis server time, ms). A
   holder renews its lease in the background (every lease/3); a holder that dies (SIGKILL, a
   lost host) stops renewing and its slot frees itself when the lease ends.
-- `queue`, a sorted set of waiting tokens scored by a ticket from INCR (`ticket`): first come,
-  first served across processes. A waiter is admitted when its rank is below the free slots.
+- `line:i` and `line:b`, the interactive and batch lines: sorted sets of waiting tokens scored
+  by a ticket from INCR (`ticket`), with each token's flow (team, key, weight) in `flows`, and
+  the fair-queuing tags of teams and keys in `fair` (the rules: `limits.flows`).
 - `waiters`, the same waiting tokens scored by a heartbeat expiry: each poll renews it, and a
-  waiter that died is dropped from the queue when it expires, so it cannot block the line.
+  waiter that died is dropped from its line when it expires, so it cannot block the line. A
+  waiter's place (its ticket and its team's tags) lives in Redis alone, so no other worker's
+  restart can lose it.
 
 Every acquire, release, renew and leave is one Lua script, one atomic round trip. Time is the
 Redis server's clock (`TIME`), so hosts with skewed clocks agree.
 
 Waiting: when a slot frees (a release, a waiter leaving, an expired lease found), the script
-publishes the tokens now at the head of the line; their processes wake them at once. A missed
-message costs little: waiters also poll, with a backoff from 20 ms to 250 ms.
+chooses the next waiter by the fair-sharing rules and grants it the slot at once (a short
+lease, `WAITER_TTL_MS`), then publishes its token; its process wakes it, and its next call
+turns the grant into a full lease. So a slot is never left free while anyone waits. A missed
+message costs little: waiters also poll, with a backoff from 20 ms to 250 ms, and a grant its
+waiter never collects (a dead process) frees itself within `WAITER_TTL_MS`.
 
 Handing on: a request that ends keeps its lease for `WARM_SECONDS`, and the next request of
 the same worker takes it without a round trip, while the last look at the slot set (an
@@ -47,9 +53,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from limits import redis_client, redis_events
+from limits.flows import ANONYMOUS, BATCH, BATCH_EVERY, UNIT, Flow
 from limits.per_loop import PerLoop, running_loop
 from limits.redis_client import RedisUnreachable
-from limits.slots import SlotTimeout
+from limits.slots import HoldTimes, SlotTimeout, retry_estimate
 
 logger = logging.getLogger("limits.slots")
 
@@ -60,92 +67,201 @@ POLL_MAX = 0.25
 WAITER_TTL_MS = 2000  # a waiter that has not polled for this long is dropped from the line
 RENEW_BATCH = 500  # leases renewed per round trip
 
-# Shared Lua pieces: Redis time in ms; drop expired leases and dead waiters; wake the heads.
+# Every script gets the same KEYS (holders, waiters, ticket, flows, fair, interactive line,
+# batch line) and the same first ARGV (capacity, lease ms, waiter ttl ms, key ttl ms, wake
+# channel, batch every); its own arguments follow from ARGV[7].
+# - `flows`, a hash: waiting token -> "cost\nteam\nkey" (its flow; cost = UNIT / weight);
+# - `fair`, a hash of the fair-queuing tags (integers): `v` the virtual time, `t:<team>` a
+#   team's finish tag, `q:<team>` the team's virtual time among its keys, `k:<team>\n<key>` a
+#   key's finish tag, `s` the interactive admissions in a row while batch work waited;
+# - the two lines, sorted sets of waiting tokens scored by their ticket (first come first).
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function cleanup(holders, queue, waiters)
-  local expired = redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+local holders, waiters, ticket, flows, fair = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lines = {i = KEYS[6], b = KEYS[7]}
+local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
+local waiter_ttl, key_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local wake_channel, batch_every = ARGV[5], tonumber(ARGV[6])
+local UNIT = UNIT_VALUE
+local function waiting()
+  return redis.call('ZCARD', lines.i) + redis.call('ZCARD', lines.b)
+end
+local function leave_line(tokens)
+  redis.call('ZREM', lines.i, unpack(tokens))
+  redis.call('ZREM', lines.b, unpack(tokens))
+  redis.call('ZREM', waiters, unpack(tokens))
+  redis.call('HDEL', flows, unpack(tokens))
+end
+local function cleanup()
+  redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
   local dead = redis.call('ZRANGEBYSCORE', waiters, '-inf', now, 'LIMIT', 0, 100)
-  if #dead > 0 then
-    redis.call('ZREM', queue, unpack(dead))
-    redis.call('ZREM', waiters, unpack(dead))
-  end
-  return expired + #dead
+  if #dead > 0 then leave_line(dead) end
 end
-local function wake(holders, queue, capacity, channel)
+local function num(field)
+  return tonumber(redis.call('HGET', fair, field) or '0')
+end
+-- The next waiter of a line: the team least served (by weight), its key least served, that
+-- key's oldest request (ties: the oldest request). Looks at the 1000 oldest waiters of the
+-- line (SCAN_LIMIT).
+local function pick(line)
+  local tokens = redis.call('ZRANGE', line, 0, 999)
+  if #tokens == 0 then return nil end
+  local specs = redis.call('HMGET', flows, unpack(tokens))
+  local vnow = num('v')
+  local parsed, team_tag, best = {}, {}, nil
+  for i, token in ipairs(tokens) do
+    local spec = specs[i]
+    if spec then
+      local cost, team, key = string.match(spec, '^([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+      parsed[i] = {team, key}
+      if team_tag[team] == nil then
+        local tag = math.max(num('t:' .. team), vnow)
+        team_tag[team] = tag
+        if best == nil or tag < best.tag then
+          best = {team = team, tag = tag, cost = tonumber(cost)}
+        end
+      end
+    else
+      leave_line({token})  -- no flow: a leftover, not a waiter
+    end
+  end
+  if best == nil then return nil end
+  local team = best.team
+  local kvnow = num('q:' .. team)
+  local seen, chosen = {}, nil
+  for i, token in ipairs(tokens) do
+    local p = parsed[i]
+    if p and p[1] == team and not seen[p[2]] then
+      seen[p[2]] = true
+      local tag = math.max(num('k:' .. team .. '\\n' .. p[2]), kvnow)
+      if chosen == nil or tag < chosen.tag then chosen = {token = token, key = p[2], tag = tag} end
+    end
+  end
+  redis.call('HSET', fair, 'v', best.tag, 't:' .. team, best.tag + best.cost,
+    'q:' .. team, chosen.tag, 'k:' .. team .. '\\n' .. chosen.key, chosen.tag + UNIT)
+  return chosen.token
+end
+-- Nobody waits any more: tags at or below the virtual time carry no history worth keeping,
+-- and the rest are counted from zero again (so that tags stay small).
+local function forget_idle()
+  local all = redis.call('HGETALL', fair)
+  local values = {}
+  for i = 1, #all, 2 do values[all[i]] = tonumber(all[i + 1]) end
+  local vnow = values['v'] or 0
+  local kept = {}
+  for field, value in pairs(values) do
+    local kind = string.sub(field, 1, 2)
+    if kind == 't:' and value > vnow then
+      kept[#kept + 1] = field
+      kept[#kept + 1] = value - vnow
+    elseif kind == 'k:' then
+      local team = string.match(field, '^k:([^\\n]*)\\n')
+      local kvnow = values['q:' .. team] or 0
+      if (values['t:' .. team] or 0) > vnow and value > kvnow then
+        kept[#kept + 1] = field
+        kept[#kept + 1] = value - kvnow
+      end
+    end
+  end
+  redis.call('DEL', fair)
+  if #kept > 0 then redis.call('HSET', fair, unpack(kept)) end
+end
+-- Hand every free slot to the next waiter, interactive before batch (but one batch admission
+-- after `batch_every` interactive ones in a row while batch work waits), and wake them.
+local function fill()
   local free = capacity - redis.call('ZCARD', holders)
-  if free > 0 then
-    local heads = redis.call('ZRANGE', queue, 0, free - 1)
-    if #heads > 0 then redis.call('PUBLISH', channel, table.concat(heads, ' ')) end
+  local granted = {}
+  while free > 0 do
+    local ni, nb = redis.call('ZCARD', lines.i), redis.call('ZCARD', lines.b)
+    if ni + nb == 0 then break end
+    local streak, line = num('s'), lines.b
+    if ni > 0 and (nb == 0 or streak < batch_every) then
+      line = lines.i
+      if nb > 0 then streak = streak + 1 else streak = 0 end
+    else
+      streak = 0
+    end
+    redis.call('HSET', fair, 's', streak)
+    local token = pick(line)
+    if token then
+      leave_line({token})
+      -- Until its waiter comes for it (woken now): a dead waiter's grant frees itself soon.
+      redis.call('ZADD', holders, now + waiter_ttl, token)
+      granted[#granted + 1] = token
+      free = free - 1
+    end
+  end
+  if #granted > 0 then
+    redis.call('PUBLISH', wake_channel, table.concat(granted, ' '))
+    if waiting() == 0 then forget_idle() end
   end
 end
-local function keep(ttl, ...)
-  for _, k in ipairs({...}) do redis.call('PEXPIRE', k, ttl) end
+local function keep()
+  for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], key_ttl) end
 end
-"""
+""".replace("UNIT_VALUE", str(UNIT))
 
-# KEYS: holders, queue, waiters, ticket. ARGV: token, capacity, lease ms, waiter ttl ms,
-# key ttl ms, wake channel, may_queue (1/0), busy channel.
-# Returns {1, slots still free, requests waiting} when admitted, {0, rank, free} when queued
-# (or refused with may_queue=0).
+# ARGV from 7: token, may_queue (1/0), busy channel, priority line (i/b), flow.
+# Returns {1, slots still free, requests waiting} when admitted (or granted meanwhile),
+# {0, other requests waiting, free} when in line (or refused with may_queue=0).
 _ACQUIRE = (
     _PRELUDE
     + """
-local holders, queue, waiters, ticket = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local token, capacity = ARGV[1], tonumber(ARGV[2])
-local lease, waiter_ttl, key_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local freed = cleanup(holders, queue, waiters)
-local free = capacity - redis.call('ZCARD', holders)
-local rank = redis.call('ZRANK', queue, token)
-if not rank then
-  rank = redis.call('ZCARD', queue)
-  if rank >= free then
-    if ARGV[7] == '0' then return {0, rank, free} end
-    redis.call('ZADD', queue, redis.call('INCR', ticket), token)
-    -- Someone waits: workers keeping leases to hand on give them back now.
-    redis.call('PUBLISH', ARGV[8], holders)
-  end
-end
-if rank < free then
-  redis.call('ZREM', queue, token)
-  redis.call('ZREM', waiters, token)
+local token = ARGV[7]
+cleanup()
+if redis.call('ZSCORE', holders, token) then
   redis.call('ZADD', holders, now + lease, token)
-  keep(key_ttl, holders, queue, waiters, ticket)
-  return {1, free - 1, redis.call('ZCARD', queue)}
+  keep()
+  return {1, capacity - redis.call('ZCARD', holders), waiting()}
+end
+if not redis.call('ZSCORE', waiters, token) then
+  local free, queued = capacity - redis.call('ZCARD', holders), waiting()
+  if queued == 0 and free > 0 then
+    redis.call('ZADD', holders, now + lease, token)
+    keep()
+    return {1, free - 1, 0}
+  end
+  if ARGV[8] == '0' then return {0, queued, free} end
+  redis.call('ZADD', lines[ARGV[10]], redis.call('INCR', ticket), token)
+  redis.call('HSET', flows, token, ARGV[11])
+  -- Someone waits: workers keeping leases to hand on give them back now.
+  redis.call('PUBLISH', ARGV[9], holders)
 end
 redis.call('ZADD', waiters, now + waiter_ttl, token)
-keep(key_ttl, holders, queue, waiters, ticket)
-if freed > 0 then wake(holders, queue, capacity, ARGV[6]) end
-return {0, rank, free}
+fill()
+keep()
+if redis.call('ZSCORE', holders, token) then
+  redis.call('ZADD', holders, now + lease, token)
+  return {1, capacity - redis.call('ZCARD', holders), waiting()}
+end
+return {0, waiting() - 1, capacity - redis.call('ZCARD', holders)}
 """
 )
 
-# KEYS: holders, queue, waiters. ARGV: token, capacity, wake channel.
-# Frees the token's slot or its place in line (whichever it has), then wakes the new heads.
+# ARGV from 7: token. Frees the token's slot or its place in line (whichever it has), then
+# hands the free slots on.
 _RELEASE = (
     _PRELUDE
     + """
-local holders, queue, waiters = KEYS[1], KEYS[2], KEYS[3]
-local removed = redis.call('ZREM', holders, ARGV[1])
-removed = removed + redis.call('ZREM', queue, ARGV[1])
-redis.call('ZREM', waiters, ARGV[1])
-local freed = cleanup(holders, queue, waiters)
-if removed + freed > 0 then wake(holders, queue, tonumber(ARGV[2]), ARGV[3]) end
+local removed = redis.call('ZREM', holders, ARGV[7])
+removed = removed + redis.call('ZREM', lines.i, ARGV[7]) + redis.call('ZREM', lines.b, ARGV[7])
+leave_line({ARGV[7]})
+cleanup()
+fill()
 return removed
 """
 )
 
-# KEYS: holders, queue, waiters. ARGV: capacity, lease ms, key ttl ms, tokens...
-# Returns one status per token: 1 renewed, 2 taken back (it had been lost), 0 lost.
+# ARGV from 7: tokens... Returns one status per token: 1 renewed, 2 taken back (it had been
+# lost), 0 lost. Waiters get the free slots before lost leases are taken back.
 _RENEW = (
     _PRELUDE
     + """
-local holders, queue, waiters = KEYS[1], KEYS[2], KEYS[3]
-local capacity, lease, key_ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-cleanup(holders, queue, waiters)
+cleanup()
+fill()
 local status = {}
-for i = 4, #ARGV do
+for i = 7, #ARGV do
   if redis.call('ZSCORE', holders, ARGV[i]) then
     redis.call('ZADD', holders, now + lease, ARGV[i])
     status[#status + 1] = 1
@@ -156,17 +272,18 @@ for i = 4, #ARGV do
     status[#status + 1] = 0
   end
 end
-keep(key_ttl, holders, queue, waiters)
+keep()
 return status
 """
 )
 
-# KEYS: holders, queue, waiters. ARGV: (none). Returns {holders, waiting} after cleanup.
+# Returns {holders, waiting} after cleanup.
 _COUNT = (
     _PRELUDE
     + """
-cleanup(KEYS[1], KEYS[2], KEYS[3])
-return {redis.call('ZCARD', KEYS[1]), redis.call('ZCARD', KEYS[2])}
+cleanup()
+fill()
+return {redis.call('ZCARD', holders), waiting()}
 """
 )
 
@@ -176,6 +293,22 @@ _serials = itertools.count()
 
 # Wake-up events of this process's waiters, by token (tokens are unique).
 _waiting: dict[str, asyncio.Event] = {}
+
+
+def _flow_spec(flow: Flow) -> str:
+    """A flow as the scripts read it: its cost per admission, team and key on three lines."""
+    team = flow.team.replace("\n", " ")
+    key = flow.key.replace("\n", " ")
+    return f"{flow.cost}\n{team}\n{key}"
+
+
+def _send_now(what: str, source: str, keys: list[str], args: list[Any]) -> None:
+    """A script sent with the next pipeline (this loop round), its outcome not awaited."""
+    try:
+        future = redis_client.run_script(what, source, keys, args)
+    except RedisUnreachable:
+        return  # the lease or the waiter's heartbeat expires by itself
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def _on_wake(payload: bytes) -> None:
@@ -247,6 +380,7 @@ class RedisSlots:
         self.capacity = capacity
         self._per_loop: PerLoop[_LoopState] = PerLoop(_LoopState)
         self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+        self.hold_times = HoldTimes()
         _instances.add(self)
 
     # --- the LocalSlots interface ----------------------------------------------------------
@@ -261,9 +395,15 @@ class RedisSlots:
         return len(state.held) if state else 0
 
     @contextlib.asynccontextmanager
-    async def hold(self, *, queue_timeout: float) -> AsyncIterator[None]:
+    async def hold(
+        self,
+        *,
+        queue_timeout: float,
+        flow: Flow = ANONYMOUS,
+    ) -> AsyncIterator[None]:
         """
-        Hold one slot for the block, waiting in line at most `queue_timeout` seconds.
+        Hold one slot for the block, waiting in the shared line of `flow` at most
+        `queue_timeout` seconds.
 
         Raises `SlotTimeout` when no slot came in time, and `LimitsUnavailable` when Redis is
         unreachable under `LIMITS__ON_REDIS_ERROR=closed`. Under `open` the block runs
@@ -275,7 +415,7 @@ class RedisSlots:
         if token is None:
             token = f"{os.getpid()}-{_PROCESS_TAG}-{next(_serials)}"  # unique on every host
             try:
-                await self._acquire(state, token, queue_timeout)
+                await self._acquire(state, token, queue_timeout, flow)
             except RedisUnreachable:
                 error = redis_client.unavailable()
                 if error is not None:
@@ -286,9 +426,11 @@ class RedisSlots:
             return
         state.held[token] = None
         self._ensure_renewer(state)
+        started = time.monotonic()
         try:
             yield
         finally:
+            self.hold_times.add(time.monotonic() - started)
             state.held.pop(token, None)
             self._hand_on(state, token)  # after the answer, off the client's time
 
@@ -308,19 +450,32 @@ class RedisSlots:
     def _run(self, what: str, source: str, keys: list[str], args: list) -> Awaitable[Any]:
         return redis_client.run_script(what, source, keys, args)
 
-    async def _acquire(self, state: _LoopState, token: str, queue_timeout: float) -> None:
+    def _script_head(self) -> tuple[list[str], list[Any]]:
+        """The KEYS and first ARGV every slot script takes."""
         cfg = redis_client.config()
-        keys = self._keys("holders", "queue", "waiters", "ticket")
+        keys = self._keys("holders", "waiters", "ticket", "flows", "fair", "line:i", "line:b")
         lease_ms = int(cfg.lease_seconds * 1000)
-        args = [
-            token,
+        head = [
             self.capacity,
             lease_ms,
             WAITER_TTL_MS,
             max(lease_ms, WAITER_TTL_MS) * 2,
             redis_client.key(WAKE_CHANNEL),
+            BATCH_EVERY,
+        ]
+        return keys, head
+
+    async def _acquire(
+        self, state: _LoopState, token: str, queue_timeout: float, flow: Flow
+    ) -> None:
+        keys, head = self._script_head()
+        args = [
+            *head,
+            token,
             1 if queue_timeout > 0 else 0,
             redis_client.key(BUSY_CHANNEL),
+            "b" if flow.priority == BATCH else "i",
+            _flow_spec(flow),
         ]
         try:
             reply = await self._run("slot acquire", _ACQUIRE, keys, args)
@@ -333,7 +488,7 @@ class RedisSlots:
         # Full: no lease is handed on until an admission finds room again.
         state.roomy = False
         if queue_timeout <= 0:
-            raise SlotTimeout
+            raise SlotTimeout(self._retry_after(int(reply[1])))
         # In line: wait for a wake-up (or poll), until admitted or out of time.
         redis_events.ensure_listener()
         event = _waiting[token] = asyncio.Event()
@@ -344,11 +499,16 @@ class RedisSlots:
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise SlotTimeout
+                    raise SlotTimeout(self._retry_after(int(reply[1])))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(min(delay, remaining)):
                         await event.wait()
-                event.clear()
+                if event.is_set():
+                    # Woken: a wake-up names only tokens just granted a slot. Take it now and
+                    # turn the grant's short lease into a full one without waiting for Redis
+                    # (the model server's slot stays busy meanwhile, not idle).
+                    self._collect_grant(token)
+                    return
                 delay = min(delay * 2, POLL_MAX)
                 reply = await self._run("slot acquire", _ACQUIRE, keys, args)
                 if reply[0] == 1:
@@ -362,6 +522,11 @@ class RedisSlots:
         finally:
             _waiting.pop(token, None)
             state.waiting -= 1
+
+    def _retry_after(self, waiting: int) -> int | None:
+        return retry_estimate(
+            waiting=waiting, capacity=self.capacity, mean_hold=self.hold_times.mean
+        )
 
     def stop_handing_on(self) -> None:
         """Someone waits for this slot set: release the leases kept to hand on (this loop)."""
@@ -394,9 +559,9 @@ class RedisSlots:
         return age < 2 * ROOMY_SECONDS
 
     def _look(self, state: _LoopState) -> None:
-        keys = self._keys("holders", "queue", "waiters")
+        keys, head = self._script_head()
         try:
-            future = redis_client.run_script("slot count", _COUNT, keys, [])
+            future = redis_client.run_script("slot count", _COUNT, keys, head)
         except RedisUnreachable:
             return
         state.looking = True
@@ -454,10 +619,24 @@ class RedisSlots:
 
     def _release_later(self, token: str) -> None:
         """Free the token's slot or its place in line; if Redis is unreachable, the lease or
-        the waiter's heartbeat expires by itself."""
-        keys = self._keys("holders", "queue", "waiters")
-        args = [token, self.capacity, redis_client.key(WAKE_CHANNEL)]
-        redis_client.run_script_later("slot release", _RELEASE, keys, args)
+        the waiter's heartbeat expires by itself. While requests wait, at once (the slot goes
+        to the next of them); otherwise with the next pipeline."""
+        keys, head = self._script_head()
+        args = [*head, token]
+        state = self._per_loop.peek()
+        if state is not None and not state.roomy:
+            _send_now("slot release", _RELEASE, keys, args)
+        else:
+            redis_client.run_script_later("slot release", _RELEASE, keys, args)
+
+    def _collect_grant(self, token: str) -> None:
+        """
+        Extend a granted slot's short lease to a full one, in the background. A grant that
+        expired meanwhile (its waiter woke more than WAITER_TTL_MS late) is taken back if the
+        slots have room, else the request runs uncounted: as for any lost lease.
+        """
+        keys, head = self._script_head()
+        _send_now("lease renewal", _RENEW, keys, [*head, token])
 
     def _ensure_renewer(self, state: _LoopState) -> None:
         if state.renewer is None or state.renewer.done():
@@ -467,13 +646,13 @@ class RedisSlots:
 
     async def _renew_while_held(self, state: _LoopState) -> None:
         lease = redis_client.config().lease_seconds
-        keys = self._keys("holders", "queue", "waiters")
+        keys, head = self._script_head()
         while (state.held or state.warm) and not redis_client.stopping():
             await asyncio.sleep(lease / 3)
             tokens = [*state.held, *state.warm]
             for start in range(0, len(tokens), RENEW_BATCH):
                 batch = tokens[start : start + RENEW_BATCH]
-                args = [self.capacity, int(lease * 1000), int(lease * 2000), *batch]
+                args = [*head, *batch]
                 try:
                     status = await self._run("lease renewal", _RENEW, keys, args)
                 except RedisUnreachable:
@@ -492,6 +671,6 @@ class RedisSlots:
 
     async def shared_counts(self) -> tuple[int, int]:
         """(slots held, requests waiting) over every process, from Redis."""
-        keys = self._keys("holders", "queue", "waiters")
-        held, waiting = await self._run("slot count", _COUNT, keys, [])
+        keys, head = self._script_head()
+        held, waiting = await self._run("slot count", _COUNT, keys, head)
         return int(held), int(waiting)

@@ -84,10 +84,16 @@ to quote when you report a problem.
 def use_request_origin(result: dict, generator, request, public: bool) -> dict:
     """
     drf-spectacular postprocessing hook: write the origin the schema was requested from (its
-    scheme, host and port) wherever a description shows `API_ORIGIN`. Django has validated
-    the Host header by then (ALLOWED_HOSTS, and its syntax), so nothing else gets in.
+    scheme, host and port) wherever a description shows `API_ORIGIN`, when that host is one
+    ALLOWED_HOSTS names. With `ALLOWED_HOSTS=*` the Host header is whatever a client sent
+    (and a shared cache could hand the result to others), so the examples keep `API_ORIGIN`.
+    The scheme is https only when a trusted proxy says so (SECURE_PROXY_SSL_HEADER).
     """
     if request is None:  # `manage.py spectacular` writes the schema without a request
+        return result
+    from django.conf import settings  # this module is read while the settings load
+
+    if "*" in settings.ALLOWED_HOSTS:
         return result
     origin = request.build_absolute_uri("/").rstrip("/")
     if origin != API_ORIGIN:

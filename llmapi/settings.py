@@ -30,15 +30,43 @@ def _setting(cast: str, name: str, default):
 
 # --- Django core -----------------------------------------------------------------------------
 
-# SECRET_KEY signs the browsable API's session cookies (see "Browser sessions" below). Unset,
-# it is random per run: sessions then end when the server restarts. The generated key goes
-# into the environment so that `serve --workers N`'s worker processes, started from it, share
-# it and accept each other's cookies.
+# SECRET_KEY signs what Django signs (password reset tokens, the admin's session hashes).
+# Unset, it is random per run: staff sessions then end when the server restarts. The
+# generated key goes into the environment so that `serve --workers N`'s worker processes,
+# started from it, share it.
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     SECRET_KEY = os.environ["DJANGO_SECRET_KEY"] = secrets.token_urlsafe(50)
 DEBUG = _setting("bool", "DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["*"])
+# Host names this server answers to (a request for any other gets a 400 naming this setting):
+# by default the address `serve` binds and the loopback names. Behind a proxy or a DNS name,
+# list the names clients use (`api.example.com`; `.example.com` for its subdomains too).
+_LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# Addresses that bind every interface: they name no host a client would send.
+SERVER_WILDCARD_ADDRESSES = ("0.0.0.0", "::")  # noqa: S104 (compared with, not bound)
+_serve_host = env.str("SERVER__HOST", default="127.0.0.1")
+ALLOWED_HOSTS_FROM_ENVIRONMENT = [
+    host.strip() for host in env.str("ALLOWED_HOSTS", default="").split(",") if host.strip()
+]
+ALLOWED_HOSTS = ALLOWED_HOSTS_FROM_ENVIRONMENT or [
+    *_LOOPBACK_HOSTS,
+    *(
+        []
+        if _serve_host in ("", "::1", *SERVER_WILDCARD_ADDRESSES, *_LOOPBACK_HOSTS)
+        else [f"[{_serve_host}]" if ":" in _serve_host else _serve_host]
+    ),
+]
+# Behind a TLS-terminating proxy: the header (and value) by which that proxy, and only it,
+# says the client used https, e.g. `X-Forwarded-Proto,https`. Set it only when the proxy
+# overwrites the header: otherwise any client could claim https.
+_proxy_ssl_header = env.list("SECURE_PROXY_SSL_HEADER", default=[])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER takes a header and a value: X-Forwarded-Proto,https"
+        )
+    _header = "HTTP_" + _proxy_ssl_header[0].strip().upper().replace("-", "_")
+    SECURE_PROXY_SSL_HEADER = (_header, _proxy_ssl_header[1].strip())
 
 INSTALLED_APPS = [
     # contenttypes, auth, sessions, messages and admin: the operators' admin (teams, keys,
@@ -52,6 +80,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Failed logins counted per account and per address (accounts/login_limits.py).
+    "axes",
     # The gateway's own apps, in the order a request meets them: how HTTP gets in, the shared
     # API layer, who is calling, limits, the inference core, the three surfaces, what is
     # recorded, and the pages for people.
@@ -77,6 +107,8 @@ MIDDLEWARE = [
     "server.middleware.RequestIdMiddleware",
     # Timing headers, metrics and the summary log line; inside the request id, so it is logged.
     "observability.middleware.ObservabilityMiddleware",
+    # A request for a host not in ALLOWED_HOSTS: 400, before anything reads the host.
+    "server.middleware.AllowedHostsMiddleware",
     "server.middleware.AsyncSecurityMiddleware",
     "accounts.browser_session.BrowserSessionMiddleware",
     # Sessions, auth and messages for the admin and staff logins only (a no-op for API calls).
@@ -169,16 +201,40 @@ USAGE_BATCH_SIZE = _setting("int", "USAGE__BATCH_SIZE", 500)
 # Seconds between the writer's flushes, and between its rollup and retention runs.
 USAGE_FLUSH_INTERVAL = _setting("float", "USAGE__FLUSH_INTERVAL", 1.0)
 USAGE_ROLLUP_INTERVAL = _setting("float", "USAGE__ROLLUP_INTERVAL", 300.0)
+# The ledger's write-ahead journal (usage/journal.py): what a killed worker can lose. Rows
+# reach its file once FLUSH_ROWS wait or every FLUSH_MS, whichever is first; a kill loses at
+# most FLUSH_ROWS - 1 rows (1: none), and the next worker to start writes the rest. Files
+# live beside the SQLite database, or in USAGE__JOURNAL_DIR (one per database).
+USAGE_JOURNAL = _setting("bool", "USAGE__JOURNAL", True)
+USAGE_JOURNAL_FLUSH_ROWS = _setting("int", "USAGE__JOURNAL_FLUSH_ROWS", 64)
+USAGE_JOURNAL_FLUSH_MS = _setting("float", "USAGE__JOURNAL_FLUSH_MS", 100.0)
+USAGE_JOURNAL_DIR = env.str("USAGE__JOURNAL_DIR", default="")
 
 # The admin lives here (sessions, CSRF and messages are set up for these paths only, so the
 # API's hot path pays nothing for them).
 ADMIN_URL_PREFIX = "/admin/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+# Login attempts (admin, key login, any page taking a password): after LOGIN__FAILURE_LIMIT
+# failures for one account or from one address, every attempt is refused (429) for
+# LOGIN__LOCKOUT_MINUTES, even with the right password. Staff see and clear lock-outs in the
+# admin. Behind a proxy, LOGIN__CLIENT_IP_HEADER names the header that proxy writes the
+# client's address in (X-Real-IP); unset, attempts count against the connection's address.
+LOGIN_FAILURE_LIMIT = _setting("int", "LOGIN__FAILURE_LIMIT", 5)
+LOGIN_LOCKOUT_MINUTES = _setting("float", "LOGIN__LOCKOUT_MINUTES", 15.0)
+LOGIN_CLIENT_IP_HEADER = env.str("LOGIN__CLIENT_IP_HEADER", default="")
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = LOGIN_LOCKOUT_MINUTES / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each on its own
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_CLIENT_IP_CALLABLE = "accounts.login_limits.client_ip"
+AXES_LOCKOUT_CALLABLE = "accounts.login_limits.lockout_response"
+AXES_VERBOSE = False  # accounts.login_limits logs each lock-out, without a start-up banner
 # Django's session, auth and messages middleware would hop to a thread twice per request;
 # accounts.middleware.AdminSessionMiddleware runs them only for the admin and for staff
 # sessions, so Django's checks for their presence in MIDDLEWARE are silenced.
-SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410"]
+# The same holds for axes' middleware, which runs in the admin's chain.
+SILENCED_SYSTEM_CHECKS = ["admin.E408", "admin.E409", "admin.E410", "axes.W002"]
 
 USE_TZ = True
 TIME_ZONE = "UTC"
@@ -223,7 +279,11 @@ OIDC_AUTHENTICATION_CALLBACK_URL = "oidc_authentication_callback"
 # `manage.py createsuperuser`) may sign in with one; everyone else signs in through the
 # identity provider.
 AUTH_LOCAL_PASSWORDS = _setting("bool", "AUTH__LOCAL_PASSWORDS", True)
-AUTHENTICATION_BACKENDS = ["accounts.single_sign_on.LocalPasswordBackend"]
+# axes' backend first: it refuses a locked-out account or address before any password check.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "accounts.single_sign_on.LocalPasswordBackend",
+]
 if OIDC_ENABLED:
     AUTHENTICATION_BACKENDS.append("accounts.single_sign_on.IdentityProviderBackend")
 LOGIN_URL = "/portal/login"
@@ -237,11 +297,11 @@ PORTAL_ROTATION_MAX_OVERLAP_HOURS = _setting("int", "PORTAL__ROTATION_MAX_OVERLA
 # Audit rows older than this are deleted by `manage.py prune_audit`.
 AUDIT_RETENTION_DAYS = _setting("int", "AUDIT__RETENTION_DAYS", 400)
 
-# --- Browser sessions (the browsable API's "Log in with API key") ---------------------------
-# A signed cookie holds the session (a digest of the key, see accounts/key_sessions.py):
-# no database is needed. HttpOnly and SameSite=Lax, and it ends with the browser or after
-# 8 hours. CSRF tokens are checked for session requests only, never for X-API-Key calls.
-SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
+# --- Browser sessions (the browsable API's "Log in with API key" and the admin) ------------
+# Sessions live on the server (see "Shared limits" below for where): the cookie holds only a
+# random session id, so logging out ends a session everywhere, and a copied cookie is dead
+# after it. HttpOnly and SameSite=Lax, and it ends with the browser or after 8 hours. CSRF
+# tokens are checked for session requests only, never for X-API-Key calls.
 SESSION_COOKIE_NAME = "llmapi_session"
 SESSION_COOKIE_AGE = 8 * 60 * 60
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
@@ -249,13 +309,19 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_NAME = "llmapi_csrftoken"
 CSRF_COOKIE_SAMESITE = "Lax"
+# Behind TLS, mark the session and CSRF cookies Secure (browsers then never send them over
+# plain http). Off by default because `serve` itself speaks plain http.
+SESSION_COOKIE_SECURE = _setting("bool", "SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = _setting("bool", "CSRF_COOKIE_SECURE", False)
+# Origins (scheme://host) allowed to post forms behind a proxy that changes the origin.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # JSON bodies larger than this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = _setting("int", "SERVER__MAX_BODY_BYTES", 4 * 1024 * 1024)
 
 # --- Server ----------------------------------------------------------------------------------
 
-SERVER_HOST = env.str("SERVER__HOST", default="127.0.0.1")
+SERVER_HOST = _serve_host
 SERVER_PORT = _setting("int", "SERVER__PORT", 1999)
 SERVER_WORKERS = _setting("int", "SERVER__WORKERS", 1)
 # Where `serve` writes its process id, for `manage.py reload_models` (SIGHUP).
@@ -440,6 +506,25 @@ SHARED_LIMITS = {
     "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
 }
 
+# Where browser sessions are kept: in Redis when REDIS_URL is set (shared by every worker and
+# host; a Redis outage logs browsers out rather than failing requests), in the database
+# otherwise (never in a per-process cache: a logout in one worker must end the session in all).
+if SHARED_LIMITS["url"]:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": SHARED_LIMITS["url"],
+            "KEY_PREFIX": f"{SHARED_LIMITS['key_prefix']}:cache",
+            "OPTIONS": {
+                "socket_connect_timeout": max(1.0, SHARED_LIMITS["connect_timeout"]),
+                "socket_timeout": max(1.0, SHARED_LIMITS["timeout"]),
+            },
+        }
+    }
+    SESSION_ENGINE = "django.contrib.sessions.backends.cache"
+else:
+    SESSION_ENGINE = "django.contrib.sessions.backends.db"
+
 # --- Batches (/v1/files, /v1/batches) --------------------------------------------------------
 
 BATCHES = {
@@ -541,6 +626,9 @@ METRICS = {
     # Label requests and 429s with the API key's id (one series per key: opt in).
     "key_labels": _setting("bool", "METRICS__KEY_LABELS", False),
 }
+# /readyz probes every model's servers at most once per this many seconds per worker (callers
+# in between get that round's answer): its cost does not grow with how often it is asked.
+HEALTH_READYZ_CACHE_SECONDS = _setting("float", "HEALTH__READYZ_CACHE_SECONDS", 2.0)
 # Server-Timing and x-llmapi-*-ms headers on every response.
 OBSERVABILITY_TIMING_HEADERS = _setting("bool", "OBSERVABILITY__TIMING_HEADERS", True)
 
@@ -557,6 +645,8 @@ LOGGING = {
     "filters": {
         "request_id": {"()": "server.middleware.RequestIdLogFilter"},
         "scrub_secrets": {"()": "observability.json_logs.ScrubSecretsFilter"},
+        # Plain lines only (JSON escapes by itself): a client's newline never starts a line.
+        "escape_control": {"()": "observability.plain_logs.EscapeControlCharactersFilter"},
     },
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
@@ -566,7 +656,8 @@ LOGGING = {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_FORMAT == "json" else "plain",
-            "filters": ["request_id", "scrub_secrets"],
+            "filters": ["request_id", "scrub_secrets"]
+            + ([] if LOG_FORMAT == "json" else ["escape_control"]),
         },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
@@ -574,5 +665,7 @@ LOGGING = {
         # Our own handler logs each error once; Django's request logger would log it again.
         "django.request": {"level": "CRITICAL"},
         "httpx": {"level": "WARNING"},
+        # Failed logins and lock-outs are warnings; axes' per-attempt notes are not needed.
+        "axes": {"level": "WARNING"},
     },
 }

@@ -9,7 +9,7 @@ from django.views import View
 from observability.exposition import render_metrics
 
 
-def _bearer_matches(header: str, token: str) -> bool:
+def bearer_matches(header: str, token: str) -> bool:
     scheme, _, presented = header.partition(" ")
     # Constant time, so response timing says nothing about how much of a guess was right.
     return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -26,7 +26,7 @@ class MetricsApi(View):
         token = settings.METRICS["token"]
         if not token:
             return JsonResponse({"detail": "Not found."}, status=HTTPStatus.NOT_FOUND)
-        if not _bearer_matches(request.headers.get("Authorization", ""), token):
+        if not bearer_matches(request.headers.get("Authorization", ""), token):
             response = JsonResponse(
                 {"detail": "Metrics need the Authorization: Bearer <METRICS__TOKEN> header."},
                 status=HTTPStatus.UNAUTHORIZED,

@@ -182,13 +182,19 @@ def apply_to_uvicorn_log_config(
     """
     uvicorn's logging config (a dictConfig dict, changed in place): secrets scrubbed from every
     handler's lines (an access line can carry a query string), and JSON formatters when
-    `log_format` is "json".
+    `log_format` is "json", or control characters escaped in plain lines otherwise.
     """
     config.setdefault("filters", {})["scrub_secrets"] = {
         "()": "observability.json_logs.ScrubSecretsFilter"
     }
+    if log_format != "json":
+        config["filters"]["escape_control"] = {
+            "()": "observability.plain_logs.EscapeControlCharactersFilter"
+        }
     for handler in config.get("handlers", {}).values():
         handler["filters"] = [*handler.get("filters", []), "scrub_secrets"]
+        if log_format != "json":
+            handler["filters"].append("escape_control")
     if log_format == "json":
         formatters = config.setdefault("formatters", {})
         for name in list(formatters):

@@ -113,10 +113,18 @@ IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
     registry=REGISTRY,
 )
+QUEUE_LENGTH = Gauge(
+    "llmapi_queue_length",
+    "Requests waiting for a concurrency slot of their model now, by team and priority class "
+    "(summed over live workers).",
+    ("model", "team", "priority"),
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
 QUEUE_WAIT = Histogram(
     "llmapi_queue_wait",
-    "Time a request waited for a free concurrency slot of its model.",
-    ("model",),
+    "Time a request waited for a free concurrency slot of its model, by team and priority class.",
+    ("model", "team", "priority"),
     unit="seconds",
     buckets=QUEUE_BUCKETS,
     registry=REGISTRY,
@@ -199,6 +207,7 @@ BATCHES_ENDED = Counter(
 )
 
 RATE_LIMIT_CAUSES = frozenset({"model_slots", "key_quota", "team_quota"})
+PRIORITIES = frozenset({"interactive", "batch"})
 STRUCTURED_OUTCOMES = frozenset({"valid", "repaired", "failed"})
 BATCH_LINE_OUTCOMES = frozenset({"completed", "failed", "retried", "lost"})
 BATCH_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -406,9 +415,41 @@ class in_flight:  # noqa: N801  (used like a function: `with in_flight(model): .
             self._gauge.dec()
 
 
-def record_queue_wait(model: str | None, seconds: float) -> None:
+def _priority(priority: str | None) -> str:
+    return priority if priority in PRIORITIES else OTHER
+
+
+def record_queue_wait(
+    model: str | None, seconds: float, team: str | None = None, priority: str = "interactive"
+) -> None:
     if _state.enabled:
-        _child(QUEUE_WAIT, model_label(model)).observe(seconds)
+        _child(QUEUE_WAIT, model_label(model), _team(team), _priority(priority)).observe(seconds)
+
+
+class queued:  # noqa: N801  (used like a function: `with queued(model, team, priority): ...`)
+    """Counts a request as waiting for a slot of its model while the block runs."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, model: str | None, team: str | None, priority: str) -> None:
+        self._gauge = (
+            _child(QUEUE_LENGTH, model_label(model), _team(team), _priority(priority))
+            if _state.enabled
+            else None
+        )
+
+    def __enter__(self) -> None:
+        if self._gauge is not None:
+            self._gauge.inc()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._gauge is not None:
+            self._gauge.dec()
 
 
 def record_gc_pause(generation: int, seconds: float) -> None:

@@ -1,5 +1,7 @@
 from django.templatetags.static import static
 from django.urls import path
+from django.views.decorators.cache import cache_control
+from django.views.decorators.vary import vary_on_headers
 from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import (
     SpectacularJSONAPIView,
@@ -19,7 +21,14 @@ urlpatterns = [
         offline_page(TemplateView.as_view(template_name="playground/playground.html")),
         name="playground",
     ),
-    path("openapi.json", SpectacularJSONAPIView.as_view(), name="schema"),
+    # The examples carry the host the schema was asked for: no shared cache may keep a copy.
+    path(
+        "openapi.json",
+        cache_control(private=True, no_cache=True)(
+            vary_on_headers("Host")(SpectacularJSONAPIView.as_view())
+        ),
+        name="schema",
+    ),
     path(
         "docs",
         offline_page(SpectacularSwaggerView.as_view(url_name="schema")),

@@ -164,7 +164,7 @@ async def run_soak(
 
         await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
         await asyncio.sleep(1.0)  # let cancelled upstream requests finish closing
-        ready = (await client.get("/readyz")).json()
+        ready = (await client.get("/readyz", params={"details": "true"})).json()
         report.slots_in_use_after = ready["models"]["text"]["in_flight"]
     return report
 

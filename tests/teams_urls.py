@@ -1,4 +1,7 @@
-"""A small URLconf for the accounts and usage tests: the admin, /v1/me and a protected view."""
+"""
+A small URLconf for the accounts and usage tests: the admin, the key login, /v1/me and a
+protected view.
+"""
 
 from django.contrib import admin
 from django.urls import include, path
@@ -22,4 +25,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("whoami", WhoAmI.as_view()),
     path("v1/", include("usage.urls")),
+    path("", include("accounts.urls")),  # /api-auth/key, /api-auth/logout
 ]

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
-from usage.services import usage_summary
+from usage.services import count_request, usage_summary
 
 
 class MeApi(APIView):
@@ -17,4 +17,6 @@ class MeApi(APIView):
 
     def get(self, request):
         # A sync view (Django runs it in a thread): the ledger query blocks, the event loop not.
-        return Response(async_to_sync(usage_summary)(request.user))
+        # Counted against the key's request limits first, like any request (429 past them).
+        headers = async_to_sync(count_request)(request.user)
+        return Response(async_to_sync(usage_summary)(request.user), headers=headers)

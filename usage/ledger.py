@@ -10,6 +10,12 @@ rows kept in order. If the deque is full (the database is down or too slow for l
 row is counted in `dropped` and a warning is logged at most every 10 s; the request is never
 blocked. `flush_and_stop()` (from the ASGI lifespan shutdown) writes what is left.
 
+A crash cannot run that shutdown: with the write-ahead journal (`usage.journal`, on by
+default) each row is also appended to a file, so a killed process loses at most
+`USAGE__JOURNAL_FLUSH_ROWS - 1` rows and none older than `USAGE__JOURNAL_FLUSH_MS`; the next
+process to start writes the rest. The journal starts with the writer thread (the ASGI
+lifespan), never for a process that only records.
+
 A thread, not an asyncio task: a task would need a thread hop per batch anyway (the ORM is
 sync) and would share the event loop with requests while it builds model objects.
 """
@@ -22,6 +28,8 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from django.conf import settings
@@ -29,6 +37,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import Field
 
 from observability import metrics
+from usage.journal import LedgerJournal, Segment, replay_orphans
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +69,14 @@ class LedgerWriter:
         batch_size: int,
         flush_interval: float,
         rollup_interval: float,
+        journal: Callable[[], LedgerJournal | None] | None = None,
     ) -> None:
         self.max_queue = max_queue
+        # Makes the journal when the writer starts (None: no journal).
+        self._make_journal = journal
+        self.journal: LedgerJournal | None = None
+        self._lock = threading.Lock()  # record() and the journal's rotation, when journaling
+        self._retry: tuple[list[Segment], int] | None = None
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.rollup_interval = rollup_interval
@@ -91,28 +106,37 @@ class LedgerWriter:
         request_id: str = "",
         created_at: float | None = None,
     ) -> bool:
-        """Queue one request's row. Never blocks; returns False when the row was dropped."""
+        """
+        Queue one request's row (and journal it). Never waits on the database; returns False
+        when the row was dropped.
+        """
         queue = self.queue
         if len(queue) >= self.max_queue:
             self._count_drop()
             return False
-        queue.append(
-            (
-                time.time() if created_at is None else created_at,
-                getattr(principal, "key_id", None),
-                getattr(principal, "prefix", ""),
-                getattr(principal, "team_name", ""),
-                model,
-                replica,
-                endpoint,
-                status,
-                prompt_tokens or 0,
-                completion_tokens or 0,
-                latency_ms,
-                ttft_ms,
-                request_id,
-            )
+        row = (
+            time.time() if created_at is None else created_at,
+            getattr(principal, "key_id", None),
+            getattr(principal, "prefix", ""),
+            getattr(principal, "team_name", ""),
+            model,
+            replica,
+            endpoint,
+            status,
+            prompt_tokens or 0,
+            completion_tokens or 0,
+            latency_ms,
+            ttft_ms,
+            request_id,
         )
+        journal = self.journal
+        if journal is None:
+            queue.append(row)
+        else:
+            # The journal's rotation must see each row in both places or in neither.
+            with self._lock:
+                queue.append(row)
+                journal.append(row)
         if len(queue) == self.batch_size:
             self._wake.set()
         return True
@@ -134,6 +158,7 @@ class LedgerWriter:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        self.start_journal()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="usage-ledger", daemon=True)
         self._thread.start()
@@ -152,12 +177,28 @@ class LedgerWriter:
         await asyncio.to_thread(self.stop, grace)
 
     def _run(self) -> None:
-        last_rollup = last_used = time.monotonic()
+        last_rollup = last_used = last_write = time.monotonic()
         failures = 0
+        journal = self.journal
+        # With a journal the thread also wakes to write it every FLUSH_MS.
+        tick = (
+            self.flush_interval
+            if journal is None
+            else min(self.flush_interval, journal.flush_seconds)
+        )
         try:
+            if journal is not None:
+                self._periodic("journal replay", lambda: self.replay(journal.directory))
             while True:
-                self._wake.wait(self.flush_interval)
+                woken = self._wake.wait(tick)
                 self._wake.clear()
+                if journal is not None:
+                    with self._lock:
+                        journal.flush()
+                    now = time.monotonic()
+                    if not (woken or self._stopping or now - last_write >= self.flush_interval):
+                        continue
+                    last_write = now
                 metrics.set_ledger_queue_depth(len(self.queue))  # the backlog at each wake
                 if self.write_pending():
                     failures = 0
@@ -188,6 +229,8 @@ class LedgerWriter:
 
     def write_pending(self) -> bool:
         """Write every queued row in batches; False (rows kept, in order) if the database fails."""
+        if self.journal is not None:
+            return self._write_journaled(self.journal)
         queue = self.queue
         while queue:
             batch: list[tuple] = []
@@ -202,6 +245,80 @@ class LedgerWriter:
                 return False
             self.written += len(batch)
         return True
+
+    def _write_journaled(self, journal: LedgerJournal) -> bool:
+        """
+        Every queued row, in one transaction with the names of the journal segments that hold
+        them; then the segments are deleted. False (rows kept, in order) if the database fails.
+        """
+        if self._retry is not None:
+            # The last write failed: the same segments and rows again, without a new segment
+            # (while the database is down, this process keeps at most two files open).
+            segments, covered = self._retry
+        else:
+            with self._lock:
+                segments = journal.rotate()
+                covered = len(self.queue)  # exactly the rows of `segments`
+        if not covered and not segments:
+            return True
+        queue = self.queue
+        rows = [queue.popleft() for _ in range(covered)]
+        try:
+            _insert_with_segments(rows, [s.name for s in segments], self.batch_size)
+        except DatabaseError:
+            logger.exception("Usage ledger: writing %d rows failed; will retry", len(rows))
+            queue.extendleft(reversed(rows))
+            self._retry = (segments, covered)
+            close_old_connections()
+            return False
+        self._retry = None
+        self.written += covered
+        self._forget_segments(journal, segments)
+        return True
+
+    def _forget_segments(self, journal: LedgerJournal, segments: list[Segment]) -> None:
+        journal.written(segments)
+        try:
+            _forget_segment_names([s.name for s in segments])
+        except DatabaseError:
+            # Harmless: a name left behind only stops a replay of a file that is gone.
+            logger.exception("Usage ledger: forgetting %d journal segments failed", len(segments))
+            close_old_connections()
+
+    def start_journal(self) -> None:
+        if self.journal is None and self._make_journal is not None:
+            self.journal = self._make_journal()
+
+    def replay(self, directory: Path) -> int:
+        """Write the rows of journal segments that stopped processes left (see usage.journal)."""
+        return replay_orphans(
+            directory,
+            already_written=_segment_written,
+            write=lambda rows, name: _insert_with_segments(rows, [name], self.batch_size),
+            forget=lambda name: _forget_segment_names([name]),
+        )
+
+
+def _insert_with_segments(rows: list[tuple], names: list[str], batch_size: int) -> None:
+    from usage.models import JournalSegment
+
+    with transaction.atomic():
+        for start in range(0, len(rows), batch_size):
+            _insert(rows[start : start + batch_size])
+        JournalSegment.objects.bulk_create([JournalSegment(name=name) for name in names])
+
+
+def _segment_written(name: str) -> bool:
+    from usage.models import JournalSegment
+
+    return JournalSegment.objects.filter(name=name).exists()
+
+
+def _forget_segment_names(names: list[str]) -> None:
+    from usage.models import JournalSegment
+
+    if names:
+        JournalSegment.objects.filter(name__in=names).delete()
 
 
 def _insert(batch: list[tuple]) -> None:
@@ -247,8 +364,41 @@ def get_writer() -> LedgerWriter:
             batch_size=settings.USAGE_BATCH_SIZE,
             flush_interval=settings.USAGE_FLUSH_INTERVAL,
             rollup_interval=settings.USAGE_ROLLUP_INTERVAL,
+            journal=configured_journal,
         )
     return _writer
+
+
+def journal_directory() -> Path | None:
+    """
+    Where this database's journal lives: USAGE__JOURNAL_DIR, or beside a SQLite file, or a
+    folder named after the database under var/. None for an in-memory database.
+    """
+    if settings.USAGE_JOURNAL_DIR:
+        return Path(settings.USAGE_JOURNAL_DIR)
+    database = connection.settings_dict
+    name = str(database.get("NAME") or "")
+    if connection.vendor == "sqlite":
+        if not name or name == ":memory:" or name.startswith("file:") or "mode=memory" in name:
+            return None
+        return Path(f"{name}.ledger-journal")
+    safe = "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in f"{name}@{database.get('HOST')}"
+    )
+    return Path(settings.BASE_DIR) / "var" / "ledger-journal" / safe
+
+
+def configured_journal() -> LedgerJournal | None:
+    if not settings.USAGE_JOURNAL:
+        return None
+    directory = journal_directory()
+    if directory is None:
+        return None
+    return LedgerJournal(
+        directory,
+        flush_rows=settings.USAGE_JOURNAL_FLUSH_ROWS,
+        flush_seconds=settings.USAGE_JOURNAL_FLUSH_MS / 1000,
+    )
 
 
 def record(**fields: Any) -> bool:

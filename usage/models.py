@@ -25,7 +25,11 @@ class UsageRecord(models.Model):
     request_id = models.CharField(max_length=128, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["key", "created_at"])]
+        indexes = [
+            models.Index(fields=["key", "created_at"]),
+            # GET /v1/me: one key's rows since the last rollup.
+            models.Index(fields=["key_prefix", "created_at"], name="usage_key_prefix_time"),
+        ]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -50,10 +54,27 @@ class UsageHourly(models.Model):
                 fields=["hour", "key_prefix", "team_name", "model"], name="usage_hourly_unique"
             )
         ]
-        indexes = [models.Index(fields=["hour"])]
+        indexes = [
+            models.Index(fields=["hour"]),
+            # GET /v1/me: one key's hours this month.
+            models.Index(fields=["key_prefix", "hour"], name="usage_hourly_key_prefix_hour"),
+        ]
         ordering = ["-hour"]
         verbose_name = "usage (hourly)"
         verbose_name_plural = "usage dashboard"
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H:00} {self.key_prefix or 'API_KEY'} {self.model}"
+
+
+class JournalSegment(models.Model):
+    """
+    A ledger journal segment whose rows are written (in the same transaction as its name),
+    kept until its file is deleted: a segment found here is never replayed (usage/journal.py).
+    """
+
+    name = models.CharField(max_length=200, unique=True)
+    written_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name

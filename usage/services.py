@@ -39,6 +39,19 @@ async def usage_summary(principal: Principal, *, now: dt.datetime | None = None)
     }
 
 
+async def count_request(principal: Principal) -> dict[str, str]:
+    """
+    Count a request that calls no model (GET /v1/me) against the key's request limits, as
+    every request is: a 429 past them. Returns the x-ratelimit-* headers.
+    """
+    store, subject = get_quota_store(), principal.quota
+    if subject.unlimited:
+        return {}
+    reservation = await store.reserve(subject, tokens=0)
+    await store.settle(reservation, used_tokens=0)
+    return reservation.headers
+
+
 def _ledger_usage(prefix: str, now: dt.datetime) -> dict:
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = today.replace(day=1)

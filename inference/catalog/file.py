@@ -5,7 +5,9 @@ field.
 YAML rather than TOML: PyYAML's composed nodes carry the line of every value, so an error can
 point at the exact line of a bad field (Python's `tomllib` gives positions only for syntax
 errors), and YAML is what operators of vLLM, Kubernetes and LiteLLM's proxy already write.
-Only plain data is read (PyYAML's safe loader): no tags, no objects.
+Only plain data is read (PyYAML's safe loader): no tags, no objects. A file larger than
+`MAX_CATALOG_BYTES` or nested deeper than `MAX_CATALOG_DEPTH` is refused before it is composed
+(PyYAML's composer recurses once per level: a 40 KB `[[[...]]]` would exhaust Python's stack).
 
     default_text_model: llama-8b        # the seed endpoints' text model (optional)
     default_image_model: qwen-vl        # the seed endpoints' image model (optional)
@@ -34,6 +36,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from inference.catalog.types import SEED_PARAM_DEFAULTS, CatalogError, ModelSpec
+
+# A catalog of 10,000 models is about 1 MB; a real file nests 4 levels deep
+# (models.<name>.params.<field>).
+MAX_CATALOG_BYTES = 16 * 1024 * 1024
+MAX_CATALOG_DEPTH = 16
+
+# libyaml's parser when PyYAML was built with it (ten times faster on a large catalog).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -94,6 +104,12 @@ class CatalogFile(_Strict):
 def read_catalog_file(path: Path) -> tuple[list[ModelSpec], str | None, str | None]:
     """The models of a catalog file, and its default text and image model names."""
     try:
+        size = path.stat().st_size
+        if size > MAX_CATALOG_BYTES:
+            raise CatalogError(
+                f"{path}: is {size} bytes, more than the {MAX_CATALOG_BYTES} a catalog may "
+                "hold (LLMAPI_MODELS_FILE)."
+            )
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(
@@ -105,9 +121,19 @@ def read_catalog_file(path: Path) -> tuple[list[ModelSpec], str | None, str | No
 
 
 def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | None, str | None]:
+    if len(text) > MAX_CATALOG_BYTES:
+        raise CatalogError(
+            f"{source}: is {len(text)} characters, more than the {MAX_CATALOG_BYTES} a catalog "
+            "may hold."
+        )
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        _check_depth(text, source=source)
+        root = yaml.compose(text, Loader=_LOADER)
+        # The plain data from the same nodes (one parse, not two).
+        data = None if root is None else yaml.SafeLoader("").construct_document(root)
+    except RecursionError:
+        # A backstop: _check_depth refuses deep nesting before anything recurses.
+        raise CatalogError(f"{source}: nested too deeply to be read.") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}, line {mark.line + 1}" if mark else source
@@ -122,9 +148,10 @@ def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | Non
         raise CatalogError(_describe(exc, root, source)) from None
 
     specs = []
+    model_lines = _key_lines(root, "models")
     for name, entry in parsed.models.items():
         origin = f"{source}: models.{name}"
-        line = _line_of(root, ("models", name))
+        line = model_lines.get(name)
         where = f"{source}, line {line}" if line else source
         if entry.backend == "openai" and not entry.servers:
             raise CatalogError(f"{where}: models.{name}.servers: an openai model needs a server.")
@@ -168,6 +195,48 @@ def parse_catalog(text: str, *, source: str) -> tuple[list[ModelSpec], str | Non
             )
         )
     return specs, parsed.default_text_model, parsed.default_image_model
+
+
+def _key_lines(root: yaml.Node | None, key: str) -> dict[str, int]:
+    """The 1-based line of each key of the mapping under `key` (one pass, for any size)."""
+    mapping = None
+    if isinstance(root, yaml.MappingNode):
+        mapping = next((value for k, value in root.value if k.value == key), None)
+    if not isinstance(mapping, yaml.MappingNode):
+        return {}
+    lines: dict[str, int] = {}
+    for k, _ in mapping.value:
+        lines.setdefault(str(k.value), k.start_mark.line + 1)
+    return lines
+
+
+def _check_depth(text: str, *, source: str) -> None:
+    """
+    Refuse nesting deeper than MAX_CATALOG_DEPTH, naming the line where it goes too deep.
+    PyYAML's parser is a loop over events (no recursion), so this walk is safe at any depth.
+    """
+    depth = 0
+    try:
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_CATALOG_DEPTH:
+                    raise _too_deep(source, event.start_mark)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as exc:
+        # libyaml refuses very deep nesting itself, a little ahead of the events it yields.
+        if "nesting depth" in str(exc.problem):
+            raise _too_deep(source, exc.problem_mark) from None
+        raise
+
+
+def _too_deep(source: str, mark: Any) -> CatalogError:
+    where = f"{source}, line {mark.line + 1}" if mark else source
+    return CatalogError(
+        f"{where}: nested more than {MAX_CATALOG_DEPTH} levels deep; a catalog needs 4 "
+        "(models.<name>.params.<field>)."
+    )
 
 
 def _describe(exc: ValidationError, root: yaml.Node | None, source: str) -> str:

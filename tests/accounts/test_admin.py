@@ -68,3 +68,29 @@ def test_a_non_staff_session_falls_back_to_the_key(client, django_user_model):
     response = client.get("/whoami")
     assert response.status_code == HTTPStatus.UNAUTHORIZED
     assert response.json() == {"detail": MISSING_KEY_DETAIL}
+
+
+def test_team_weight_and_key_priority_are_set_in_the_admin(admin_client, team, make_key):
+    def change_team(weight: str):
+        return admin_client.post(
+            f"/admin/accounts/team/{team.pk}/change/",
+            {
+                "name": team.name,
+                "allowed_models": "",
+                "weight": weight,
+                "memberships-TOTAL_FORMS": "0",
+                "memberships-INITIAL_FORMS": "0",
+            },
+        )
+
+    response = change_team("3")
+    assert response.status_code == HTTPStatus.FOUND, response.content.decode()[:2000]
+    team.refresh_from_db()
+    assert team.weight == 3.0
+    created = make_key()
+    page = admin_client.get(f"/admin/accounts/apikey/{created.api_key.pk}/change/")
+    assert 'name="priority"' in page.content.decode()
+    refused = change_team("0")
+    assert refused.status_code == HTTPStatus.OK  # the form again, with the error
+    team.refresh_from_db()
+    assert team.weight == 3.0

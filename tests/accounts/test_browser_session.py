@@ -1,6 +1,8 @@
 import asyncio
 
+import pytest
 from django.conf import settings
+from django.contrib.sessions.models import Session
 from django.http import HttpResponse
 from django.middleware.csrf import get_token
 from django.test import RequestFactory
@@ -45,7 +47,8 @@ def test_csrf_cookie_sent_back_is_the_secret_the_page_uses():
     assert second.cookies[settings.CSRF_COOKIE_NAME].value == secret
 
 
-def test_session_written_by_a_view_is_saved_as_a_signed_cookie():
+@pytest.mark.django_db(transaction=True)
+def test_session_written_by_a_view_is_saved_on_the_server_and_the_cookie_holds_its_id():
     def log_in(request):
         request.session["seen"] = True
         return HttpResponse("ok")
@@ -53,6 +56,7 @@ def test_session_written_by_a_view_is_saved_as_a_signed_cookie():
     _, response = serve(log_in)
     cookie = response.cookies[settings.SESSION_COOKIE_NAME]
     assert cookie["httponly"] and cookie["samesite"] == "Lax"
+    assert Session.objects.get(session_key=cookie.value).get_decoded() == {"seen": True}
     request, _ = serve(
         lambda request: HttpResponse("ok"),
         cookie=f"{settings.SESSION_COOKIE_NAME}={cookie.value}",
@@ -60,6 +64,7 @@ def test_session_written_by_a_view_is_saved_as_a_signed_cookie():
     assert request.session["seen"] is True
 
 
+@pytest.mark.django_db(transaction=True)
 def test_unreadable_session_cookie_is_deleted():
     request, response = serve(
         lambda request: HttpResponse(str(request.session.get("seen"))),

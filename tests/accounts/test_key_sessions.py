@@ -1,6 +1,6 @@
 import pytest
 from django.conf import settings
-from django.contrib.sessions.backends.signed_cookies import SessionStore
+from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.utils.crypto import get_random_string
 from rest_framework import exceptions
@@ -18,6 +18,8 @@ from accounts.key_sessions import (
 from accounts.principals import bootstrap_principal
 
 factory = APIRequestFactory()
+# Browser sessions live in the database (or Redis): the tests below open some.
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +72,7 @@ csrf_factory = APIRequestFactory(enforce_csrf_checks=True)
 
 
 def session_cookie(key: str) -> str:
-    """The signed session cookie a browser gets after logging in with `key`."""
+    """The session cookie (the session's id) a browser gets after logging in with `key`."""
     request = csrf_factory.post("/api-auth/key")
     SessionMiddleware(lambda request: None).process_request(request)
     assert log_in_session(request, key) is not None
@@ -132,9 +134,9 @@ def test_session_of_a_key_removed_from_api_key_no_longer_works(settings):
     assert caught.value.detail == MISSING_KEY_DETAIL
 
 
-def test_tampered_session_cookie_is_ignored():
+def test_a_guessed_session_id_is_ignored():
     cookie = session_cookie("first-key")
-    forged = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+    forged = cookie[:-2] + ("aa" if not cookie.endswith("aa") else "bb")
     with pytest.raises(exceptions.NotAuthenticated):
         ApiKeyAuthentication().authenticate(browser_request("get", session=forged))
 

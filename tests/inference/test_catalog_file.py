@@ -121,6 +121,37 @@ def test_duplicate_aliases_are_refused():
         build_catalog(specs, text=None, image=None, source="m.yaml")
 
 
+def test_a_deeply_nested_file_is_refused_with_its_line_not_a_recursion_error():
+    text = "models:\n  a:\n    servers: [http://h:1]\n    params: " + "[" * 20_000 + "]" * 20_000
+    with pytest.raises(CatalogError) as error:
+        parse_catalog(text, source="models.yaml")
+    assert str(error.value).startswith("models.yaml, line 4: nested more than 16 levels deep")
+
+
+def test_a_deeply_nested_block_file_is_refused_with_its_line():
+    text = "models:\n" + "".join("  " * depth + f"k{depth}:\n" for depth in range(1, 40))
+    with pytest.raises(CatalogError) as error:
+        parse_catalog(text, source="models.yaml")
+    assert "models.yaml, line 17: nested more than 16 levels deep" in str(error.value)
+
+
+def test_a_nested_file_of_the_usual_depth_is_read():
+    specs, _, _ = parse_catalog(THREE_MODELS, source="models.yaml")
+    assert len(specs) == 3
+
+
+def test_a_file_larger_than_the_limit_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import inference.catalog.file as catalog_file
+
+    monkeypatch.setattr(catalog_file, "MAX_CATALOG_BYTES", 1024)
+    path = tmp_path / "models.yaml"
+    path.write_text(THREE_MODELS + "#" * 2000 + "\n")
+    with pytest.raises(CatalogError) as error:
+        read_catalog_file(path)
+    assert str(error.value).startswith(f"{path}: is ")
+    assert "more than the 1024 a catalog may hold" in str(error.value)
+
+
 def test_routing_is_read_and_defaults_to_prefix_with_several_servers():
     text = THREE_MODELS.replace("    timeout: 30\n", "    timeout: 30\n    routing: round_robin\n")
     specs, _, _ = parse_catalog(text, source="models.yaml")

@@ -1,4 +1,6 @@
 import asyncio
+import contextlib
+from dataclasses import replace
 from http import HTTPStatus
 
 import pytest
@@ -6,7 +8,10 @@ import pytest
 from api.exceptions import status_of
 from inference import services
 from inference.exceptions import ModelBusy, ModelNotConfigured
-from inference.services import StreamEnd, TextDelta
+from inference.registry import get_registry
+from inference.services import CallContext, StreamEnd, TextDelta
+from limits.flows import Flow
+from limits.slots import SlotTimeout
 from tests.models import ANYONE, text_spec
 
 
@@ -81,6 +86,46 @@ async def test_waiting_requests_get_slots_first_come_first_served():
         await asyncio.sleep(0)  # arrives after the previous one
     await asyncio.gather(*tasks)
     assert served == list(range(6))
+
+
+async def test_the_callers_flow_orders_the_line():
+    model = spec(max_concurrency=1, queue_timeout=5)
+    served: list[str] = []
+    release = asyncio.Event()
+
+    def of(team: str) -> CallContext:
+        return replace(ANYONE, flow=Flow(team=team, key=team))
+
+    async def ask(name: str, team: str) -> None:
+        async with services.concurrency_slot(model, of(team)):
+            served.append(name)
+            await release.wait()
+
+    tasks = []
+    for name, team in [("a0", "a"), ("a1", "a"), ("a2", "a"), ("a3", "a"), ("b0", "b")]:
+        tasks.append(asyncio.create_task(ask(name, team)))
+        await asyncio.sleep(0)  # arrives after the previous one
+    release.set()
+    await asyncio.gather(*tasks)
+    # a0 took the free slot; a1 and b0 tie (neither team served from the line yet): the older
+    # first, then team B before the rest of team A.
+    assert served == ["a0", "a1", "b0", "a2", "a3"]
+
+
+async def test_queue_timeout_passes_on_the_lines_retry_after(monkeypatch):
+    model = spec(max_concurrency=1, queue_timeout=1)
+    slots = get_registry().slots(model)
+
+    @contextlib.asynccontextmanager
+    async def refused(**_):
+        raise SlotTimeout(retry_after=7)
+        yield
+
+    monkeypatch.setattr(slots, "hold", refused)
+    with pytest.raises(ModelBusy) as caught:
+        async with services.concurrency_slot(model, ANYONE):
+            pass
+    assert caught.value.retry_after == 7
 
 
 async def test_slot_is_released_on_error_and_cancellation():

@@ -142,7 +142,7 @@ def test_the_openai_sdk_retrieves_a_model(catalog_gateway):
 
 def test_readyz_reports_every_model_and_replica(catalog_gateway, upstream):
     with catalog_gateway.client() as client:
-        report = client.get("/readyz").json()
+        report = client.get("/readyz", params={"details": "true"}).json()
     assert set(report["models"]) == {"big", "small", "vision"}
     assert report["defaults"] == {"text": "big", "image": "vision"}
     for model in report["models"].values():

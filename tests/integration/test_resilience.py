@@ -112,7 +112,7 @@ def test_requests_spread_over_replicas_and_fail_over_when_one_dies(
             client.post("/text_model/chat/completion", json=QUESTION).status_code for _ in range(10)
         ]
         assert statuses == [HTTPStatus.OK] * 10  # failover is invisible to the client
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz", params={"details": "true"}).json()
         dead = [s for s in ready["models"]["text"]["servers"] if not s["reachable"]]
         assert len(dead) == 1 and dead[0]["ejected"]
 
@@ -135,7 +135,9 @@ def test_healthz_needs_no_key_and_no_model(gateways):
 
 
 def test_readyz_reports_each_model_without_secrets(gateway, upstream):
-    response = httpx.get(f"{gateway.url}/readyz")
+    response = httpx.get(
+        f"{gateway.url}/readyz", params={"details": "true"}, headers={"X-API-Key": API_KEY}
+    )
     assert response.status_code == HTTPStatus.OK
     body = response.json()
     assert body["ready"] is True
@@ -148,7 +150,12 @@ def test_readyz_is_503_when_a_model_server_is_unreachable(gateways):
     gateway = gateways.get(TEXT_MODEL__BASE_URL="http://127.0.0.1:9", TEXT_MODEL__MODEL_NAME="down")
     response = httpx.get(f"{gateway.url}/readyz")
     assert response.status_code == HTTPStatus.SERVICE_UNAVAILABLE
-    assert response.json()["models"]["text"]["ready"] is False
+    assert response.json()["not_ready"] == ["text"]
+    assert "models" not in response.json()  # the details need a key or the metrics token
+    detailed = httpx.get(
+        f"{gateway.url}/readyz", params={"details": "true"}, headers={"X-API-Key": API_KEY}
+    )
+    assert detailed.json()["models"]["text"]["ready"] is False
 
 
 def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):

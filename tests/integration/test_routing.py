@@ -38,7 +38,7 @@ def test_each_conversation_stays_on_one_replica_by_default(gateways, upstream, s
                     json={"model": model, "messages": turn(conversation, number)},
                 )
                 assert answer.status_code == HTTPStatus.OK
-        ready = client.get("/readyz").json()
+        ready = client.get("/readyz", params={"details": "true"}).json()
     assert ready["models"]["text"]["routing"] == "prefix"
     upstreams = [upstream, second_upstream]
     assert all(len(served_by(upstreams, c)) == 1 for c in range(6))

@@ -149,7 +149,7 @@ def test_waiters_are_admitted_first_come_first_served_across_processes(use_redis
         assert worker.message() == {"queued": name}
         # The waiter has taken its ticket once the line has grown.
         for _ in range(200):
-            reply = use_redis.command("ZCARD", "{test:slots:fifo}:queue")
+            reply = use_redis.command("ZCARD", "{test:slots:fifo}:line:i")
             if reply == b":%d\r\n" % (order.index(name) + 1):
                 break
             time.sleep(0.01)

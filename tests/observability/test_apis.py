@@ -41,7 +41,10 @@ async def test_metrics_with_the_token_in_the_prometheus_format(client, model):
     assert response.status_code == HTTPStatus.OK
     assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert response["Cache-Control"] == "no-store"
-    assert f'llmapi_queue_wait_seconds_count{{model="{model}"}} 1.0' in response.content.decode()
+    assert (
+        f'llmapi_queue_wait_seconds_count{{model="{model}",priority="interactive",team="none"}} 1.0'
+        in response.content.decode()
+    )
 
 
 @override_settings(METRICS=METRICS_ON)

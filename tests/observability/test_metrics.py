@@ -131,9 +131,26 @@ def test_in_flight_counts_while_the_block_runs_even_when_it_fails(model):
 def test_queue_wait(model):
     metrics.record_queue_wait(model, 0.3)
     metrics.record_queue_wait(model, 2.0)
-    assert sample("llmapi_queue_wait_seconds_count", model=model) == 2
-    assert sample("llmapi_queue_wait_seconds_sum", model=model) == pytest.approx(2.3)
-    assert sample("llmapi_queue_wait_seconds_bucket", model=model, le="0.5") == 1
+    labels = {"model": model, "team": "none", "priority": "interactive"}
+    assert sample("llmapi_queue_wait_seconds_count", **labels) == 2
+    assert sample("llmapi_queue_wait_seconds_sum", **labels) == pytest.approx(2.3)
+    assert sample("llmapi_queue_wait_seconds_bucket", **labels, le="0.5") == 1
+
+
+def test_queue_wait_and_length_by_team_and_priority(model):
+    metrics.record_queue_wait(model, 0.5, team="team-a", priority="batch")
+    assert (
+        sample("llmapi_queue_wait_seconds_count", model=model, team="team-a", priority="batch") == 1
+    )
+    labels = {"model": model, "team": "team-b", "priority": "interactive"}
+    with metrics.queued(model, "team-b", "interactive"):
+        assert sample("llmapi_queue_length", **labels) == 1
+    assert sample("llmapi_queue_length", **labels) == 0
+
+
+def test_queue_priority_label_is_bounded(model):
+    with metrics.queued(model, "team-a", "urgent!"):
+        assert sample("llmapi_queue_length", model=model, team="team-a", priority="other") == 1
 
 
 def test_rate_limited_by_cause(model):
@@ -215,7 +232,8 @@ def test_nothing_is_recorded_when_recording_is_off(model):
     metrics.record_queue_wait(model, 1.0)
     with metrics.in_flight(model):
         assert sample("llmapi_in_flight_requests", model=model) == 0
-    assert sample("llmapi_queue_wait_seconds_count", model=model) == 0
+    labels = {"model": model, "team": "none", "priority": "interactive"}
+    assert sample("llmapi_queue_wait_seconds_count", **labels) == 0
     assert (
         sample(
             "llmapi_requests_total",

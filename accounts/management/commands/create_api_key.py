@@ -1,4 +1,7 @@
-"""`manage.py create_api_key --team T --name N`: create a key and print it (once)."""
+"""
+`manage.py create_api_key --team T --name N [--priority batch] [--team-weight 3]`: create a
+key and print it (once).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import datetime as dt
 from django.core.management.base import BaseCommand, CommandError
 
 from accounts import services
-from accounts.models import Team
+from accounts.models import ApiKey, Team
 from audit.services import Actor, record
 from audit.snapshots import snapshot
 
@@ -20,6 +23,18 @@ class Command(BaseCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--models", default="", help="Comma-separated allowed models.")
         parser.add_argument("--expires-in-days", type=float, default=None)
+        parser.add_argument(
+            "--priority",
+            choices=ApiKey.Priority.values,
+            default=ApiKey.Priority.INTERACTIVE,
+            help="The key's priority class for a busy model.",
+        )
+        parser.add_argument(
+            "--team-weight",
+            type=float,
+            default=None,
+            help="Set the team's weight (its share of a busy model; default 1).",
+        )
         for limit in (
             "requests-per-minute",
             "tokens-per-minute",
@@ -29,9 +44,21 @@ class Command(BaseCommand):
         ):
             parser.add_argument(f"--{limit}", type=int, default=None)
 
-    def handle(self, *args, team: str, name: str, models: str, expires_in_days, **options) -> None:
+    def handle(
+        self,
+        *args,
+        team: str,
+        name: str,
+        models: str,
+        expires_in_days,
+        priority: str,
+        team_weight: float | None,
+        **options,
+    ) -> None:
         if expires_in_days is not None and expires_in_days <= 0:
             raise CommandError("--expires-in-days must be positive")
+        if team_weight is not None and not 0.01 <= team_weight <= 1000:
+            raise CommandError("--team-weight must be between 0.01 and 1000")
         actor = Actor.system("manage.py create_api_key")
         team_obj, team_created = Team.objects.get_or_create(name=team)
         if team_created:
@@ -40,6 +67,18 @@ class Command(BaseCommand):
                 action="team.create",
                 target=team_obj,
                 team_name=team_obj.name,
+                after=snapshot(team_obj),
+            )
+        if team_weight is not None and team_obj.weight != team_weight:
+            before = snapshot(team_obj)
+            team_obj.weight = team_weight
+            team_obj.save(update_fields=["weight"])
+            record(
+                actor=actor,
+                action="team.weight",
+                target=team_obj,
+                team_name=team_obj.name,
+                before=before,
                 after=snapshot(team_obj),
             )
         expires_at = (
@@ -62,6 +101,7 @@ class Command(BaseCommand):
             team=team_obj,
             allowed_models=[m.strip() for m in models.split(",") if m.strip()],
             expires_at=expires_at,
+            priority=priority,
             **limits,
         )
         record(

@@ -104,6 +104,15 @@ class Command(BaseCommand):
                     f"  X-API-Key: {key}\n"
                 )
             )
+        if (
+            not settings.ALLOWED_HOSTS_FROM_ENVIRONMENT
+            and host not in settings.SERVER_WILDCARD_ADDRESSES
+        ):
+            # The address bound is a host name clients may use; workers read it from here.
+            os.environ["SERVER__HOST"] = host
+            name = f"[{host}]" if ":" in host else host
+            if name not in settings.ALLOWED_HOSTS:
+                settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, name]
         # Migrations and the key pepper, once, here: the workers never race to migrate.
         ensure_database()
         try:

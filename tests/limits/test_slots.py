@@ -1,0 +1,159 @@
+"""
+The contract of model slots, for both implementations (in process and on Redis): fair order
+under contention, never a free slot while someone waits, timeouts with a Retry-After from the
+line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+
+import pytest
+
+from limits import redis_client
+from limits.flows import BATCH, FairQueue, Flow
+from limits.redis_slots import RedisSlots
+from limits.slots import LocalSlots, SlotTimeout
+from tests.limits.conftest import shared_limits_settings
+
+_names = itertools.count()
+
+
+@pytest.fixture(params=["local", "redis"])
+def make_slots(request):
+    if request.param == "redis":
+        server = request.getfixturevalue("use_redis")
+        # Counted or refused, never admitted uncounted, and patient with a busy test machine.
+        request.getfixturevalue("settings").SHARED_LIMITS = shared_limits_settings(
+            server.url, timeout=2, connect_timeout=2, on_redis_error="closed"
+        )
+        redis_client.reset_state_for_tests()
+        return lambda capacity: RedisSlots(f"contract-{next(_names)}", capacity)
+    return LocalSlots
+
+
+async def waiting(slots) -> int:
+    if isinstance(slots, RedisSlots):
+        return (await slots.shared_counts())[1]
+    return len(slots._state().line)
+
+
+async def until_waiting(slots, count: int) -> None:
+    for _ in range(2000):
+        if await waiting(slots) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{count} waiters never joined the line")
+
+
+async def admission_order(slots, arrivals: list[tuple[str, Flow]]) -> list[str]:
+    """
+    With every slot held, let `arrivals` join the line one after the other, then free the
+    slots: the order in which they were admitted.
+    """
+    admitted: list[str] = []
+    blockers = contextlib.AsyncExitStack()
+    for _ in range(slots.capacity):
+        await blockers.enter_async_context(slots.hold(queue_timeout=5))
+
+    async def one(name: str, flow: Flow) -> None:
+        async with slots.hold(queue_timeout=60, flow=flow):
+            admitted.append(name)
+            await asyncio.sleep(0.001)
+
+    tasks = []
+    for count, (name, flow) in enumerate(arrivals, start=1):
+        tasks.append(asyncio.create_task(one(name, flow)))
+        await until_waiting(slots, count)
+    await blockers.aclose()
+    await asyncio.gather(*tasks)
+    return admitted
+
+
+def model_order(arrivals: list[tuple[str, Flow]]) -> list[str]:
+    line: FairQueue[str] = FairQueue()
+    for name, flow in arrivals:
+        line.push(flow, name)
+    return [line.pop() for _ in arrivals]  # type: ignore[misc]
+
+
+async def test_a_lone_question_passes_a_flood_of_another_team(make_slots):
+    slots = make_slots(1)
+    arrivals = [(f"a{n}", Flow(team="a", key="1")) for n in range(6)]
+    arrivals.append(("b", Flow(team="b", key="2")))
+    order = await admission_order(slots, arrivals)
+    assert order == ["a0", "b", "a1", "a2", "a3", "a4", "a5"]
+
+
+async def test_weights_and_keys_order_the_line_as_the_rules_say(make_slots):
+    slots = make_slots(1)
+    heavy, light = Flow(team="heavy", key="h", weight=3), Flow(team="light", key="l")
+    other_key = Flow(team="heavy", key="h2", weight=3)
+    arrivals = [(f"heavy{n}", heavy) for n in range(6)]
+    arrivals += [(f"light{n}", light) for n in range(4)]
+    arrivals += [("heavy-other-key", other_key)]
+    order = await admission_order(slots, arrivals)
+    assert order == model_order(arrivals)
+    # The heavy team's second key gets the team's next turn after it arrives.
+    assert order.index("heavy-other-key") < order.index("heavy4")
+
+
+async def test_batch_goes_after_interactive(make_slots):
+    slots = make_slots(1)
+    arrivals = [(f"batch{n}", Flow(team="a", priority=BATCH)) for n in range(3)]
+    arrivals += [(f"interactive{n}", Flow(team="b")) for n in range(3)]
+    order = await admission_order(slots, arrivals)
+    assert order == ["interactive0", "interactive1", "interactive2", "batch0", "batch1", "batch2"]
+
+
+async def test_a_free_slot_never_waits_for_fairness(make_slots):
+    slots = make_slots(2)
+    async with slots.hold(queue_timeout=1, flow=Flow(team="a")):
+        # One slot held by team A, one free: team A takes it at once, whatever its share.
+        async with slots.hold(queue_timeout=0, flow=Flow(team="a")):
+            pass
+
+
+async def test_timeout_says_when_to_retry_from_the_line(make_slots):
+    slots = make_slots(1)
+    slots.hold_times.mean = 2.0  # seconds a request holds a slot, as measured
+    async with slots.hold(queue_timeout=5):
+        tasks = [
+            asyncio.create_task(_hold_briefly(slots, Flow(team="a"), queue_timeout=60))
+            for _ in range(3)
+        ]
+        await until_waiting(slots, 3)
+        with pytest.raises(SlotTimeout) as refused:
+            async with slots.hold(queue_timeout=0.05, flow=Flow(team="b")):
+                pass
+        # Three ahead and this one, through one slot held about 2 s each.
+        assert refused.value.retry_after == 8
+        assert await waiting(slots) == 3  # it left the line
+    await asyncio.gather(*tasks)
+
+
+async def _hold_briefly(slots, flow: Flow, queue_timeout: float) -> None:
+    async with slots.hold(queue_timeout=queue_timeout, flow=flow):
+        await asyncio.sleep(0.001)
+
+
+async def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_gets_the_slot(make_slots):
+    slots = make_slots(1)
+    admitted = []
+    async with slots.hold(queue_timeout=5):
+        cancelled = asyncio.create_task(_hold_briefly(slots, Flow(team="a"), queue_timeout=60))
+        await until_waiting(slots, 1)
+
+        async def second() -> None:
+            async with slots.hold(queue_timeout=60, flow=Flow(team="b")):
+                admitted.append("b")
+
+        task = asyncio.create_task(second())
+        await until_waiting(slots, 2)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    await task
+    assert admitted == ["b"]
