@@ -35,6 +35,11 @@ from rest_framework import authentication, exceptions
 from accounts import selectors
 from accounts.keys import KEY_PREFIX
 from accounts.principals import Principal, bootstrap_principal, staff_principal
+from accounts.session_keys import (
+    SESSION_KEY_DIGEST,
+    SESSION_KEY_PREFIX,
+    environment_key_for_digest,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +139,6 @@ def session_digest_and_prefix(request) -> tuple[str, str] | None:
     session = getattr(django_request, "session", None)
     if session is None or settings.SESSION_COOKIE_NAME not in django_request.COOKIES:
         return None
-    from accounts.key_sessions import SESSION_KEY_DIGEST, SESSION_KEY_PREFIX
-
     digest = session.get(SESSION_KEY_DIGEST)
     if not isinstance(digest, str):
         return None
@@ -145,8 +148,6 @@ def session_digest_and_prefix(request) -> tuple[str, str] | None:
 
 def session_principal(request) -> Principal | None:
     """The caller whose key the browser session carries, while that key is still valid."""
-    from accounts.key_sessions import environment_key_for_digest
-
     carried = session_digest_and_prefix(request)
     if carried is None:
         return None

@@ -15,10 +15,8 @@ when the key is revoked, expires or is deleted.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
-from django.conf import settings
 from django.middleware.csrf import rotate_token
 
 from accounts.authentication import (
@@ -29,6 +27,12 @@ from accounts.authentication import (
     session_principal,
 )
 from accounts.principals import Principal
+from accounts.session_keys import (
+    SESSION_KEY_DIGEST,
+    SESSION_KEY_PREFIX,
+    environment_key_for_digest,
+    key_digest,
+)
 
 __all__ = [
     "INVALID_KEY_DETAIL",
@@ -44,9 +48,6 @@ __all__ = [
     "session_client",
 ]
 
-SESSION_KEY_DIGEST = "llmapi_api_key_sha256"
-SESSION_KEY_PREFIX = "llmapi_api_key_prefix"
-
 
 def key_is_valid(candidate: str, keys: list[str]) -> int | None:
     """Return the index of the matching key, comparing every key in constant time."""
@@ -56,10 +57,6 @@ def key_is_valid(candidate: str, keys: list[str]) -> int | None:
         if hmac.compare_digest(candidate_bytes, key.encode()):
             match = index
     return match
-
-
-def key_digest(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def log_in_session(request, key: str) -> Principal | None:
@@ -87,12 +84,3 @@ def log_out_session(request) -> None:
 def session_client(request) -> Principal | None:
     """The caller whose key the browser session carries, if that key is still valid."""
     return session_principal(request)
-
-
-def environment_key_for_digest(digest: str) -> int | None:
-    """Index of the `API_KEY` entry with this digest, comparing every entry in constant time."""
-    match = None
-    for index, key in enumerate(settings.API_KEYS):
-        if hmac.compare_digest(digest.encode(), key_digest(key).encode()):
-            match = index
-    return match

@@ -74,6 +74,17 @@ def _load(candidate: str) -> Principal | None:
     return _principal(key)
 
 
+def active_principal_for_key_id(key_id: int) -> Principal | None:
+    """
+    The caller of a key by its id (blocking), for work done later on its behalf (a batch);
+    None when the key is gone, revoked or expired.
+    """
+    key = _api_keys().select_related("team").filter(pk=key_id).first()
+    if key is None or not key.is_active:
+        return None
+    return _principal(key)
+
+
 def session_candidate(prefix: str) -> str:
     """
     The cache entry of a browser session opened with the key `prefix`. It starts like the

@@ -96,6 +96,7 @@ INSTALLED_APPS = [
     "anthropic_compat",
     "health",
     "usage",
+    "batches",
     "observability",
     "audit",
     "playground",
@@ -524,6 +525,30 @@ if SHARED_LIMITS["url"]:
 else:
     SESSION_ENGINE = "django.contrib.sessions.backends.db"
 
+# --- Batches (/v1/files, /v1/batches) --------------------------------------------------------
+
+BATCHES = {
+    # Where uploaded files and the batches' output and error files are kept.
+    "files_dir": Path(env.str("BATCHES__FILES_DIR", default="") or BASE_DIR / "var" / "files"),
+    # One uploaded file (413 above it), one line of a batch file, the lines of one batch.
+    "max_file_bytes": _setting("int", "BATCHES__MAX_FILE_BYTES", 200 * 1024 * 1024),
+    "max_line_bytes": _setting("int", "BATCHES__MAX_LINE_BYTES", 1024 * 1024),
+    "max_lines": _setting("int", "BATCHES__MAX_LINES", 50_000),
+    # Everything one key keeps in files (uploads and results); 0: no limit.
+    "max_bytes_per_key": _setting("int", "BATCHES__MAX_BYTES_PER_KEY", 2 * 1024 * 1024 * 1024),
+    # Run batches in this process (off: it only serves the API; another process runs them).
+    "run": _setting("bool", "BATCHES__RUN", True),
+    # Lines this process runs at once (each waits for a model slot like any request).
+    "concurrency": _setting("int", "BATCHES__CONCURRENCY", 8),
+    # A claimed line is this process's for this long, renewed while it runs; a killed
+    # process's lines are taken up again by another once it passes.
+    "lease_seconds": _setting("float", "BATCHES__LEASE_SECONDS", 60.0),
+    # How often an idle process looks for work.
+    "poll_seconds": _setting("float", "BATCHES__POLL_SECONDS", 1.0),
+    # Tries of a line that meets a model server failure (502, 503, 504) before it fails.
+    "max_attempts": _setting("int", "BATCHES__MAX_ATTEMPTS", 3),
+}
+
 # --- Django REST framework and the OpenAPI docs -----------------------------------------------
 
 REST_FRAMEWORK = {
@@ -580,6 +605,11 @@ SPECTACULAR_SETTINGS = {
             "name": "OpenAI-compatible",
             "description": "The same models through the OpenAI API, for existing OpenAI clients: "
             f"set `base_url` to `{API_ORIGIN}/v1`.",
+        },
+        {
+            "name": "Batches",
+            "description": "OpenAI's Files and Batch APIs: a JSONL file of requests, run on the "
+            "models' idle capacity, with output and error files.",
         },
     ],
 }

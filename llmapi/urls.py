@@ -12,6 +12,7 @@ v1_patterns = [
     path("", include("responses.urls")),  # /v1/responses
     path("", include("anthropic_compat.urls")),  # /v1/messages, /v1/messages/count_tokens
     path("", include("usage.urls")),  # /v1/me
+    path("", include("batches.urls")),  # /v1/files, /v1/batches
     path("", include(not_found_patterns)),  # any other /v1 path: OpenAI's 404
 ]
 

@@ -186,9 +186,31 @@ EMBEDDED_TOKENS_PER_SECOND = Gauge(
     registry=REGISTRY,
 )
 
+BATCH_LINES = Counter(
+    "llmapi_batch_lines",
+    "Batch lines by outcome: completed, failed, retried (a model server failure, or the model "
+    "or the key's tokens per minute busy) or lost (its lease passed to another process).",
+    ("outcome",),
+    registry=REGISTRY,
+)
+BATCH_LINES_RUNNING = Gauge(
+    "llmapi_batch_lines_running",
+    "Batch lines running (summed over live workers).",
+    multiprocess_mode="livesum",
+    registry=REGISTRY,
+)
+BATCHES_ENDED = Counter(
+    "llmapi_batches_ended",
+    "Batches ended, by final status (completed, failed, cancelled, expired).",
+    ("status",),
+    registry=REGISTRY,
+)
+
 RATE_LIMIT_CAUSES = frozenset({"model_slots", "key_quota", "team_quota"})
 PRIORITIES = frozenset({"interactive", "batch"})
 STRUCTURED_OUTCOMES = frozenset({"valid", "repaired", "failed"})
+BATCH_LINE_OUTCOMES = frozenset({"completed", "failed", "retried", "lost"})
+BATCH_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 _STATUS_CLASSES = {100: "1xx", 200: "2xx", 300: "3xx", 400: "4xx", 500: "5xx"}
 
 
@@ -480,3 +502,19 @@ def record_ledger_drop(count: int = 1) -> None:
 def record_embedded_tokens_per_second(model: str | None, value: float) -> None:
     if _state.enabled:
         _child(EMBEDDED_TOKENS_PER_SECOND, model_label(model)).set(value)
+
+
+def record_batch_line(outcome: str) -> None:
+    """`outcome` is completed, failed, retried or lost."""
+    if _state.enabled:
+        _child(BATCH_LINES, outcome if outcome in BATCH_LINE_OUTCOMES else OTHER).inc()
+
+
+def set_batch_lines_running(count: int) -> None:
+    if _state.enabled:
+        BATCH_LINES_RUNNING.set(count)
+
+
+def record_batch_ended(status: str) -> None:
+    if _state.enabled:
+        _child(BATCHES_ENDED, status if status in BATCH_STATUSES else OTHER).inc()

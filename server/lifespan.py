@@ -10,6 +10,7 @@ from typing import Any
 
 from django.conf import settings
 
+from batches import runner as batch_runner
 from inference import replica_load
 from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
@@ -31,6 +32,7 @@ async def on_startup() -> None:
     ledger.start()  # the usage ledger's writer thread
     await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
     replica_load.start()  # the model servers' own load, read on an interval
+    await batch_runner.start()  # claims and runs batch lines (BATCHES__RUN)
     tune_garbage_collector()
 
 
@@ -60,7 +62,9 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
 
 async def on_shutdown() -> None:
     # The server calls this after in-flight requests and streams have finished (or the
-    # graceful timeout passed): their ledger rows are queued, and written here.
+    # graceful timeout passed): their ledger rows are queued, and written here. Batch lines
+    # still running are stopped first and given back for another process to run.
+    await batch_runner.stop()
     await ledger.flush_and_stop()
     await replica_load.stop()
     await shared_limits.stop()

@@ -1,5 +1,5 @@
 """
-The database tests of accounts, limits and usage again, on a real PostgreSQL server started
+The database tests of accounts, limits, usage and batches again, on a real PostgreSQL server started
 for the occasion (see tests/postgresql.py), in a pytest run of their own with DATABASE_URL.
 """
 
@@ -49,6 +49,7 @@ def test_database_tests_pass_on_postgresql(postgresql):
             "tests/accounts",
             "tests/limits",
             "tests/usage",
+            "tests/batches",
         ],
         cwd=ROOT,
         env=env,

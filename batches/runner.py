@@ -1,0 +1,381 @@
+"""
+The batch runner: one per gateway process, started and stopped by the server's lifespan.
+
+    await runner.start()     # at start-up (no-op with BATCHES__RUN=false)
+    await runner.stop()      # at shutdown: running lines are given back for another process
+
+It claims up to BATCHES__CONCURRENCY lines at a time (`batches.leases`) and runs each as its
+batch's owner through the accounted path (`batches.dispatch`), at the `batch` priority: each
+line waits for the model's concurrency slot like any request. While lines run their leases
+are renewed; a process that dies stops renewing, and its lines are claimed again by another
+once their lease passes. A line's result is written only by the holder of its lease.
+
+What a line's failure means for it:
+
+* a model server failure (502, 503, 504): tried again after a pause, up to
+  BATCHES__MAX_ATTEMPTS times, then an error-file entry;
+* the model's slots busy, or the key's tokens per minute spent: tried again after the
+  Retry-After, not counted as an attempt (the batch pauses in this process meanwhile);
+* the key's day or month token budget spent, or the key revoked: the batch stops and ends
+  `failed`, saying why;
+* anything else (an unknown model, a refused request): the line's error-file entry, with the
+  status and the error body the interactive API would have answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connections
+
+from accounts.principals import Principal
+from batches import leases
+from batches.dispatch import ENDPOINTS, batch_caller, error_body
+from batches.models import Batch
+from batches.owners import load_owner_principal
+from batches.services import new_request_id
+from inference.exceptions import ModelBusy
+from infra.database import close_connections
+from infra.request_ids import request_id_var
+from limits.quotas import QuotaExceeded
+from observability import metrics
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRIED_STATUSES = frozenset({502, 503, 504})
+# A failed try waits this long, doubled at each attempt (at most a minute).
+RETRY_BASE_SECONDS = 1.0
+# How long an owner's caller (its key and limits) is reused before it is read again.
+OWNER_CACHE_SECONDS = 10.0
+
+
+class DatabaseThread:
+    """
+    The runner's database work, in one thread of its own that keeps its connection between
+    calls (a claim or a line's result is one short statement; opening a connection for each
+    would cost more). A connection an error left unusable is closed, and opened again by the
+    next call.
+    """
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-db")
+
+    async def run(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(_checked, func, *args, **kwargs)
+        )
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, close_connections)
+        self._executor.shutdown(wait=False)
+
+
+def _checked(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    try:
+        return func(*args, **kwargs)
+    except Exception:
+        for connection in connections.all(initialized_only=True):
+            connection.close_if_unusable_or_obsolete()
+        raise
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        lease_seconds: float,
+        poll_seconds: float,
+        max_attempts: int,
+        worker: str | None = None,
+    ) -> None:
+        self.concurrency = max(1, concurrency)
+        self.claim_at = max(1, self.concurrency // 4)
+        self.lease_seconds = lease_seconds
+        self.poll_seconds = poll_seconds
+        self.max_attempts = max(1, max_attempts)
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._running: dict[int, asyncio.Task[None]] = {}
+        self._paused: dict[str, float] = {}  # batch id -> monotonic time it may run again
+        self._owners: dict[str, tuple[float, Principal | None]] = {}
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._renew_task: asyncio.Task[None] | None = None
+        self._last_sweep = 0.0
+        self._db = DatabaseThread()
+        # Results waiting to be written, each with the future its line awaits.
+        self._results: list[tuple[int, bool, dict[str, Any], asyncio.Future[bool]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    # --- start and stop ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop(), name="batch-runner")
+        self._renew_task = asyncio.create_task(self._renew(), name="batch-leases")
+
+    def wake(self) -> None:
+        """Look for work now (a batch was just created here)."""
+        self._wake.set()
+
+    async def stop(self) -> None:
+        """Stop claiming, stop the running lines and give them back at once."""
+        for task in (self._loop_task, self._renew_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        running = list(self._running)
+        for task in list(self._running.values()):
+            task.cancel()
+        await asyncio.gather(*self._running.values(), return_exceptions=True)
+        if self._writing is not None:
+            await self._writing  # the results of lines that finished are kept
+        if running:
+            await self._db.run(leases.release_all, worker=self.worker, ids=running)
+        metrics.set_batch_lines_running(0)
+        await self._db.close()
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 (the database may be away for a moment)
+                logger.exception("Batch runner: a round failed; trying again")
+                await asyncio.sleep(self.poll_seconds)
+
+    async def _tick(self) -> None:
+        self._wake.clear()  # before looking: a line ending from here on wakes the wait below
+        now = time.monotonic()
+        if now - self._last_sweep >= self.poll_seconds or not self._running:
+            self._last_sweep = now
+            for status in await self._db.run(leases.sweep, lease_seconds=self.lease_seconds):
+                metrics.record_batch_ended(status)
+        self._paused = {b: t for b, t in self._paused.items() if t > now}
+        free = self.concurrency - len(self._running)
+        # Claimed a few at a time while busy: one query for several lines.
+        if free >= self.claim_at or not self._running:
+            claimed = await self._db.run(
+                leases.claim_lines,
+                worker=self.worker,
+                count=free,
+                lease_seconds=self.lease_seconds,
+                skip_batches=frozenset(self._paused),
+            )
+            for line in claimed:
+                self._running[line.id] = asyncio.create_task(self._run(line))
+            metrics.set_batch_lines_running(len(self._running))
+        # Until a line ends (then claim again), or the next look for work.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            if self._running:
+                try:
+                    await self._db.run(
+                        leases.renew_leases,
+                        worker=self.worker,
+                        ids=list(self._running),
+                        lease_seconds=self.lease_seconds,
+                    )
+                except Exception:  # noqa: BLE001
+                    logger.exception("Batch runner: renewing leases failed")
+
+    # --- one line ---------------------------------------------------------------------------
+
+    async def _run(self, line: leases.ClaimedLine) -> None:
+        try:
+            await self._run_line(line)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 (the line is claimed again after its lease)
+            logger.exception("Batch runner: line %s of %s failed", line.custom_id, line.batch_id)
+        finally:
+            self._running.pop(line.id, None)
+            metrics.set_batch_lines_running(len(self._running))
+            self._wake.set()
+
+    async def _run_line(self, line: leases.ClaimedLine) -> None:
+        principal = await self._owner(line.owner)
+        if principal is None:
+            await self._db.run(
+                leases.stop_batch,
+                batch_id=line.batch_id,
+                ending=Batch.Status.FAILED,
+                code="key_inactive",
+                message="The API key that created this batch is revoked, expired or deleted.",
+            )
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
+            return
+        request_id = new_request_id()
+        request_id_var.set(request_id)
+        caller = batch_caller(principal, request_id)
+        started = time.monotonic()
+        status, body = 200, None
+        try:
+            body = await ENDPOINTS[line.url].run(caller, line.body)
+        except QuotaExceeded as exc:
+            await self._over_quota(line, exc)
+            return
+        except ModelBusy as exc:
+            self._pause(line.batch_id, exc.retry_after or 1)
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
+            metrics.record_batch_line("retried")
+            return
+        except Exception as exc:  # noqa: BLE001 (becomes the line's error entry)
+            status, body = error_body(exc)
+            if status in RETRIED_STATUSES and line.attempts < self.max_attempts:
+                retry_in = min(60.0, RETRY_BASE_SECONDS * 2**line.attempts)
+                await self._db.run(
+                    leases.release_line, worker=self.worker, line_id=line.id, retry_in=retry_in
+                )
+                metrics.record_batch_line("retried")
+                return
+        result = {
+            "id": request_id,
+            "custom_id": line.custom_id,
+            "response": {"status_code": status, "request_id": request_id, "body": body},
+            "error": None,
+        }
+        kept = await self._finish(line.id, done=status == 200, result=result)
+        metrics.record_batch_line(("completed" if status == 200 else "failed") if kept else "lost")
+        metrics.record_request(
+            model=(body or {}).get("model") if status == 200 else None,
+            endpoint=leases_endpoint(line.url),
+            status=status,
+            duration=time.monotonic() - started,
+            team=principal.team_name or None,
+            key_id=None if principal.key_id is None else str(principal.key_id),
+            operation="embeddings" if line.url == "/v1/embeddings" else "chat",
+        )
+
+    async def _over_quota(self, line: leases.ClaimedLine, exc: QuotaExceeded) -> None:
+        if "per minute" in exc.detail and "more than" not in exc.detail:
+            self._pause(line.batch_id, exc.retry_after)
+            await self._db.run(
+                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+            )
+            metrics.record_batch_line("retried")
+            return
+        if "per minute" in exc.detail:  # this one line can never fit
+            status, body = error_body(exc)
+            result = {
+                "id": new_request_id(),
+                "custom_id": line.custom_id,
+                "response": {"status_code": status, "request_id": "", "body": body},
+                "error": None,
+            }
+            await self._db.run(
+                leases.finish_line, worker=self.worker, line_id=line.id, done=False, result=result
+            )
+            metrics.record_batch_line("failed")
+            return
+        await self._db.run(
+            leases.stop_batch,
+            batch_id=line.batch_id,
+            ending=Batch.Status.FAILED,
+            code="token_budget_exceeded",
+            message=f"The batch stopped: {exc.detail}",
+        )
+        await self._db.run(
+            leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
+        )
+
+    async def _finish(self, line_id: int, *, done: bool, result: dict[str, Any]) -> bool:
+        """
+        Write a line's result (False when its lease passed to another process). Results that
+        arrive while a write is under way go together in the next one: one commit for many.
+        """
+        kept: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._results.append((line_id, done, result, kept))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write_results())
+        return await kept
+
+    async def _write_results(self) -> None:
+        while self._results:
+            taken, self._results = self._results, []
+            try:
+                written = await self._db.run(
+                    leases.finish_lines,
+                    worker=self.worker,
+                    results=[(line_id, done, result) for line_id, done, result, _ in taken],
+                )
+            except Exception as exc:  # noqa: BLE001 (each line's task reports it)
+                for *_, kept in taken:
+                    if not kept.done():
+                        kept.set_exception(exc)
+                continue
+            for (*_, kept), ok in zip(taken, written, strict=True):
+                if not kept.done():
+                    kept.set_result(ok)
+
+    def _pause(self, batch_id: str, seconds: float) -> None:
+        self._paused[batch_id] = time.monotonic() + max(1.0, float(seconds))
+
+    async def _owner(self, owner: str) -> Principal | None:
+        cached = self._owners.get(owner)
+        if cached is not None and time.monotonic() - cached[0] < OWNER_CACHE_SECONDS:
+            return cached[1]
+        principal = await self._db.run(load_owner_principal, owner)
+        self._owners[owner] = (time.monotonic(), principal)
+        return principal
+
+
+def leases_endpoint(url: str) -> str:
+    """The metrics' endpoint label of a batch line (bounded: one per supported URL)."""
+    return "v1/batches" + url.removeprefix("/v1")
+
+
+_runner: BatchRunner | None = None
+
+
+async def start() -> BatchRunner | None:
+    """Start this process's runner (at start-up, on the serving event loop)."""
+    global _runner
+    config = settings.BATCHES
+    if not config["run"] or _runner is not None:
+        return _runner
+    _runner = BatchRunner(
+        concurrency=config["concurrency"],
+        lease_seconds=config["lease_seconds"],
+        poll_seconds=config["poll_seconds"],
+        max_attempts=config["max_attempts"],
+    )
+    _runner.start()
+    return _runner
+
+
+async def stop() -> None:
+    global _runner
+    if _runner is not None:
+        runner, _runner = _runner, None
+        await runner.stop()
+
+
+def wake() -> None:
+    if _runner is not None:
+        _runner.wake()

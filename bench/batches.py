@@ -1,0 +1,321 @@
+"""
+Batches on idle capacity: does a big batch slow interactive users down, and does it use the
+model slots they leave free?
+
+A fake model server answers every request after a fixed delay; the gateway in front of it has
+4 model slots (`TEXT_MODEL__MAX_CONCURRENCY=4`). A steady open-loop interactive load (chat
+requests at a fixed rate, about one slot's worth) runs twice:
+
+1. alone, for the interactive p50 (and p95) without a batch;
+2. while a 2,000-line batch runs through `/v1/batches`, for the interactive p50 with it, and
+   the share of the free slot time the batch used: the model server's busy slot-seconds for
+   batch lines, over the slot-seconds the interactive load left free (4 x the window minus the
+   interactive requests' slot-seconds), both counted at the model server over the window in
+   which the batch ran.
+
+The goals (issue: interactive p50 within 1.2x of its value without the batch; the batch uses at
+least 80% of the free slots) are reported as met or missed, with the figures. Batch lines take
+the model slots at the `batch` priority: with a scheduler that serves `interactive` first the
+p50 holds; with first-come first-served slots it cannot, and the report says which it saw.
+
+    .venv/bin/python bench/batches.py            # 2,000 lines, about 2 minutes
+    .venv/bin/python bench/batches.py --quick    # 300 lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fake_upstream import FakeUpstream, _free_port, wait_for_http  # noqa: E402
+
+KEY = "bench-key-0123456789"
+SLOTS = 4
+DELAY = 0.05  # seconds the model server takes per request
+RESULTS = ROOT / "bench" / "results"
+
+
+class TimedRequests(list):
+    """The model server's received requests, with when each arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def append(self, request) -> None:
+        self.times.append(time.perf_counter())
+        super().append(request)
+
+    def clear(self) -> None:
+        self.times.clear()
+        super().clear()
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user and system CPU time so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_gateway(upstream: FakeUpstream, folder: Path) -> tuple[str, subprocess.Popen]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "ENV_FILE": "/dev/null",
+        "API_KEY": KEY,
+        "API_KEYS__PEPPER": "bench-pepper",
+        "DATABASE__SQLITE_PATH": str(folder / "bench.sqlite3"),
+        "TEXT_MODEL__BASE_URL": upstream.url,
+        "TEXT_MODEL__MODEL_NAME": "fake-llm",
+        "TEXT_MODEL__MAX_CONCURRENCY": str(SLOTS),
+        "TEXT_MODEL__QUEUE_TIMEOUT": "120",
+        "BATCHES__FILES_DIR": str(folder / "files"),
+        # More lines in flight than slots: a freed slot always has a batch line waiting.
+        "BATCHES__CONCURRENCY": str(4 * SLOTS),
+        "BATCHES__POLL_SECONDS": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    log = (folder / "gateway.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/healthz", process=process)
+    return url, process
+
+
+async def interactive_load(url: str, rate: float, stop: asyncio.Event) -> list[tuple[float, float]]:
+    """Chat requests at `rate` per second until `stop`; (start, latency) of each answered one."""
+    latencies: list[tuple[float, float]] = []
+    body = {"model": "fake-llm", "messages": [{"role": "user", "content": "interactive"}]}
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120
+    ) as client:
+
+        async def one() -> None:
+            started = time.perf_counter()
+            answer = await client.post("/v1/chat/completions", json=body)
+            if answer.status_code == 200:
+                latencies.append((started, time.perf_counter() - started))
+
+        tasks = []
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            tasks.append(asyncio.create_task(one()))
+            next_at += 1 / rate
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        await asyncio.gather(*tasks)
+    return latencies
+
+
+def batch_file(lines: int) -> bytes:
+    return b"".join(
+        json.dumps(
+            {
+                "custom_id": f"b{i}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": {"model": "fake-llm", "messages": [{"role": "user", "content": "batch"}]},
+            }
+        ).encode()
+        + b"\n"
+        for i in range(lines)
+    )
+
+
+def is_batch(request) -> bool:
+    return request.body["messages"][0]["content"] == "batch"
+
+
+async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
+    upstream = FakeUpstream()
+    upstream.requests = TimedRequests()
+    upstream.start()
+    upstream.behave(delay=DELAY)
+    folder = Path(tempfile.mkdtemp(prefix="llmapi-bench-batches-"))
+    url, process = start_gateway(upstream, folder)
+    try:
+        print("interactive load alone", file=sys.stderr, flush=True)
+        # 1. Interactive alone.
+        stop = asyncio.Event()
+        cpu_before = cpu_seconds(process.pid)
+        load = asyncio.create_task(interactive_load(url, rate, stop))
+        await asyncio.sleep(alone_seconds)
+        stop.set()
+        alone = [latency for _, latency in await load]
+        cpu_alone = cpu_seconds(process.pid) - cpu_before
+
+        print("the batch, with the interactive load", file=sys.stderr, flush=True)
+        # 2. The batch, with the same interactive load running.
+        client = openai.AsyncOpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        uploaded = await client.files.create(
+            file=("batch.jsonl", io.BytesIO(batch_file(lines))), purpose="batch"
+        )
+        stop = asyncio.Event()
+        load = asyncio.create_task(interactive_load(url, rate, stop))
+        await asyncio.sleep(1.0)  # the load is steady before the batch starts
+        cpu_before, sent_before = cpu_seconds(process.pid), len(upstream.requests)
+        batch = await client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        while True:
+            batch = await client.batches.retrieve(batch.id)
+            if batch.status in ("completed", "failed", "cancelled", "expired"):
+                break
+            print(f"  {batch.status} {batch.request_counts}", file=sys.stderr, flush=True)
+            await asyncio.sleep(1.0)
+        cpu_batch_phase = cpu_seconds(process.pid) - cpu_before
+        interactive_in_phase = sum(
+            1 for request in upstream.requests[sent_before:] if not is_batch(request)
+        )
+        stop.set()
+        together_all = await load
+        await client.close()
+        # The window: from the batch's first line at the model server to its last answer.
+        arrivals = list(zip(upstream.requests.times, upstream.requests, strict=True))
+        batch_times = [at for at, request in arrivals if is_batch(request)]
+        begin, end = batch_times[0], batch_times[-1] + DELAY
+        window = end - begin
+        batch_n = len(batch_times)
+        interactive_n = sum(
+            1 for at, request in arrivals if not is_batch(request) and begin <= at < end
+        )
+        together = [latency for at, latency in together_all if begin <= at < end]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        upstream.stop()
+
+    load_average = os.getloadavg()[1]  # over the last 5 minutes: about this run
+    cpu_per_interactive = cpu_alone / max(1, len(alone))
+    cpu_per_line = (cpu_batch_phase - interactive_in_phase * cpu_per_interactive) / max(1, batch_n)
+    free_slot_seconds = SLOTS * window - interactive_n * DELAY
+    p50_alone = statistics.median(alone)
+    p50_together = statistics.median(together)
+    return {
+        "lines": lines,
+        "load_average_5min": round(load_average, 1),
+        "batch_status": batch.status,
+        "request_counts": batch.request_counts.model_dump() if batch.request_counts else None,
+        "interactive_rate": rate,
+        "slots": SLOTS,
+        "model_delay_s": DELAY,
+        "window_s": round(window, 2),
+        "interactive_alone": {
+            "n": len(alone),
+            "p50_ms": round(1000 * p50_alone, 1),
+            "p95_ms": round(1000 * statistics.quantiles(alone, n=20)[-1], 1),
+        },
+        "interactive_with_batch": {
+            "n": len(together),
+            "p50_ms": round(1000 * p50_together, 1),
+            "p95_ms": round(1000 * statistics.quantiles(together, n=20)[-1], 1),
+        },
+        "p50_ratio": round(p50_together / p50_alone, 2),
+        "batch_lines_at_model_server": batch_n,
+        "interactive_requests_in_window": interactive_n,
+        "batch_lines_per_s": round(batch_n / window, 1),
+        "free_slot_share_used": round(batch_n * DELAY / free_slot_seconds, 3),
+        "gateway_cpu_ms_per_interactive_request": round(1000 * cpu_per_interactive, 2),
+        "gateway_cpu_ms_per_batch_line": round(1000 * cpu_per_line, 2),
+    }
+
+
+def report(result: dict) -> str:
+    p50_ok = result["p50_ratio"] <= 1.2
+    share_ok = result["free_slot_share_used"] >= 0.8
+    lines = [
+        "# Batches on idle capacity",
+        "",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `bench/batches.py` on "
+        f"{platform.machine()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}.",
+        "",
+        f"A fake model server answering each request in {int(DELAY * 1000)} ms behind a gateway "
+        f"with {result['slots']} model slots; an open-loop interactive load of "
+        f"{result['interactive_rate']:g} chat requests/s (about "
+        f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
+        f"({result['batch_status']}, {result['request_counts']}). The host's load average "
+        f"over the run: {result['load_average_5min']} on {os.cpu_count()} cores (other work "
+        "shares it): compare the interactive p50 without the batch with the model server's "
+        f"{int(DELAY * 1000)} ms to see how much the gateway itself was slowed.",
+        "",
+        "The window is from the batch's first line at the model server to its last answer; the "
+        "interactive figures while the batch runs are the requests sent in that window.",
+        "",
+        "| | interactive requests | p50 | p95 |",
+        "|---|---|---|---|",
+        f"| without the batch | {result['interactive_alone']['n']} | "
+        f"{result['interactive_alone']['p50_ms']} ms | {result['interactive_alone']['p95_ms']} ms |",
+        f"| while the batch runs | {result['interactive_with_batch']['n']} | "
+        f"{result['interactive_with_batch']['p50_ms']} ms | "
+        f"{result['interactive_with_batch']['p95_ms']} ms |",
+        "",
+        f"- Interactive p50 with the batch: **{result['p50_ratio']}x** its value without "
+        f"(goal: at most 1.2x): {'met' if p50_ok else 'missed'}.",
+        f"- The batch ran {result['batch_lines_at_model_server']} lines in "
+        f"{result['window_s']} s ({result['batch_lines_per_s']} lines/s) and used "
+        f"**{100 * result['free_slot_share_used']:.0f}%** of the slot time the interactive load "
+        f"left free (goal: at least 80%): {'met' if share_ok else 'missed'}.",
+        f"- The gateway's CPU: {result['gateway_cpu_ms_per_interactive_request']} ms per "
+        f"interactive request, {result['gateway_cpu_ms_per_batch_line']} ms per batch line "
+        "(claiming, the call, the result and the ledger row; the batch's creation included).",
+    ]
+    if not p50_ok:
+        lines += [
+            "",
+            "Why the interactive p50 grows: batch lines ask for the model slots at the `batch` "
+            "priority. Where slots are served first come, first served, an interactive request "
+            "that finds every slot busy waits behind the batch lines queued before it; with a "
+            "scheduler that hands a freed slot to waiting interactive requests first, it waits "
+            "only for the first busy slot to free (a fraction of one answer's time). On a "
+            "crowded host the gateway's own CPU, shared with the batch lines, adds to both.",
+        ]
+    if not share_ok:
+        lines += [
+            "",
+            "Why the batch used less of the free slot time: with more lines in flight than "
+            "slots, a freed slot always has a batch line waiting at the gateway, so what is "
+            "left unused is time the gateway process took to get the next line to the model "
+            "server: CPU, which on a crowded host it does not get.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=float, default=20.0, help="interactive requests/s")
+    args = parser.parse_args()
+    lines = 300 if args.quick else 2000
+    result = asyncio.run(measure(lines, args.rate, alone_seconds=5 if args.quick else 15))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "batches.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = report(result)
+    (RESULTS / "batches.md").write_text(text)
+    print(text)
+    return 0 if result["p50_ratio"] <= 1.2 and result["free_slot_share_used"] >= 0.8 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""
+The runner in this process, its lines answered by a stand-in model call: lines run as the
+batch's key, on the ledger, against its token budgets but not its request rate; a batch over
+budget stops `failed` and says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from batches import runner, services, storage
+from batches.models import Batch
+from inference import services as inference
+from infra.database import in_database_thread
+from limits import quotas, stores
+from tests.batches.test_leases import Upload, chat_line
+from tests.models import text_spec
+from usage import ledger
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DEADLINE = 30.0
+
+
+async def in_thread(func, *args, **kwargs):
+    """Database work in a thread whose connections are closed after (as the gateway does)."""
+    return await in_database_thread(func)(*args, **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def isolated(settings, tmp_path, monkeypatch):
+    settings.BATCHES = {**settings.BATCHES, "files_dir": tmp_path / "files"}
+    settings.API_KEYS = ["operator-key"]
+    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
+    writer = ledger.LedgerWriter(
+        max_queue=1000, batch_size=1000, flush_interval=60, rollup_interval=600
+    )
+    monkeypatch.setattr(ledger, "_writer", writer)
+    spec = text_spec()
+    monkeypatch.setattr(inference, "resolve_model", lambda name, **kwargs: spec)
+    calls: list[dict] = []
+
+    async def answer(*, spec, body, context=None):
+        calls.append(body)
+        usage = {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
+        raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+        return inference.ChatResult(
+            "ok", spec.name, "stop", usage, answered_by=spec.name, replica="r1", raw=raw
+        )
+
+    monkeypatch.setattr(inference, "openai_chat_completion", answer)
+    return writer, calls
+
+
+def batch_for(owner: str, count: int) -> Batch:
+    data = b"\n".join(chat_line(f"c{i}", max_tokens=5) for i in range(count))
+    uploaded = services.create_file(owner=owner, upload=Upload(data), filename="a", purpose="batch")
+    return services.create_batch(
+        owner=owner,
+        owner_name="ci",
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=None,
+    )
+
+
+async def run_until_ended(batch_id: str) -> Batch:
+    work = runner.BatchRunner(concurrency=1, lease_seconds=30, poll_seconds=0.05, max_attempts=2)
+    work.start()
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            batch = await in_thread(Batch.objects.get, pk=batch_id)
+            if batch.status in ("completed", "failed", "cancelled", "expired"):
+                return batch
+            await asyncio.sleep(0.05)
+        raise AssertionError("the batch did not end")
+    finally:
+        await work.stop()
+
+
+def entries(file_id: str) -> list[dict]:
+    if not file_id:
+        return []
+    return [json.loads(line) for line in storage.path_of(file_id).read_text().splitlines()]
+
+
+async def test_lines_run_as_the_batchs_key_without_its_request_rate(isolated, make_key):
+    writer, calls = isolated
+    key = await in_thread(make_key, requests_per_minute=1, concurrent_requests=1)
+    owner = f"key:{key.api_key.pk}"
+    batch = await in_thread(batch_for, owner, 4)
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "completed"
+    assert len(calls) == 4
+    assert [e["custom_id"] for e in entries(ended.output_file_id)] == ["c0", "c1", "c2", "c3"]
+    rows = [dict(zip(ledger.FIELDS, row, strict=True)) for row in writer.queue]
+    assert len(rows) == 4
+    assert {(r["key_id"], r["endpoint"], r["status"]) for r in rows} == {
+        (key.api_key.pk, "v1/batches", 200)
+    }
+    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows) == 60
+
+
+async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, make_key):
+    writer, calls = isolated
+    key = await in_thread(make_key, tokens_per_day=35)
+    batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 5)
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "failed" and ended.failed_at is not None
+    (error,) = ended.errors["data"]
+    assert error["code"] == "token_budget_exceeded"
+    assert "tokens per day" in error["message"]
+    # Each line reserves 10 tokens (max_tokens and the prompt) and uses 15: the third would
+    # overrun what is left of the 35.
+    assert len(calls) == 2
+    assert [e["custom_id"] for e in entries(ended.output_file_id)] == ["c0", "c1"]
+    failed = entries(ended.error_file_id)
+    assert sorted(e["custom_id"] for e in failed) == ["c2", "c3", "c4"]
+    assert {e["error"]["code"] for e in failed} == {"batch_failed"}
+
+
+async def test_a_batch_of_a_revoked_key_fails(isolated, make_key):
+    _, calls = isolated
+    key = await in_thread(make_key)
+    batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 2)
+    key.api_key.revoked = True
+    await in_thread(key.api_key.save)
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "failed"
+    assert ended.errors["data"][0]["code"] == "key_inactive"
+    assert calls == []
+
+
+async def test_a_model_server_failure_is_tried_again_then_kept(isolated, monkeypatch):
+    from inference.exceptions import UpstreamError
+
+    async def failing(*, spec, body, context=None):
+        raise UpstreamError("The text model server failed (503).")
+
+    monkeypatch.setattr(inference, "openai_chat_completion", failing)
+    monkeypatch.setattr(runner, "RETRY_BASE_SECONDS", 0.01)
+    batch = await in_thread(batch_for, "env:0", 1)
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "completed"
+    (entry,) = entries(ended.error_file_id)
+    assert entry["response"]["status_code"] == 502
+    assert "503" in entry["response"]["body"]["error"]["message"]
+    line = await in_thread(ended.lines.get)
+    assert line.attempts == 2
