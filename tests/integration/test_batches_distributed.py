@@ -105,6 +105,8 @@ def gateway_env(upstream, tmp_path, **extra: str) -> dict[str, str]:
         "BATCHES__CONCURRENCY": "4",
         "METRICS__TOKEN": METRICS_TOKEN,
         "DATABASE__SQLITE_PATH": str(tmp_path / "shared.sqlite3"),
+        # The ledger's journal in the test's folder (for PostgreSQL it would go to var/).
+        "USAGE__JOURNAL_DIR": str(tmp_path / "ledger-journal"),
         **extra,
     }
 
