@@ -12,6 +12,20 @@ from accounts.browser_session import BrowserSessionMiddleware
 factory = RequestFactory()
 
 
+@pytest.fixture(autouse=True)
+def close_the_sync_threads_connections():
+    """
+    The middleware saves sessions from Django's sync thread; its connections are closed after
+    each test, or PostgreSQL refuses to drop the test database.
+    """
+    yield
+    from asgiref.sync import sync_to_async
+
+    from infra.database import close_connections
+
+    asyncio.run(sync_to_async(close_connections)())
+
+
 def serve(view, *, cookie: str = ""):
     async def get_response(request):
         return view(request)

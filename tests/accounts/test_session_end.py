@@ -20,6 +20,20 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(autouse=True)
+async def close_the_sync_threads_connections():
+    """
+    Views and `sync_to_async` calls use the database from Django's sync thread; its
+    connections are closed after each test, or PostgreSQL refuses to drop the test database.
+    """
+    yield
+    from asgiref.sync import sync_to_async
+
+    from infra.database import close_connections
+
+    await sync_to_async(close_connections)()
+
+
+@pytest.fixture(autouse=True)
 def keys(settings):
     settings.API_KEYS = ["browser-key-0123456789"]
 

@@ -35,8 +35,13 @@ def postgresql():
     server.stop()
 
 
-def test_database_tests_pass_on_postgresql(postgresql):
-    env = {**os.environ, "ENV_FILE": "/dev/null", "DATABASE_URL": postgresql.url}
+def test_database_tests_pass_on_postgresql(postgresql, tmp_path):
+    env = {
+        **os.environ,
+        "ENV_FILE": "/dev/null",
+        "DATABASE_URL": postgresql.url,
+        "USAGE__JOURNAL_DIR": str(tmp_path / "journal"),
+    }
     result = subprocess.run(
         [
             sys.executable,
