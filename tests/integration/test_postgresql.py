@@ -65,4 +65,4 @@ def test_database_tests_pass_on_postgresql(postgresql, tmp_path):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     assert "PASSED tests/accounts/test_database.py::test_the_configured_database_is_used" in output
-    assert re.search(r"^\d+ passed in ", output, re.MULTILINE), output[-2000:]
+    assert re.search(r"^\d+ passed[ ,]", output, re.MULTILINE), output[-2000:]
