@@ -276,7 +276,7 @@ def test_prometheus_counts_every_request_of_a_two_worker_gateway(two_worker_gate
     with httpx.Client(
         base_url=gateway,
         headers={"X-API-Key": API_KEY},
-        timeout=10,
+        timeout=60,  # a generous deadline: a worker may still be starting under load
         limits=httpx.Limits(max_keepalive_connections=0),
     ) as client:
         while sent < 40 or (len(workers) < 2 and sent < 400):
@@ -310,7 +310,7 @@ def test_a_replaced_worker_keeps_its_counts_but_not_its_live_gauges(two_worker_g
     with httpx.Client(
         base_url=gateway,
         headers={"X-API-Key": API_KEY},
-        timeout=10,
+        timeout=60,
         limits=httpx.Limits(max_keepalive_connections=0),
     ) as client:
         for _ in range(6):
@@ -330,7 +330,7 @@ def test_a_replaced_worker_keeps_its_counts_but_not_its_live_gauges(two_worker_g
         assert time.monotonic() < deadline, "the dead worker's live gauges were kept"
         time.sleep(0.1)
     assert (metrics_dir / f"counter_{victim}.db").exists()
-    with httpx.Client(base_url=gateway, timeout=10) as client:
+    with httpx.Client(base_url=gateway, timeout=60) as client:
         counted = scrape(client)
         wait_for_http(f"{gateway}/healthz")
     assert value(counted, "llmapi_requests_total", model="scraped", status_class="2xx") == 6
