@@ -501,9 +501,7 @@ async def openai_chat(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.ChatResult, dict[str, str]]:
     """A /v1 chat completion, passed through (`raw` holds the server's answer)."""
-    body, completion = capped_body(spec, body)
-    messages = body.get("messages") or []
-    prompt = _prompt_tokens(prompt_chars(messages), len(messages))
+    body, messages, prompt, completion = _chat_reservation(spec, body)
     return await accounted(
         caller,
         spec=spec,
@@ -518,9 +516,7 @@ async def open_openai_chat_stream(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.ChatStream, dict[str, str]]:
     """A /v1 streamed chat completion, chunk by chunk (`RawChunk` events, then `StreamEnd`)."""
-    body, completion = capped_body(spec, body)
-    messages = body.get("messages") or []
-    prompt = _prompt_tokens(prompt_chars(messages), len(messages))
+    body, messages, prompt, completion = _chat_reservation(spec, body)
     return await accounted(
         caller,
         spec=spec,
@@ -611,10 +607,7 @@ async def openai_responses(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.PassthroughResult, dict[str, str]]:
     """A Responses API request, whole, passed through to a model whose servers speak it."""
-    body, completion = _responses_body(spec, body)
-    prompt = _prompt_tokens(
-        prompt_chars(body.get("input")) + prompt_chars(body.get("instructions"))
-    )
+    body, prompt, completion = _responses_reservation(spec, body)
     return await accounted(
         caller,
         spec=spec,
@@ -630,10 +623,7 @@ async def open_openai_responses_stream(
     caller: Caller, *, spec: ModelSpec, body: dict[str, Any]
 ) -> tuple[services.ChatStream, dict[str, str]]:
     """A Responses API request, streamed (its events as `RawChunk`s), passed through."""
-    body, completion = _responses_body(spec, body)
-    prompt = _prompt_tokens(
-        prompt_chars(body.get("input")) + prompt_chars(body.get("instructions"))
-    )
+    body, prompt, completion = _responses_reservation(spec, body)
     return await accounted(
         caller,
         spec=spec,
@@ -646,6 +636,26 @@ async def open_openai_responses_stream(
 
 
 RESPONSES = "Responses API"
+
+
+def _chat_reservation(
+    spec: ModelSpec, body: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], int, int]:
+    """A /v1 chat body capped to the model's limit, its messages, and its prompt and completion tokens."""
+    body, completion = capped_body(spec, body)
+    messages = body.get("messages") or []
+    return body, messages, _prompt_tokens(prompt_chars(messages), len(messages)), completion
+
+
+def _responses_reservation(
+    spec: ModelSpec, body: dict[str, Any]
+) -> tuple[dict[str, Any], int, int]:
+    """A Responses body capped to the model's limit, and its prompt and completion tokens."""
+    body, completion = _responses_body(spec, body)
+    prompt = _prompt_tokens(
+        prompt_chars(body.get("input")) + prompt_chars(body.get("instructions"))
+    )
+    return body, prompt, completion
 
 
 def _responses_body(spec: ModelSpec, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
