@@ -7,6 +7,7 @@ from django.http import HttpResponse, JsonResponse
 from django.views import View
 
 from observability.exposition import render_metrics
+from observability.metrics import record_gc_pauses
 
 
 def bearer_matches(header: str, token: str) -> bool:
@@ -33,6 +34,7 @@ class MetricsApi(View):
             )
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
+        record_gc_pauses()
         # In multiprocess mode a scrape reads every worker's files: off the event loop.
         body, content_type = await asyncio.to_thread(render_metrics, request.headers.get("Accept"))
         response = HttpResponse(body, content_type=content_type)

@@ -25,6 +25,8 @@ otherwise in this process's memory. `MULTIPROCESS` says which one this process g
 from __future__ import annotations
 
 import os
+import time
+from collections import deque
 from collections.abc import Iterable
 from functools import lru_cache
 from types import TracebackType
@@ -371,6 +373,8 @@ def record_request(
     `ttft` the seconds to the first token, `upstream_seconds` the time spent waiting on model
     servers and `queue_seconds` the wait for a concurrency slot (both left out of the overhead).
     """
+    if _gc_pauses:
+        record_gc_pauses()
     if not _state.enabled:
         return
     model_name = model_label(model)
@@ -452,9 +456,33 @@ class queued:  # noqa: N801  (used like a function: `with queued(model, team, pr
             self._gauge.dec()
 
 
-def record_gc_pause(generation: int, seconds: float) -> None:
-    if _state.enabled:
-        _child(GC_PAUSE, str(generation)).observe(seconds)
+# A collection can start inside any allocation, including one made while prometheus_client holds
+# its (non-reentrant) value lock: observing from the collector's callback would then wait on that
+# lock forever. The callback only appends here (no lock); requests and scrapes record the pauses.
+_gc_pauses: deque[tuple[int, float]] = deque(maxlen=4096)
+
+
+_collection_started = 0.0
+
+
+def time_collection(phase: str, info: dict[str, Any]) -> None:
+    """A `gc.callbacks` hook: notes each collection's pause, taking no lock."""
+    global _collection_started
+    if phase == "start":
+        _collection_started = time.perf_counter()
+    else:
+        _gc_pauses.append((info["generation"], time.perf_counter() - _collection_started))
+
+
+def record_gc_pauses() -> None:
+    """Observe the pauses noted since the last call (at the end of a request, before a scrape)."""
+    for _ in range(len(_gc_pauses)):  # not those that recording itself causes: no endless loop
+        try:
+            generation, seconds = _gc_pauses.popleft()
+        except IndexError:  # another thread took the last one
+            return
+        if _state.enabled:
+            _child(GC_PAUSE, str(generation)).observe(seconds)
 
 
 def record_rate_limited(

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
-from typing import Any
 
 from django.conf import settings
 
@@ -45,19 +43,8 @@ def tune_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*settings.SERVER_GC_THRESHOLDS)
-    if _time_collection not in gc.callbacks:
-        gc.callbacks.append(_time_collection)
-
-
-_collection_started = 0.0
-
-
-def _time_collection(phase: str, info: dict[str, Any]) -> None:
-    global _collection_started
-    if phase == "start":
-        _collection_started = time.perf_counter()
-    else:
-        metrics.record_gc_pause(info["generation"], time.perf_counter() - _collection_started)
+    if metrics.time_collection not in gc.callbacks:
+        gc.callbacks.append(metrics.time_collection)
 
 
 async def on_shutdown() -> None:

@@ -198,6 +198,8 @@ def two_worker_gateway(tmp_path, upstream):
         "TEXT_MODEL__MODEL_NAME": "scraped",
         "METRICS__TOKEN": TOKEN,
         "SERVER__PID_FILE": str(tmp_path / "llmapi.pid"),
+        "DATABASE__SQLITE_PATH": str(tmp_path / "llmapi.sqlite3"),
+        "API_KEYS__PEPPER": "test-pepper",
         "TMPDIR": str(temp),  # where the server makes its metrics directory
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -7,6 +7,7 @@ A stand-in worker process: records known traffic through the recording API and e
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 
 from observability import metrics
@@ -17,13 +18,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1)
     parser.add_argument("--model", default="mp-model")
     parser.add_argument("--die-in-flight", action="store_true")
+    parser.add_argument("--collect-often", action="store_true")
     args = parser.parse_args()
     assert metrics.MULTIPROCESS, "PROMETHEUS_MULTIPROC_DIR must be set before the import"
     metrics.configure(enabled=True, models=[args.model])
-    for _ in range(args.requests):
+    if args.collect_often:  # a cycle collection at nearly every allocation, each one timed
+        gc.callbacks.append(metrics.time_collection)
+        gc.freeze()  # only what is new is scanned: each collection is short
+        gc.set_threshold(1, 1_000_000, 1_000_000)
+    for number in range(args.requests):
         metrics.record_request(
             model=args.model,
-            endpoint="text-completion",
+            # New endpoints make new series: files written under prometheus_client's lock.
+            endpoint=f"endpoint-{number}" if args.collect_often else "text-completion",
             status=200,
             duration=0.5,
             ttft=0.1,

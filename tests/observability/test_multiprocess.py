@@ -102,3 +102,18 @@ def test_mark_worker_dead_without_a_directory_does_nothing(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
     mark_worker_dead(12345)  # the supervisor may call it when metrics are off
     assert prune_dead_workers("/nonexistent/metrics") == []
+
+
+def test_a_collection_inside_a_metric_write_neither_stalls_nor_is_lost(metrics_dir):
+    # The collector may run while prometheus_client holds its lock (creating a series' file):
+    # timing that collection must not wait on the lock, which would stop the worker for good.
+    run_worker(metrics_dir, "--requests", "40", "--collect-often")
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    pauses = sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "llmapi_gc_pause_seconds_count"
+    )
+    assert pauses > 0

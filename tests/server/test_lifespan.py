@@ -4,7 +4,7 @@ import gc
 
 from django.conf import settings
 
-from server import lifespan
+from observability import metrics
 from server.lifespan import tune_garbage_collector
 
 
@@ -14,9 +14,9 @@ def test_garbage_collector_is_tuned_for_serving():
         tune_garbage_collector()
         assert gc.get_threshold() == settings.SERVER_GC_THRESHOLDS
         assert gc.get_freeze_count() > 0  # what start-up loaded is not scanned again
-        assert lifespan._time_collection in gc.callbacks  # each pause measured
+        assert metrics.time_collection in gc.callbacks  # each pause measured
     finally:
         gc.unfreeze()
-        if lifespan._time_collection in gc.callbacks:
-            gc.callbacks.remove(lifespan._time_collection)
+        if metrics.time_collection in gc.callbacks:
+            gc.callbacks.remove(metrics.time_collection)
         gc.set_threshold(*before)
