@@ -5,10 +5,13 @@ The base of every API view: DRF's APIView, dispatched on the event loop.
 from __future__ import annotations
 
 import inspect
+import json
 
 from django.http import HttpResponse
 from django.template.response import SimpleTemplateResponse
 from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.authentication import prepare_authentication
@@ -49,6 +52,19 @@ class AsyncApiView(APIView):
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return rendered(self.response)
+
+    def answer(self, data: dict, headers: dict[str, str]) -> HttpResponse:
+        """
+        A 200 with `data` (plain JSON types). For a JSON client it is encoded here, exactly as
+        DRF's JSONRenderer would (compact, UTF-8, no NaN), without building a template response
+        to copy; the browsable API still gets DRF's rendering.
+        """
+        if type(getattr(self.request, "accepted_renderer", None)) is not JSONRenderer:
+            return Response(data, headers=headers)
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        response = HttpResponse(body.encode(), content_type="application/json", headers=headers)
+        response["Content-Length"] = str(len(response.content))
+        return response
 
     def get_parsers(self):
         """DRF's parsers, made once per set of parser classes: they keep no per-request state."""

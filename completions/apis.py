@@ -14,7 +14,6 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser, FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
-from rest_framework.response import Response
 
 from api.serializers import ErrorSerializer
 from api.streaming import streaming_response, wants_event_stream
@@ -23,6 +22,7 @@ from completions.serializers import (
     ChatResponseSerializer,
     ImageChatRequestSerializer,
     TextChatRequestSerializer,
+    chat_response,
 )
 from gateway import calls
 from gateway.calls import Caller
@@ -173,9 +173,7 @@ class TextChatCompletionApi(AsyncApiView):
         result, headers = await calls.chat_completion(
             caller, spec=spec, messages=messages, params=data
         )
-        return Response(
-            ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
-        )
+        return self.answer(chat_response(result), {**answered_headers(result), **headers})
 
 
 class TextChatStreamApi(StreamingApiView):
@@ -327,9 +325,7 @@ class ImageChatCompletionApi(ImageUploadLimit, AsyncApiView):
         result, headers = await calls.chat_completion(
             caller, spec=spec, messages=messages, params=params
         )
-        return Response(
-            ChatResponseSerializer(result).data, headers={**answered_headers(result), **headers}
-        )
+        return self.answer(chat_response(result), {**answered_headers(result), **headers})
 
 
 class ImageChatStreamApi(ImageUploadLimit, StreamingApiView):

@@ -1,6 +1,11 @@
 import pytest
 
-from completions.serializers import TextChatRequestSerializer
+from completions.serializers import (
+    ChatResponseSerializer,
+    TextChatRequestSerializer,
+    chat_response,
+)
+from gateway.calls import ChatResult
 from openai_compat.serializers import OpenAIChatRequestSerializer
 
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -175,3 +180,16 @@ def test_openai_text_and_data_url_parts_are_accepted():
         data={"model": "m", "messages": [{"role": "user", "content": content}]}
     )
     assert serializer.is_valid(), serializer.errors
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        ChatResult("Paris.", "fake-llm", "stop", {"prompt_tokens": 9, "completion_tokens": 2}),
+        ChatResult("", "m", None, None),
+        ChatResult('{"a": 1}', "m", "length", {"total_tokens": 3}, parsed={"a": [1, None]}),
+        ChatResult('é \u2028 "q"', "m", "stop", {}, parsed=0),
+    ],
+)
+def test_the_direct_answer_is_what_the_documented_serializer_gives(result):
+    assert chat_response(result) == ChatResponseSerializer(result).data
