@@ -42,6 +42,7 @@ import httpx
 import orjson
 from django.conf import settings
 from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import AiohttpResponseStream, map_aiohttp_exceptions
 from httpx_sse import EventSource, SSEError
 
 from inference import routing
@@ -82,12 +83,43 @@ class ChatBackend(Protocol):
 
 # --- The shared client ---------------------------------------------------------------------
 
-_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = (
+
+class Transport(AiohttpTransport):
+    """httpx's aiohttp transport, plus a whole-answer call that reads the body in one piece."""
+
+    async def handle_whole_request(self, request: httpx.Request) -> httpx.Response:
+        """
+        As `handle_async_request` then `aread()`, without httpx's chunk-by-chunk stream over
+        aiohttp's (a few percent of a request's CPU): the body is read with one call and the
+        connection released. The same exceptions (httpx's) come out.
+        """
+        response = await self.handle_async_request(request)
+        stream = response.stream
+        if not isinstance(stream, AiohttpResponseStream):  # pragma: no cover (the same class)
+            await response.aread()
+            return response
+        raw = stream._aiohttp_response
+        try:
+            with map_aiohttp_exceptions():
+                body = await raw.read()
+        finally:
+            raw.release()
+        # `content=` decodes a Content-Encoding the same way `aread()` would.
+        return httpx.Response(
+            status_code=response.status_code,
+            headers=response.headers.raw,
+            content=body,
+            request=request,
+            extensions=response.extensions,
+        )
+
+
+_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def get_transport() -> AiohttpTransport:
+def get_transport() -> Transport:
     """
     This event loop's shared connection pool, created on first use: httpx's aiohttp transport,
     used directly (`handle_async_request`). The gateway builds each request itself, so an
@@ -97,7 +129,7 @@ def get_transport() -> AiohttpTransport:
     loop = asyncio.get_running_loop()
     transport = _transports.get(loop)
     if transport is None:
-        transport = AiohttpTransport(client=_new_session)
+        transport = Transport(client=_new_session)
         _transports[loop] = transport
     return transport
 
@@ -120,7 +152,10 @@ async def send(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.Response:
     """Send `request`; unless `stream`, with the whole body read (and the connection freed)."""
-    response = await (transport or get_transport()).handle_async_request(request)
+    transport = transport or get_transport()
+    if not stream and isinstance(transport, Transport):
+        return await transport.handle_whole_request(request)
+    response = await transport.handle_async_request(request)
     if not stream:
         try:
             await response.aread()

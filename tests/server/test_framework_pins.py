@@ -14,6 +14,7 @@ import pytest
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.utils.deprecation import MiddlewareMixin
+from httpx_aiohttp.transport import AiohttpResponseStream, AiohttpTransport
 from rest_framework.serializers import Serializer
 from rest_framework.views import APIView
 from uvicorn.supervisors.multiprocess import Multiprocess
@@ -60,6 +61,20 @@ PINS = [
         Multiprocess.__init__,
         "5e0f105cb4a381b5a206060d2b96ccbe29bdb83fe44b0165bbdb9847d578a5e6",
         "server/management/commands/serve.py DrainingMultiprocess (signal_queue, sockets)",
+    ),
+    (
+        "httpx_aiohttp.transport.AiohttpTransport.handle_async_request",
+        AiohttpTransport.handle_async_request,
+        "685989131a3a46dc3a08c7fcc3b544ab6582868d222adc7706b75e9e0b028e11",
+        "inference/backends/openai_http.py Transport.handle_whole_request (reads the body "
+        "of its response in one piece)",
+    ),
+    (
+        "httpx_aiohttp.transport.AiohttpResponseStream",
+        AiohttpResponseStream,
+        "63b6d551213f8bcb651110a1d3da5b8d0a056e1adf9045123c71454484ef6906",
+        "inference/backends/openai_http.py Transport.handle_whole_request "
+        "(its _aiohttp_response, its exception mapping)",
     ),
 ]
 
