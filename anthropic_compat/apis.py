@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ValidationError
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
 from anthropic_compat import services
 from anthropic_compat.exceptions import anthropic_exception_handler
 from anthropic_compat.presenters import message_object, message_stream_frames
 from anthropic_compat.serializers import CountTokensRequestSerializer, MessagesRequestSerializer
 from api.serializers import check_total_chars
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
-from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
+from api.views import FirstRendererNegotiation, SdkApiView, answered_headers
 from gateway import calls
 from gateway.calls import Caller
 from inference.catalog import ModelSpec
@@ -56,16 +54,11 @@ ERROR_RESPONSES = {
 }
 
 
-class AnthropicApiView(AsyncApiView):
-    authentication_classes = [StaffSessionAuthentication, BearerOrApiKeyAuthentication]
-    renderer_classes = [JSONRenderer]
+class AnthropicApiView(SdkApiView):
     content_negotiation_class = FirstRendererNegotiation
 
     def get_exception_handler(self):
         return anthropic_exception_handler
-
-    def get_authenticate_header(self, request):
-        return BearerOrApiKeyAuthentication().authenticate_header(request)
 
 
 async def _prepared(

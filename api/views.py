@@ -14,7 +14,11 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.authentication import prepare_authentication
+from accounts.authentication import (
+    BearerOrApiKeyAuthentication,
+    StaffSessionAuthentication,
+    prepare_authentication,
+)
 from gateway import calls
 from observability import timing
 
@@ -91,6 +95,21 @@ class AsyncApiView(APIView):
         ):
             return first, first.media_type
         return super().perform_content_negotiation(request, force)
+
+
+class SdkApiView(AsyncApiView):
+    """
+    A view that client SDKs call (OpenAI's, Anthropic's): a key as a bearer token or in a
+    header (or a staff session), JSON only. Each family sets its own exception handler, which
+    gives errors in its SDK's shape.
+    """
+
+    authentication_classes = [StaffSessionAuthentication, BearerOrApiKeyAuthentication]
+    renderer_classes = [JSONRenderer]
+
+    def get_authenticate_header(self, request):
+        # A 401 here asks for a bearer token (the staff session class comes first in the list).
+        return BearerOrApiKeyAuthentication().authenticate_header(request)
 
 
 PLAIN_ACCEPTS = frozenset({"*/*", "application/json", ""})

@@ -575,15 +575,7 @@ async def openai_legacy_completion(
     """A legacy text completion (`/v1/completions`), whole, passed through."""
     body, completion = _legacy_body(spec, body)
     prompt = _prompt_tokens(prompt_chars(body.get("prompt")), 1)
-    return await accounted(
-        caller,
-        spec=spec,
-        tokens=prompt + completion,
-        prompt_tokens=prompt,
-        call=lambda context: services.openai_passthrough(
-            spec=spec, path="/completions", body=body, what=LEGACY, context=context
-        ),
-    )
+    return await _passthrough(caller, spec, "/completions", LEGACY, body, prompt, completion)
 
 
 async def open_openai_legacy_stream(
@@ -592,14 +584,8 @@ async def open_openai_legacy_stream(
     """A legacy text completion, streamed (`RawChunk` events)."""
     body, completion = _legacy_body(spec, body)
     prompt = _prompt_tokens(prompt_chars(body.get("prompt")), 1)
-    return await accounted(
-        caller,
-        spec=spec,
-        tokens=prompt + completion,
-        prompt_tokens=prompt,
-        call=lambda context: services.open_openai_passthrough_stream(
-            spec=spec, path="/completions", body=body, what=LEGACY, context=context
-        ),
+    return await _passthrough(
+        caller, spec, "/completions", LEGACY, body, prompt, completion, stream=True
     )
 
 
@@ -608,15 +594,7 @@ async def openai_responses(
 ) -> tuple[services.PassthroughResult, dict[str, str]]:
     """A Responses API request, whole, passed through to a model whose servers speak it."""
     body, prompt, completion = _responses_reservation(spec, body)
-    return await accounted(
-        caller,
-        spec=spec,
-        tokens=prompt + completion,
-        prompt_tokens=prompt,
-        call=lambda context: services.openai_passthrough(
-            spec=spec, path="/responses", body=body, what=RESPONSES, context=context
-        ),
-    )
+    return await _passthrough(caller, spec, "/responses", RESPONSES, body, prompt, completion)
 
 
 async def open_openai_responses_stream(
@@ -624,14 +602,30 @@ async def open_openai_responses_stream(
 ) -> tuple[services.ChatStream, dict[str, str]]:
     """A Responses API request, streamed (its events as `RawChunk`s), passed through."""
     body, prompt, completion = _responses_reservation(spec, body)
+    return await _passthrough(
+        caller, spec, "/responses", RESPONSES, body, prompt, completion, stream=True
+    )
+
+
+async def _passthrough(
+    caller: Caller,
+    spec: ModelSpec,
+    path: str,
+    what: str,
+    body: dict[str, Any],
+    prompt: int,
+    completion: int,
+    *,
+    stream: bool = False,
+) -> Any:
+    """Another OpenAI endpoint's request, sent as it is (whole or streamed), accounted."""
+    send = services.open_openai_passthrough_stream if stream else services.openai_passthrough
     return await accounted(
         caller,
         spec=spec,
         tokens=prompt + completion,
         prompt_tokens=prompt,
-        call=lambda context: services.open_openai_passthrough_stream(
-            spec=spec, path="/responses", body=body, what=RESPONSES, context=context
-        ),
+        call=lambda context: send(spec=spec, path=path, body=body, what=what, context=context),
     )
 
 

@@ -15,13 +15,11 @@ import uuid
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
-from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from accounts.authentication import BearerOrApiKeyAuthentication, StaffSessionAuthentication
 from api.exceptions import openai_exception_handler
 from api.streaming import SSE_MEDIA_TYPE, unbuffered_response
-from api.views import AsyncApiView, FirstRendererNegotiation, answered_headers
+from api.views import FirstRendererNegotiation, SdkApiView, answered_headers
 from gateway import calls
 from gateway.calls import Caller
 from inference.catalog import ModelSpec
@@ -61,17 +59,11 @@ OPENAI_ERROR_RESPONSES = {
 }
 
 
-class OpenAIApiView(AsyncApiView):
-    authentication_classes = [StaffSessionAuthentication, BearerOrApiKeyAuthentication]
-    renderer_classes = [JSONRenderer]
+class OpenAIApiView(SdkApiView):
     content_negotiation_class = FirstRendererNegotiation
 
     def get_exception_handler(self):
         return openai_exception_handler
-
-    def get_authenticate_header(self, request):
-        # A 401 here asks for a bearer token (the staff session class comes first in the list).
-        return BearerOrApiKeyAuthentication().authenticate_header(request)
 
 
 class OpenAIModelSerializer(serializers.Serializer):
