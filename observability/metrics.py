@@ -397,13 +397,12 @@ def record_request(
         series.output_tokens.observe(completion_tokens)
 
 
-class in_flight:  # noqa: N801  (used like a function: `with in_flight(model): ...`)
-    """Counts a request as in flight for its model while the block runs."""
+class _Held:
+    """A gauge raised by one while the block runs (nothing when metrics are off)."""
 
     __slots__ = ("_gauge",)
 
-    def __init__(self, model: str | None) -> None:
-        self._gauge = _child(IN_FLIGHT, model_label(model)) if _state.enabled else None
+    _gauge: Any
 
     def __enter__(self) -> None:
         if self._gauge is not None:
@@ -417,6 +416,15 @@ class in_flight:  # noqa: N801  (used like a function: `with in_flight(model): .
     ) -> None:
         if self._gauge is not None:
             self._gauge.dec()
+
+
+class in_flight(_Held):  # noqa: N801  (used like a function: `with in_flight(model): ...`)
+    """Counts a request as in flight for its model while the block runs."""
+
+    __slots__ = ()
+
+    def __init__(self, model: str | None) -> None:
+        self._gauge = _child(IN_FLIGHT, model_label(model)) if _state.enabled else None
 
 
 def _priority(priority: str | None) -> str:
@@ -430,10 +438,10 @@ def record_queue_wait(
         _child(QUEUE_WAIT, model_label(model), _team(team), _priority(priority)).observe(seconds)
 
 
-class queued:  # noqa: N801  (used like a function: `with queued(model, team, priority): ...`)
+class queued(_Held):  # noqa: N801  (used like a function: `with queued(model, team, priority): ...`)
     """Counts a request as waiting for a slot of its model while the block runs."""
 
-    __slots__ = ("_gauge",)
+    __slots__ = ()
 
     def __init__(self, model: str | None, team: str | None, priority: str) -> None:
         self._gauge = (
@@ -441,19 +449,6 @@ class queued:  # noqa: N801  (used like a function: `with queued(model, team, pr
             if _state.enabled
             else None
         )
-
-    def __enter__(self) -> None:
-        if self._gauge is not None:
-            self._gauge.inc()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._gauge is not None:
-            self._gauge.dec()
 
 
 # A collection can start inside any allocation, including one made while prometheus_client holds
