@@ -16,19 +16,23 @@ from limits import redis_client
 from limits.flows import BATCH, FairQueue, Flow
 from limits.redis_slots import RedisSlots
 from limits.slots import LocalSlots, SlotTimeout
-from tests.limits.conftest import shared_limits_settings
+from tests.limits.conftest import TRANSPORTS
 
 _names = itertools.count()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", *TRANSPORTS])
 def make_slots(request):
-    if request.param == "redis":
-        server = request.getfixturevalue("use_redis")
+    if request.param in TRANSPORTS:
+        request.getfixturevalue(TRANSPORTS[request.param])
+        shared = request.getfixturevalue("settings").SHARED_LIMITS
         # Counted or refused, never admitted uncounted, and patient with a busy test machine.
-        request.getfixturevalue("settings").SHARED_LIMITS = shared_limits_settings(
-            server.url, timeout=2, connect_timeout=2, on_redis_error="closed"
-        )
+        request.getfixturevalue("settings").SHARED_LIMITS = {
+            **shared,
+            "timeout": 2,
+            "connect_timeout": 2,
+            "on_redis_error": "closed",
+        }
         redis_client.reset_state_for_tests()
         return lambda capacity: RedisSlots(f"contract-{next(_names)}", capacity)
     return LocalSlots
