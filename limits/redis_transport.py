@@ -214,7 +214,7 @@ class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
     """
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SentinelCachePool:  # type: ignore[override]
+    def from_url(cls, url: str, **options: Any) -> SentinelCachePool:
         address = SentinelAddress.from_url(url)
         timeouts = {k: v for k, v in options.items() if k.startswith("socket_")}
         sentinel = redis.sentinel.Sentinel(
