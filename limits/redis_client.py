@@ -37,7 +37,14 @@ from django.dispatch import receiver
 from limits.exceptions import LimitsUnavailable
 from limits.per_loop import PerLoop, running_loop
 from limits.redis_connection import ReplyError
-from limits.redis_transport import CLIENTS, Transport, new_transport, redis_py_client
+from limits.redis_transport import (
+    CLIENTS,
+    SentinelAddress,
+    Transport,
+    is_sentinel,
+    new_transport,
+    redis_py_client,
+)
 
 logger = logging.getLogger("limits.redis")
 
@@ -70,6 +77,11 @@ class RedisConfig:
             raise ImproperlyConfigured(
                 f"LIMITS__REDIS_CLIENT must be one of {', '.join(CLIENTS)}, not {config.client!r}."
             )
+        if is_sentinel(config.url):
+            try:
+                SentinelAddress.from_url(config.url)
+            except ValueError as exc:  # the URL's shape only: never its password
+                raise ImproperlyConfigured(f"REDIS_URL: {exc}.") from None
         return config
 
 

@@ -45,6 +45,13 @@ def test_an_unknown_client_setting_names_the_setting(settings):
         redis_client.config()
 
 
+def test_a_malformed_sentinel_url_is_a_configuration_error_without_the_password(settings):
+    settings.SHARED_LIMITS = shared_limits_settings("redis+sentinel://:hunter2@h:26379")
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL: a Sentinel URL reads") as caught:
+        redis_client.config()
+    assert "hunter2" not in str(caught.value)
+
+
 def test_a_sentinel_url_names_its_sentinels_service_database_and_passwords():
     address = SentinelAddress.from_url(
         "redis+sentinel://app:s%40cret@10.0.0.1:26380,sentinel-b,[::1]:26381/limits/3"
@@ -79,6 +86,19 @@ def test_the_session_cache_reads_a_sentinel_url():
     assert pool.service_name == "limits"
     assert pool.connection_kwargs["db"] == 2
     assert pool.connection_kwargs["password"] == "pw"
+
+
+def test_the_session_cache_reaches_the_master_through_sentinel(redis_server, redis_sentinel):
+    from django.core.cache.backends.redis import RedisCache
+
+    cache = RedisCache(
+        redis_sentinel.url(),
+        {"OPTIONS": {"pool_class": "limits.redis_transport.SentinelCachePool"}},
+    )
+    cache.set("session-probe", "here", 30)
+    assert cache.get("session-probe") == "here"
+    assert b"session-probe" in redis_server.command("KEYS", "*session-probe")
+    cache.close()
 
 
 def transport(url: str) -> RedisPyTransport:
