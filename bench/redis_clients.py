@@ -1,5 +1,5 @@
 """
-The shared limits' Redis scripts through two clients, in one run against one redis-server:
+The shared limits' Redis scripts through two clients (four ways), in one run against one redis-server:
 
 - `pipelined`: the hand-written RESP connection (`limits.redis_connection`, hiredis parsing,
   one connection per event loop shared by every request, commands written as they come);
@@ -7,7 +7,10 @@ The shared limits' Redis scripts through two clients, in one run against one red
   connection pool of 64, one `EVALSHA` call per script, as an application would use it;
 - `redis-py batched`: the same client under the limits' own batching (`limits.redis_client`
   sends every script call made in one loop round as one pipeline): one redis-py pipeline
-  (`transaction=False`) per round, as the limits would use it after a move.
+  (`transaction=False`) per round;
+- `redis-py transport`: what `LIMITS__REDIS_CLIENT=redis-py` and Sentinel URLs use
+  (`limits.redis_transport.RedisPyTransport`): one redis-py pipeline at a time per event loop,
+  carrying every batch submitted while the previous one was on its way.
 
 Each "request" is what a request costs the limits on a contended model's slots: the slot
 acquire script (admitted at once) then the release script, with the real sources and
@@ -45,6 +48,7 @@ import redis.asyncio as aioredis  # noqa: E402
 
 from limits.redis_connection import PipelinedConnection  # noqa: E402
 from limits.redis_slots import _ACQUIRE, _RELEASE  # noqa: E402
+from limits.redis_transport import RedisPyTransport, redis_py_client  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -75,6 +79,18 @@ def pipelined_request(connection: PipelinedConnection) -> Request:
         ]
         assert reply[0] == 1, reply
         await connection.execute([("EVALSHA", release, 7, *KEYS, *HEAD, token)])
+
+    return one
+
+
+def transport_request(transport: RedisPyTransport) -> Request:
+    acquire, release = sha(_ACQUIRE), sha(_RELEASE)
+
+    async def one() -> None:
+        token = f"t{next(_tokens)}"
+        reply = (await transport.execute([("EVALSHA", acquire, 7, *KEYS, *acquire_args(token))]))[0]
+        assert reply[0] == 1, reply
+        await transport.execute([("EVALSHA", release, 7, *KEYS, *HEAD, token)])
 
     return one
 
@@ -162,10 +178,15 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, dict[str, flo
         loader.script_load(source)
     connection = PipelinedConnection(url, connect_timeout=1, timeout=2)
     client = aioredis.Redis.from_url(url, max_connections=64)
+    transport = RedisPyTransport(
+        redis_py_client(url, max_connections=4, connect_timeout=1, timeout=2, retries=0),
+        timeout=3,
+    )
     clients = {
         "pipelined": pipelined_request(connection),
         "redis-py": redis_py_request(client),
         "redis-py batched": batched_request(Batched(client)),
+        "redis-py transport": transport_request(transport),
     }
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
     p50s: dict[str, list[float]] = {name: [] for name in clients}
@@ -177,6 +198,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, dict[str, flo
             p50s[name].append(await latency(request, count=300))
     connection.close()
     await client.aclose()
+    await transport.aclose()
     return {
         name: {
             "req_s_64": statistics.median(x["req_s"] for x in rounds[name]),
@@ -189,7 +211,7 @@ async def measure(args: argparse.Namespace, url: str) -> dict[str, dict[str, flo
 
 def render(summary: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     lines = [
-        "# The limits' Redis scripts through two clients",
+        "# The limits' Redis scripts through two clients, four ways",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.machine()}, "
         f"{os.cpu_count()} CPUs (shared), redis-py {redis.__version__}, hiredis "

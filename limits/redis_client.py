@@ -2,9 +2,9 @@
 The Redis connection the shared limits use, and what happens when Redis fails.
 
 `REDIS_URL` turns shared limits on; without it every limit is counted per process. Each event
-loop has one pipelined connection for the limits' scripts and commands
-(`limits.redis_connection`) and a redis-py client for pub/sub, both with short explicit
-timeouts, so a dead or unreachable Redis costs a request at most about `connect + read`
+loop has one transport for the limits' scripts and commands (`limits.redis_transport`: the
+pipelined connection of `limits.redis_connection`, or redis-py's client, which Sentinel URLs
+use) and a redis-py client for pub/sub, both with short explicit timeouts, so a dead or unreachable Redis costs a request at most about `connect + read`
 timeout, never a hang. After a failure Redis is left alone for `retry_seconds`
 (the policy below applies at once, without a round trip), then tried again: limits recover
 without a restart.
@@ -33,12 +33,18 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from limits.exceptions import LimitsUnavailable
 from limits.per_loop import PerLoop, running_loop
-from limits.redis_connection import PipelinedConnection, ReplyError
+from limits.redis_connection import ReplyError
+from limits.redis_transport import (
+    CLIENTS,
+    SentinelAddress,
+    Transport,
+    is_sentinel,
+    new_transport,
+    redis_py_client,
+)
 
 logger = logging.getLogger("limits.redis")
 
@@ -57,6 +63,7 @@ class RedisConfig:
     on_redis_error: Literal["open", "closed"] = "open"
     lease_seconds: float = 10.0  # a concurrency slot's lease; a crashed holder frees it after this
     retry_seconds: float = 1.0  # after a failure, Redis is not tried again for this long
+    client: str = "pipelined"  # the transport of scripts and commands (`limits.redis_transport`)
 
     @classmethod
     def from_settings(cls) -> RedisConfig:
@@ -66,6 +73,15 @@ class RedisConfig:
             raise ImproperlyConfigured(
                 f"LIMITS__ON_REDIS_ERROR must be 'open' or 'closed', not {config.on_redis_error!r}."
             )
+        if config.client not in CLIENTS:
+            raise ImproperlyConfigured(
+                f"LIMITS__REDIS_CLIENT must be one of {', '.join(CLIENTS)}, not {config.client!r}."
+            )
+        if is_sentinel(config.url):
+            try:
+                SentinelAddress.from_url(config.url)
+            except ValueError as exc:  # the URL's shape only: never its password
+                raise ImproperlyConfigured(f"REDIS_URL: {exc}.") from None
         return config
 
 
@@ -126,8 +142,8 @@ class _Call:
 class _LoopClient:
     config: RedisConfig
     client: redis.Redis  # pub/sub
-    connection: PipelinedConnection  # everything else
-    retired: list[redis.Redis] = field(default_factory=list)  # replaced, to close at `close`
+    connection: Transport  # everything else
+    retired: list[redis.Redis | Transport] = field(default_factory=list)  # to close at `close`
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)  # background work on this loop
     queued: list[_Call] = field(default_factory=list)  # script calls for the next pipeline
     later: list[_Call] = field(default_factory=list)  # calls whose replies nobody waits for
@@ -147,25 +163,21 @@ _clients: PerLoop[_LoopClient] = PerLoop(_new_loop_client)
 
 
 def _new_client(cfg: RedisConfig) -> redis.Redis:
-    pool = redis.BlockingConnectionPool.from_url(
+    # One immediate retry on a new connection: after a Redis restart (or a failover) the
+    # pooled connections are dead, and the first command on each would fail otherwise.
+    return redis_py_client(
         cfg.url,
         max_connections=cfg.max_connections,
-        # Waiting for a free pooled connection counts against the same short budget.
+        connect_timeout=cfg.connect_timeout,
         timeout=cfg.timeout,
-        socket_connect_timeout=cfg.connect_timeout,
-        socket_timeout=cfg.timeout,
-        socket_keepalive=True,
-        # One immediate retry on a new connection: after a Redis restart the pooled
-        # connections are dead, and the first command on each would fail otherwise.
-        # Timeouts are never retried (a reply may be late, not lost).
-        retry=Retry(NoBackoff(), 1),
-        retry_on_timeout=False,
+        retries=1,
     )
-    return redis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
-def _new_connection(cfg: RedisConfig) -> PipelinedConnection:
-    return PipelinedConnection(cfg.url, connect_timeout=cfg.connect_timeout, timeout=cfg.timeout)
+def _new_connection(cfg: RedisConfig) -> Transport:
+    return new_transport(
+        cfg.url, client=cfg.client, connect_timeout=cfg.connect_timeout, timeout=cfg.timeout
+    )
 
 
 def _loop_client() -> _LoopClient:
@@ -174,6 +186,7 @@ def _loop_client() -> _LoopClient:
     if entry.config is not cfg and entry.config != cfg:
         # Settings replaced (tests): new ones, the old client closed later.
         entry.retired.append(entry.client)
+        entry.retired.append(entry.connection)
         entry.connection.close()
         entry.config, entry.client = cfg, _new_client(cfg)
         entry.connection = _new_connection(cfg)
@@ -215,7 +228,7 @@ async def close() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     _clients.pop()
     entry.connection.close()
-    for old in (*entry.retired, entry.client):
+    for old in (*entry.retired, entry.client, entry.connection):
         await old.aclose()
 
 
@@ -476,9 +489,7 @@ async def _send(entry: _LoopClient, calls: list[_Call]) -> None:
     _deliver(zip(calls, replies, strict=True))
 
 
-async def _pipeline(
-    connection: PipelinedConnection, calls: list[_Call], loaded: set[str]
-) -> list[Any]:
+async def _pipeline(connection: Transport, calls: list[_Call], loaded: set[str]) -> list[Any]:
     """
     One round trip for all `calls`, in order. A script's first use loads it in the same
     pipeline, ahead of the calls. If Redis lost scripts it was known to have (a restart),
@@ -502,9 +513,7 @@ def _no_script(reply: Any) -> bool:
     return isinstance(reply, ReplyError) and str(reply).startswith("NOSCRIPT")
 
 
-async def _execute(
-    connection: PipelinedConnection, calls: list[_Call], load: set[str]
-) -> list[Any]:
+async def _execute(connection: Transport, calls: list[_Call], load: set[str]) -> list[Any]:
     """One pipeline: `SCRIPT LOAD` for the sources in `load`, then the calls; their replies."""
     return (await connection.execute(_commands(calls, load)))[len(load) :]
 

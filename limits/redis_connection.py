@@ -8,7 +8,8 @@ parsed by hiredis, Redis's own C parser. Through redis-py's pipelines the same s
 about five times the CPU per request (most of it building and parsing commands in Python).
 
 redis-py remains the client for pub/sub (`limits.redis_events`), which holds its own
-connection in subscriber mode.
+connection in subscriber mode, and carries the scripts instead of this connection where
+`limits.redis_transport` chooses it (Sentinel, or `LIMITS__REDIS_CLIENT=redis-py`).
 
 `REDIS_URL` forms: `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS, with
 `?ssl_cert_reqs=none` to skip verification and `?ssl_ca_certs=/path` for a private CA), and
@@ -270,6 +271,9 @@ class PipelinedConnection:
         protocol, self._protocol = self._protocol, None
         if protocol is not None and protocol.transport is not None:
             protocol.transport.close()
+
+    async def aclose(self) -> None:
+        self.close()
 
 
 class _Deadline:

@@ -295,6 +295,12 @@ _serials = itertools.count()
 _waiting: dict[str, asyncio.Event] = {}
 
 
+def slot_keys(prefix: str, name: str, *names: str) -> list[str]:
+    """The Redis keys `names` of the slot set `name` (one hash tag: one cluster slot)."""
+    tag = f"{{{prefix}:slots:{name}}}"
+    return [f"{tag}:{each}" for each in names]
+
+
 def _flow_spec(flow: Flow) -> str:
     """A flow as the scripts read it: its cost per admission, team and key on three lines."""
     team = flow.team.replace("\n", " ")
@@ -443,8 +449,7 @@ class RedisSlots:
         prefix = redis_client.config().key_prefix
         cached = self._key_cache.get((prefix, names))
         if cached is None:
-            tag = f"{{{prefix}:slots:{self.name}}}"
-            cached = self._key_cache[(prefix, names)] = [f"{tag}:{name}" for name in names]
+            cached = self._key_cache[(prefix, names)] = slot_keys(prefix, self.name, *names)
         return cached
 
     def _run(self, what: str, source: str, keys: list[str], args: list) -> Awaitable[Any]:

@@ -22,6 +22,8 @@ from limits.flows import ANONYMOUS, FairQueue, Flow
 
 # How fast the mean time a slot is held follows changes (for Retry-After).
 HOLD_SMOOTHING = 0.2
+# The longest Retry-After estimated from the line: beyond it the line will have changed anyway.
+RETRY_AFTER_MAX = 3600
 
 
 class SlotTimeout(Exception):
@@ -36,10 +38,13 @@ class SlotTimeout(Exception):
 
 
 def retry_estimate(*, waiting: int, capacity: int, mean_hold: float | None) -> int | None:
-    """Seconds until the line ahead (`waiting` requests) has drained through `capacity` slots."""
+    """
+    Seconds until the line ahead (`waiting` requests) has drained through `capacity` slots,
+    from 1 to RETRY_AFTER_MAX.
+    """
     if mean_hold is None:
         return None
-    return max(1, math.ceil((waiting + 1) / capacity * mean_hold))
+    return min(RETRY_AFTER_MAX, max(1, math.ceil((waiting + 1) / capacity * mean_hold)))
 
 
 class HoldTimes:

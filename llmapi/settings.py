@@ -504,6 +504,8 @@ SHARED_LIMITS = {
     "lease_seconds": _setting("float", "LIMITS__LEASE_SECONDS", 10.0),
     # After a Redis failure, requests skip Redis (applying the policy) for this long.
     "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
+    # How the scripts travel: pipelined (least CPU) or redis-py (Sentinel URLs always use it).
+    "client": env.str("LIMITS__REDIS_CLIENT", default="") or "pipelined",
 }
 
 # Where browser sessions are kept: in Redis when REDIS_URL is set (shared by every worker and
@@ -518,6 +520,12 @@ if SHARED_LIMITS["url"]:
             "OPTIONS": {
                 "socket_connect_timeout": max(1.0, SHARED_LIMITS["connect_timeout"]),
                 "socket_timeout": max(1.0, SHARED_LIMITS["timeout"]),
+                # redis+sentinel:// URLs: the pool of the master the Sentinels name.
+                **(
+                    {"pool_class": "limits.redis_transport.SentinelCachePool"}
+                    if SHARED_LIMITS["url"].lower().startswith("redis+sentinel://")
+                    else {}
+                ),
             },
         }
     }

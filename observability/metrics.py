@@ -270,6 +270,11 @@ def configure(
         _state.models = frozenset(models)
 
 
+def recording() -> bool:
+    """Whether metrics are recorded (they are when someone can read them)."""
+    return _state.enabled
+
+
 def register_models(names: Iterable[str]) -> None:
     """Add catalog model names; only these (and "unknown") ever appear as a model label."""
     _state.models = _state.models | frozenset(name for name in names if name)

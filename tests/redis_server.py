@@ -88,3 +88,76 @@ class RedisServer:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
             sock.sendall(b"".join(parts))
             return sock.recv(65536)
+
+
+class RedisSentinel:
+    """
+    A throw-away Redis Sentinel (`redis-server --sentinel`, the same Debian package) watching
+    `master` as the service `service`, with short timings so that a failover takes seconds.
+    """
+
+    def __init__(self, master: RedisServer, service: str = "limits") -> None:
+        self.master = master
+        self.service = service
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="llmapi-sentinel-"))
+        self.process: subprocess.Popen | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/{db}"
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        config = self.dir / "sentinel.conf"  # Sentinel rewrites its file: one of its own
+        config.write_text(
+            "\n".join(
+                [
+                    f"port {self.port}",
+                    "bind 127.0.0.1",
+                    f"dir {self.dir}",
+                    f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1",
+                    f"sentinel down-after-milliseconds {self.service} 1000",
+                    f"sentinel failover-timeout {self.service} 5000",
+                    f"sentinel parallel-syncs {self.service} 1",
+                    "loglevel warning",
+                    "",
+                ]
+            )
+        )
+        self.process = subprocess.Popen(
+            [REDIS_SERVER, str(config), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-sentinel exited with {self.process.returncode}")
+            try:
+                if self.master_port() == self.master.port:
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-sentinel did not start within 10 s")
+
+    def command(self, *args: str) -> bytes:
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"".join(parts))
+            return sock.recv(65536)
+
+    def master_port(self) -> int:
+        """The port of the master this Sentinel names now."""
+        reply = self.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        # *2\r\n$9\r\n127.0.0.1\r\n$5\r\n12345\r\n
+        return int(reply.split(b"\r\n")[4])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=5)
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)

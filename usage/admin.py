@@ -1,4 +1,4 @@
-"""The ledger in the admin: the raw rows (read-only) and a usage page with charts."""
+"""The ledger in the admin: the raw rows (read-only) and a usage page with charts and the line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from django.template.response import TemplateResponse
 
 from usage.charts import column_chart
 from usage.models import UsageHourly, UsageRecord
+from usage.queues import queue_figures
 from usage.selectors import dashboard_data
 
 
@@ -74,6 +75,7 @@ class UsageDashboardAdmin(ReadOnlyAdmin):
                 ("Per model", data["per_model"]),
             ],
             "since": data["since"],
+            "queues": queue_figures(),
             **(extra_context or {}),
         }
         return TemplateResponse(request, "usage/dashboard.html", context)

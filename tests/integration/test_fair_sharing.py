@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
+import subprocess
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -81,6 +83,7 @@ def gateway_env(gated: GatedUpstream, redis_server: RedisServer, database, insta
         "LIMITS__REDIS_CONNECT_TIMEOUT": "2",
         "DATABASE__SQLITE_PATH": str(database),
         "LLMAPI_TEST_INSTANCE": instance,
+        "METRICS__TOKEN": "metrics-token",  # the dashboard's own figures come from the metrics
     }
 
 
@@ -236,3 +239,71 @@ def test_an_unknown_priority_is_refused_naming_the_header(fleet):
     response = ask(urls[0], keys["a"], "hi", {"X-LLMAPI-Priority": "urgent"})
     assert response.status_code == 400
     assert "X-LLMAPI-Priority" in response.json()["detail"]
+
+
+STAFF_PASSWORD = "a-long-password-for-staff"
+
+
+def staff_session(url: str, database) -> httpx.Client:
+    """A staff member logged in to the admin of the gateway at `url`."""
+    with contextlib.suppress(subprocess.CalledProcessError):  # made by an earlier call
+        manage(
+            database,
+            "createsuperuser",
+            "--noinput",
+            "--username",
+            "ops",
+            "--email",
+            "ops@example.com",
+            env={"DJANGO_SUPERUSER_PASSWORD": STAFF_PASSWORD},
+        )
+    client = httpx.Client(base_url=url, follow_redirects=True, timeout=60)
+    page = client.get("/admin/login/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token is not None
+    done = client.post(
+        "/admin/login/",
+        data={
+            "csrfmiddlewaretoken": token.group(1),
+            "username": "ops",
+            "password": STAFF_PASSWORD,
+            "next": "/admin/",
+        },
+    )
+    assert done.status_code == 200 and "/admin/login/" not in str(done.url)
+    return client
+
+
+def dashboard_line(client: httpx.Client) -> dict[tuple[str, str], dict[str, str]]:
+    """The dashboard's line table: (team, priority) -> its figures, as rendered."""
+    page = client.get("/admin/usage/usagehourly/")
+    assert page.status_code == 200
+    rows = {}
+    for team, priority, cells in re.findall(
+        r'<tr data-model="[^"]*" data-team="([^"]*)" data-priority="([^"]*)">(.*?)</tr>', page.text
+    ):
+        rows[(team, priority)] = dict(re.findall(r'<td class="([a-z-]+)">([^<]*)</td>', cells))
+    return rows
+
+
+def test_the_admin_dashboard_shows_the_teams_waiting(fleet, gated, database):
+    urls, keys, client = fleet
+    staff = [staff_session(url, database) for url in urls]
+    line = Line(urls, client, gated)
+    for n in range(4):  # a0 takes the slot and is held at the model server; a1-a3 wait
+        line.send(keys["a"], f"a{n}")
+    line.send(keys["b"], "b0")
+    seen = [dashboard_line(each) for each in staff]
+    # Every host: the shared line in Redis, the same on both gateways.
+    for rows in seen:
+        assert rows[("team-a", "interactive")]["waiting-everywhere"] == "3"
+        assert rows[("team-b", "interactive")]["waiting-everywhere"] == "1"
+    # This server: each gateway counts its own waiters; together, the whole line.
+    assert sum(int(rows[("team-a", "interactive")]["waiting"]) for rows in seen) == 3
+    assert sum(int(rows[("team-b", "interactive")]["waiting"]) for rows in seen) == 1
+    assert line.answer_all() == [200] * 5
+    after = [dashboard_line(each) for each in staff]
+    assert sum(int(rows[("team-a", "interactive")]["waited"]) for rows in after) >= 4
+    assert all(rows[("team-a", "interactive")]["waiting-everywhere"] == "0" for rows in after)
+    for each in staff:
+        each.close()

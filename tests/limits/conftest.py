@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from limits import lifespan, redis_client, redis_counters
-from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.redis_server import REDIS_SERVER, RedisSentinel, RedisServer
 from tests.teams import key_pepper, make_key, team  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +64,29 @@ async def use_redis(settings, redis_server):
     redis_client.reset_state_for_tests()
     yield redis_server
     await lifespan.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_sentinel(redis_server):
+    """A Sentinel naming the module's redis-server as the master of its service."""
+    sentinel = RedisSentinel(redis_server)
+    sentinel.start()
+    yield sentinel
+    sentinel.stop()
+
+
+@pytest.fixture
+async def use_redis_py(settings, redis_server, redis_sentinel):
+    """`use_redis` through the redis-py transport, finding the server through Sentinel."""
+    redis_server.command("FLUSHALL")
+    settings.SHARED_LIMITS = shared_limits_settings(redis_sentinel.url(), client="redis-py")
+    redis_client.reset_state_for_tests()
+    yield redis_server
+    await lifespan.stop()
+
+
+# The transports the shared limits' contract tests run through (`limits.redis_transport`).
+TRANSPORTS = {"redis": "use_redis", "redis-py": "use_redis_py"}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from limits.quotas import (
     QuotaSubject,
     format_reset,
 )
+from tests.limits.conftest import TRANSPORTS
 
 # 2026-11-26 10:00:30 UTC: 30 s into a minute.
 NOW = dt.datetime(2026, 11, 26, 10, 0, 30, tzinfo=dt.UTC).timestamp()
@@ -24,10 +25,10 @@ def key(**limits) -> QuotaSubject:
     return QuotaSubject(key_id="1", key_limits=Limits(**limits), team_id="7")
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", *TRANSPORTS])
 def store(request):
-    if request.param == "redis":
-        request.getfixturevalue("use_redis")
+    if request.param in TRANSPORTS:
+        request.getfixturevalue(TRANSPORTS[request.param])
         from limits.redis_quotas import RedisQuotaStore
 
         return RedisQuotaStore()

@@ -193,11 +193,13 @@ def test_waiters_are_admitted_first_come_first_served_across_processes(use_redis
 
 
 @pytest.mark.fake_clock
+@pytest.mark.parametrize("client", ["pipelined", "redis-py"])
 async def test_open_policy_admits_uncounted_while_redis_is_down_and_recovers(
-    use_own_redis, monkeypatch, pipelines
+    settings, use_own_redis, monkeypatch, pipelines, client
 ):
     clock = FakeClock()
     monkeypatch.setattr(redis_client, "time", clock)  # the retry pause after a failure
+    settings.SHARED_LIMITS = shared_limits_settings(use_own_redis.url, client=client)
     slots = RedisSlots("model", 1)
     async with slots.hold(queue_timeout=1):
         assert await slots.shared_counts() == (1, 0)
@@ -217,12 +219,15 @@ async def test_open_policy_admits_uncounted_while_redis_is_down_and_recovers(
 
 
 @pytest.mark.fake_clock
+@pytest.mark.parametrize("client", ["pipelined", "redis-py"])
 async def test_closed_policy_refuses_without_round_trips_while_redis_is_down_and_recovers(
-    settings, use_own_redis, monkeypatch, pipelines
+    settings, use_own_redis, monkeypatch, pipelines, client
 ):
     clock = FakeClock()
     monkeypatch.setattr(redis_client, "time", clock)
-    settings.SHARED_LIMITS = shared_limits_settings(use_own_redis.url, on_redis_error="closed")
+    settings.SHARED_LIMITS = shared_limits_settings(
+        use_own_redis.url, on_redis_error="closed", client=client
+    )
     slots = RedisSlots("model", 1)
     use_own_redis.kill()
     with pytest.raises(LimitsUnavailable):  # the first try finds Redis down

@@ -8,6 +8,7 @@ import pytest
 
 from limits import redis_client, redis_events, revocations
 from limits.exceptions import LimitsUnavailable
+from tests.limits.conftest import TRANSPORTS
 from tests.waiting import eventually
 
 
@@ -19,8 +20,15 @@ def received():
     revocations.remove_callback(seen.append)
 
 
-def test_revocation_reaches_a_second_process(use_redis, workers):
-    other = workers(use_redis.url, "listen")
+@pytest.fixture(params=list(TRANSPORTS))
+def shared_url(request) -> str:
+    """REDIS_URL of the shared limits, through each transport."""
+    request.getfixturevalue(TRANSPORTS[request.param])
+    return request.getfixturevalue("settings").SHARED_LIMITS["url"]
+
+
+def test_revocation_reaches_a_second_process(shared_url, workers):
+    other = workers(shared_url, "listen")
     assert other.message(timeout=60)["listening"] is True
 
     async def publish() -> int:
@@ -34,7 +42,7 @@ def test_revocation_reaches_a_second_process(use_redis, workers):
     assert other.message(timeout=60)["revoked"] == "key-1234"
 
 
-async def test_this_process_hears_its_own_revocations(use_redis, received):
+async def test_this_process_hears_its_own_revocations(shared_url, received):
     assert await redis_events.wait_connected(30)
     await revocations.publish_revocation("sk-abc")
     await eventually(lambda: received)

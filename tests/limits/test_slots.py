@@ -15,20 +15,24 @@ import pytest
 from limits import redis_client
 from limits.flows import BATCH, FairQueue, Flow
 from limits.redis_slots import RedisSlots
-from limits.slots import LocalSlots, SlotTimeout
-from tests.limits.conftest import shared_limits_settings
+from limits.slots import RETRY_AFTER_MAX, LocalSlots, SlotTimeout, retry_estimate
+from tests.limits.conftest import TRANSPORTS
 
 _names = itertools.count()
 
 
-@pytest.fixture(params=["local", "redis"])
+@pytest.fixture(params=["local", *TRANSPORTS])
 def make_slots(request):
-    if request.param == "redis":
-        server = request.getfixturevalue("use_redis")
+    if request.param in TRANSPORTS:
+        request.getfixturevalue(TRANSPORTS[request.param])
+        shared = request.getfixturevalue("settings").SHARED_LIMITS
         # Counted or refused, never admitted uncounted, and patient with a busy test machine.
-        request.getfixturevalue("settings").SHARED_LIMITS = shared_limits_settings(
-            server.url, timeout=2, connect_timeout=2, on_redis_error="closed"
-        )
+        request.getfixturevalue("settings").SHARED_LIMITS = {
+            **shared,
+            "timeout": 2,
+            "connect_timeout": 2,
+            "on_redis_error": "closed",
+        }
         redis_client.reset_state_for_tests()
         return lambda capacity: RedisSlots(f"contract-{next(_names)}", capacity)
     return LocalSlots
@@ -114,6 +118,13 @@ async def test_a_free_slot_never_waits_for_fairness(make_slots):
         # One slot held by team A, one free: team A takes it at once, whatever its share.
         async with slots.hold(queue_timeout=0, flow=Flow(team="a")):
             pass
+
+
+def test_retry_after_is_bounded_both_ways():
+    assert retry_estimate(waiting=0, capacity=8, mean_hold=0.01) == 1
+    assert retry_estimate(waiting=9, capacity=2, mean_hold=3.0) == 15
+    assert retry_estimate(waiting=10**6, capacity=1, mean_hold=600.0) == RETRY_AFTER_MAX
+    assert retry_estimate(waiting=3, capacity=1, mean_hold=None) is None
 
 
 async def test_timeout_says_when_to_retry_from_the_line(make_slots):
