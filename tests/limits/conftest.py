@@ -61,7 +61,6 @@ async def use_redis(settings, redis_server):
     """Point the shared limits at the module's redis-server, with an empty database."""
     redis_server.command("FLUSHALL")
     settings.SHARED_LIMITS = shared_limits_settings(redis_server.url)
-    redis_client.reset_state_for_tests()
     yield redis_server
     await lifespan.stop()
 
@@ -69,7 +68,6 @@ async def use_redis(settings, redis_server):
 @pytest.fixture
 async def use_own_redis(settings, own_redis_server):
     settings.SHARED_LIMITS = shared_limits_settings(own_redis_server.url)
-    redis_client.reset_state_for_tests()
     yield own_redis_server
     await lifespan.stop()
 
