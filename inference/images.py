@@ -32,6 +32,7 @@ from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference.exceptions import InvalidImage, PayloadTooLarge, UnsupportedImage
+from infra.runtime import get_runtime
 
 # Formats every common VLM server accepts. GIFs are sent as their first frame, in PNG.
 ACCEPTED_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "png"}
@@ -198,18 +199,24 @@ def release_freed_memory() -> None:
 
 # --- Bounded decoding on the event loop --------------------------------------------------------
 
-_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+class DecodeState:
+    """The runtime's decoding slots, one set per event loop, sized from the settings."""
+
+    SETTINGS = ("LLMAPI_MODELS",)
+
+    def __init__(self) -> None:
+        self.size = max(1, settings.LLMAPI_MODELS["image"]["max_decodes"])
+        self.slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
 
 def _decode_slot() -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    slot = _decode_slots.get(loop)
+    state = get_runtime().part(DecodeState)
+    slot = state.slots.get(loop)
     if slot is None:
-        slot = _decode_slots[loop] = asyncio.Semaphore(
-            max(1, settings.LLMAPI_MODELS["image"]["max_decodes"])
-        )
+        slot = state.slots[loop] = asyncio.Semaphore(state.size)
     return slot
 
 

@@ -8,7 +8,6 @@ import logging
 
 from django.conf import settings
 
-from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
 from infra.runtime import get_runtime
 from observability import metrics
@@ -49,7 +48,6 @@ async def on_shutdown() -> None:
     # The server calls this after in-flight requests and streams have finished (or the
     # graceful timeout passed): their ledger rows are queued, and written here.
     await get_runtime().stop()
-    await close_transports()
 
 
 class LifespanMiddleware:

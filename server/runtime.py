@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from batches import runner as batch_runner
 from inference import replica_load
+from inference.backends.openai_http import close_transports
 from infra.runtime import Runtime, get_runtime, install_runtime
 from limits import lifespan as shared_limits
 from usage import ledger
@@ -44,6 +45,7 @@ def build_runtime() -> Runtime:
             ("ledger", ledger.flush_and_stop),
             ("replica load", replica_load.stop),
             ("shared limits", shared_limits.stop),
+            ("model server connections", close_transports),
         ],
     )
 

@@ -54,6 +54,7 @@ from inference.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from infra.runtime import get_runtime
 from limits import replica_health
 from observability import metrics, timing
 
@@ -82,9 +83,12 @@ class ChatBackend(Protocol):
 
 # --- The shared client ---------------------------------------------------------------------
 
-_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport] = (
-    weakref.WeakKeyDictionary()
-)
+class TransportState:
+    """The runtime's connection pools to the model servers, one per event loop."""
+
+    def __init__(self) -> None:
+        self.transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AiohttpTransport]
+        self.transports = weakref.WeakKeyDictionary()
 
 
 def get_transport() -> AiohttpTransport:
@@ -95,10 +99,10 @@ def get_transport() -> AiohttpTransport:
     cookie jar, auth and redirect hooks: about a tenth of a request's CPU in profiles).
     """
     loop = asyncio.get_running_loop()
-    transport = _transports.get(loop)
+    transports = get_runtime().part(TransportState).transports
+    transport = transports.get(loop)
     if transport is None:
-        transport = AiohttpTransport(client=_new_session)
-        _transports[loop] = transport
+        transport = transports[loop] = AiohttpTransport(client=_new_session)
     return transport
 
 
@@ -132,7 +136,9 @@ async def send(
 
 async def close_transports() -> None:
     """Close this event loop's connection pool (called on server shutdown)."""
-    transport = _transports.pop(asyncio.get_running_loop(), None)
+    transport = get_runtime().part(TransportState).transports.pop(
+        asyncio.get_running_loop(), None
+    )
     if transport is not None:
         await transport.aclose()
 
