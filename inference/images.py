@@ -199,6 +199,7 @@ def release_freed_memory() -> None:
 
 # --- Bounded decoding on the event loop --------------------------------------------------------
 
+
 class DecodeState:
     """The runtime's decoding slots, one set per event loop, sized from the settings."""
 

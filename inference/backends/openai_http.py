@@ -83,6 +83,7 @@ class ChatBackend(Protocol):
 
 # --- The shared client ---------------------------------------------------------------------
 
+
 class TransportState:
     """The runtime's connection pools to the model servers, one per event loop."""
 
@@ -136,9 +137,7 @@ async def send(
 
 async def close_transports() -> None:
     """Close this event loop's connection pool (called on server shutdown)."""
-    transport = get_runtime().part(TransportState).transports.pop(
-        asyncio.get_running_loop(), None
-    )
+    transport = get_runtime().part(TransportState).transports.pop(asyncio.get_running_loop(), None)
     if transport is not None:
         await transport.aclose()
 
