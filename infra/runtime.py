@@ -17,8 +17,8 @@ tests) drops the part, so the next use builds it from the new values.
 
 The lifecycles (the ledger's writer, the batch runner, the replica load poller, the shared
 limits) are the runtime's `start()`/`stop()`: the composition in `server/runtime.py` lists
-them in order. Tests get a fresh runtime (one fixture, `install_runtime(Runtime())`), so
-nothing survives from one test to the next.
+them in order, and the ASGI lifespan builds, starts and stops it. Tests get a fresh runtime
+each (the `runtime` fixture), so nothing survives from one test to the next.
 
 Imports no app: it sits below all of them, and knows their parts only as types.
 """
@@ -50,12 +50,12 @@ class Runtime:
     def part(self, kind: type[T]) -> T:
         """This runtime's `kind`, built (`kind()`) on first use."""
         try:
-            return self._parts[kind]  # type: ignore[no-any-return]
+            return self._parts[kind]
         except KeyError:
             with self._lock:
                 if kind not in self._parts:
                     self._parts[kind] = kind()
-                return self._parts[kind]  # type: ignore[no-any-return]
+                return self._parts[kind]
 
     def peek(self, kind: type[T]) -> T | None:
         """This runtime's `kind` if it was built, else None (nothing is built)."""
