@@ -238,12 +238,9 @@ class _BoundedValues:
 
 
 class MetricsState:
-    """
-    The runtime's recording options, read from METRICS when built (`configure()` changes
-    them), and the model names that may appear as labels.
-    """
+    """The runtime's recording options, read from METRICS when built (`configure()` changes them)."""
 
-    __slots__ = ("enabled", "key_labels", "models")
+    __slots__ = ("enabled", "key_labels")
     SETTINGS = ("METRICS",)
 
     def __init__(self) -> None:
@@ -251,9 +248,19 @@ class MetricsState:
         # Recording costs nothing when nobody can read the metrics.
         self.enabled = bool(options["token"] or options["port"])
         self.key_labels: bool = options["key_labels"]
-        # The catalog's names known from the settings; the model catalog adds the rest (e.g.
-        # the embedded model's name) with register_models().
-        self.models: frozenset[str] = frozenset(
+
+
+class ModelLabels:
+    """
+    The model names that may appear as labels: the catalog's names known from the settings
+    when built; the model catalog adds the rest (e.g. the embedded model's name) with
+    register_models(). Names are only added, as catalogs are reloaded.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset(
             name
             for spec in getattr(settings, "LLMAPI_MODELS", {}).values()
             if (name := spec.get("model_name", ""))
@@ -288,17 +295,17 @@ def configure(
     if key_labels is not None:
         state.key_labels = key_labels
     if models is not None:
-        state.models = frozenset(models)
+        get_runtime().part(ModelLabels).names = frozenset(models)
 
 
 def register_models(names: Iterable[str]) -> None:
     """Add catalog model names; only these (and "unknown") ever appear as a model label."""
-    state = _state()
-    state.models = state.models | frozenset(name for name in names if name)
+    labels = get_runtime().part(ModelLabels)
+    labels.names = labels.names | frozenset(name for name in names if name)
 
 
 def model_label(name: str | None) -> str:
-    return name if name is not None and name in _state().models else UNKNOWN
+    return name if name is not None and name in get_runtime().part(ModelLabels).names else UNKNOWN
 
 
 def status_class(status: int) -> str:
