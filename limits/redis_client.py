@@ -78,6 +78,7 @@ class RedisSettings:
 
 
 def config() -> RedisConfig:
+    """The configuration (SHARED_LIMITS) as the runtime read it."""
     return get_runtime().part(RedisSettings).config
 
 
