@@ -9,7 +9,6 @@ mode 0600, the first time it is needed. Losing or changing the pepper invalidate
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import os
@@ -17,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+
+from infra.runtime import get_runtime
 
 KEY_PREFIX = "llm_"
 PREFIX_LENGTH = 8
@@ -48,8 +49,20 @@ def split_key(candidate: str) -> tuple[str, str] | None:
     return prefix, secret
 
 
-@functools.cache
+class PepperState:
+    """The runtime's pepper, read (or made) on first use from the settings that name it."""
+
+    SETTINGS = ("API_KEYS_PEPPER", "API_KEYS_PEPPER_FILE")
+
+    def __init__(self) -> None:
+        self.value = _read_or_make_pepper()
+
+
 def pepper() -> bytes:
+    return get_runtime().part(PepperState).value
+
+
+def _read_or_make_pepper() -> bytes:
     if settings.API_KEYS_PEPPER:
         return settings.API_KEYS_PEPPER.encode()
     path = settings.API_KEYS_PEPPER_FILE

@@ -19,6 +19,7 @@ from django.conf import settings
 from accounts.keys import secret_matches, split_key
 from accounts.principals import Principal
 from infra.database import in_database_thread
+from infra.runtime import get_runtime
 from limits.quotas import QuotaSubject
 
 if TYPE_CHECKING:
@@ -28,23 +29,36 @@ if TYPE_CHECKING:
 MAX_CACHED_KEYS = 10_000
 NOT_CACHED = object()
 
-# candidate key -> (monotonic time fetched, Principal or None for "not a valid key")
-_cache: dict[str, tuple[float, Principal | None]] = {}
-# key id -> Unix time last seen; written to the database off the request path.
-_last_used: dict[int, float] = {}
+
+class KeyCacheState:
+    """The runtime's cache of callers by key, and when each key was last seen."""
+
+    SETTINGS = ("API_KEYS_CACHE_SECONDS",)
+
+    def __init__(self) -> None:
+        self.seconds: float = settings.API_KEYS_CACHE_SECONDS
+        # candidate key -> (monotonic time fetched, Principal or None for "not a valid key")
+        self.cache: dict[str, tuple[float, Principal | None]] = {}
+        # key id -> Unix time last seen; written to the database off the request path.
+        self.last_used: dict[int, float] = {}
+
+
+def _state() -> KeyCacheState:
+    return get_runtime().part(KeyCacheState)
 
 
 def cached_principal(candidate: str):
     """The cached caller for this key, None when it is known to be invalid, or NOT_CACHED."""
-    entry = _cache.get(candidate)
-    if entry is None or time.monotonic() - entry[0] > settings.API_KEYS_CACHE_SECONDS:
+    state = _state()
+    entry = state.cache.get(candidate)
+    if entry is None or time.monotonic() - entry[0] > state.seconds:
         return NOT_CACHED
     principal = entry[1]
     if principal is not None:
         now = time.time()
         if principal.expires_at is not None and principal.expires_at <= now:
             return None
-        _last_used[principal.key_id] = now  # type: ignore[index]
+        state.last_used[principal.key_id] = now  # type: ignore[index]
     return principal
 
 
@@ -56,11 +70,12 @@ def load_principal(candidate: str) -> Principal | None:
 
 
 def _remember(candidate: str, principal: Principal | None) -> None:
-    if len(_cache) >= MAX_CACHED_KEYS:
-        _cache.clear()
-    _cache[candidate] = (time.monotonic(), principal)
+    state = _state()
+    if len(state.cache) >= MAX_CACHED_KEYS:
+        state.cache.clear()
+    state.cache[candidate] = (time.monotonic(), principal)
     if principal is not None:
-        _last_used[principal.key_id] = time.time()  # type: ignore[index]
+        state.last_used[principal.key_id] = time.time()  # type: ignore[index]
 
 
 def _load(candidate: str) -> Principal | None:
@@ -156,18 +171,19 @@ async def alookup_principal(candidate: str) -> Principal | None:
 def forget_key(prefix: str) -> None:
     """Drop every cached entry of this key prefix (after a revocation or an edit)."""
     marker = f"llm_{prefix}_"
-    for candidate in [c for c in _cache if c.startswith(marker)]:
-        _cache.pop(candidate, None)
+    cache = _state().cache
+    for candidate in [c for c in cache if c.startswith(marker)]:
+        cache.pop(candidate, None)
 
 
 def forget_all() -> None:
-    _cache.clear()
+    _state().cache.clear()
 
 
 def take_last_used() -> dict[int, float]:
     """The keys seen since the last call, with when (and forget them)."""
-    global _last_used
-    taken, _last_used = _last_used, {}
+    state = _state()
+    taken, state.last_used = state.last_used, {}
     return taken
 
 

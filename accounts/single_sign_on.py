@@ -15,7 +15,6 @@ Single sign-on with OpenID Connect (mozilla-django-oidc), and which passwords st
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from mozilla_django_oidc.views import (
 from accounts.models import ExternalIdentity, Membership, Team
 from audit.services import Actor, record
 from audit.snapshots import snapshot
+from infra.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,24 @@ def parse_group_map(text: str) -> list[GroupRule]:
     return rules
 
 
-@functools.cache
+class DiscoveryState:
+    """The runtime's copy of the provider's discovery document, read on first use."""
+
+    SETTINGS = ("OIDC_ISSUER", "OIDC_TIMEOUT")
+
+    def __init__(self) -> None:
+        self.document: dict | None = None
+
+
 def discovery() -> dict:
-    """The provider's discovery document (read once per process)."""
+    """The provider's discovery document (read once per runtime; again after a failure)."""
+    state = get_runtime().part(DiscoveryState)
+    if state.document is None:
+        state.document = _read_discovery()
+    return state.document
+
+
+def _read_discovery() -> dict:
     url = f"{settings.OIDC_ISSUER}/.well-known/openid-configuration"
     try:
         response = httpx.get(url, timeout=settings.OIDC_TIMEOUT)

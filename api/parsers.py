@@ -19,14 +19,13 @@ from rest_framework.exceptions import ParseError
 from infra.json_depth import json_depth
 
 # No imports from completions here: DRF imports this module while it builds APIView.
-MAX_JSON_DEPTH = settings.SERVER_MAX_JSON_DEPTH
 
 
 def loads_bounded(raw: bytes | str) -> Any:
     """Parse JSON text; `ValueError` with a short message when it is invalid or too deep."""
+    limit = settings.SERVER_MAX_JSON_DEPTH
     too_deep = ValueError(
-        f"JSON nested more than {MAX_JSON_DEPTH} levels deep is not accepted "
-        "(SERVER__MAX_JSON_DEPTH)."
+        f"JSON nested more than {limit} levels deep is not accepted (SERVER__MAX_JSON_DEPTH)."
     )
     try:
         value = orjson.loads(raw)
@@ -34,7 +33,7 @@ def loads_bounded(raw: bytes | str) -> Any:
         if "depth limit" in str(exc):  # orjson's own limit, 1,024 levels
             raise too_deep from None
         raise ValueError(f"JSON parse error - {exc}") from None  # orjson quotes no input
-    if json_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+    if json_depth(value, limit) > limit:
         raise too_deep
     return value
 

@@ -48,6 +48,7 @@ from batches.services import new_request_id
 from inference.exceptions import ModelBusy
 from infra.database import close_connections
 from infra.request_ids import request_id_var
+from infra.runtime import get_runtime
 from limits.quotas import QuotaExceeded
 from observability import metrics
 
@@ -350,32 +351,41 @@ def leases_endpoint(url: str) -> str:
     return "v1/batches" + url.removeprefix("/v1")
 
 
-_runner: BatchRunner | None = None
+class RunnerState:
+    """The runtime's batch runner, when this process runs batch lines (BATCHES__RUN)."""
+
+    def __init__(self) -> None:
+        self.runner: BatchRunner | None = None
+
+
+def _state() -> RunnerState:
+    return get_runtime().part(RunnerState)
 
 
 async def start() -> BatchRunner | None:
     """Start this process's runner (at start-up, on the serving event loop)."""
-    global _runner
+    state = _state()
     config = settings.BATCHES
-    if not config["run"] or _runner is not None:
-        return _runner
-    _runner = BatchRunner(
+    if not config["run"] or state.runner is not None:
+        return state.runner
+    state.runner = BatchRunner(
         concurrency=config["concurrency"],
         lease_seconds=config["lease_seconds"],
         poll_seconds=config["poll_seconds"],
         max_attempts=config["max_attempts"],
     )
-    _runner.start()
-    return _runner
+    state.runner.start()
+    return state.runner
 
 
 async def stop() -> None:
-    global _runner
-    if _runner is not None:
-        runner, _runner = _runner, None
+    state = _state()
+    if state.runner is not None:
+        runner, state.runner = state.runner, None
         await runner.stop()
 
 
 def wake() -> None:
-    if _runner is not None:
-        _runner.wake()
+    runner = _state().runner
+    if runner is not None:
+        runner.wake()

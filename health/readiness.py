@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 
 from inference import services
+from infra.runtime import get_runtime
 
 # The names of models that are not ready, listed in the summary; the rest are counted.
 SUMMARY_NAMES = 20
@@ -101,8 +102,6 @@ def visible_to(report: Report, may_see: Callable[[str], bool] | None) -> Report:
     return {**report, "models": models}
 
 
-_reports = ReadinessReports()
-
-
 def reports() -> ReadinessReports:
-    return _reports
+    """The runtime's reports."""
+    return get_runtime().part(ReadinessReports)

@@ -32,13 +32,13 @@ from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from inference.exceptions import InvalidImage, PayloadTooLarge, UnsupportedImage
+from infra.runtime import get_runtime
 
 # Formats every common VLM server accepts. GIFs are sent as their first frame, in PNG.
 ACCEPTED_FORMATS = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "png"}
 
 # Decompression bombs: a small file that decodes to gigapixels. Vision models work at 1-2
 # megapixels, so the default (64 megapixels, 256 MB decoded as RGBA) refuses nothing real.
-MAX_IMAGE_PIXELS: int = settings.LLMAPI_MODELS["image"]["max_image_pixels"]
 # Pillow's own guard fires inside Image.open, with a message that cannot name the size or the
 # setting; the check below runs at the same point (after the header, before any decoding).
 Image.MAX_IMAGE_PIXELS = None
@@ -61,8 +61,12 @@ def describe_upload(upload) -> str:
     return f"'{name}' ({content_type}, {upload.size} bytes)"
 
 
+def max_image_pixels() -> int:
+    return settings.LLMAPI_MODELS["image"]["max_image_pixels"]
+
+
 def prepare_image(
-    upload, *, max_bytes: int, max_side: int, max_pixels: int = MAX_IMAGE_PIXELS
+    upload, *, max_bytes: int, max_side: int, max_pixels: int | None = None
 ) -> PreparedImage:
     """Validate one uploaded file and return it as a data URL ready for the model (blocking)."""
     label = f"Image {describe_upload(upload)}"
@@ -75,9 +79,14 @@ def prepare_image(
 
 
 def prepare_image_bytes(
-    raw: bytes, *, label: str, max_side: int, max_pixels: int = MAX_IMAGE_PIXELS
+    raw: bytes, *, label: str, max_side: int, max_pixels: int | None = None
 ) -> PreparedImage:
-    """The checks and conversions of `prepare_image`, for bytes already read (blocking)."""
+    """
+    The checks and conversions of `prepare_image`, for bytes already read (blocking). At most
+    `max_pixels`, by default IMAGE_MODEL__MAX_IMAGE_PIXELS.
+    """
+    if max_pixels is None:
+        max_pixels = max_image_pixels()
     pixels = 0
     try:
         with warnings.catch_warnings():
@@ -198,18 +207,25 @@ def release_freed_memory() -> None:
 
 # --- Bounded decoding on the event loop --------------------------------------------------------
 
-_decode_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
+
+class DecodeState:
+    """The runtime's decoding slots, one set per event loop, sized from the settings."""
+
+    SETTINGS = ("LLMAPI_MODELS",)
+
+    def __init__(self) -> None:
+        self.size = max(1, settings.LLMAPI_MODELS["image"]["max_decodes"])
+        self.slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
 
 
 def _decode_slot() -> asyncio.Semaphore:
     loop = asyncio.get_running_loop()
-    slot = _decode_slots.get(loop)
+    state = get_runtime().part(DecodeState)
+    slot = state.slots.get(loop)
     if slot is None:
-        slot = _decode_slots[loop] = asyncio.Semaphore(
-            max(1, settings.LLMAPI_MODELS["image"]["max_decodes"])
-        )
+        slot = state.slots[loop] = asyncio.Semaphore(state.size)
     return slot
 
 

@@ -16,11 +16,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.apps import apps
-
 from inference.catalog import Catalog, ModelSpec
 from inference.catalog.loader import load_catalog
 from inference.exceptions import ModelNotConfigured
+from infra.runtime import get_runtime
 from limits import redis_client
 from limits.redis_slots import RedisSlots
 from limits.slots import LocalSlots
@@ -130,9 +129,18 @@ def default_backend_factory(spec: ModelSpec) -> Any:
     return OpenAICompatibleBackend(spec)
 
 
+class RegistryState:
+    """The runtime's registry, built from the model settings (again when they change)."""
+
+    SETTINGS = ("LLMAPI_MODELS", "LLMAPI_MODELS_FILE", "LOCAL_MODEL")
+
+    def __init__(self, registry: ModelRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else build_registry()
+
+
 def get_registry() -> ModelRegistry:
-    """The process's registry, owned by the `inference` app and built on first use."""
-    return apps.get_app_config("inference").registry  # type: ignore[attr-defined]
+    """The runtime's registry; start-up builds it (a broken catalog stops the start)."""
+    return get_runtime().part(RegistryState).registry
 
 
 def build_registry() -> ModelRegistry:

@@ -33,6 +33,7 @@ from django.conf import settings
 from inference.backends.openai_http import OpenAICompatibleBackend, Replica, send
 from inference.registry import get_registry
 from inference.routing import ReplicaLoad, ServerLoad
+from infra.runtime import get_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +135,6 @@ class _Unsupported:
         self.until[replica.base_url] = now + UNSUPPORTED_RETRY_SECONDS
 
 
-_unsupported = _Unsupported()
-
-
 def _root(replica: Replica) -> httpx.URL:
     """The server's root: `/metrics` and `/slots` sit beside `/v1`, not under it."""
     path = replica.url.path.removesuffix("/chat/completions").removesuffix("/v1")
@@ -165,7 +163,8 @@ async def _get(backend: OpenAICompatibleBackend, replica: Replica, path: str) ->
 async def read_load(backend: OpenAICompatibleBackend, replica: Replica) -> ServerLoad | None:
     """The replica's load as its server publishes it, or None (it publishes none, or failed)."""
     now = time.monotonic()
-    if _unsupported.skip(replica, now):
+    unsupported = get_runtime().part(LoadPollerState).unsupported
+    if unsupported.skip(replica, now):
         return None
     try:
         page = await _get(backend, replica, "/metrics")
@@ -178,7 +177,7 @@ async def read_load(backend: OpenAICompatibleBackend, replica: Replica) -> Serve
     except httpx.HTTPError:
         return None  # down: health and ejection deal with that, not the load reading
     if load is None:
-        _unsupported.mark(replica, now)
+        unsupported.mark(replica, now)
     return load
 
 
@@ -201,23 +200,29 @@ async def read_all() -> None:
 
 # --- The background task ----------------------------------------------------------------------
 
-_task: asyncio.Task[None] | None = None
+
+class LoadPollerState:
+    """The runtime's background task reading the model servers' load, and who has none."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.unsupported = _Unsupported()
 
 
 def start() -> None:
     """Start reading loads in the background on this event loop (at server start-up)."""
-    global _task
+    state = get_runtime().part(LoadPollerState)
     interval = settings.ROUTING["scrape_seconds"]
-    if interval <= 0 or (_task is not None and not _task.done()):
+    if interval <= 0 or (state.task is not None and not state.task.done()):
         return
-    _task = asyncio.get_running_loop().create_task(
+    state.task = asyncio.get_running_loop().create_task(
         _read_forever(interval), name="inference-replica-load"
     )
 
 
 async def stop() -> None:
-    global _task
-    task, _task = _task, None
+    state = get_runtime().part(LoadPollerState)
+    task, state.task = state.task, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

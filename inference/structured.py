@@ -57,8 +57,28 @@ from typing_extensions import TypeIs
 
 from inference.exceptions import OutputCheckTooCostly, quote
 from infra.json_depth import json_depth
+from infra.runtime import get_runtime
 
-LIMITS = settings.STRUCTURED_OUTPUT
+
+class StructuredState:
+    """The runtime's limits (STRUCTURED_OUTPUT, read when built) and its validation threads."""
+
+    SETTINGS = ("STRUCTURED_OUTPUT",)
+
+    def __init__(self) -> None:
+        self.limits: dict[str, Any] = dict(settings.STRUCTURED_OUTPUT)
+        self.pool: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
+
+
+def _state() -> StructuredState:
+    return get_runtime().part(StructuredState)
+
+
+def _limits() -> dict[str, Any]:
+    return _state().limits
+
+
 MAX_REPORTED_ERRORS = 10
 # Errors gathered before sorting and reporting the first MAX_REPORTED_ERRORS.
 MAX_COLLECTED_ERRORS = 100
@@ -153,16 +173,16 @@ def inspect_schema(schema: dict) -> None:
     Refuse, with `RefusedSchema`, a client schema the gateway must not validate answers with.
     Runs in milliseconds for schemas within the limits; nothing is fetched.
     """
-    depth = json_depth(schema, LIMITS["max_schema_depth"])
-    if depth > LIMITS["max_schema_depth"]:
+    depth = json_depth(schema, _limits()["max_schema_depth"])
+    if depth > _limits()["max_schema_depth"]:
         raise RefusedSchema(
-            f"is nested more than {LIMITS['max_schema_depth']} levels deep "
+            f"is nested more than {_limits()['max_schema_depth']} levels deep "
             "(STRUCTURED_OUTPUT__MAX_SCHEMA_DEPTH)."
         )
     size = len(orjson.dumps(schema))
-    if size > LIMITS["max_schema_bytes"]:
+    if size > _limits()["max_schema_bytes"]:
         raise RefusedSchema(
-            f"is {size} bytes as JSON; the limit is {LIMITS['max_schema_bytes']} "
+            f"is {size} bytes as JSON; the limit is {_limits()['max_schema_bytes']} "
             "(STRUCTURED_OUTPUT__MAX_SCHEMA_BYTES)."
         )
     _check_against_metaschema(schema)
@@ -308,7 +328,7 @@ class _SchemaGraph:
 
     def _refuse_fan_out(self) -> None:
         """Chains of anyOf/$ref that double at each level cost 2**n checks per value."""
-        limit = LIMITS["max_schema_fanout"]
+        limit = _limits()["max_schema_fanout"]
         cost: dict[int, int] = {}
 
         def applied(node: int) -> int:
@@ -485,11 +505,11 @@ def check_output(text: str, response_format: dict) -> OutputCheck:
     when the thread's deadline passes or the answer recurses too deeply to check.
     """
     candidate = text.strip()
-    if len(candidate) > LIMITS["max_answer_bytes"]:  # characters: a cheap bound before encoding
+    if len(candidate) > _limits()["max_answer_bytes"]:  # characters: a cheap bound before encoding
         return _invalid(
             text,
             f"The answer is {len(candidate)} characters long; answers up to "
-            f"{LIMITS['max_answer_bytes']} (STRUCTURED_OUTPUT__MAX_ANSWER_BYTES) are checked.",
+            f"{_limits()['max_answer_bytes']} (STRUCTURED_OUTPUT__MAX_ANSWER_BYTES) are checked.",
         )
     fenced = _FENCE.match(candidate)
     if fenced:
@@ -500,10 +520,10 @@ def check_output(text: str, response_format: dict) -> OutputCheck:
         return _invalid(text, f"Not valid JSON: {exc}")
     if not isinstance(parsed, dict):
         return _invalid(text, "Expected a JSON object.")
-    if json_depth(parsed, LIMITS["max_answer_depth"]) > LIMITS["max_answer_depth"]:
+    if json_depth(parsed, _limits()["max_answer_depth"]) > _limits()["max_answer_depth"]:
         return _invalid(
             text,
-            f"The answer nests more than {LIMITS['max_answer_depth']} levels deep "
+            f"The answer nests more than {_limits()['max_answer_depth']} levels deep "
             "(STRUCTURED_OUTPUT__MAX_ANSWER_DEPTH).",
         )
     schema = schema_of(response_format)
@@ -517,7 +537,7 @@ def check_output(text: str, response_format: dict) -> OutputCheck:
         except (_BudgetExceeded, RecursionError):
             raise OutputCheckTooCostly(
                 "The answer could not be checked against the schema within the validation "
-                f"budget ({LIMITS['validation_seconds']:g} s, "
+                f"budget ({_limits()['validation_seconds']:g} s, "
                 "STRUCTURED_OUTPUT__VALIDATION_SECONDS). Simplify the schema."
             ) from None
         except Unresolvable as exc:  # inspect_schema makes this unreachable; never a 500
@@ -536,18 +556,14 @@ def _invalid(text: str, message: str) -> OutputCheck:
     return OutputCheck(False, text, errors=[{"path": "$", "message": message}])
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
 def _validation_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(
-                max_workers=LIMITS["validation_threads"], thread_name_prefix="output-check"
+    state = _state()
+    with state.lock:
+        if state.pool is None:
+            state.pool = ThreadPoolExecutor(
+                max_workers=state.limits["validation_threads"], thread_name_prefix="output-check"
             )
-        return _pool
+        return state.pool
 
 
 def _check_within(seconds: float, text: str, response_format: dict) -> OutputCheck:
@@ -566,7 +582,7 @@ async def check_output_off_loop(
     (STRUCTURED_OUTPUT__VALIDATION_SECONDS): the event loop stays free while it runs, and a
     check that runs out of time raises `OutputCheckTooCostly` (a 502).
     """
-    seconds = LIMITS["validation_seconds"] if seconds is None else seconds
+    seconds = _limits()["validation_seconds"] if seconds is None else seconds
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(_validation_pool(), _check_within, seconds, text, response_format)
     try:

@@ -31,9 +31,8 @@ from typing import Any, Literal, TypeVar
 import redis.asyncio as redis
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 
+from infra.runtime import get_runtime
 from limits.exceptions import LimitsUnavailable
 from limits.per_loop import PerLoop, running_loop
 from limits.redis_connection import ReplyError
@@ -85,22 +84,18 @@ class RedisConfig:
         return config
 
 
-_config_cache: RedisConfig | None = None
+class RedisSettings:
+    """The runtime's configuration, read when built (again whenever SHARED_LIMITS changes)."""
+
+    SETTINGS = ("SHARED_LIMITS",)
+
+    def __init__(self) -> None:
+        self.config = RedisConfig.from_settings()
 
 
 def config() -> RedisConfig:
-    """The configuration, read again whenever `settings.SHARED_LIMITS` changes (tests)."""
-    global _config_cache
-    if _config_cache is None:
-        _config_cache = RedisConfig.from_settings()
-    return _config_cache
-
-
-@receiver(setting_changed)
-def _settings_changed(*, setting: str, **_: Any) -> None:
-    global _config_cache
-    if setting == "SHARED_LIMITS":
-        _config_cache = None
+    """The configuration (SHARED_LIMITS) as the runtime read it."""
+    return get_runtime().part(RedisSettings).config
 
 
 def enabled() -> bool:
@@ -159,7 +154,16 @@ def _new_loop_client() -> _LoopClient:
     return _LoopClient(cfg, _new_client(cfg), _new_connection(cfg))
 
 
-_clients: PerLoop[_LoopClient] = PerLoop(_new_loop_client)
+class RedisState:
+    """The runtime's clients (one per event loop) and what it knows of Redis's health."""
+
+    def __init__(self) -> None:
+        self.clients: PerLoop[_LoopClient] = PerLoop(_new_loop_client)
+        self.health = _Health()
+
+
+def _state() -> RedisState:
+    return get_runtime().part(RedisState)
 
 
 def _new_client(cfg: RedisConfig) -> redis.Redis:
@@ -181,7 +185,7 @@ def _new_connection(cfg: RedisConfig) -> Transport:
 
 
 def _loop_client() -> _LoopClient:
-    entry = _clients.get()
+    entry = _state().clients.get()
     cfg = config()
     if entry.config is not cfg and entry.config != cfg:
         # Settings replaced (tests): new ones, the old client closed later.
@@ -216,7 +220,7 @@ async def close() -> None:
     Lifespan shutdown: stop this loop's background work, then close its client. Without
     REDIS_URL there is nothing to do.
     """
-    entry = _clients.peek()
+    entry = _state().clients.peek()
     if entry is None:
         return
     # Releases and settlements sent after their answers went out are delivered first.
@@ -226,7 +230,7 @@ async def close() -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    _clients.pop()
+    _state().clients.pop()
     entry.connection.close()
     for old in (*entry.retired, entry.client, entry.connection):
         await old.aclose()
@@ -278,17 +282,14 @@ class _Health:
             self.last_log = float("-inf")
 
 
-_health = _Health()
-
-
 def healthy() -> bool:
     """Whether Redis answered the last exchange (no outage is under way)."""
-    return _health.down_since is None
+    return _state().health.down_since is None
 
 
 def note_failure(exc: BaseException, what: str) -> None:
     """Record a failure seen outside `call` (the pub/sub listener)."""
-    _health.failed(exc, what, config())
+    _state().health.failed(exc, what, config())
 
 
 async def _guarded(what: str, operation: Callable[[], Awaitable[T]]) -> T:
@@ -297,14 +298,14 @@ async def _guarded(what: str, operation: Callable[[], Awaitable[T]]) -> T:
     while Redis is paused after a failure, and on any network error or timeout (the
     connection bounds each step: connecting, and each batch's replies).
     """
-    if _health.paused():
+    if _state().health.paused():
         raise RedisUnreachable(what)
     try:
         result = await operation()
     except (OSError, TimeoutError) as exc:  # ConnectionError is an OSError
-        _health.failed(exc, what, config())
+        _state().health.failed(exc, what, config())
         raise RedisUnreachable(what) from exc
-    _health.succeeded()
+    _state().health.succeeded()
     return result
 
 
@@ -316,7 +317,7 @@ async def command(what: str, *args: Any) -> Any:
     connection = _loop_client().connection
     (reply,) = await _guarded(what, lambda: connection.execute([args]))
     if isinstance(reply, ReplyError):
-        _health.failed(reply, what, config())
+        _state().health.failed(reply, what, config())
         raise RedisUnreachable(what)
     return reply
 
@@ -338,7 +339,7 @@ def run_script(what: str, source: str, keys: list[str], args: list[Any]) -> asyn
     load many requests share one. A script unknown to Redis (after a restart) is loaded and
     run again in a second round trip.
     """
-    if _health.paused():
+    if _state().health.paused():
         raise RedisUnreachable(what)
     return _queue(what, source, keys, args)
 
@@ -355,7 +356,7 @@ def run_script_later(what: str, source: str, keys: list[str], args: list[Any]) -
     LATER_SECONDS. A failure is logged by the failure rules and otherwise dropped (leases and
     windows expire by themselves). `close` delivers what is still queued.
     """
-    if _health.paused():
+    if _state().health.paused():
         return
     loop = running_loop()
     entry = _loop_client()
@@ -373,7 +374,7 @@ def on_next_send(callback: Callable[[], None], *, within: float) -> bool:
     (settlements of one counter add up) and then queued with `run_script_later`. False, and
     nothing is called, while Redis is paused after a failure.
     """
-    if _health.paused():
+    if _state().health.paused():
         return False
     entry = _loop_client()
     entry.before_send.append(callback)
@@ -440,10 +441,10 @@ def _sent(entry: _LoopClient, calls: list[_Call], batch: asyncio.Future[list[Any
         return
     error = batch.exception()
     if error is not None:
-        _health.failed(error, _what(calls), config())
+        _state().health.failed(error, _what(calls), config())
         _fail(calls, RedisUnreachable)
         return
-    _health.succeeded()
+    _state().health.succeeded()
     replies = batch.result()
     answered = list(zip(calls, replies, strict=True))
     lost = [each for each, reply in answered if _no_script(reply)]
@@ -469,7 +470,7 @@ def _deliver(answered: Iterable[tuple[_Call, Any]]) -> None:
         if each.future.done():  # its caller went away
             continue
         if isinstance(reply, Exception):
-            _health.failed(reply, each.what, config())
+            _state().health.failed(reply, each.what, config())
             each.future.set_exception(RedisUnreachable(each.what))
         else:
             each.future.set_result(reply)
@@ -526,6 +527,7 @@ def _commands(calls: list[_Call], load: Collection[str]) -> list[tuple[Any, ...]
     return commands
 
 
+# A memo of a pure function (a script's SHA1), process-wide by nature.
 _shas: dict[str, str] = {}
 
 
@@ -538,7 +540,7 @@ def _sha(source: str) -> str:
 
 async def flush() -> None:
     """Send what is queued and wait for the pipelines on their way (at shutdown)."""
-    entry = _clients.peek()
+    entry = _state().clients.peek()
     if entry is None:
         return
     _send_queued(entry)
@@ -559,9 +561,3 @@ async def redis_status() -> dict[str, Any]:
     except RedisUnreachable:
         return {"redis": "down", "mode": cfg.on_redis_error}
     return {"redis": "ok", "mode": cfg.on_redis_error}
-
-
-def reset_state_for_tests() -> None:
-    """Forget a previous outage (tests start and stop Redis servers)."""
-    global _health
-    _health = _Health()

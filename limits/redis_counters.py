@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.runtime import get_runtime
 from limits import redis_client
 from limits.per_loop import PerLoop
 from limits.redis_client import RedisUnreachable
@@ -192,6 +193,7 @@ class Reservation:
     keys: tuple[str, ...] = ()  # the counters' Redis keys, for `settle`
 
 
+# A bounded memo of a pure function of (prefix, counter key), process-wide by nature.
 _redis_keys: dict[tuple[str, str], str] = {}
 
 
@@ -345,12 +347,16 @@ class _Settlements:
     scheduled: bool = False
 
 
-_pending: PerLoop[_Settlements] = PerLoop(_Settlements)
+class SettlementsState:
+    """The runtime's settlements waiting for the next pipeline, per event loop."""
+
+    def __init__(self) -> None:
+        self.pending: PerLoop[_Settlements] = PerLoop(_Settlements)
 
 
 def _settlements() -> dict[tuple[str, int, int, int, int], int] | None:
     """This loop's settlements to add to, sent just before the next pipeline leaves."""
-    pending = _pending.get()
+    pending = get_runtime().part(SettlementsState).pending.get()
     if not pending.scheduled:
         send = functools.partial(_send_settlements, pending)
         if not redis_client.on_next_send(send, within=SETTLE_WITHIN):

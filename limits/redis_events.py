@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 
+from infra.runtime import get_runtime
 from limits import redis_client
 
 logger = logging.getLogger("limits.redis")
@@ -31,13 +32,23 @@ class _Channel:
     on_reconnect: list[Callable[[], None]]
 
 
+# Wiring, not state: code registers its handlers once (at import or app start-up), as it
+# connects a signal; they hold nothing of a request or a connection.
 _channels: dict[str, _Channel] = {}  # channel suffix (without the key prefix) -> handlers
-_listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
-_connected: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+class ListenerState:
+    """The runtime's listener task per event loop, and whether it is subscribed."""
+
+    def __init__(self) -> None:
+        self.listeners: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]]
+        self.listeners = weakref.WeakKeyDictionary()
+        self.connected: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Event]
+        self.connected = weakref.WeakKeyDictionary()
+
+
+def _state() -> ListenerState:
+    return get_runtime().part(ListenerState)
 
 
 def subscribe(
@@ -64,17 +75,20 @@ def ensure_listener() -> asyncio.Task[None] | None:
     if not redis_client.enabled():
         return None
     loop = asyncio.get_running_loop()
-    task = _listeners.get(loop)
+    state = _state()
+    task = state.listeners.get(loop)
     if task is None or task.done():
-        _connected[loop] = asyncio.Event()
-        task = _listeners[loop] = redis_client.spawn(_listen(), name="limits-redis-listener")
+        state.connected[loop] = asyncio.Event()
+        task = state.listeners[loop] = redis_client.spawn(
+            _listen(state.connected[loop]), name="limits-redis-listener"
+        )
     return task
 
 
 async def wait_connected(within: float) -> bool:
     """Wait until the listener has subscribed (tests and start-up); False on timeout."""
     ensure_listener()
-    event = _connected.get(asyncio.get_running_loop())
+    event = _state().connected.get(asyncio.get_running_loop())
     if event is None:
         return False
     try:
@@ -86,15 +100,14 @@ async def wait_connected(within: float) -> bool:
 
 
 async def stop_listener() -> None:
-    task = _listeners.pop(asyncio.get_running_loop(), None)
+    task = _state().listeners.pop(asyncio.get_running_loop(), None)
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
 
-async def _listen() -> None:
-    connected = _connected[asyncio.get_running_loop()]
+async def _listen(connected: asyncio.Event) -> None:
     backoff = 0.05
     ever_connected = False
     while not redis_client.stopping():

@@ -52,6 +52,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra.runtime import get_runtime
 from limits import redis_client, redis_events
 from limits.flows import ANONYMOUS, BATCH, BATCH_EVERY, UNIT, Flow
 from limits.per_loop import PerLoop, running_loop
@@ -291,8 +292,17 @@ return {redis.call('ZCARD', holders), waiting()}
 _PROCESS_TAG = secrets.token_hex(6)
 _serials = itertools.count()
 
-# Wake-up events of this process's waiters, by token (tokens are unique).
-_waiting: dict[str, asyncio.Event] = {}
+
+class SlotsState:
+    """The runtime's shared slot sets, and its waiters' wake-up events by token (unique)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[str, asyncio.Event] = {}
+        self.instances: weakref.WeakSet[RedisSlots] = weakref.WeakSet()
+
+
+def _state() -> SlotsState:
+    return get_runtime().part(SlotsState)
 
 
 def slot_keys(prefix: str, name: str, *names: str) -> list[str]:
@@ -319,7 +329,7 @@ def _send_now(what: str, source: str, keys: list[str], args: list[Any]) -> None:
 
 def _on_wake(payload: bytes) -> None:
     for token in payload.decode().split():
-        event = _waiting.get(token)
+        event = _state().waiting.get(token)
         if event is not None:
             event.set()
 
@@ -329,13 +339,13 @@ redis_events.subscribe(WAKE_CHANNEL, _on_wake)
 
 def _on_busy(payload: bytes) -> None:
     holders = payload.decode()
-    for slots in list(_instances):
+    for slots in list(_state().instances):
         if slots._keys("holders")[0] == holders:
             slots.stop_handing_on()
 
 
 def _on_listener_reconnect() -> None:
-    for slots in list(_instances):
+    for slots in list(_state().instances):
         slots.stop_handing_on()  # a busy message may have been missed meanwhile
 
 
@@ -362,12 +372,9 @@ class _LoopState:
     waiting: int = 0  # requests of this loop in the shared line
 
 
-_instances: weakref.WeakSet[RedisSlots] = weakref.WeakSet()
-
-
 def release_kept_leases() -> None:
     """Release, on this loop, every lease kept to hand on (shutdown)."""
-    for slots in list(_instances):
+    for slots in list(_state().instances):
         state = slots._per_loop.peek()
         if state is not None:
             slots._cool(state, everything=True)
@@ -387,7 +394,7 @@ class RedisSlots:
         self._per_loop: PerLoop[_LoopState] = PerLoop(_LoopState)
         self._key_cache: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self.hold_times = HoldTimes()
-        _instances.add(self)
+        _state().instances.add(self)
 
     # --- the LocalSlots interface ----------------------------------------------------------
 
@@ -496,7 +503,8 @@ class RedisSlots:
             raise SlotTimeout(self._retry_after(int(reply[1])))
         # In line: wait for a wake-up (or poll), until admitted or out of time.
         redis_events.ensure_listener()
-        event = _waiting[token] = asyncio.Event()
+        waiting = _state().waiting
+        event = waiting[token] = asyncio.Event()
         deadline = time.monotonic() + queue_timeout
         delay = POLL_MIN
         state.waiting += 1
@@ -525,7 +533,7 @@ class RedisSlots:
             self._release_later(token)
             raise
         finally:
-            _waiting.pop(token, None)
+            waiting.pop(token, None)
             state.waiting -= 1
 
     def _retry_after(self, waiting: int) -> int | None:

@@ -23,6 +23,7 @@ import time
 import weakref
 from dataclasses import dataclass
 
+from infra.runtime import get_runtime
 from limits import redis_client
 from limits.redis_client import RedisUnreachable
 
@@ -80,13 +81,21 @@ class _View:
     ejected_until: dict[tuple[str, str], float]  # time.monotonic() deadlines
 
 
-_view = _View({}, {})
-# Local changes so far: a refresh whose reply comes back after one is not applied (its view
-# predates the change; the next refresh brings the shared view with it).
-_changes = 0
-_refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
+class ReplicaHealthState:
+    """The runtime's view of replica health (the one record of it), and its refreshers."""
+
+    def __init__(self) -> None:
+        self.view = _View({}, {})
+        # Local changes so far: a refresh whose reply comes back after one is not applied (its
+        # view predates the change; the next refresh brings the shared view with it).
+        self.changes = 0
+        self.refreshers: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Task[None]
+        ] = weakref.WeakKeyDictionary()
+
+
+def _state() -> ReplicaHealthState:
+    return get_runtime().part(ReplicaHealthState)
 
 
 def _keys() -> list[str]:
@@ -96,7 +105,7 @@ def _keys() -> list[str]:
 def is_ejected(model: str, replica_location: str) -> bool:
     """Whether the replica is skipped now, from the local view (no round trip)."""
     ensure_refresher()
-    return _view.ejected_until.get((model, replica_location), 0.0) > time.monotonic()
+    return _state().view.ejected_until.get((model, replica_location), 0.0) > time.monotonic()
 
 
 async def failed(
@@ -104,7 +113,8 @@ async def failed(
 ) -> bool:
     """Count a failure of the replica; True when it is ejected by this failure."""
     replica = (model, replica_location)
-    count = _view.failures.get(replica, 0) + 1
+    state = _state()
+    count = state.view.failures.get(replica, 0) + 1
     ejected = count >= eject_after
     if redis_client.enabled():
         field = _SEP.join(replica)
@@ -118,21 +128,22 @@ async def failed(
             ejected = bool(ejected_flag)
         except RedisUnreachable:
             pass  # counted locally meanwhile
-    _note_change()
-    _view.failures[replica] = count
+    state.changes += 1
+    state.view.failures[replica] = count
     if ejected:
-        _view.ejected_until[replica] = time.monotonic() + eject_seconds
+        state.view.ejected_until[replica] = time.monotonic() + eject_seconds
     return ejected
 
 
 async def succeeded(model: str, replica_location: str) -> None:
     """A success: the replica's failures are cleared and it is restored if it was ejected."""
     replica = (model, replica_location)
-    if replica not in _view.failures and replica not in _view.ejected_until:
+    state = _state()
+    if replica not in state.view.failures and replica not in state.view.ejected_until:
         return  # nothing to clear, as far as the last refresh knows: no round trip
-    _note_change()
-    _view.failures.pop(replica, None)
-    _view.ejected_until.pop(replica, None)
+    state.changes += 1
+    state.view.failures.pop(replica, None)
+    state.view.ejected_until.pop(replica, None)
     if redis_client.enabled():
         field = _SEP.join(replica)
         with contextlib.suppress(RedisUnreachable):
@@ -143,9 +154,10 @@ async def refresh() -> None:
     """Replace the local view with the shared one (one round trip)."""
     if not redis_client.enabled():
         return
-    changes = _changes
+    state = _state()
+    changes = state.changes
     failures, ejected = await redis_client.run_script("replica health", _VIEW, _keys(), [])
-    if _changes != changes:
+    if state.changes != changes:
         return
     now = time.monotonic()
     view = _View({}, {})
@@ -155,13 +167,7 @@ async def refresh() -> None:
     for i in range(0, len(ejected), 2):
         model, _, location = ejected[i].decode().partition(_SEP)
         view.ejected_until[(model, location)] = now + int(ejected[i + 1]) / 1000
-    global _view
-    _view = view
-
-
-def _note_change() -> None:
-    global _changes
-    _changes += 1
+    state.view = view
 
 
 def ensure_refresher() -> None:
@@ -169,13 +175,14 @@ def ensure_refresher() -> None:
     if not redis_client.enabled():
         return
     loop = asyncio.get_running_loop()
-    task = _refreshers.get(loop)
+    refreshers = _state().refreshers
+    task = refreshers.get(loop)
     if task is None or task.done():
-        _refreshers[loop] = redis_client.spawn(_refresh_forever(), name="limits-replica-health")
+        refreshers[loop] = redis_client.spawn(_refresh_forever(), name="limits-replica-health")
 
 
 async def stop_refresher() -> None:
-    task = _refreshers.pop(asyncio.get_running_loop(), None)
+    task = _state().refreshers.pop(asyncio.get_running_loop(), None)
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -189,8 +196,3 @@ async def _refresh_forever() -> None:
         with contextlib.suppress(RedisUnreachable):  # logged by redis_client; keep the view
             await refresh()
         await asyncio.sleep(REFRESH_SECONDS)
-
-
-def reset_for_tests() -> None:
-    global _view
-    _view = _View({}, {})

@@ -28,6 +28,8 @@ logger = logging.getLogger("limits.revocations")
 CHANNEL = "revocations"
 EVERYTHING = "*"  # the payload after a reconnect: anything may have been revoked meanwhile
 
+# Wiring, not state: code registers its callbacks once (accounts at app start-up), as it
+# connects a signal.
 _callbacks: list[Callable[[str], None]] = []
 
 

@@ -33,8 +33,11 @@ from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client import values as _prometheus_values
+
+from infra.runtime import get_runtime
 
 # Decided by prometheus_client at its import time; read its decision rather than the
 # environment, which may have changed since.
@@ -234,18 +237,42 @@ class _BoundedValues:
         return value
 
 
-class _State:
-    """What `configure()` set. Module globals would do; one object keeps the reset in tests simple."""
+class MetricsState:
+    """The runtime's recording options, read from METRICS when built (`configure()` changes them)."""
 
-    __slots__ = ("enabled", "key_labels", "models")
+    __slots__ = ("enabled", "key_labels")
+    SETTINGS = ("METRICS",)
 
     def __init__(self) -> None:
-        self.enabled = True
-        self.key_labels = False
-        self.models: frozenset[str] = frozenset()
+        options = settings.METRICS
+        # Recording costs nothing when nobody can read the metrics.
+        self.enabled = bool(options["token"] or options["port"])
+        self.key_labels: bool = options["key_labels"]
 
 
-_state = _State()
+class ModelLabels:
+    """
+    The model names that may appear as labels: the catalog's names known from the settings
+    when built; the model catalog adds the rest (e.g. the embedded model's name) with
+    register_models(). Names are only added, as catalogs are reloaded.
+    """
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset(
+            name
+            for spec in getattr(settings, "LLMAPI_MODELS", {}).values()
+            if (name := spec.get("model_name", ""))
+        )
+
+
+def _state() -> MetricsState:
+    return get_runtime().part(MetricsState)
+
+
+# The series and their bounded label values mirror prometheus_client's registry, which is
+# process-wide by nature: they stay with it, not with the runtime.
 _endpoints = _BoundedValues(64)
 _teams = _BoundedValues(500)
 _keys = _BoundedValues(2000)
@@ -262,26 +289,28 @@ def configure(
     models: Iterable[str] | None = None,
 ) -> None:
     """Turn recording on or off, opt in to key-id labels, and name the catalog's models."""
+    state = _state()
     if enabled is not None:
-        _state.enabled = enabled
+        state.enabled = enabled
     if key_labels is not None:
-        _state.key_labels = key_labels
+        state.key_labels = key_labels
     if models is not None:
-        _state.models = frozenset(models)
+        get_runtime().part(ModelLabels).names = frozenset(models)
 
 
 def recording() -> bool:
     """Whether metrics are recorded (they are when someone can read them)."""
-    return _state.enabled
+    return _state().enabled
 
 
 def register_models(names: Iterable[str]) -> None:
     """Add catalog model names; only these (and "unknown") ever appear as a model label."""
-    _state.models = _state.models | frozenset(name for name in names if name)
+    labels = get_runtime().part(ModelLabels)
+    labels.names = labels.names | frozenset(name for name in names if name)
 
 
 def model_label(name: str | None) -> str:
-    return name if name is not None and name in _state.models else UNKNOWN
+    return name if name is not None and name in get_runtime().part(ModelLabels).names else UNKNOWN
 
 
 def status_class(status: int) -> str:
@@ -317,7 +346,7 @@ def _team(team: str | None) -> str:
 
 def _key(key_id: str | None) -> str:
     # An empty label value is the same as no label to Prometheus.
-    return _keys(key_id) if key_id and _state.key_labels else ""
+    return _keys(key_id) if key_id and _state().key_labels else ""
 
 
 def _child(metric: Any, *labels: str) -> Any:
@@ -380,7 +409,7 @@ def record_request(
     """
     if _gc_pauses:
         record_gc_pauses()
-    if not _state.enabled:
+    if not _state().enabled:
         return
     model_name = model_label(model)
     endpoint = _endpoints(endpoint)
@@ -429,7 +458,7 @@ class in_flight(_Held):  # noqa: N801  (used like a function: `with in_flight(mo
     __slots__ = ()
 
     def __init__(self, model: str | None) -> None:
-        self._gauge = _child(IN_FLIGHT, model_label(model)) if _state.enabled else None
+        self._gauge = _child(IN_FLIGHT, model_label(model)) if _state().enabled else None
 
 
 def _priority(priority: str | None) -> str:
@@ -439,7 +468,7 @@ def _priority(priority: str | None) -> str:
 def record_queue_wait(
     model: str | None, seconds: float, team: str | None = None, priority: str = "interactive"
 ) -> None:
-    if _state.enabled:
+    if _state().enabled:
         _child(QUEUE_WAIT, model_label(model), _team(team), _priority(priority)).observe(seconds)
 
 
@@ -451,7 +480,7 @@ class queued(_Held):  # noqa: N801  (used like a function: `with queued(model, t
     def __init__(self, model: str | None, team: str | None, priority: str) -> None:
         self._gauge = (
             _child(QUEUE_LENGTH, model_label(model), _team(team), _priority(priority))
-            if _state.enabled
+            if _state().enabled
             else None
         )
 
@@ -462,6 +491,7 @@ class queued(_Held):  # noqa: N801  (used like a function: `with queued(model, t
 _gc_pauses: deque[tuple[int, float]] = deque(maxlen=4096)
 
 
+# The collector and its callbacks are process-wide: so is the start of the collection under way.
 _collection_started = 0.0
 
 
@@ -481,7 +511,7 @@ def record_gc_pauses() -> None:
             generation, seconds = _gc_pauses.popleft()
         except IndexError:  # another thread took the last one
             return
-        if _state.enabled:
+        if _state().enabled:
             _child(GC_PAUSE, str(generation)).observe(seconds)
 
 
@@ -489,60 +519,60 @@ def record_rate_limited(
     cause: str, model: str | None, team: str | None = None, key_id: str | None = None
 ) -> None:
     """A 429; `cause` is one of model_slots, key_quota, team_quota."""
-    if _state.enabled:
+    if _state().enabled:
         cause = cause if cause in RATE_LIMIT_CAUSES else OTHER
         _child(RATE_LIMITED, cause, model_label(model), _team(team), _key(key_id)).inc()
 
 
 def record_upstream_error(model: str | None, replica: str, kind: str) -> None:
     """A failed attempt; `replica` is the replica's base URL, `kind` a short fixed word."""
-    if _state.enabled:
+    if _state().enabled:
         _child(UPSTREAM_ERRORS, model_label(model), replica_label(replica), _kinds(kind)).inc()
 
 
 def record_retry(model: str | None, replica: str) -> None:
-    if _state.enabled:
+    if _state().enabled:
         _child(UPSTREAM_RETRIES, model_label(model), replica_label(replica)).inc()
 
 
 def record_ejection(model: str | None, replica: str) -> None:
-    if _state.enabled:
+    if _state().enabled:
         _child(REPLICA_EJECTIONS, model_label(model), replica_label(replica)).inc()
 
 
 def record_structured_output(model: str | None, outcome: str) -> None:
     """`outcome` is valid, repaired or failed."""
-    if _state.enabled:
+    if _state().enabled:
         outcome = outcome if outcome in STRUCTURED_OUTCOMES else OTHER
         _child(STRUCTURED_OUTPUT, model_label(model), outcome).inc()
 
 
 def set_ledger_queue_depth(depth: int) -> None:
-    if _state.enabled:
+    if _state().enabled:
         LEDGER_QUEUE_DEPTH.set(depth)
 
 
 def record_ledger_drop(count: int = 1) -> None:
-    if _state.enabled:
+    if _state().enabled:
         LEDGER_DROPS.inc(count)
 
 
 def record_embedded_tokens_per_second(model: str | None, value: float) -> None:
-    if _state.enabled:
+    if _state().enabled:
         _child(EMBEDDED_TOKENS_PER_SECOND, model_label(model)).set(value)
 
 
 def record_batch_line(outcome: str) -> None:
     """`outcome` is completed, failed, retried or lost."""
-    if _state.enabled:
+    if _state().enabled:
         _child(BATCH_LINES, outcome if outcome in BATCH_LINE_OUTCOMES else OTHER).inc()
 
 
 def set_batch_lines_running(count: int) -> None:
-    if _state.enabled:
+    if _state().enabled:
         BATCH_LINES_RUNNING.set(count)
 
 
 def record_batch_ended(status: str) -> None:
-    if _state.enabled:
+    if _state().enabled:
         _child(BATCHES_ENDED, status if status in BATCH_STATUSES else OTHER).inc()

@@ -26,6 +26,7 @@ from django.http import Http404, HttpResponseBase, JsonResponse
 from django.urls import Resolver404, URLResolver, get_resolver, set_script_prefix
 from django.urls.resolvers import ResolverMatch
 
+from infra.runtime import get_runtime
 from server.body_limit import BodySizeLimitMiddleware
 from server.lifespan import LifespanMiddleware
 
@@ -135,11 +136,12 @@ class GatewayASGIHandler(ASGIHandler):
         if hasattr(request, "urlconf"):
             return super().resolve_request(request)
         key = (get_resolver(), request.path_info)
-        match = _fixed_routes.get(key)
+        fixed_routes = get_runtime().part(RouteCache).fixed_routes
+        match = fixed_routes.get(key)
         if match is None:
             match = super().resolve_request(request)
             if not match.args and not match.kwargs and match.route == request.path_info[1:]:
-                _fixed_routes[key] = match
+                fixed_routes[key] = match
         request.resolver_match = match
         return match
 
@@ -169,9 +171,17 @@ class GatewayASGIHandler(ASGIHandler):
         await self.send_response(unavailable, send)
 
 
-# (URL resolver, path) -> the match of a fixed route. A new resolver (another URLconf, or the
-# same after Django cleared its URL caches) starts afresh.
-_fixed_routes: dict[tuple[URLResolver, str], ResolverMatch] = {}
+class RouteCache:
+    """The runtime's fixed routes, as resolved (bounded by the URLconf's fixed routes)."""
+
+    SETTINGS = ("ROOT_URLCONF",)
+
+    def __init__(self) -> None:
+        # (URL resolver, path) -> the match of a fixed route. A new resolver (another
+        # URLconf, or the same after Django cleared its URL caches) starts afresh.
+        self.fixed_routes: dict[tuple[URLResolver, str], ResolverMatch] = {}
+        # path -> the view class of a fixed route.
+        self.views_of_paths: dict[str, type | None] = {}
 
 
 class GatewayStaticFilesHandler(ASGIStaticFilesHandler):
@@ -204,20 +214,17 @@ def body_limit_for_path(path: str) -> tuple[int, str]:
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE, "SERVER__MAX_BODY_BYTES"
 
 
-# path -> the view class of a fixed route (bounded by the URLconf's fixed routes).
-_views_of_paths: dict[str, type | None] = {}
-
-
 def _view_of(path: str) -> type | None:
-    if path in _views_of_paths:
-        return _views_of_paths[path]
+    views_of_paths = get_runtime().part(RouteCache).views_of_paths
+    if path in views_of_paths:
+        return views_of_paths[path]
     try:
         match = get_resolver().resolve(path)
     except Resolver404:
         return None
     view = getattr(match.func, "view_class", None)
     if not match.args and not match.kwargs and match.route == path[1:]:
-        _views_of_paths[path] = view
+        views_of_paths[path] = view
     return view
 
 

@@ -8,29 +8,26 @@ import logging
 
 from django.conf import settings
 
-from batches import runner as batch_runner
-from inference import replica_load
-from inference.backends.openai_http import close_transports
 from inference.registry import get_registry
-from limits import lifespan as shared_limits
+from infra.runtime import get_runtime
 from observability import metrics
 from server.reload import install_reload_signal
-from usage import ledger
+from server.runtime import start_up_runtime
 
 logger = logging.getLogger(__name__)
 
 
 async def on_startup() -> None:
+    runtime = start_up_runtime()  # the process's state, in one object
     registry = get_registry()  # reads and checks the catalog: a broken one stops the start
     metrics.register_models(spec.name for spec in registry.catalog)
     for spec in registry.catalog:
         if spec.is_embedded:
             await asyncio.to_thread(registry.backend, spec)  # loads the model file
     install_reload_signal()
-    ledger.start()  # the usage ledger's writer thread
-    await shared_limits.start()  # Redis: revocations, slot wake-ups, replica health
-    replica_load.start()  # the model servers' own load, read on an interval
-    await batch_runner.start()  # claims and runs batch lines (BATCHES__RUN)
+    # The ledger's writer, the shared limits (Redis: revocations, slot wake-ups, replica
+    # health), the model servers' load readings, the batch runner (BATCHES__RUN).
+    await runtime.start()
     tune_garbage_collector()
 
 
@@ -49,13 +46,8 @@ def tune_garbage_collector() -> None:
 
 async def on_shutdown() -> None:
     # The server calls this after in-flight requests and streams have finished (or the
-    # graceful timeout passed): their ledger rows are queued, and written here. Batch lines
-    # still running are stopped first and given back for another process to run.
-    await batch_runner.stop()
-    await ledger.flush_and_stop()
-    await replica_load.stop()
-    await shared_limits.stop()
-    await close_transports()
+    # graceful timeout passed): their ledger rows are queued, and written here.
+    await get_runtime().stop()
 
 
 class LifespanMiddleware:

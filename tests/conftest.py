@@ -80,6 +80,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def runtime():
+    """A fresh runtime for each test: the process's state, with nothing left by the test before."""
+    from infra.runtime import get_runtime, install_runtime
+    from server.runtime import build_runtime
+
+    previous = get_runtime()
+    yield install_runtime(build_runtime())
+    install_runtime(previous)
+
+
 @pytest.fixture(scope="session")
 def fake_upstream_server():
     server = FakeUpstream()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from accounts import keys, selectors, services
+from accounts import services
 from accounts.models import Team
 
 
@@ -12,12 +12,8 @@ from accounts.models import Team
 def key_pepper(settings, tmp_path):
     settings.API_KEYS_PEPPER = "test-pepper-not-secret"
     settings.API_KEYS_PEPPER_FILE = tmp_path / "pepper"
-    keys.pepper.cache_clear()
-    selectors.forget_all()
-    selectors.take_last_used()
+    # A fresh runtime for each test: no pepper, cached key or last-used time from another.
     yield
-    keys.pepper.cache_clear()
-    selectors.forget_all()
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import Field
 
+from infra.runtime import get_runtime
 from observability import metrics
 from usage.journal import LedgerJournal, Segment, replay_orphans
 
@@ -352,21 +353,22 @@ def _rollup() -> None:
     rollup_usage()
 
 
-_writer: LedgerWriter | None = None
+class LedgerState:
+    """The runtime's writer, configured from the settings when the runtime builds it."""
 
-
-def get_writer() -> LedgerWriter:
-    """The process's writer (configured from settings on first use)."""
-    global _writer
-    if _writer is None:
-        _writer = LedgerWriter(
+    def __init__(self, writer: LedgerWriter | None = None) -> None:
+        self.writer = writer or LedgerWriter(
             max_queue=settings.USAGE_QUEUE_SIZE,
             batch_size=settings.USAGE_BATCH_SIZE,
             flush_interval=settings.USAGE_FLUSH_INTERVAL,
             rollup_interval=settings.USAGE_ROLLUP_INTERVAL,
             journal=configured_journal,
         )
-    return _writer
+
+
+def get_writer() -> LedgerWriter:
+    """The runtime's writer."""
+    return get_runtime().part(LedgerState).writer
 
 
 def journal_directory() -> Path | None:

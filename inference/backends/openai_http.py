@@ -55,6 +55,7 @@ from inference.exceptions import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from infra.runtime import get_runtime
 from limits import replica_health
 from observability import metrics, timing
 
@@ -114,9 +115,12 @@ class Transport(AiohttpTransport):
         )
 
 
-_transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport] = (
-    weakref.WeakKeyDictionary()
-)
+class TransportState:
+    """The runtime's connection pools to the model servers, one per event loop."""
+
+    def __init__(self) -> None:
+        self.transports: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Transport]
+        self.transports = weakref.WeakKeyDictionary()
 
 
 def get_transport() -> Transport:
@@ -127,10 +131,10 @@ def get_transport() -> Transport:
     cookie jar, auth and redirect hooks: about a tenth of a request's CPU in profiles).
     """
     loop = asyncio.get_running_loop()
-    transport = _transports.get(loop)
+    transports = get_runtime().part(TransportState).transports
+    transport = transports.get(loop)
     if transport is None:
-        transport = Transport(client=_new_session)
-        _transports[loop] = transport
+        transport = transports[loop] = Transport(client=_new_session)
     return transport
 
 
@@ -167,7 +171,7 @@ async def send(
 
 async def close_transports() -> None:
     """Close this event loop's connection pool (called on server shutdown)."""
-    transport = _transports.pop(asyncio.get_running_loop(), None)
+    transport = get_runtime().part(TransportState).transports.pop(asyncio.get_running_loop(), None)
     if transport is not None:
         await transport.aclose()
 

@@ -31,14 +31,14 @@ async def in_thread(func, *args, **kwargs):
 
 
 @pytest.fixture(autouse=True)
-def isolated(settings, tmp_path, monkeypatch):
+def isolated(settings, tmp_path, monkeypatch, runtime):
     settings.BATCHES = {**settings.BATCHES, "files_dir": tmp_path / "files"}
     settings.API_KEYS = ["operator-key"]
-    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
+    runtime.replace(stores.QuotaStoreState, stores.QuotaStoreState(quotas.InProcessQuotaStore()))
     writer = ledger.LedgerWriter(
         max_queue=1000, batch_size=1000, flush_interval=60, rollup_interval=600
     )
-    monkeypatch.setattr(ledger, "_writer", writer)
+    runtime.replace(ledger.LedgerState, ledger.LedgerState(writer))
     spec = text_spec()
     monkeypatch.setattr(inference, "resolve_model", lambda name, **kwargs: spec)
     calls: list[dict] = []

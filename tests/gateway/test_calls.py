@@ -18,12 +18,12 @@ from usage import ledger
 
 
 @pytest.fixture(autouse=True)
-def fresh_store_and_ledger(monkeypatch):
-    monkeypatch.setattr(stores, "_store", quotas.InProcessQuotaStore())
+def fresh_store_and_ledger(runtime):
+    runtime.replace(stores.QuotaStoreState, stores.QuotaStoreState(quotas.InProcessQuotaStore()))
     writer = ledger.LedgerWriter(
         max_queue=100, batch_size=100, flush_interval=60, rollup_interval=600
     )
-    monkeypatch.setattr(ledger, "_writer", writer)
+    runtime.replace(ledger.LedgerState, ledger.LedgerState(writer))
     return writer
 
 

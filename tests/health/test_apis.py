@@ -9,14 +9,13 @@ import asyncio
 from http import HTTPStatus
 
 import pytest
-from django.apps import apps
 from django.test import AsyncClient
 
 from health import readiness
 from inference.backends.openai_http import OpenAICompatibleBackend
 from inference.catalog import build_catalog
 from inference.catalog.file import parse_catalog
-from inference.registry import ModelRegistry, default_backend_factory
+from inference.registry import ModelRegistry, RegistryState, default_backend_factory
 from tests.teams import key_pepper, make_key, team  # noqa: F401
 
 MODELS = 10_000
@@ -34,8 +33,8 @@ def registry():
 
 
 @pytest.fixture
-def ten_thousand_models(registry, settings, monkeypatch):
-    monkeypatch.setattr(apps.get_app_config("inference"), "_registry", registry)
+def ten_thousand_models(registry, settings, monkeypatch, runtime):
+    runtime.replace(RegistryState, RegistryState(registry))
     settings.API_KEYS = [API_KEY]
     settings.METRICS = {**settings.METRICS, "token": "prometheus-token"}
     probes: list[str] = []
@@ -45,7 +44,7 @@ def ten_thousand_models(registry, settings, monkeypatch):
         return self.spec.name != "m3"  # one model's server does not answer
 
     monkeypatch.setattr(OpenAICompatibleBackend, "probe", probe)
-    monkeypatch.setattr(readiness, "_reports", readiness.ReadinessReports(max_age=3600))
+    runtime.replace(readiness.ReadinessReports, readiness.ReadinessReports(max_age=3600))
     return probes
 
 

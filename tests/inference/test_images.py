@@ -10,7 +10,7 @@ from api.exceptions import status_of
 from inference import images
 from inference.exceptions import InvalidImage, PayloadTooLarge, UnsupportedImage
 from inference.images import (
-    MAX_IMAGE_PIXELS,
+    max_image_pixels,
     parse_data_url,
     prepare_image,
     prepare_message_images,
@@ -81,7 +81,7 @@ def test_oversized_file_is_413_with_the_limit():
 
 def test_decompression_bomb_is_refused():
     # A tiny PNG whose header claims more pixels than allowed.
-    side = int(MAX_IMAGE_PIXELS**0.5) + 100
+    side = int(max_image_pixels() ** 0.5) + 100
     bomb = image_bytes("PNG", size=(side, side), color=(0, 0, 0), optimize=True)
     assert len(bomb) < 2_000_000
     with pytest.raises(PayloadTooLarge, match="pixels"):

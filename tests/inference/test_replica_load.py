@@ -83,11 +83,6 @@ def backend_serving(routes: dict[str, httpx.Response], seen: list[str]) -> OpenA
     return OpenAICompatibleBackend(spec, transport=httpx.MockTransport(handler))
 
 
-@pytest.fixture(autouse=True)
-def forget_unsupported(monkeypatch):
-    monkeypatch.setattr(replica_load, "_unsupported", replica_load._Unsupported())
-
-
 async def test_metrics_are_read_beside_v1_not_under_it():
     seen: list[str] = []
     backend = backend_serving({"/metrics": httpx.Response(200, text=VLLM)}, seen)

@@ -9,25 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from inference import routing
 from inference.backends.openai_http import ReplicaPool
 from inference.routing import PlacementTable, ReplicaLoad, ServerLoad, place, prefix_keys
-from limits import redis_client, replica_health
+from limits import redis_client
 from tests.models import text_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 SERVERS = ("http://a:8000", "http://b:8000", "http://c:8000", "http://d:8000")
 SYSTEM = {"role": "system", "content": "You are a careful agent. " * 300}
-
-
-@pytest.fixture(autouse=True)
-def fresh_health():
-    replica_health.reset_for_tests()
-    yield
-    replica_health.reset_for_tests()
 
 
 def conversation(name: str, turns: int) -> list[dict]:

@@ -348,8 +348,8 @@ def test_format_regex_in_answers_uses_re2():
     assert not structured.check_output('{"r": "(?=a)"}', fmt).valid
 
 
-def test_answer_over_the_size_limit_is_invalid_without_parsing(monkeypatch):
-    monkeypatch.setitem(structured.LIMITS, "max_answer_bytes", 100)
+def test_answer_over_the_size_limit_is_invalid_without_parsing(settings):
+    settings.STRUCTURED_OUTPUT = {**settings.STRUCTURED_OUTPUT, "max_answer_bytes": 100}
     check = structured.check_output(json.dumps({"a": "x" * 200}), {"type": "json_object"})
     assert not check.valid and "STRUCTURED_OUTPUT__MAX_ANSWER_BYTES" in check.errors[0]["message"]
 

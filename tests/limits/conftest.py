@@ -61,7 +61,6 @@ async def use_redis(settings, redis_server):
     """Point the shared limits at the module's redis-server, with an empty database."""
     redis_server.command("FLUSHALL")
     settings.SHARED_LIMITS = shared_limits_settings(redis_server.url)
-    redis_client.reset_state_for_tests()
     yield redis_server
     await lifespan.stop()
 
@@ -80,7 +79,6 @@ async def use_redis_py(settings, redis_server, redis_sentinel):
     """`use_redis` through the redis-py transport, finding the server through Sentinel."""
     redis_server.command("FLUSHALL")
     settings.SHARED_LIMITS = shared_limits_settings(redis_sentinel.url(), client="redis-py")
-    redis_client.reset_state_for_tests()
     yield redis_server
     await lifespan.stop()
 
@@ -92,7 +90,6 @@ TRANSPORTS = {"redis": "use_redis", "redis-py": "use_redis_py"}
 @pytest.fixture
 async def use_own_redis(settings, own_redis_server):
     settings.SHARED_LIMITS = shared_limits_settings(own_redis_server.url)
-    redis_client.reset_state_for_tests()
     yield own_redis_server
     await lifespan.stop()
 

@@ -208,13 +208,11 @@ async def test_the_outage_log_line_says_why_without_the_password(guarded_server,
 
     url = f"redis://:not-the-pw@127.0.0.1:{guarded_server.port}/0"
     settings.SHARED_LIMITS = shared_limits_settings(url)
-    redis_client.reset_state_for_tests()
     try:
         with pytest.raises(redis_client.RedisUnreachable):
             await redis_client.command("ping", "PING")
     finally:
         await lifespan.stop()
-        redis_client.reset_state_for_tests()
     logged = " ".join(record.getMessage() for record in caplog.records)
     assert "Redis refused AUTH" in logged
     assert "not-the-pw" not in logged

@@ -80,11 +80,9 @@ async def test_unlimited_subjects_never_reach_redis(settings):
     assert reservation.headers == {}
 
 
-def test_get_quota_store_picks_redis_when_configured(settings, monkeypatch):
-    monkeypatch.setattr(stores, "_store", None)
+def test_get_quota_store_picks_redis_when_configured(settings):
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": "redis://127.0.0.1:6399/0"}
     assert isinstance(stores.get_quota_store(), RedisQuotaStore)
-    monkeypatch.setattr(stores, "_store", None)
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "url": ""}
     assert isinstance(stores.get_quota_store(), quotas.InProcessQuotaStore)
 

@@ -140,7 +140,6 @@ async def test_nobody_listening_is_a_connection_error():
 
 async def test_scripts_lost_by_a_restart_are_loaded_again(settings, own_redis_server):
     settings.SHARED_LIMITS = shared_limits_settings(own_redis_server.url, client="redis-py")
-    redis_client.reset_state_for_tests()
     slots = RedisSlots("model", 1)
     async with slots.hold(queue_timeout=1):
         pass
@@ -177,7 +176,6 @@ def fail_over(sentinel: RedisSentinel, to: RedisServer) -> None:
 async def test_limits_keep_working_after_a_sentinel_failover(settings, replicated, received):
     master, replica, sentinel = replicated
     settings.SHARED_LIMITS = shared_limits_settings(sentinel.url(), on_redis_error="closed")
-    redis_client.reset_state_for_tests()
     slots = RedisSlots("model", 2)
     assert await redis_events.wait_connected(30)
     async with slots.hold(queue_timeout=5):

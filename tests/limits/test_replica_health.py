@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
+from infra.runtime import get_runtime
 from limits import replica_health
 from tests.waiting import eventually
 
 EJECT = {"eject_after": 3, "eject_seconds": 30.0}
 
 
-@pytest.fixture(autouse=True)
-async def fresh_view():
-    replica_health.reset_for_tests()
-    yield
-    replica_health.reset_for_tests()
+def forget_local_view() -> None:
+    """As in a process that has seen none of this one's reports."""
+    get_runtime().drop(replica_health.ReplicaHealthState)
 
 
 async def test_consecutive_failures_eject_and_a_success_restores(use_redis):
@@ -37,14 +34,14 @@ async def test_failures_of_several_processes_add_up(use_redis):
     # Two failures "elsewhere", written as another process would.
     for _ in range(2):
         await replica_health.failed("m", "a:8000", **EJECT)
-    replica_health.reset_for_tests()  # this process has seen none of them
+    forget_local_view()  # this process has seen none of them
     assert await replica_health.failed("m", "a:8000", **EJECT)
 
 
 async def test_another_processes_ejection_is_seen_after_a_refresh(use_redis):
     for _ in range(3):
         await replica_health.failed("m", "a:8000", **EJECT)
-    replica_health.reset_for_tests()
+    forget_local_view()
     assert not replica_health.is_ejected("m", "a:8000")  # starts the refresher
     await eventually(lambda: replica_health.is_ejected("m", "a:8000"))
 
@@ -53,7 +50,7 @@ async def test_a_success_elsewhere_restores_the_replica_for_everyone(use_redis):
     for _ in range(3):
         await replica_health.failed("m", "a:8000", **EJECT)
     await replica_health.succeeded("m", "a:8000")  # as another process would, in Redis
-    replica_health.reset_for_tests()
+    forget_local_view()
     await replica_health.refresh()
     assert not replica_health.is_ejected("m", "a:8000")
 

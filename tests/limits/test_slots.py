@@ -12,7 +12,6 @@ import itertools
 
 import pytest
 
-from limits import redis_client
 from limits.flows import BATCH, FairQueue, Flow
 from limits.redis_slots import RedisSlots
 from limits.slots import RETRY_AFTER_MAX, LocalSlots, SlotTimeout, retry_estimate
@@ -33,7 +32,6 @@ def make_slots(request):
             "connect_timeout": 2,
             "on_redis_error": "closed",
         }
-        redis_client.reset_state_for_tests()
         return lambda capacity: RedisSlots(f"contract-{next(_names)}", capacity)
     return LocalSlots
 

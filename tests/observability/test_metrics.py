@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from infra.runtime import get_runtime
 from observability import metrics
 from tests.observability.conftest import sample
 
@@ -258,3 +259,26 @@ def test_status_class(status, klass):
 def test_label_values_beyond_the_limit_become_other():
     bounded = metrics._BoundedValues(2)
     assert [bounded(v) for v in ("a", "b", "c", "a", "d")] == ["a", "b", "other", "a", "other"]
+
+
+OFF = {"token": "", "port": 0, "host": "127.0.0.1", "key_labels": False}
+
+
+@pytest.mark.parametrize(
+    ("options", "enabled"),
+    [({}, False), ({"token": "t0k3n-long-enough"}, True), ({"port": 9464}, True)],
+)
+def test_recording_is_on_only_when_someone_can_read_the_metrics(settings, options, enabled):
+    settings.METRICS = {**OFF, **options}
+    assert get_runtime().part(metrics.MetricsState).enabled is enabled
+
+
+def test_key_labels_follow_the_setting(settings):
+    settings.METRICS = {**OFF, "token": "t0k3n-long-enough", "key_labels": True}
+    assert get_runtime().part(metrics.MetricsState).key_labels is True
+
+
+def test_the_configured_model_names_are_catalog_labels(settings):
+    settings.LLMAPI_MODELS = {"text": {"model_name": "Qwen/Qwen2.5-7B-Instruct"}}
+    settings.METRICS = {**OFF, "token": "t0k3n-long-enough"}
+    assert metrics.model_label("Qwen/Qwen2.5-7B-Instruct") == "Qwen/Qwen2.5-7B-Instruct"

@@ -4,6 +4,7 @@ import pytest
 from django.test import RequestFactory, override_settings
 from django.urls import Resolver404
 
+from infra.runtime import get_runtime
 from server import handler
 from server.handler import GatewayASGIHandler
 
@@ -19,10 +20,10 @@ def test_a_fixed_route_is_resolved_once():
 
 
 def test_routes_with_parameters_and_catch_alls_are_not_kept():
-    kept = len(handler._fixed_routes)
+    kept = len(get_runtime().part(handler.RouteCache).fixed_routes)
     assert resolve("/v1/models/some-model").kwargs == {"model": "some-model"}
     assert resolve("/v1/no-such-endpoint").url_name == "openai-404"
-    assert len(handler._fixed_routes) == kept
+    assert len(get_runtime().part(handler.RouteCache).fixed_routes) == kept
 
 
 def test_another_urlconf_is_resolved_afresh():

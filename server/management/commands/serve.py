@@ -38,6 +38,7 @@ from observability.multiprocess import (
 )
 from server.http_protocol import BoundedHttpToolsProtocol
 from server.reload import write_pid_file
+from server.runtime import start_up_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class Command(BaseCommand):
                 settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, name]
         # Migrations and the key pepper, once, here: the workers never race to migrate.
         ensure_database()
+        start_up_runtime()  # the process's state; a single worker serves with this one
         try:
             catalog = get_registry().catalog  # reads and checks the catalog
         except (CatalogError, ImproperlyConfigured) as exc:
