@@ -11,7 +11,12 @@ requests at a fixed rate, about one slot's worth) runs twice:
    the share of the free slot time the batch used: the model server's busy slot-seconds for
    batch lines, over the slot-seconds the interactive load left free (4 x the window minus the
    interactive requests' slot-seconds), both counted at the model server over the window in
-   which the batch ran.
+   which the batch ran;
+3. alone again, after the batch: on a shared host the load of other work drifts, so the
+   value without the batch is measured on both sides of the batch and the two pooled.
+
+The gateway's CPU time per interactive request and per batch line, and the host's load
+average during each phase, are reported beside the figures.
 
 The goals (issue: interactive p50 within 1.2x of its value without the batch; the batch uses at
 least 80% of the free slots) are reported as met or missed, with the figures. Batch lines take
@@ -129,6 +134,15 @@ async def interactive_load(url: str, rate: float, stop: asyncio.Event) -> list[t
     return latencies
 
 
+async def interactive_alone(url: str, rate: float, seconds: float) -> list[float]:
+    """The latencies of the interactive load alone for `seconds`."""
+    stop = asyncio.Event()
+    load = asyncio.create_task(interactive_load(url, rate, stop))
+    await asyncio.sleep(seconds)
+    stop.set()
+    return [latency for _, latency in await load]
+
+
 def batch_file(lines: int) -> bytes:
     return b"".join(
         json.dumps(
@@ -158,13 +172,10 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
     try:
         print("interactive load alone", file=sys.stderr, flush=True)
         # 1. Interactive alone.
-        stop = asyncio.Event()
         cpu_before = cpu_seconds(process.pid)
-        load = asyncio.create_task(interactive_load(url, rate, stop))
-        await asyncio.sleep(alone_seconds)
-        stop.set()
-        alone = [latency for _, latency in await load]
+        alone = await interactive_alone(url, rate, alone_seconds)
         cpu_alone = cpu_seconds(process.pid) - cpu_before
+        load_before = os.getloadavg()[0]
 
         print("the batch, with the interactive load", file=sys.stderr, flush=True)
         # 2. The batch, with the same interactive load running.
@@ -186,12 +197,18 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
             print(f"  {batch.status} {batch.request_counts}", file=sys.stderr, flush=True)
             await asyncio.sleep(1.0)
         cpu_batch_phase = cpu_seconds(process.pid) - cpu_before
+        load_during = os.getloadavg()[0]
         interactive_in_phase = sum(
             1 for request in upstream.requests[sent_before:] if not is_batch(request)
         )
         stop.set()
         together_all = await load
         await client.close()
+
+        print("interactive load alone, after the batch", file=sys.stderr, flush=True)
+        # 3. Interactive alone again.
+        after = await interactive_alone(url, rate, alone_seconds)
+        load_after = os.getloadavg()[0]
         # The window: from the batch's first line at the model server to its last answer.
         arrivals = list(zip(upstream.requests.times, upstream.requests, strict=True))
         batch_times = [at for at, request in arrivals if is_batch(request)]
@@ -211,7 +228,8 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
     cpu_per_interactive = cpu_alone / max(1, len(alone))
     cpu_per_line = (cpu_batch_phase - interactive_in_phase * cpu_per_interactive) / max(1, batch_n)
     free_slot_seconds = SLOTS * window - interactive_n * DELAY
-    p50_alone = statistics.median(alone)
+    without = alone + after
+    p50_alone = statistics.median(without)
     p50_together = statistics.median(together)
     return {
         "lines": lines,
@@ -222,10 +240,17 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         "slots": SLOTS,
         "model_delay_s": DELAY,
         "window_s": round(window, 2),
+        "load_average_1min": {
+            "before": round(load_before, 1),
+            "during": round(load_during, 1),
+            "after": round(load_after, 1),
+        },
         "interactive_alone": {
-            "n": len(alone),
+            "n": len(without),
             "p50_ms": round(1000 * p50_alone, 1),
-            "p95_ms": round(1000 * statistics.quantiles(alone, n=20)[-1], 1),
+            "p95_ms": round(1000 * statistics.quantiles(without, n=20)[-1], 1),
+            "p50_ms_before": round(1000 * statistics.median(alone), 1),
+            "p50_ms_after": round(1000 * statistics.median(after), 1),
         },
         "interactive_with_batch": {
             "n": len(together),
@@ -245,6 +270,7 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
 def report(result: dict) -> str:
     p50_ok = result["p50_ratio"] <= 1.2
     share_ok = result["free_slot_share_used"] >= 0.8
+    loads, alone = result["load_average_1min"], result["interactive_alone"]
     lines = [
         "# Batches on idle capacity",
         "",
@@ -256,16 +282,20 @@ def report(result: dict) -> str:
         f"{result['interactive_rate']:g} chat requests/s (about "
         f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
         f"({result['batch_status']}, {result['request_counts']}). The host's load average "
-        f"over the run: {result['load_average_5min']} on {os.cpu_count()} cores (other work "
-        "shares it): compare the interactive p50 without the batch with the model server's "
-        f"{int(DELAY * 1000)} ms to see how much the gateway itself was slowed.",
+        f"over the run: {result['load_average_5min']} on {os.cpu_count()} cores (1-minute "
+        f"figures before, during and after the batch: {loads['before']}, {loads['during']}, "
+        f"{loads['after']}; other work shares the host): compare the interactive p50 without "
+        f"the batch with the model server's {int(DELAY * 1000)} ms to see how much the gateway "
+        "itself was slowed.",
         "",
         "The window is from the batch's first line at the model server to its last answer; the "
-        "interactive figures while the batch runs are the requests sent in that window.",
+        "interactive figures while the batch runs are the requests sent in that window. The "
+        "figures without the batch pool the load's runs before and after it (p50 "
+        f"{alone['p50_ms_before']} ms before, {alone['p50_ms_after']} ms after).",
         "",
         "| | interactive requests | p50 | p95 |",
         "|---|---|---|---|",
-        f"| without the batch | {result['interactive_alone']['n']} | "
+        f"| without the batch (before and after) | {result['interactive_alone']['n']} | "
         f"{result['interactive_alone']['p50_ms']} ms | {result['interactive_alone']['p95_ms']} ms |",
         f"| while the batch runs | {result['interactive_with_batch']['n']} | "
         f"{result['interactive_with_batch']['p50_ms']} ms | "
@@ -280,6 +310,9 @@ def report(result: dict) -> str:
         f"- The gateway's CPU: {result['gateway_cpu_ms_per_interactive_request']} ms per "
         f"interactive request, {result['gateway_cpu_ms_per_batch_line']} ms per batch line "
         "(claiming, the call, the result and the ledger row; the batch's creation included).",
+        "",
+        "Where a batch line's gateway time goes, and what was cut: see "
+        "[docs/batches.md](../../docs/batches.md#idle-capacity-accounting-and-failures).",
     ]
     if not p50_ok:
         lines += [
