@@ -125,7 +125,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_gateway(upstream: ModelServer, folder: Path) -> tuple[str, subprocess.Popen]:
+def start_gateway(
+    upstream: ModelServer, folder: Path, concurrency: int
+) -> tuple[str, subprocess.Popen]:
     port = _free_port()
     env = {
         **os.environ,
@@ -138,8 +140,9 @@ def start_gateway(upstream: ModelServer, folder: Path) -> tuple[str, subprocess.
         "TEXT_MODEL__MAX_CONCURRENCY": str(SLOTS),
         "TEXT_MODEL__QUEUE_TIMEOUT": "120",
         "BATCHES__FILES_DIR": str(folder / "files"),
-        # More lines in flight than slots: a freed slot always has a batch line waiting.
-        "BATCHES__CONCURRENCY": str(4 * SLOTS),
+        # By default more lines in flight than slots: a freed slot always has a batch line
+        # waiting (`--concurrency` below the slots keeps headroom for interactive requests).
+        "BATCHES__CONCURRENCY": str(concurrency),
         "BATCHES__POLL_SECONDS": "0.2",
         "LOG_LEVEL": "WARNING",
     }
@@ -214,11 +217,11 @@ def is_batch(request) -> bool:
     return request.body["messages"][0]["content"] == "batch"
 
 
-async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
+async def measure(lines: int, rate: float, alone_seconds: float, concurrency: int) -> dict:
     upstream = ModelServer()
     upstream.start()
     folder = Path(tempfile.mkdtemp(prefix="llmapi-bench-batches-"))
-    url, process = start_gateway(upstream, folder)
+    url, process = start_gateway(upstream, folder, concurrency)
     try:
         print("interactive load alone", file=sys.stderr, flush=True)
         # 1. Interactive alone.
@@ -291,6 +294,7 @@ async def measure(lines: int, rate: float, alone_seconds: float) -> dict:
         "request_counts": batch.request_counts.model_dump() if batch.request_counts else None,
         "interactive_rate": rate,
         "slots": SLOTS,
+        "batch_concurrency": concurrency,
         "model_delay_s": DELAY,
         "window_s": round(window, 2),
         "load_average_1min": {
@@ -333,7 +337,8 @@ def report(result: dict) -> str:
         f"{platform.machine()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}.",
         "",
         f"A fake model server answering each request in {int(DELAY * 1000)} ms behind a gateway "
-        f"with {result['slots']} model slots; an open-loop interactive load of "
+        f"with {result['slots']} model slots, {result['batch_concurrency']} batch lines in flight "
+        f"(`BATCHES__CONCURRENCY`); an open-loop interactive load of "
         f"{result['interactive_rate']:g} chat requests/s (about "
         f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
         f"({result['batch_status']}, {result['request_counts']}). The host's load average "
@@ -396,13 +401,25 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=float, default=20.0, help="interactive requests/s")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4 * SLOTS,
+        help="BATCHES__CONCURRENCY (default: 4x the slots; the results file is named after "
+        "any other value)",
+    )
     args = parser.parse_args()
     lines = 300 if args.quick else 2000
-    result = asyncio.run(measure(lines, args.rate, alone_seconds=5 if args.quick else 15))
+    result = asyncio.run(
+        measure(
+            lines, args.rate, alone_seconds=5 if args.quick else 15, concurrency=args.concurrency
+        )
+    )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "batches.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "batches" if args.concurrency == 4 * SLOTS else f"batches-concurrency-{args.concurrency}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = report(result)
-    (RESULTS / "batches.md").write_text(text)
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
     return 0 if result["p50_ratio"] <= 1.2 and result["free_slot_share_used"] >= 0.8 else 1
 
