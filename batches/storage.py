@@ -78,7 +78,10 @@ def remove_stale_parts(*, older_than: float) -> int:
     """Delete the `.part` files a crash left, untouched for `older_than` seconds; how many."""
     removed = 0
     cutoff = time.time() - older_than
-    with os.scandir(files_dir()) as entries:
+    directory = Path(settings.BATCHES["files_dir"])
+    if not directory.is_dir():  # nothing stored yet (and no folder made for nothing)
+        return 0
+    with os.scandir(directory) as entries:
         for entry in entries:
             if not (entry.name.endswith(".part") and _FILE_ID.match(entry.name[:-5])):
                 continue

@@ -381,7 +381,7 @@ def report(result: dict) -> str:
         "(claiming, the call, the result and the ledger row; the batch's creation included).",
         "",
         "Where a batch line's gateway time goes, and what was cut: see "
-        "[docs/batches.md](../../docs/batches.md#idle-capacity-accounting-and-failures).",
+        "[docs/batches.md](../../docs/batches.md#measured-idle-capacity-and-interactive-latency).",
     ]
     if not p50_ok and result["batch_concurrency"] >= result["slots"]:
         lines += [
