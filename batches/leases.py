@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, Subquery
+from django.db import connection
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from batches import storage
 from batches.models import Batch, BatchLine, StoredFile
-from batches.services import error_line, new_file_id
+from batches.services import error_line, file_expiry, new_file_id
 
 OUTPUT_PURPOSE = "batch_output"
 END_MESSAGES: dict[str, tuple[str, str]] = {
@@ -62,11 +62,53 @@ class ClaimedLine:
     attempts: int  # this one included
 
 
-def _claimable(now: datetime) -> Q:
-    ready = Q(state=BatchLine.State.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
-    abandoned = Q(state=BatchLine.State.RUNNING, lease_until__lt=now)
-    running = Q(batch__status=Batch.Status.IN_PROGRESS, batch__ending="", batch__expires_at__gt=now)
-    return running & (ready | abandoned)
+# A claim and a write of results are the runner's statements for every line, so they are
+# written out in SQL: one statement each, with none of the ORM's per-query work (which, in
+# the runner's database thread, would take the interpreter from the event loop serving
+# requests). A line is claimable while its batch runs, when it is pending (past its retry's
+# back-off) or its lease ran out.
+_CLAIMABLE_SQL = """
+    b.status = %(in_progress)s AND b.ending = '' AND b.expires_at > %(now)s
+    AND (
+        (l.state = %(pending)s AND (l.not_before IS NULL OR l.not_before <= %(now)s))
+        OR (l.state = %(running)s AND l.lease_until < %(now)s)
+    )
+"""
+_CLAIM_SQLITE = """
+    UPDATE {line} SET state = %(running)s, lease_owner = %(worker)s, lease_until = %(until)s,
+        attempts = attempts + 1
+    WHERE id IN (
+        SELECT l.id FROM {line} l JOIN {batch} b ON b.id = l.batch_id
+        WHERE {claimable} {skip} ORDER BY l.id LIMIT %(count)s
+    )
+    RETURNING id, batch_id, custom_id, url, body, attempts
+"""
+_CLAIM_LOCKING = """
+    WITH chosen AS (
+        SELECT l.id FROM {line} l JOIN {batch} b ON b.id = l.batch_id
+        WHERE {claimable} {skip} ORDER BY l.id LIMIT %(count)s
+        FOR UPDATE OF l SKIP LOCKED
+    )
+    UPDATE {line} SET state = %(running)s, lease_owner = %(worker)s, lease_until = %(until)s,
+        attempts = {line}.attempts + 1
+    FROM chosen WHERE {line}.id = chosen.id
+    RETURNING {line}.id, {line}.batch_id, {line}.custom_id, {line}.url, {line}.body,
+        {line}.attempts
+"""
+# Batch id -> owner, which never changes: a claim reads the owners of batches it has not seen.
+_owners: dict[str, str] = {}
+OWNERS_KEPT = 1000
+
+
+def _sql(template: str, **parts: str) -> str:
+    quote = connection.ops.quote_name
+    return template.format(
+        line=quote(BatchLine._meta.db_table), batch=quote(Batch._meta.db_table), **parts
+    )
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def claim_lines(
@@ -76,44 +118,48 @@ def claim_lines(
     if count <= 0:
         return []
     now = timezone.now()
-    until = now + timedelta(seconds=lease_seconds)
-    taken = {
-        "state": BatchLine.State.RUNNING,
-        "lease_owner": worker,
-        "lease_until": until,
-        "attempts": F("attempts") + 1,
+    adapt = connection.ops.adapt_datetimefield_value
+    params: dict[str, Any] = {
+        "now": adapt(now),
+        "until": adapt(now + timedelta(seconds=lease_seconds)),
+        "worker": worker,
+        "count": count,
+        "in_progress": Batch.Status.IN_PROGRESS,
+        "pending": BatchLine.State.PENDING,
+        "running": BatchLine.State.RUNNING,
     }
-    candidates = BatchLine.objects.filter(_claimable(now)).exclude(batch_id__in=skip_batches)
-    if connection.features.has_select_for_update_skip_locked:
-        with transaction.atomic():
-            ids = list(
-                candidates.select_for_update(skip_locked=True, of=("self",))
-                .order_by("id")
-                .values_list("id", flat=True)[:count]
-            )
-            BatchLine.objects.filter(id__in=ids).update(**taken)
-    else:
-        # One statement, so one writer's claim is whole before another's reads (SQLite
-        # writes one at a time); the lines are the ones it leased until `until`.
-        chosen = candidates.order_by("id").values("id")[:count]
-        BatchLine.objects.filter(_claimable(now), id__in=Subquery(chosen)).update(**taken)
-        ids = list(
-            BatchLine.objects.filter(
-                lease_owner=worker, lease_until=until, state=BatchLine.State.RUNNING
-            ).values_list("id", flat=True)
-        )
-    lines = BatchLine.objects.filter(id__in=ids, lease_owner=worker).select_related("batch")
+    skip = ""
+    if skip_batches:
+        names = [f"skip{n}" for n in range(len(skip_batches))]
+        params.update(zip(names, sorted(skip_batches), strict=True))
+        skip = "AND l.batch_id NOT IN ({})".format(", ".join(f"%({n})s" for n in names))
+    # On PostgreSQL the candidates are locked and skipped by concurrent claims; SQLite writes
+    # one statement at a time, so its claim is whole before another's reads.
+    locking = connection.features.has_select_for_update_skip_locked
+    sql = _sql(
+        _CLAIM_LOCKING if locking else _CLAIM_SQLITE,
+        claimable=_CLAIMABLE_SQL,
+        skip=skip,
+    )
+    with connection.cursor() as cursor:  # one statement: its own transaction
+        cursor.execute(sql, params)
+        rows = sorted(cursor.fetchall())
+    unknown = {row[1] for row in rows} - _owners.keys()
+    if unknown:
+        if len(_owners) > OWNERS_KEPT:
+            _owners.clear()
+        _owners.update(Batch.objects.filter(pk__in=unknown).values_list("id", "owner"))
     return [
         ClaimedLine(
-            id=line.id,
-            batch_id=line.batch_id,
-            owner=line.batch.owner,
-            custom_id=line.custom_id,
-            url=line.url,
-            body=line.body or {},
-            attempts=line.attempts,
+            id=line_id,
+            batch_id=batch_id,
+            owner=_owners.get(batch_id, ""),
+            custom_id=custom_id,
+            url=url,
+            body=_json(body) or {},
+            attempts=attempts,
         )
-        for line in lines.order_by("id")
+        for line_id, batch_id, custom_id, url, body, attempts in rows
     ]
 
 
@@ -124,27 +170,48 @@ def renew_leases(*, worker: str, ids: list[int], lease_seconds: float) -> int:
     ).update(lease_until=until)
 
 
-def _held(worker: str, line_id: int):
-    return BatchLine.objects.filter(id=line_id, lease_owner=worker, state=BatchLine.State.RUNNING)
-
-
 def finish_line(*, worker: str, line_id: int, done: bool, result: dict[str, Any]) -> bool:
     """Write the line's result if `worker` still holds it; False when it lost the lease."""
-    state = BatchLine.State.DONE if done else BatchLine.State.FAILED
-    return bool(
-        _held(worker, line_id).update(
-            state=state, result=result, finished_at=timezone.now(), lease_until=None
-        )
-    )
+    return finish_lines(worker=worker, results=[(line_id, done, result)])[0]
+
+
+_FINISH = """
+    UPDATE {line} SET
+        state = CASE WHEN id IN ({done}) THEN %(done)s ELSE %(failed)s END,
+        result = CASE id {results} END,
+        finished_at = %(now)s, lease_until = NULL
+    WHERE id IN ({ids}) AND lease_owner = %(worker)s AND state = %(running)s
+    RETURNING id
+"""
 
 
 def finish_lines(*, worker: str, results: list[tuple[int, bool, dict[str, Any]]]) -> list[bool]:
-    """`finish_line` for several lines in one transaction (one commit for all of them)."""
-    with transaction.atomic():
-        return [
-            finish_line(worker=worker, line_id=line_id, done=done, result=result)
-            for line_id, done, result in results
-        ]
+    """
+    `finish_line` for several lines in one statement (one commit for all of them): whether
+    each was written.
+    """
+    if not results:
+        return []
+    field = BatchLine._meta.get_field("result")
+    params: dict[str, Any] = {
+        "worker": worker,
+        "running": BatchLine.State.RUNNING,
+        "done": BatchLine.State.DONE,
+        "failed": BatchLine.State.FAILED,
+        "now": connection.ops.adapt_datetimefield_value(timezone.now()),
+    }
+    whens = []
+    for n, (line_id, _, result) in enumerate(results):
+        params[f"id{n}"] = line_id
+        params[f"result{n}"] = field.get_db_prep_value(result, connection)
+        whens.append(f"WHEN %(id{n})s THEN %(result{n})s")
+    ids = ", ".join(f"%(id{n})s" for n in range(len(results)))
+    done = ", ".join(f"%(id{n})s" for n, (_, ok, _) in enumerate(results) if ok) or "NULL"
+    sql = _sql(_FINISH, done=done, results=" ".join(whens), ids=ids)
+    with connection.cursor() as cursor:  # one statement: its own transaction
+        cursor.execute(sql, params)
+        written = {row[0] for row in cursor.fetchall()}
+    return [line_id in written for line_id, _, _ in results]
 
 
 def release_line(
@@ -160,7 +227,8 @@ def release_line(
     }
     if not count_attempt:
         changes["attempts"] = F("attempts") - 1
-    return bool(_held(worker, line_id).update(**changes))
+    held = BatchLine.objects.filter(id=line_id, lease_owner=worker, state=BatchLine.State.RUNNING)
+    return bool(held.update(**changes))
 
 
 def release_all(*, worker: str, ids: list[int]) -> int:
@@ -175,9 +243,13 @@ def release_all(*, worker: str, ids: list[int]) -> int:
     )
 
 
-def stop_batch(*, batch_id: str, ending: str, code: str, message: str) -> bool:
-    """Let no more line of a batch start; it ends with `ending` once its running lines end."""
-    errors = {"object": "list", "data": [{"code": code, "message": message, "param": None}]}
+def stop_batch(*, batch_id: str, ending: str, code: str, message: str, **details: Any) -> bool:
+    """
+    Let no more line of a batch start; it ends with `ending` once its running lines end, its
+    `errors` saying why (`code`, `message` and any `details`, such as the limit reached).
+    """
+    error = {"code": code, "message": message, "param": None, **details}
+    errors = {"object": "list", "data": [error]}
     return bool(
         Batch.objects.filter(pk=batch_id, status__in=RUNNING_STATUSES, ending="").update(
             ending=ending, errors=errors
@@ -204,7 +276,9 @@ def sweep(*, lease_seconds: float) -> list[str]:
         batch=OuterRef("pk"), state__in=[BatchLine.State.PENDING, BatchLine.State.RUNNING]
     )
     stale = now - timedelta(seconds=lease_seconds)
-    due = Batch.objects.annotate(lines_left=Exists(unfinished)).filter(
+    # Only the batches that may be due (by the status index): not the ended ones, however many.
+    open_batches = Batch.objects.filter(status__in=(*RUNNING_STATUSES, Batch.Status.FINALIZING))
+    due = open_batches.annotate(lines_left=Exists(unfinished)).filter(
         Q(status__in=RUNNING_STATUSES, lines_left=False)
         | Q(status=Batch.Status.FINALIZING, finalizing_at__lt=stale)
     )
@@ -273,11 +347,14 @@ def _write_file(batch: Batch, entries: Iterator[bytes], kind: str) -> str:
         yield from entries
 
     size = storage.save_lines(file_id, lines())
+    now = timezone.now()
     StoredFile.objects.create(
         id=file_id,
         owner=batch.owner,
         purpose=OUTPUT_PURPOSE,
         filename=f"{batch.id}_{kind}.jsonl",
         bytes=size,
+        created_at=now,
+        expires_at=file_expiry(now),
     )
     return file_id

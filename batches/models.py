@@ -23,6 +23,8 @@ class StoredFile(models.Model):
     filename = models.CharField(max_length=255)
     bytes = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Past this it is gone for its owner, and the runners delete it (None: kept until deleted).
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

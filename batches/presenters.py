@@ -18,7 +18,7 @@ def file_object(found: StoredFile) -> dict[str, Any]:
         "object": "file",
         "bytes": found.bytes,
         "created_at": _unix(found.created_at),
-        "expires_at": None,
+        "expires_at": _unix(found.expires_at),
         "filename": found.filename,
         "purpose": found.purpose,
         "status": "processed",

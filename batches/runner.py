@@ -4,11 +4,15 @@ The batch runner: one per gateway process, started and stopped by the server's l
     await runner.start()     # at start-up (no-op with BATCHES__RUN=false)
     await runner.stop()      # at shutdown: running lines are given back for another process
 
-It claims up to BATCHES__CONCURRENCY lines at a time (`batches.leases`) and runs each as its
-batch's owner through the accounted path (`batches.dispatch`), at the `batch` priority: each
-line waits for the model's concurrency slot like any request. While lines run their leases
-are renewed; a process that dies stops renewing, and its lines are claimed again by another
-once their lease passes. A line's result is written only by the holder of its lease.
+It keeps up to BATCHES__CONCURRENCY lines in flight, claimed a few at a time
+(`batches.leases`), and runs each as its batch's owner through the accounted path
+(`batches.dispatch`), at the `batch` priority: each line waits for the model's concurrency
+slot like any request, behind every interactive request waiting for it. With more lines in
+flight than the model has slots, a slot that frees always has a line ready to take it.
+While lines run their leases are renewed; a process that dies stops renewing, and its lines
+are claimed again by another once their lease passes. A line's result is written only by
+the holder of its lease; results that end together are written in one statement. Now and
+then it also deletes expired files (`batches.services.clean_files`).
 
 What a line's failure means for it:
 
@@ -16,8 +20,10 @@ What a line's failure means for it:
   BATCHES__MAX_ATTEMPTS times, then an error-file entry;
 * the model's slots busy, or the key's tokens per minute spent: tried again after the
   Retry-After, not counted as an attempt (the batch pauses in this process meanwhile);
-* the key's day or month token budget spent, or the key revoked: the batch stops and ends
-  `failed`, saying why;
+* a day or month token budget of the key or its team spent, or the key revoked: the batch
+  stops and ends `failed`, its `errors` saying which budget (`budget_spent`);
+* a line that alone may use more tokens than a limit: its error-file entry (the 429 the
+  interactive API answers), and the other lines go on;
 * anything else (an unknown model, a refused request): the line's error-file entry, with the
   status and the error body the interactive API would have answered.
 """
@@ -28,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import socket
 import time
@@ -44,12 +51,12 @@ from batches import leases
 from batches.dispatch import ENDPOINTS, batch_caller, error_body
 from batches.models import Batch
 from batches.owners import load_owner_principal
-from batches.services import new_request_id
+from batches.services import clean_files, new_request_id
 from inference.exceptions import ModelBusy
 from infra.database import close_connections
 from infra.request_ids import request_id_var
 from infra.runtime import get_runtime
-from limits.quotas import QuotaExceeded
+from limits.quotas import QuotaExceeded, format_reset
 from observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -60,6 +67,10 @@ RETRIED_STATUSES = frozenset({502, 503, 504})
 RETRY_BASE_SECONDS = 1.0
 # How long an owner's caller (its key and limits) is reused before it is read again.
 OWNER_CACHE_SECONDS = 10.0
+# How often batches are swept (see `_tick`) while every claim finds lines.
+SWEEP_BUSY_SECONDS = 5.0
+# How often expired files (and the leftovers of crashed uploads) are deleted.
+FILES_CLEANUP_SECONDS = 600.0
 
 
 class DatabaseThread:
@@ -116,7 +127,8 @@ class BatchRunner:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
-        self._last_sweep = 0.0
+        self._last_sweep = self._last_claim = self._last_cleanup = -math.inf
+        self._short = True  # the last claim found fewer lines than it asked for
         self._db = DatabaseThread()
         # Results waiting to be written, each with the future its line awaits.
         self._results: list[tuple[int, bool, dict[str, Any], asyncio.Future[bool]]] = []
@@ -130,6 +142,7 @@ class BatchRunner:
 
     def wake(self) -> None:
         """Look for work now (a batch was just created here)."""
+        self._last_claim = -math.inf
         self._wake.set()
 
     async def stop(self) -> None:
@@ -165,14 +178,24 @@ class BatchRunner:
     async def _tick(self) -> None:
         self._wake.clear()  # before looking: a line ending from here on wakes the wait below
         now = time.monotonic()
-        if now - self._last_sweep >= self.poll_seconds or not self._running:
+        # Batches end (finalized, expired, given up) at the sweep: every poll while work is
+        # running out (a batch may be ending), only now and then while claims come back full.
+        every = self.poll_seconds if self._short else max(self.poll_seconds, SWEEP_BUSY_SECONDS)
+        if now - self._last_sweep >= every:
             self._last_sweep = now
             for status in await self._db.run(leases.sweep, lease_seconds=self.lease_seconds):
                 metrics.record_batch_ended(status)
+        if now - self._last_cleanup >= FILES_CLEANUP_SECONDS:
+            self._last_cleanup = now
+            await self._db.run(clean_files)
         self._paused = {b: t for b, t in self._paused.items() if t > now}
         free = self.concurrency - len(self._running)
-        # Claimed a few at a time while busy: one query for several lines.
-        if free >= self.claim_at or not self._running:
+        # Claimed a few at a time while busy (one statement for several lines); while lines
+        # run, more are already waiting for the model's slots, so a freed slot is taken at once.
+        # Nothing found: looked for again at the next poll, not at every line's end.
+        due = not self._short or now - self._last_claim >= self.poll_seconds
+        if (free >= self.claim_at or not self._running) and due:
+            self._last_claim = now
             claimed = await self._db.run(
                 leases.claim_lines,
                 worker=self.worker,
@@ -180,6 +203,7 @@ class BatchRunner:
                 lease_seconds=self.lease_seconds,
                 skip_batches=frozenset(self._paused),
             )
+            self._short = len(claimed) < free
             for line in claimed:
                 self._running[line.id] = asyncio.create_task(self._run(line))
             metrics.set_batch_lines_running(len(self._running))
@@ -274,14 +298,7 @@ class BatchRunner:
         )
 
     async def _over_quota(self, line: leases.ClaimedLine, exc: QuotaExceeded) -> None:
-        if "per minute" in exc.detail and "more than" not in exc.detail:
-            self._pause(line.batch_id, exc.retry_after)
-            await self._db.run(
-                leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
-            )
-            metrics.record_batch_line("retried")
-            return
-        if "per minute" in exc.detail:  # this one line can never fit
+        if exc.oversized:  # this one line can never fit: its error-file entry
             status, body = error_body(exc)
             result = {
                 "id": new_request_id(),
@@ -289,18 +306,22 @@ class BatchRunner:
                 "response": {"status_code": status, "request_id": "", "body": body},
                 "error": None,
             }
-            await self._db.run(
-                leases.finish_line, worker=self.worker, line_id=line.id, done=False, result=result
-            )
+            await self._finish(line.id, done=False, result=result)
             metrics.record_batch_line("failed")
             return
-        await self._db.run(
-            leases.stop_batch,
-            batch_id=line.batch_id,
-            ending=Batch.Status.FAILED,
-            code="token_budget_exceeded",
-            message=f"The batch stopped: {exc.detail}",
-        )
+        if exc.budget:  # the key's or the team's budget is spent: the batch stops
+            await self._db.run(
+                leases.stop_batch,
+                batch_id=line.batch_id,
+                ending=Batch.Status.FAILED,
+                code="token_budget_exceeded",
+                message=budget_spent(exc),
+                scope=exc.scope,
+                limit=exc.limit,
+            )
+        else:  # a rate (tokens per minute): the batch waits for it
+            self._pause(line.batch_id, exc.retry_after)
+            metrics.record_batch_line("retried")
         await self._db.run(
             leases.release_line, worker=self.worker, line_id=line.id, count_attempt=False
         )
@@ -344,6 +365,15 @@ class BatchRunner:
         principal = await self._db.run(load_owner_principal, owner)
         self._owners[owner] = (time.monotonic(), principal)
         return principal
+
+
+def budget_spent(exc: QuotaExceeded) -> str:
+    """Why a batch stopped at a budget: whose, which, and when it renews."""
+    holder = "team" if exc.scope == "team" else "API key"
+    return (
+        f"The batch stopped: the {holder}'s budget of {exc.value} "
+        f"{exc.limit.replace('_', ' ')} is spent (it renews in {format_reset(exc.retry_after)})."
+    )
 
 
 def leases_endpoint(url: str) -> str:

@@ -1,5 +1,6 @@
 """
-Files and batches: uploads, the check of every line before a batch starts, cancellation.
+Files and batches: uploads, the check of every line before a batch starts, cancellation, and
+the deletion of expired files.
 
 Blocking database and disk work; the views run each call in a worker thread
 (`infra.database.in_database_thread`). The runner's side (claiming, running and finishing
@@ -11,13 +12,13 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any
 
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from batches import storage
@@ -35,6 +36,8 @@ INSERT_LINES = 500
 INSERT_BYTES = 8 * 1024 * 1024
 # Line errors listed in a failed batch's `errors` (all of them are in its error file).
 LISTED_ERRORS = 20
+# A `.part` file (an upload or a result being written) untouched this long was left by a crash.
+STALE_PART_SECONDS = 24 * 3600
 
 
 FILE_ID = re.compile(r"file-[0-9a-f]{24}")
@@ -58,8 +61,21 @@ def new_request_id() -> str:
 # --- files -----------------------------------------------------------------------------------
 
 
+def file_expiry(created_at: datetime) -> datetime | None:
+    """When a file made at `created_at` expires (BATCHES__FILES_EXPIRE_DAYS; None: never)."""
+    days = settings.BATCHES["files_expire_days"]
+    return created_at + timedelta(days=days) if days > 0 else None
+
+
+def live_files(owner: str) -> QuerySet[StoredFile]:
+    """The key's files that have not expired (an expired one is gone before it is deleted)."""
+    return StoredFile.objects.filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()), owner=owner
+    )
+
+
 def stored_bytes(owner: str) -> int:
-    return StoredFile.objects.filter(owner=owner).aggregate(total=Sum("bytes"))["total"] or 0
+    return live_files(owner).aggregate(total=Sum("bytes"))["total"] or 0
 
 
 def check_storage(owner: str, adding: int) -> None:
@@ -86,12 +102,15 @@ def create_file(*, owner: str, upload: Any, filename: str, purpose: str) -> Stor
     upload.seek(0)
     file_id = new_file_id()
     size = storage.save_stream(file_id, upload)
+    now = timezone.now()
     return StoredFile.objects.create(
         id=file_id,
         owner=owner,
         purpose=purpose,
         filename=CONTROL_CHARACTERS.sub("", filename)[:255] or "batch.jsonl",
         bytes=size,
+        created_at=now,
+        expires_at=file_expiry(now),
     )
 
 
@@ -136,7 +155,7 @@ def iter_lines(source: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | Non
 def _own_file(owner: str, file_id: str) -> StoredFile | None:
     if not FILE_ID.fullmatch(file_id):
         return None  # not an id the gateway makes (and never sent to the database)
-    return StoredFile.objects.filter(owner=owner, pk=file_id).first()
+    return live_files(owner).filter(pk=file_id).first()
 
 
 def get_file(*, owner: str, file_id: str) -> StoredFile:
@@ -147,7 +166,7 @@ def get_file(*, owner: str, file_id: str) -> StoredFile:
 
 
 def list_files(*, owner: str, purpose: str | None, limit: int, after: str | None):
-    files = StoredFile.objects.filter(owner=owner)
+    files = live_files(owner)
     if purpose:
         files = files.filter(purpose=purpose)
     if after and FILE_ID.fullmatch(after):
@@ -163,6 +182,29 @@ def delete_file(*, owner: str, file_id: str) -> str:
     found.delete()
     storage.delete(deleted)
     return deleted
+
+
+def clean_files() -> int:
+    """
+    What the runners do now and then: delete expired files, and the `.part` files of uploads
+    a crash cut short (untouched for STALE_PART_SECONDS). Returns how many files went.
+    """
+    return delete_expired_files() + storage.remove_stale_parts(older_than=STALE_PART_SECONDS)
+
+
+def delete_expired_files(*, limit: int = 500) -> int:
+    """
+    Delete up to `limit` expired files, their bytes first (a file whose row is left is
+    deleted at the next call; bytes without a row would be kept for ever); returns how many.
+    """
+    now = timezone.now()
+    expired = list(
+        StoredFile.objects.filter(expires_at__lte=now).values_list("id", flat=True)[:limit]
+    )
+    for file_id in expired:
+        storage.delete(file_id)
+    StoredFile.objects.filter(pk__in=expired).delete()
+    return len(expired)
 
 
 # --- batches ---------------------------------------------------------------------------------

@@ -7,9 +7,11 @@ of one and a crash leaves only a `.part` to sweep.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -70,3 +72,21 @@ def read_chunks(source: IO[bytes]) -> Iterator[bytes]:
 
 def delete(file_id: str) -> None:
     path_of(file_id).unlink(missing_ok=True)
+
+
+def remove_stale_parts(*, older_than: float) -> int:
+    """Delete the `.part` files a crash left, untouched for `older_than` seconds; how many."""
+    removed = 0
+    cutoff = time.time() - older_than
+    directory = Path(settings.BATCHES["files_dir"])
+    if not directory.is_dir():  # nothing stored yet (and no folder made for nothing)
+        return 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not (entry.name.endswith(".part") and _FILE_ID.match(entry.name[:-5])):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # another process took it
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed

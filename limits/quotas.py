@@ -123,19 +123,80 @@ class QuotaError(Exception):
     """Base of the quota errors."""
 
 
+# The limits that are budgets (spent until their window ends), as `Limits` field names.
+BUDGETS = frozenset({"tokens_per_day", "tokens_per_month"})
+
+
 class QuotaExceeded(QuotaError):
     """
     A limit is reached: answer 429 with `detail`, and send `headers` (Retry-After and the
-    x-ratelimit-* family) with the response.
+    x-ratelimit-* family) with the response. Which limit: `scope` is whose ("key" or "team"),
+    `limit` which one (a `Limits` field name, such as "tokens_per_day") and `value` its size;
+    `oversized` says the request alone is more than the limit (only a smaller one can pass).
     """
 
     status_code = 429
 
-    def __init__(self, detail: str, *, retry_after: int, headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int,
+        headers: dict[str, str],
+        scope: str = "",
+        limit: str = "",
+        value: int | None = None,
+        oversized: bool = False,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
         self.headers = {**headers, "Retry-After": str(retry_after)}
+        self.scope = scope
+        self.limit = limit
+        self.value = value
+        self.oversized = oversized
+
+    @property
+    def budget(self) -> bool:
+        """Whether the limit is a token budget (per day or per month), not a rate."""
+        return self.limit in BUDGETS
+
+
+def limit_reached(
+    holder_id: str,
+    *,
+    limit: str,
+    value: int,
+    tokens: int,
+    retry_after: int,
+    headers: dict[str, str],
+) -> QuotaExceeded:
+    """
+    The refusal by the limit `limit` (a `Limits` field name) of `value` of the holder
+    `holder_id` ("key:…" or "team:…"), for a request that may use `tokens` (0 for a count of
+    requests). Both stores make their refusals here, so their details read alike.
+    """
+    scope = "team" if holder_id.startswith("team:") else "key"
+    holder = "team" if scope == "team" else "API key"
+    words = limit.replace("_", " ")
+    oversized = tokens > value
+    if oversized:
+        detail = (
+            f"This request may use {tokens} tokens (max_tokens plus the prompt), more than "
+            f"the {holder}'s limit of {value} {words}. Lower max_tokens."
+        )
+    else:
+        detail = f"Rate limit reached: the {holder}'s limit of {value} {words}."
+    return QuotaExceeded(
+        detail,
+        retry_after=max(1, retry_after),
+        headers=headers,
+        scope=scope,
+        limit=limit,
+        value=value,
+        oversized=oversized,
+    )
 
 
 class QuotaStore(Protocol):
@@ -357,17 +418,12 @@ def _refuse(
     wait: int,
     tokens: int = 0,
 ) -> None:
-    holder = "team" if holder_id.startswith("team:") else "API key"
-    if tokens > limit:
-        detail = (
-            f"This request may use {tokens} tokens (max_tokens plus the prompt), more than "
-            f"the {holder}'s limit of {limit} {window}. Lower max_tokens."
-        )
-    else:
-        detail = f"Rate limit reached: the {holder}'s limit of {limit} {window}."
-    raise QuotaExceeded(
-        detail,
-        retry_after=max(1, wait),
+    raise limit_reached(
+        holder_id,
+        limit=window.replace(" ", "_"),
+        value=limit,
+        tokens=tokens,
+        retry_after=wait,
         headers=_format_rate_headers(_rate([(holder_id, limits, counters)], clock)),
     )
 

@@ -33,10 +33,10 @@ from typing import Any
 
 from limits import redis_counters
 from limits.quotas import (
-    QuotaExceeded,
     QuotaSubject,
     Reservation,
     _format_rate_headers,
+    limit_reached,
     month_window,
 )
 from limits.redis_ahead import AheadReservations
@@ -187,18 +187,15 @@ class RedisQuotaStore:
         if not counted.admitted:
             index = counters.index(counted.over)
             holder_id, limit, what, kind = described[index]
-            holder = "team" if holder_id.startswith("team:") else "API key"
-            if kind in (_TOKENS, _BUDGET) and tokens > limit:
-                detail = (
-                    f"This request may use {tokens} tokens (max_tokens plus the prompt), more "
-                    f"than the {holder}'s limit of {limit} {what}. Lower max_tokens."
-                )
-            else:
-                detail = f"Rate limit reached: the {holder}'s limit of {limit} {what}."
             wait = 1 if kind == _CONCURRENT else math.ceil(counted.retry_after or 60)
             refused_rate = _refused_rate(described, index, limit, kind, now)
-            raise QuotaExceeded(
-                detail, retry_after=max(1, wait), headers=_format_rate_headers(refused_rate)
+            raise limit_reached(
+                holder_id,
+                limit=what.replace(" ", "_"),
+                value=limit,
+                tokens=tokens if kind in (_TOKENS, _BUDGET) else 0,
+                retry_after=wait,
+                headers=_format_rate_headers(refused_rate),
             )
         rate = _rate(counted, described, now) if counted.counted and counted.states else None
         if counted.extra:

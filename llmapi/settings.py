@@ -544,6 +544,9 @@ BATCHES = {
     "max_lines": _setting("int", "BATCHES__MAX_LINES", 50_000),
     # Everything one key keeps in files (uploads and results); 0: no limit.
     "max_bytes_per_key": _setting("int", "BATCHES__MAX_BYTES_PER_KEY", 2 * 1024 * 1024 * 1024),
+    # Files (uploads and results) expire this many days after they are made, and are then
+    # deleted; 0: kept until deleted.
+    "files_expire_days": _setting("int", "BATCHES__FILES_EXPIRE_DAYS", 30),
     # Run batches in this process (off: it only serves the API; another process runs them).
     "run": _setting("bool", "BATCHES__RUN", True),
     # Lines this process runs at once (each waits for a model slot like any request).

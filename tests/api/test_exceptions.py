@@ -10,6 +10,7 @@ from inference.exceptions import (
     UpstreamStatusError,
     UpstreamTimeout,
 )
+from limits.quotas import InProcessQuotaStore, Limits, QuotaExceeded, QuotaSubject
 
 
 @pytest.mark.parametrize(
@@ -75,3 +76,19 @@ def test_unexpected_exception_is_a_500_without_internals():
     response = exception_handler(RuntimeError("secret internals"), {})
     assert response.status_code == HTTPStatus.INTERNAL_SERVER_ERROR
     assert "secret" not in str(response.data)
+
+
+@pytest.mark.parametrize("handler", [exception_handler, openai_exception_handler])
+async def test_a_quota_refusal_names_whose_limit_and_which(handler):
+    store = InProcessQuotaStore()
+    subject = QuotaSubject(key_id="1", team_id="7", team_limits=Limits(tokens_per_day=30))
+    await store.reserve(subject, tokens=30)
+    with pytest.raises(QuotaExceeded) as refused:
+        await store.reserve(subject, tokens=1)
+
+    response = handler(refused.value, {})
+
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    detail = response.data.get("detail") or response.data["error"]["message"]
+    assert detail == "Rate limit reached: the team's limit of 30 tokens per day."
+    assert int(response["Retry-After"]) >= 1

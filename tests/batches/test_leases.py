@@ -81,6 +81,41 @@ def test_a_line_whose_lease_passed_is_claimed_again_and_finished_once():
     assert BatchLine.objects.get(id=held.id).state == BatchLine.State.DONE
 
 
+def test_results_are_written_together_each_only_by_its_lines_holder():
+    batch = make_batch(4, owner="key:7")
+    claimed = leases.claim_lines(worker="a", count=4, lease_seconds=60)
+    assert [line.custom_id for line in claimed] == ["c0", "c1", "c2", "c3"]
+    assert {line.owner for line in claimed} == {"key:7"}
+    assert claimed[0].body["messages"] == [{"role": "user", "content": "hi"}]
+    lost = claimed[2]  # its lease passed and another worker took it
+    BatchLine.objects.filter(id=lost.id).update(lease_until=timezone.now() - timedelta(seconds=1))
+    (taken,) = leases.claim_lines(worker="b", count=1, lease_seconds=60)
+    assert taken.id == lost.id
+
+    written = leases.finish_lines(
+        worker="a", results=[(line.id, line.custom_id != "c1", result(line)) for line in claimed]
+    )
+
+    assert written == [True, True, False, True]
+    states = dict(BatchLine.objects.filter(batch=batch).values_list("custom_id", "state"))
+    assert states == {"c0": "done", "c1": "failed", "c2": "running", "c3": "done"}
+    assert BatchLine.objects.get(id=claimed[1].id).result == result(claimed[1])
+    assert leases.finish_lines(worker="a", results=[]) == []
+
+
+def test_a_claim_skips_paused_batches_and_lines_waiting_for_their_retry():
+    paused, retried = make_batch(2), make_batch(2)
+    (first,) = leases.claim_lines(worker="a", count=1, lease_seconds=60)
+    assert first.batch_id == paused.id
+    leases.release_line(worker="a", line_id=first.id, retry_in=60)
+    claimed = leases.claim_lines(
+        worker="a", count=10, lease_seconds=60, skip_batches=frozenset({paused.id})
+    )
+    assert {line.batch_id for line in claimed} == {retried.id}
+    claimed = leases.claim_lines(worker="a", count=10, lease_seconds=60)
+    assert [line.custom_id for line in claimed] == ["c1"]  # c0 waits for its retry
+
+
 def test_renewed_leases_keep_a_line_from_other_workers():
     make_batch(1)
     (held,) = leases.claim_lines(worker="a", count=1, lease_seconds=60)

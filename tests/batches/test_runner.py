@@ -118,7 +118,10 @@ async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, m
     assert ended.status == "failed" and ended.failed_at is not None
     (error,) = ended.errors["data"]
     assert error["code"] == "token_budget_exceeded"
-    assert "tokens per day" in error["message"]
+    assert (error["scope"], error["limit"]) == ("key", "tokens_per_day")
+    assert error["message"].startswith(
+        "The batch stopped: the API key's budget of 35 tokens per day is spent (it renews in "
+    )
     # Each line reserves 10 tokens (max_tokens and the prompt) and uses 15: the third would
     # overrun what is left of the 35.
     assert len(calls) == 2
@@ -126,6 +129,60 @@ async def test_a_batch_over_its_keys_token_budget_fails_and_says_why(isolated, m
     failed = entries(ended.error_file_id)
     assert sorted(e["custom_id"] for e in failed) == ["c2", "c3", "c4"]
     assert {e["error"]["code"] for e in failed} == {"batch_failed"}
+
+
+async def test_a_batch_over_its_teams_monthly_budget_names_the_team(isolated, make_key, team):
+    _, calls = isolated
+    team.tokens_per_month = 20
+    await in_thread(team.save)
+    key = await in_thread(make_key, tokens_per_day=1000)
+    batch = await in_thread(batch_for, f"key:{key.api_key.pk}", 3)
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "failed"
+    (error,) = ended.errors["data"]
+    assert error["code"] == "token_budget_exceeded"
+    assert (error["scope"], error["limit"]) == ("team", "tokens_per_month")
+    assert "the team's budget of 20 tokens per month is spent" in error["message"]
+    # 10 tokens reserved, 15 used: a second line no longer fits in the 20.
+    assert len(calls) == 1
+    assert {e["error"]["code"] for e in entries(ended.error_file_id)} == {"batch_failed"}
+
+
+async def test_a_line_larger_than_a_budget_fails_alone_and_the_rest_run(isolated, make_key):
+    _, calls = isolated
+    key = await in_thread(make_key, tokens_per_day=1000)
+    owner = f"key:{key.api_key.pk}"
+    lines = [chat_line("small", max_tokens=5), chat_line("huge", max_tokens=2000)]
+    lines.append(chat_line("after", max_tokens=5))
+    uploaded = await in_thread(
+        services.create_file,
+        owner=owner,
+        upload=Upload(b"\n".join(lines)),
+        filename="a",
+        purpose="batch",
+    )
+    batch = await in_thread(
+        services.create_batch,
+        owner=owner,
+        owner_name="ci",
+        input_file_id=uploaded.id,
+        endpoint="/v1/chat/completions",
+        completion_window="24h",
+        metadata=None,
+    )
+
+    ended = await run_until_ended(batch.id)
+
+    assert ended.status == "completed"
+    assert [e["custom_id"] for e in entries(ended.output_file_id)] == ["small", "after"]
+    (refused,) = entries(ended.error_file_id)
+    assert refused["custom_id"] == "huge"
+    assert refused["response"]["status_code"] == 429
+    message = refused["response"]["body"]["error"]["message"]
+    assert "more than the API key's limit of 1000 tokens per day" in message
+    assert len(calls) == 2
 
 
 async def test_a_batch_of_a_revoked_key_fails(isolated, make_key):

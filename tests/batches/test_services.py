@@ -1,12 +1,20 @@
-"""Uploads and the check of every line before a batch starts: hostile lines are error entries."""
+"""
+Uploads and the check of every line before a batch starts (hostile lines are error entries),
+the storage limits, and the expiry of files.
+"""
 
 from __future__ import annotations
 
-import pytest
+import datetime as dt
+import os
+import time
 
-from batches import services
+import pytest
+from django.utils import timezone
+
+from batches import presenters, services, storage
 from batches.exceptions import FileRefused, NotFound
-from batches.models import BatchLine
+from batches.models import BatchLine, StoredFile
 from tests.batches.test_leases import Upload, chat_line
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -117,3 +125,55 @@ def test_a_keys_storage_limit_is_kept(settings):
     services.create_file(
         owner="env:1", upload=Upload(chat_line("b")), filename="b", purpose="batch"
     )
+
+
+def test_files_expire_after_the_set_days_and_are_then_deleted(settings):
+    settings.BATCHES = {**settings.BATCHES, "files_expire_days": 30}
+    kept = services.create_file(
+        owner="env:0", upload=Upload(chat_line("a")), filename="kept", purpose="batch"
+    )
+    old = services.create_file(
+        owner="env:0", upload=Upload(chat_line("b")), filename="old", purpose="batch"
+    )
+    assert kept.expires_at == kept.created_at + dt.timedelta(days=30)
+    assert presenters.file_object(kept)["expires_at"] == int(kept.expires_at.timestamp())
+    StoredFile.objects.filter(pk=old.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+    # Expired: gone for its owner at once (not listed, not found, not counted in its storage) ...
+    with pytest.raises(NotFound):
+        services.get_file(owner="env:0", file_id=old.id)
+    listed = services.list_files(owner="env:0", purpose=None, limit=10, after=None)
+    assert [found.id for found in listed] == [kept.id]
+    assert services.stored_bytes("env:0") == kept.bytes
+    # ... and deleted, bytes and row, by the runners' clean-up.
+    assert services.clean_files() == 1
+    assert not storage.path_of(old.id).exists()
+    assert not StoredFile.objects.filter(pk=old.pk).exists()
+    assert storage.path_of(kept.id).exists()
+    assert services.clean_files() == 0
+
+
+def test_with_no_expiry_files_are_kept_until_deleted(settings):
+    settings.BATCHES = {**settings.BATCHES, "files_expire_days": 0}
+    kept = services.create_file(
+        owner="env:0", upload=Upload(chat_line("a")), filename="a", purpose="batch"
+    )
+    assert kept.expires_at is None
+    assert presenters.file_object(kept)["expires_at"] is None
+    assert services.clean_files() == 0
+    assert services.get_file(owner="env:0", file_id=kept.id) == kept
+
+
+def test_the_leftovers_of_a_crashed_upload_are_deleted_once_stale():
+    folder = storage.files_dir()
+    stale = folder / f"{services.new_file_id()}.part"
+    fresh = folder / f"{services.new_file_id()}.part"
+    other = folder / "notes.part"  # not the gateway's: never touched
+    for path in (stale, fresh, other):
+        path.write_bytes(b"{}")
+    a_day_ago = time.time() - services.STALE_PART_SECONDS - 60
+    os.utime(stale, (a_day_ago, a_day_ago))
+    os.utime(other, (a_day_ago, a_day_ago))
+
+    assert services.clean_files() == 1
+    assert not stale.exists() and fresh.exists() and other.exists()

@@ -9,10 +9,13 @@ from __future__ import annotations
 import io
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
+import httpx
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, OTHER_KEY
 
@@ -364,3 +367,86 @@ def test_responses_lines_are_answered_as_the_responses_api_answers(sdk, upstream
     assert body["output"][0]["content"][0]["text"] == "The capital of France is Paris."
     asked = upstream.requests[-1].body
     assert asked["messages"][-1]["content"] == "What is the capital of France?"
+
+
+METRICS_TOKEN = "batch-order-metrics"
+
+
+def queue_length(url: str, priority: str) -> float:
+    """Requests waiting for a model slot at `priority`, from the gateway's /metrics."""
+    text = httpx.get(
+        f"{url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10
+    ).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "llmapi_queue_length"
+        for sample in family.samples
+        if sample.labels.get("priority") == priority
+    )
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        time.sleep(0.02)
+
+
+def test_a_freed_slot_goes_to_a_waiting_interactive_request_before_batch_lines(
+    gateways, upstream, tmp_path
+):
+    # One slot, a slow model server, and more batch lines in flight than slots: while one line
+    # is answered the others wait for the slot, in the scheduler's `batch` class.
+    gateway = gateways.get(
+        TEXT_MODEL__BASE_URL=upstream.url,
+        TEXT_MODEL__MODEL_NAME="fake-llm",
+        TEXT_MODEL__MAX_CONCURRENCY="1",
+        TEXT_MODEL__QUEUE_TIMEOUT="120",
+        SERVER__WORKERS="1",  # the slots are counted per process
+        BATCHES__CONCURRENCY="4",
+        BATCHES__POLL_SECONDS="0.1",
+        BATCHES__FILES_DIR=str(tmp_path / "files"),
+        METRICS__TOKEN=METRICS_TOKEN,
+    )
+    upstream.behave(delay=0.4)
+
+    def contents() -> list[str]:
+        return [request.body["messages"][0]["content"] for request in list(upstream.requests)]
+
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=API_KEY, max_retries=0) as client:
+        lines = [chat_line(f"b{i}", "batch") for i in range(12)]
+        uploaded = upload(client, jsonl(lines))
+        batch = client.batches.create(
+            input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+        )
+        try:
+            wait_for(
+                lambda: "batch" in contents() and queue_length(gateway.url, "batch") >= 3,
+                "one batch line at the model server and three waiting for its slot",
+            )
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                asked = pool.submit(
+                    client.chat.completions.create,
+                    model="fake-llm",
+                    messages=[{"role": "user", "content": "interactive"}],
+                )
+                wait_for(
+                    lambda: (
+                        queue_length(gateway.url, "interactive") >= 1 or "interactive" in contents()
+                    ),
+                    "the interactive request waiting for the slot",
+                )
+                # Batch lines were waiting before it; whatever the server had seen by now,
+                # the next request it gets is the interactive one.
+                seen = len(contents())
+                assert queue_length(gateway.url, "batch") >= 1
+                answer = asked.result(timeout=DEADLINE)
+            assert answer.choices[0].message.content
+            order = contents()
+            assert order.index("interactive") <= seen, order
+        finally:
+            client.batches.cancel(batch.id)
+            ended = wait_until_ended(client, batch.id)
+    assert ended.status == "cancelled"

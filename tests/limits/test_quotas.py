@@ -224,3 +224,41 @@ async def test_a_monthly_budget_is_the_calendar_month_on_every_store(store):
     assert snapshot["key"]["tokens_per_month"]["used"] == 100
     # January starts afresh.
     await store.reserve(subject, tokens=100, now=last_of_december + 1)
+
+
+@pytest.mark.parametrize("scope", ["key", "team"])
+async def test_a_refusal_says_whose_limit_and_which_it_is(store, scope):
+    limits = Limits(tokens_per_day=30, tokens_per_minute=1000)
+    subject = (
+        QuotaSubject(key_id="1", key_limits=limits, team_id="7")
+        if scope == "key"
+        else QuotaSubject(key_id="1", team_id="7", team_limits=limits)
+    )
+    holder = "API key's" if scope == "key" else "team's"
+    await store.reserve(subject, tokens=20, now=NOW)
+    with pytest.raises(QuotaExceeded) as spent:
+        await store.reserve(subject, tokens=20, now=NOW)
+    refused = spent.value
+    assert (refused.scope, refused.limit, refused.value) == (scope, "tokens_per_day", 30)
+    assert refused.budget and not refused.oversized
+    assert refused.detail == f"Rate limit reached: the {holder} limit of 30 tokens per day."
+    # A request that alone is more than the limit: it can never pass, only a smaller one.
+    with pytest.raises(QuotaExceeded) as too_large:
+        await store.reserve(subject, tokens=31, now=NOW)
+    assert too_large.value.oversized and too_large.value.limit == "tokens_per_day"
+    assert f"more than the {holder} limit of 30 tokens per day" in too_large.value.detail
+
+
+async def test_a_rate_is_not_a_budget(store):
+    subject = key(tokens_per_minute=50, tokens_per_month=10_000)
+    await store.reserve(subject, tokens=40, now=NOW)
+    with pytest.raises(QuotaExceeded) as caught:
+        await store.reserve(subject, tokens=20, now=NOW)
+    assert (caught.value.scope, caught.value.limit) == ("key", "tokens_per_minute")
+    assert not caught.value.budget
+    await store.reserve(subject, tokens=20, now=NOW + 60)
+    spent = QuotaSubject(key_id="2", key_limits=Limits(tokens_per_month=10))
+    await store.settle(await store.reserve(spent, tokens=0, now=NOW), used_tokens=10)
+    with pytest.raises(QuotaExceeded) as month:
+        await store.reserve(spent, tokens=0, now=NOW)
+    assert (month.value.limit, month.value.budget) == ("tokens_per_month", True)
