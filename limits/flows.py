@@ -13,8 +13,10 @@ priority class. When a model's slots are contended, a free slot goes to
 3. in that team, the key that has had the least (the same rule, every key weighing 1);
 4. in that key, the oldest request (first come, first served).
 
-Ties go to the oldest request. A slot is never left free while anyone waits: fairness only
-chooses *who* gets a free slot. `FairQueue` is the in-process scheduler; `limits.redis_slots`
+Ties go to the oldest request. A slot is never left free while anyone waits, with one
+exception, the batch headroom: while interactive work for the model is present, batch work
+leaves `headroom` slots free for it (`limits.slots`). Otherwise fairness only chooses *who*
+gets a free slot. `FairQueue` is the in-process scheduler; `limits.redis_slots`
 runs the same rules in Lua for the shared slots.
 """
 
@@ -143,13 +145,23 @@ class FairQueue(Generic[W]):
         self._drop_empty(line, flow.team, flow.key)
         return True
 
-    def pop(self) -> W | None:
-        """The next waiter to admit, or None if nobody waits."""
+    @property
+    def interactive_waiting(self) -> int:
+        """How many interactive requests wait."""
+        return self._lines[INTERACTIVE].size
+
+    def pop(self, *, hold_batch: bool = False) -> W | None:
+        """
+        The next waiter to admit, or None if nobody waits. With `hold_batch` (the batch
+        headroom would be broken), a batch waiter is admitted only by the anti-starvation rule
+        (its turn after `batch_every` interactive admissions), never to a slot nobody else
+        wants.
+        """
         interactive, batch = self._lines[INTERACTIVE], self._lines[BATCH]
         if interactive.size and (not batch.size or self._streak < self.batch_every):
             line = interactive
             self._streak = self._streak + 1 if batch.size else 0
-        elif batch.size:
+        elif batch.size and not (hold_batch and not interactive.size):
             line = batch
             self._streak = 0
         else:

@@ -18,12 +18,27 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from limits.flows import ANONYMOUS, FairQueue, Flow
+from django.conf import settings
+
+from limits.flows import ANONYMOUS, BATCH, FairQueue, Flow
 
 # How fast the mean time a slot is held follows changes (for Retry-After).
 HOLD_SMOOTHING = 0.2
 # The longest Retry-After estimated from the line: beyond it the line will have changed anyway.
 RETRY_AFTER_MAX = 3600
+# Slots batch work leaves free while interactive work is present, and for how long after the
+# last interactive request ended it is still present (LIMITS__BATCH_HEADROOM[_SECONDS]).
+BATCH_HEADROOM = 1
+BATCH_HEADROOM_SECONDS = 2.0
+
+
+def headroom_settings() -> tuple[int, float]:
+    """(batch headroom in slots, its window in seconds) as configured in SHARED_LIMITS."""
+    shared = getattr(settings, "SHARED_LIMITS", {})
+    return (
+        int(shared.get("batch_headroom", BATCH_HEADROOM)),
+        float(shared.get("batch_headroom_seconds", BATCH_HEADROOM_SECONDS)),
+    )
 
 
 class SlotTimeout(Exception):
@@ -62,7 +77,10 @@ class HoldTimes:
 @dataclass
 class _LoopSlots:
     held: int = 0
-    line: FairQueue[asyncio.Future[None]] = field(default_factory=FairQueue)
+    line: FairQueue[tuple[asyncio.Future[None], bool]] = field(default_factory=FairQueue)
+    batch_held: int = 0  # of `held`, by batch work
+    interactive_ended: float = float("-inf")  # monotonic time the last interactive one ended
+    recheck: asyncio.TimerHandle | None = None  # grants held-back batch work when the window ends
 
 
 class LocalSlots:
@@ -72,8 +90,19 @@ class LocalSlots:
     (tests run several loops in one process), so there is one per loop.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        headroom: int | None = None,
+        headroom_seconds: float | None = None,
+    ) -> None:
         self.capacity = capacity
+        configured, window = headroom_settings()
+        headroom = configured if headroom is None else headroom
+        # Never on a model with a single slot (or as few slots as the headroom).
+        self.headroom = headroom if 0 < headroom < capacity else 0
+        self.headroom_seconds = window if headroom_seconds is None else headroom_seconds
         self.hold_times = HoldTimes()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots] = (
             weakref.WeakKeyDictionary()
@@ -106,28 +135,56 @@ class LocalSlots:
         line of `flow`.
         """
         state = self._state()
-        if state.held < self.capacity and not state.line:
+        batch = flow.priority == BATCH
+        if (
+            state.held < self.capacity
+            and not state.line
+            and not (batch and self._holds_back(state))
+        ):
             state.held += 1  # a free slot and nobody waiting: no timer needed
-        elif queue_timeout <= 0:
-            raise SlotTimeout(self._retry_after(state))
+            if batch:
+                state.batch_held += 1
         else:
-            await self._wait(state, flow, queue_timeout)
+            await self._wait(state, flow, queue_timeout, batch)
         started = time.monotonic()
         try:
             yield
         finally:
-            self.hold_times.add(time.monotonic() - started)
+            ended = time.monotonic()
+            self.hold_times.add(ended - started)
+            if batch:
+                state.batch_held -= 1
+            else:
+                state.interactive_ended = ended
             self._release(state)
 
-    async def _wait(self, state: _LoopSlots, flow: Flow, queue_timeout: float) -> None:
+    def _holds_back(self, state: _LoopSlots) -> bool:
+        """Whether a batch grant now would break the headroom interactive work is owed."""
+        if not self.headroom or self.capacity - state.held - 1 >= self.headroom:
+            return False
+        return (
+            state.held > state.batch_held
+            or state.line.interactive_waiting > 0
+            or time.monotonic() < state.interactive_ended + self.headroom_seconds
+        )
+
+    async def _wait(self, state: _LoopSlots, flow: Flow, queue_timeout: float, batch: bool) -> None:
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        handle = state.line.push(flow, granted)
+        handle = state.line.push(flow, (granted, batch))
+        self._fill(state)  # a slot held back from batch work goes to interactive work at once
+        if granted.done():
+            return
+        if queue_timeout <= 0:
+            state.line.remove(handle)
+            raise SlotTimeout(self._retry_after(state))
         try:
             async with asyncio.timeout(queue_timeout):
                 await granted
         except BaseException as exc:
             if granted.done() and not granted.cancelled():
-                self._release(state)  # granted as it gave up: pass the slot on
+                if batch:  # granted as it gave up: pass the slot on
+                    state.batch_held -= 1
+                self._release(state)
             else:
                 state.line.remove(handle)
             if isinstance(exc, TimeoutError):
@@ -141,10 +198,34 @@ class LocalSlots:
 
     def _release(self, state: _LoopSlots) -> None:
         state.held -= 1
-        while state.held < self.capacity:
-            waiter = state.line.pop()
+        self._fill(state)
+
+    def _fill(self, state: _LoopSlots) -> None:
+        """Hand the free slots to the waiters the fair queue chooses (within the headroom)."""
+        while state.held < self.capacity and state.line:
+            waiter = state.line.pop(hold_batch=self._holds_back(state))
             if waiter is None:
-                return
-            if not waiter.done():  # a waiter cancelled meanwhile is skipped
+                break
+            future, batch = waiter
+            if not future.done():  # a waiter cancelled meanwhile is skipped
                 state.held += 1
-                waiter.set_result(None)
+                if batch:
+                    state.batch_held += 1
+                future.set_result(None)
+        if state.held < self.capacity and state.line and state.recheck is None:
+            self._recheck_later(state)
+
+    def _recheck_later(self, state: _LoopSlots) -> None:
+        """
+        Batch work waits while a slot is free (the headroom): if only the window keeps it
+        waiting, grant it when the window ends, without waiting for another event.
+        """
+        if state.held > state.batch_held or state.line.interactive_waiting:
+            return  # that interactive work's end calls `_fill`
+        remaining = state.interactive_ended + self.headroom_seconds - time.monotonic()
+
+        def recheck() -> None:
+            state.recheck = None
+            self._fill(state)
+
+        state.recheck = asyncio.get_running_loop().call_later(max(remaining, 0.001), recheck)
