@@ -63,6 +63,8 @@ class RedisConfig:
     lease_seconds: float = 10.0  # a concurrency slot's lease; a crashed holder frees it after this
     retry_seconds: float = 1.0  # after a failure, Redis is not tried again for this long
     client: str = "pipelined"  # the transport of scripts and commands (`limits.redis_transport`)
+    batch_headroom: int = 1  # slots batch work leaves free while interactive work is present
+    batch_headroom_seconds: float = 2.0  # interactive work is present this long after it ended
 
     @classmethod
     def from_settings(cls) -> RedisConfig:
@@ -75,6 +77,10 @@ class RedisConfig:
         if config.client not in CLIENTS:
             raise ImproperlyConfigured(
                 f"LIMITS__REDIS_CLIENT must be one of {', '.join(CLIENTS)}, not {config.client!r}."
+            )
+        if config.batch_headroom < 0 or config.batch_headroom_seconds < 0:
+            raise ImproperlyConfigured(
+                "LIMITS__BATCH_HEADROOM and LIMITS__BATCH_HEADROOM_SECONDS must not be negative."
             )
         if is_sentinel(config.url):
             try:

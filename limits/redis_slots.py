@@ -9,6 +9,9 @@ In Redis, per slot set (all keys share one hash tag, so they live on one cluster
 - `line:i` and `line:b`, the interactive and batch lines: sorted sets of waiting tokens scored
   by a ticket from INCR (`ticket`), with each token's flow (team, key, weight) in `flows`, and
   the fair-queuing tags of teams and keys in `fair` (the rules: `limits.flows`).
+- `batch`, the holders of batch work (a subset of `holders`, same scores), so that the
+  interactive holders are the rest: the batch headroom (`limits.slots`) applies while
+  interactive work holds or waits for a slot, or ended (`ia` in `fair`, ms) within the window.
 - `waiters`, the same waiting tokens scored by a heartbeat expiry: each poll renews it, and a
   waiter that died is dropped from its line when it expires, so it cannot block the line. A
   waiter's place (its ticket and its team's tags) lives in Redis alone, so no other worker's
@@ -20,7 +23,8 @@ Redis server's clock (`TIME`), so hosts with skewed clocks agree.
 Waiting: when a slot frees (a release, a waiter leaving, an expired lease found), the script
 chooses the next waiter by the fair-sharing rules and grants it the slot at once (a short
 lease, `WAITER_TTL_MS`), then publishes its token; its process wakes it, and its next call
-turns the grant into a full lease. So a slot is never left free while anyone waits. A missed
+turns the grant into a full lease. So a slot is never left free while anyone waits (but for the batch headroom: a held-back
+batch waiter is granted by its own next poll once the window has passed). A missed
 message costs little: waiters also poll, with a backoff from 20 ms to 250 ms, and a grant its
 waiter never collects (a dead process) frees itself within `WAITER_TTL_MS`.
 
@@ -69,21 +73,25 @@ WAITER_TTL_MS = 2000  # a waiter that has not polled for this long is dropped fr
 RENEW_BATCH = 500  # leases renewed per round trip
 
 # Every script gets the same KEYS (holders, waiters, ticket, flows, fair, interactive line,
-# batch line) and the same first ARGV (capacity, lease ms, waiter ttl ms, key ttl ms, wake
-# channel, batch every); its own arguments follow from ARGV[7].
+# batch line, batch holders) and the same first ARGV (capacity, lease ms, waiter ttl ms, key
+# ttl ms, wake channel, batch every, batch headroom, its window ms); its own arguments follow
+# from ARGV[9].
 # - `flows`, a hash: waiting token -> "cost\nteam\nkey" (its flow; cost = UNIT / weight);
 # - `fair`, a hash of the fair-queuing tags (integers): `v` the virtual time, `t:<team>` a
 #   team's finish tag, `q:<team>` the team's virtual time among its keys, `k:<team>\n<key>` a
-#   key's finish tag, `s` the interactive admissions in a row while batch work waited;
+#   key's finish tag, `s` the interactive admissions in a row while batch work waited, `ia`
+#   when (ms) the last interactive holder released its slot;
 # - the two lines, sorted sets of waiting tokens scored by their ticket (first come first).
 _PRELUDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local holders, waiters, ticket, flows, fair = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lines = {i = KEYS[6], b = KEYS[7]}
+local batch_holders = KEYS[8]
 local capacity, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local waiter_ttl, key_ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
 local wake_channel, batch_every = ARGV[5], tonumber(ARGV[6])
+local headroom, headroom_window = tonumber(ARGV[7]), tonumber(ARGV[8])
 local UNIT = UNIT_VALUE
 local function waiting()
   return redis.call('ZCARD', lines.i) + redis.call('ZCARD', lines.b)
@@ -96,11 +104,24 @@ local function leave_line(tokens)
 end
 local function cleanup()
   redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+  redis.call('ZREMRANGEBYSCORE', batch_holders, '-inf', now)
   local dead = redis.call('ZRANGEBYSCORE', waiters, '-inf', now, 'LIMIT', 0, 100)
   if #dead > 0 then leave_line(dead) end
 end
 local function num(field)
   return tonumber(redis.call('HGET', fair, field) or '0')
+end
+-- Whether granting a batch waiter a slot now would break the headroom owed to interactive
+-- work (present: holding or waiting for a slot, or ended within the window).
+local function holds_back_batch()
+  if headroom <= 0 then return false end
+  local held = redis.call('ZCARD', holders)
+  if capacity - held - 1 >= headroom then return false end
+  if held > redis.call('ZCARD', batch_holders) or redis.call('ZCARD', lines.i) > 0 then
+    return true
+  end
+  local ended = redis.call('HGET', fair, 'ia')
+  return ended ~= false and now < tonumber(ended) + headroom_window
 end
 -- The next waiter of a line: the team least served (by weight), its key least served, that
 -- key's oldest request (ties: the oldest request). Looks at the 1000 oldest waiters of the
@@ -151,6 +172,9 @@ local function forget_idle()
   for i = 1, #all, 2 do values[all[i]] = tonumber(all[i + 1]) end
   local vnow = values['v'] or 0
   local kept = {}
+  if values['ia'] then
+    kept[1], kept[2] = 'ia', values['ia']
+  end
   for field, value in pairs(values) do
     local kind = string.sub(field, 1, 2)
     if kind == 't:' and value > vnow then
@@ -169,7 +193,9 @@ local function forget_idle()
   if #kept > 0 then redis.call('HSET', fair, unpack(kept)) end
 end
 -- Hand every free slot to the next waiter, interactive before batch (but one batch admission
--- after `batch_every` interactive ones in a row while batch work waits), and wake them.
+-- after `batch_every` interactive ones in a row while batch work waits), and wake them. A
+-- batch waiter is not given a slot the headroom keeps for interactive work (but for the
+-- anti-starvation turn).
 local function fill()
   local free = capacity - redis.call('ZCARD', holders)
   local granted = {}
@@ -181,6 +207,7 @@ local function fill()
       line = lines.i
       if nb > 0 then streak = streak + 1 else streak = 0 end
     else
+      if ni == 0 and holds_back_batch() then break end
       streak = 0
     end
     redis.call('HSET', fair, 's', streak)
@@ -189,6 +216,7 @@ local function fill()
       leave_line({token})
       -- Until its waiter comes for it (woken now): a dead waiter's grant frees itself soon.
       redis.call('ZADD', holders, now + waiter_ttl, token)
+      if line == lines.b then redis.call('ZADD', batch_holders, now + waiter_ttl, token) end
       granted[#granted + 1] = token
       free = free - 1
     end
@@ -199,62 +227,83 @@ local function fill()
   end
 end
 local function keep()
-  for i = 1, 7 do redis.call('PEXPIRE', KEYS[i], key_ttl) end
+  for i = 1, 8 do redis.call('PEXPIRE', KEYS[i], key_ttl) end
+end
+-- A holder's lease extended (in `batch` too if it holds for batch work).
+local function extend(token)
+  redis.call('ZADD', holders, now + lease, token)
+  redis.call('ZADD', batch_holders, 'XX', now + lease, token)
 end
 """.replace("UNIT_VALUE", str(UNIT))
 
-# ARGV from 7: token, may_queue (1/0), busy channel, priority line (i/b), flow.
+# ARGV from 9: token, may_queue (1/0), busy channel, priority line (i/b), flow.
 # Returns {1, slots still free, requests waiting} when admitted (or granted meanwhile),
 # {0, other requests waiting, free} when in line (or refused with may_queue=0).
 _ACQUIRE = (
     _PRELUDE
     + """
-local token = ARGV[7]
+local token, priority = ARGV[9], ARGV[12]
+local function admit()
+  redis.call('ZADD', holders, now + lease, token)
+  if priority == 'b' then redis.call('ZADD', batch_holders, now + lease, token) end
+  keep()
+end
 cleanup()
 if redis.call('ZSCORE', holders, token) then
-  redis.call('ZADD', holders, now + lease, token)
+  extend(token)
   keep()
   return {1, capacity - redis.call('ZCARD', holders), waiting()}
 end
 if not redis.call('ZSCORE', waiters, token) then
   local free, queued = capacity - redis.call('ZCARD', holders), waiting()
-  if queued == 0 and free > 0 then
-    redis.call('ZADD', holders, now + lease, token)
-    keep()
+  if queued == 0 and free > 0 and (priority == 'i' or not holds_back_batch()) then
+    admit()
     return {1, free - 1, 0}
   end
-  if ARGV[8] == '0' then return {0, queued, free} end
-  redis.call('ZADD', lines[ARGV[10]], redis.call('INCR', ticket), token)
-  redis.call('HSET', flows, token, ARGV[11])
+  if ARGV[10] == '0' then
+    -- Only batch work held back by the headroom waits: the free slot is this request's.
+    if priority == 'i' and free > 0 and redis.call('ZCARD', lines.i) == 0 then
+      admit()
+      redis.call('HSET', fair, 's', num('s') + 1)
+      return {1, free - 1, queued}
+    end
+    return {0, queued, free}
+  end
+  redis.call('ZADD', lines[priority], redis.call('INCR', ticket), token)
+  redis.call('HSET', flows, token, ARGV[13])
   -- Someone waits: workers keeping leases to hand on give them back now.
-  redis.call('PUBLISH', ARGV[9], holders)
+  redis.call('PUBLISH', ARGV[11], holders)
 end
 redis.call('ZADD', waiters, now + waiter_ttl, token)
 fill()
 keep()
 if redis.call('ZSCORE', holders, token) then
-  redis.call('ZADD', holders, now + lease, token)
+  extend(token)
   return {1, capacity - redis.call('ZCARD', holders), waiting()}
 end
 return {0, waiting() - 1, capacity - redis.call('ZCARD', holders)}
 """
 )
 
-# ARGV from 7: token. Frees the token's slot or its place in line (whichever it has), then
-# hands the free slots on.
+# ARGV from 9: token. Frees the token's slot or its place in line (whichever it has), then
+# hands the free slots on. An interactive holder's release starts the headroom's window.
 _RELEASE = (
     _PRELUDE
     + """
-local removed = redis.call('ZREM', holders, ARGV[7])
-removed = removed + redis.call('ZREM', lines.i, ARGV[7]) + redis.call('ZREM', lines.b, ARGV[7])
-leave_line({ARGV[7]})
+local token = ARGV[9]
+local removed = redis.call('ZREM', holders, token)
+if removed == 1 and redis.call('ZREM', batch_holders, token) == 0 then
+  redis.call('HSET', fair, 'ia', now)
+end
+removed = removed + redis.call('ZREM', lines.i, token) + redis.call('ZREM', lines.b, token)
+leave_line({token})
 cleanup()
 fill()
 return removed
 """
 )
 
-# ARGV from 7: tokens... Returns one status per token: 1 renewed, 2 taken back (it had been
+# ARGV from 9: tokens... Returns one status per token: 1 renewed, 2 taken back (it had been
 # lost), 0 lost. Waiters get the free slots before lost leases are taken back.
 _RENEW = (
     _PRELUDE
@@ -262,9 +311,9 @@ _RENEW = (
 cleanup()
 fill()
 local status = {}
-for i = 7, #ARGV do
+for i = 9, #ARGV do
   if redis.call('ZSCORE', holders, ARGV[i]) then
-    redis.call('ZADD', holders, now + lease, ARGV[i])
+    extend(ARGV[i])
     status[#status + 1] = 1
   elseif redis.call('ZCARD', holders) < capacity then
     redis.call('ZADD', holders, now + lease, ARGV[i])
@@ -423,7 +472,9 @@ class RedisSlots:
         uncounted.
         """
         state = self._state()
-        token = self._take_warm(state)
+        batch = flow.priority == BATCH
+        # Batch work neither takes nor keeps leases handed on: Redis counts it apart.
+        token = None if batch else self._take_warm(state)
         counted = True
         if token is None:
             token = f"{os.getpid()}-{_PROCESS_TAG}-{next(_serials)}"  # unique on every host
@@ -445,7 +496,10 @@ class RedisSlots:
         finally:
             self.hold_times.add(time.monotonic() - started)
             state.held.pop(token, None)
-            self._hand_on(state, token)  # after the answer, off the client's time
+            if batch:
+                self._release_later(token)
+            else:
+                self._hand_on(state, token)  # after the answer, off the client's time
 
     # --- Redis -----------------------------------------------------------------------------
 
@@ -465,7 +519,9 @@ class RedisSlots:
     def _script_head(self) -> tuple[list[str], list[Any]]:
         """The KEYS and first ARGV every slot script takes."""
         cfg = redis_client.config()
-        keys = self._keys("holders", "waiters", "ticket", "flows", "fair", "line:i", "line:b")
+        keys = self._keys(
+            "holders", "waiters", "ticket", "flows", "fair", "line:i", "line:b", "batch"
+        )
         lease_ms = int(cfg.lease_seconds * 1000)
         head = [
             self.capacity,
@@ -474,6 +530,9 @@ class RedisSlots:
             max(lease_ms, WAITER_TTL_MS) * 2,
             redis_client.key(WAKE_CHANNEL),
             BATCH_EVERY,
+            # Never on a model with as few slots as the headroom (a single slot).
+            cfg.batch_headroom if cfg.batch_headroom < self.capacity else 0,
+            int(cfg.batch_headroom_seconds * 1000),
         ]
         return keys, head
 

@@ -506,6 +506,10 @@ SHARED_LIMITS = {
     "retry_seconds": _setting("float", "LIMITS__REDIS_RETRY_SECONDS", 1.0),
     # How the scripts travel: pipelined (least CPU) or redis-py (Sentinel URLs always use it).
     "client": env.str("LIMITS__REDIS_CLIENT", default="") or "pipelined",
+    # While interactive work for a model holds or waits for a slot, or ended less than
+    # BATCH_HEADROOM_SECONDS ago, batch work leaves this many of its slots free (0: off).
+    "batch_headroom": _setting("int", "LIMITS__BATCH_HEADROOM", 1),
+    "batch_headroom_seconds": _setting("float", "LIMITS__BATCH_HEADROOM_SECONDS", 2.0),
 }
 
 # Where browser sessions are kept: in Redis when REDIS_URL is set (shared by every worker and
