@@ -93,6 +93,21 @@ def test_batch_gets_every_slot_interactive_work_leaves_free():
     assert admit(line, 6) == ["interactive"] + ["batch"] * 5
 
 
+def test_held_back_batch_is_admitted_only_by_the_anti_starvation_rule():
+    line: FairQueue[str] = FairQueue()
+    line.push(Flow(priority=BATCH), "batch")
+    # The headroom holds batch back and nobody else waits: nobody is admitted.
+    assert line.pop(hold_batch=True) is None
+    assert line.interactive_waiting == 0
+    for _ in range(BATCH_EVERY + 1):
+        line.push(Flow(), "interactive")
+    assert line.interactive_waiting == BATCH_EVERY + 1
+    # Interactive work waiting: batch still gets its turn after BATCH_EVERY of it.
+    first = [line.pop(hold_batch=True) for _ in range(BATCH_EVERY + 1)]
+    assert first == ["interactive"] * BATCH_EVERY + ["batch"]
+    assert line.pop(hold_batch=True) == "interactive"
+
+
 def test_a_waiter_that_gave_up_leaves_the_line():
     line: FairQueue[str] = FairQueue()
     gone = line.push(A, "gone")

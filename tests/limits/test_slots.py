@@ -1,7 +1,7 @@
 """
 The contract of model slots, for both implementations (in process and on Redis): fair order
-under contention, never a free slot while someone waits, timeouts with a Retry-After from the
-line.
+under contention, never a free slot while someone waits (but the batch headroom kept for
+interactive work), timeouts with a Retry-After from the line.
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ import itertools
 
 import pytest
 
+from limits import redis_slots
+from limits import slots as slots_module
 from limits.flows import BATCH, FairQueue, Flow
 from limits.redis_slots import RedisSlots
 from limits.slots import RETRY_AFTER_MAX, LocalSlots, SlotTimeout, retry_estimate
-from tests.limits.conftest import TRANSPORTS
+from tests.limits.conftest import FAKE_NOW, MINUTE_START, REDIS_NOW, TRANSPORTS, RedisClock
+from tests.waiting import FakeClock, eventually, eventually_equal
 
 _names = itertools.count()
 
@@ -166,3 +169,134 @@ async def test_a_cancelled_waiter_leaves_the_line_and_the_next_one_gets_the_slot
             await cancelled
     await task
     assert admitted == ["b"]
+
+
+# --- Batch headroom ----------------------------------------------------------------------------
+
+WINDOW = 0.2  # seconds interactive work stays present after it ended (on the faked clocks)
+BATCH_FLOW = Flow(team="offline", key="b", priority=BATCH)
+
+
+@pytest.fixture(params=["local", *TRANSPORTS])
+def headroom_slots(request, monkeypatch):
+    """
+    (make slots with a batch headroom of 1, advance the scheduler's clock): the clock stands
+    still until the test moves it (in process: `limits.slots`' time; on Redis: the scripts').
+    """
+    if request.param in TRANSPORTS:
+        request.getfixturevalue(TRANSPORTS[request.param])
+        settings = request.getfixturevalue("settings")
+        settings.SHARED_LIMITS = {
+            **settings.SHARED_LIMITS,
+            "timeout": 2,
+            "connect_timeout": 2,
+            "on_redis_error": "closed",
+            "batch_headroom": 1,
+            "batch_headroom_seconds": WINDOW,
+        }
+        for name in ("_ACQUIRE", "_RELEASE", "_RENEW", "_COUNT"):
+            faked, found = REDIS_NOW.subn(FAKE_NOW, getattr(redis_slots, name))
+            assert found == 1, f"redis_slots.{name} no longer reads TIME as expected"
+            monkeypatch.setattr(redis_slots, name, faked)
+        clock = RedisClock(request.getfixturevalue("redis_server"), MINUTE_START)
+        return lambda capacity: RedisSlots(f"headroom-{next(_names)}", capacity), clock.advance
+    fake = FakeClock()
+    monkeypatch.setattr(slots_module, "time", fake)
+    return (
+        lambda capacity: LocalSlots(capacity, headroom=1, headroom_seconds=WINDOW),
+        fake.advance,
+    )
+
+
+class Holders:
+    """Requests that hold their slot until `done` is set, counted once admitted."""
+
+    def __init__(self, slots) -> None:
+        self.slots = slots
+        self.admitted = 0
+        self.done = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, count: int, flow: Flow) -> None:
+        for _ in range(count):
+            self.tasks.append(asyncio.create_task(self._one(flow)))
+
+    async def _one(self, flow: Flow) -> None:
+        async with self.slots.hold(queue_timeout=60, flow=flow):
+            self.admitted += 1
+            await self.done.wait()
+
+    async def finish(self) -> None:
+        self.done.set()
+        await asyncio.gather(*self.tasks)
+
+
+async def _interactive_just_ended(slots) -> None:
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        pass
+
+
+async def test_batch_leaves_a_slot_free_while_interactive_work_holds_one(headroom_slots):
+    make, advance = headroom_slots
+    slots = make(4)
+    batch = Holders(slots)
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        batch.start(4, BATCH_FLOW)
+        await until_waiting(slots, 2)
+        # One slot interactive, two batch, one kept free.
+        await eventually_equal(lambda: batch.admitted, 2)
+        assert await waiting(slots) == 2
+    # The interactive request ended: batch may take one more, still leaving one free while
+    # interactive work is recent.
+    await eventually_equal(lambda: batch.admitted, 3)
+    assert await waiting(slots) == 1
+    # The window passes with no other event: the held-back line is granted the last slot.
+    advance(WINDOW + 0.01)
+    await eventually_equal(lambda: batch.admitted, 4)
+    assert await waiting(slots) == 0
+    await batch.finish()
+
+
+async def test_without_interactive_work_batch_takes_every_slot(headroom_slots):
+    make, _advance = headroom_slots
+    slots = make(4)
+    batch = Holders(slots)
+    batch.start(4, BATCH_FLOW)
+    await eventually_equal(lambda: batch.admitted, 4)
+    assert await waiting(slots) == 0
+    await batch.finish()
+
+
+async def test_interactive_request_finds_the_slot_batch_left_free(headroom_slots):
+    make, _advance = headroom_slots
+    slots = make(4)
+    await _interactive_just_ended(slots)
+    batch = Holders(slots)
+    batch.start(5, BATCH_FLOW)
+    await until_waiting(slots, 2)
+    await eventually_equal(lambda: batch.admitted, 3)  # slots - 1
+    # No waiting allowed: the free slot is there at once, ahead of the waiting batch lines.
+    async with slots.hold(queue_timeout=0, flow=Flow(team="people", key="i")):
+        assert await waiting(slots) == 2
+    # And with a line to join, at once too.
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        assert batch.admitted == 3
+    await batch.finish()
+    assert batch.admitted == 5
+
+
+async def test_a_single_slot_keeps_no_headroom(headroom_slots):
+    make, _advance = headroom_slots
+    slots = make(1)
+    await _interactive_just_ended(slots)
+    async with slots.hold(queue_timeout=0, flow=BATCH_FLOW):
+        pass
+
+
+async def test_headroom_zero_is_off():
+    slots = LocalSlots(4, headroom=0)
+    await _interactive_just_ended(slots)
+    batch = Holders(slots)
+    batch.start(4, BATCH_FLOW)
+    await eventually(lambda: batch.admitted == 4)
+    await batch.finish()
