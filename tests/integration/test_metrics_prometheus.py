@@ -84,13 +84,16 @@ def start_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen, str
 
 
 def query(prometheus: str, promql: str) -> float | None:
-    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=10).json()
+    response = httpx.get(f"{prometheus}/api/v1/query", params={"query": promql}, timeout=30)
+    if response.status_code == 503:  # a Prometheus still starting (slow on a busy machine)
+        return None
+    answer = response.json()
     assert answer["status"] == "success", answer
     result = answer["data"]["result"]
     return float(result[0]["value"][1]) if result else None
 
 
-def wait_for_value(prometheus: str, promql: str, expected: float, timeout: float = 60) -> float:
+def wait_for_value(prometheus: str, promql: str, expected: float, timeout: float = 120) -> float:
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
