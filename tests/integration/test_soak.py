@@ -6,6 +6,7 @@ import httpx
 
 from tests.conftest import API_KEY, OTHER_KEY
 from tests.soak import run_soak
+from tests.waiting import wait_until
 
 UPSTREAM_TOKEN = "sk-upstream-soak-secret"
 
@@ -35,8 +36,9 @@ def test_short_soak_with_injected_faults(gateways, upstream):
     assert 500 not in report.statuses, summary
     assert report.statuses[502] > 0, summary  # the injected faults did happen and were mapped
     assert report.slots_in_use_after == 0, summary  # every concurrency slot is free again
-    assert upstream.active == 0, summary  # no upstream request left open
-    assert upstream.open_streams == 0, summary
+    # No upstream request left open: a cancelled one ends when the server notices the closed
+    # connection, which a busy machine may take a while to schedule.
+    wait_until(lambda: upstream.active == 0 and upstream.open_streams == 0)
     assert report.rss_growth < 0.10, summary
 
     # Secrets hygiene over the whole session: logs, readiness report and schema.
