@@ -11,11 +11,27 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.fake_upstream import _free_port
 
 REDIS_SERVER = shutil.which("redis-server")
+
+
+def wait_until_up(process: subprocess.Popen, name: str, is_up: Callable[[], bool]) -> None:
+    """Poll `is_up()` (an OSError means not yet) until it holds; fail if `name` exits or takes 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}")
+        try:
+            if is_up():
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{name} did not start within 10 s")
 
 
 class RedisServer:
@@ -54,19 +70,13 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                    sock.sendall(b"PING\r\n")
-                    # Up, whether or not it asks for a password.
-                    if sock.recv(16).startswith((b"+PONG", b"-NOAUTH")):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-server did not start within 10 s")
+        wait_until_up(self.process, "redis-server", self._answers_ping)
+
+    def _answers_ping(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+            sock.sendall(b"PING\r\n")
+            # Up, whether or not it asks for a password.
+            return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
 
     def kill(self) -> None:
         """SIGKILL: connections drop at once, all data is gone."""
@@ -129,16 +139,9 @@ class RedisSentinel:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-sentinel exited with {self.process.returncode}")
-            try:
-                if self.master_port() == self.master.port:
-                    return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError("redis-sentinel did not start within 10 s")
+        wait_until_up(
+            self.process, "redis-sentinel", lambda: self.master_port() == self.master.port
+        )
 
     def command(self, *args: str) -> bytes:
         parts = [f"*{len(args)}\r\n".encode()]

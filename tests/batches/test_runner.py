@@ -56,7 +56,11 @@ def isolated(settings, tmp_path, monkeypatch, runtime):
 
 
 def batch_for(owner: str, count: int) -> Batch:
-    data = b"\n".join(chat_line(f"c{i}", max_tokens=5) for i in range(count))
+    return batch_of(owner, [chat_line(f"c{i}", max_tokens=5) for i in range(count)])
+
+
+def batch_of(owner: str, lines: list[bytes]) -> Batch:
+    data = b"\n".join(lines)
     uploaded = services.create_file(owner=owner, upload=Upload(data), filename="a", purpose="batch")
     return services.create_batch(
         owner=owner,
@@ -156,22 +160,7 @@ async def test_a_line_larger_than_a_budget_fails_alone_and_the_rest_run(isolated
     owner = f"key:{key.api_key.pk}"
     lines = [chat_line("small", max_tokens=5), chat_line("huge", max_tokens=2000)]
     lines.append(chat_line("after", max_tokens=5))
-    uploaded = await in_thread(
-        services.create_file,
-        owner=owner,
-        upload=Upload(b"\n".join(lines)),
-        filename="a",
-        purpose="batch",
-    )
-    batch = await in_thread(
-        services.create_batch,
-        owner=owner,
-        owner_name="ci",
-        input_file_id=uploaded.id,
-        endpoint="/v1/chat/completions",
-        completion_window="24h",
-        metadata=None,
-    )
+    batch = await in_thread(batch_of, owner, lines)
 
     ended = await run_until_ended(batch.id)
 
