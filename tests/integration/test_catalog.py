@@ -162,6 +162,8 @@ def test_a_broken_catalog_file_stops_the_start_with_its_line(tmp_path):
             "ENV_FILE": "/dev/null",
             "API_KEY": API_KEY,
             "LLMAPI_MODELS_FILE": str(path),
+            "DATABASE__SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+            "API_KEYS__PEPPER_FILE": str(tmp_path / "api-key-pepper"),
         },
         capture_output=True,
         text=True,
@@ -186,6 +188,7 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
         "LLMAPI_MODELS_FILE": str(path),
         "SERVER__PID_FILE": str(tmp_path / "llmapi.pid"),
         "DATABASE__SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+        "API_KEYS__PEPPER_FILE": str(tmp_path / "api-key-pepper"),
     }
     log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(

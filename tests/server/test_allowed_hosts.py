@@ -109,6 +109,7 @@ def test_serve_answers_to_the_address_it_binds(tmp_path):
                 "ALLOWED_HOSTS": "",
                 "TEXT_MODEL__BASE_URL": "http://127.0.0.1:9/v1",
                 "DATABASE__SQLITE_PATH": str(tmp_path / "db.sqlite3"),
+                "API_KEYS__PEPPER_FILE": str(tmp_path / "api-key-pepper"),
                 "SERVER__PID_FILE": str(tmp_path / "pid"),
             },
             stdout=log,

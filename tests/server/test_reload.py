@@ -55,6 +55,7 @@ def test_serve_refuses_a_deeply_nested_file_with_its_line_and_no_traceback(neste
             "API_KEY": "k",
             "LLMAPI_MODELS_FILE": str(nested_catalog),
             "DATABASE__SQLITE_PATH": str(nested_catalog.parent / "db.sqlite3"),
+            "API_KEYS__PEPPER_FILE": str(nested_catalog.parent / "api-key-pepper"),
         },
         capture_output=True,
         text=True,
