@@ -222,6 +222,12 @@ class SentinelCachePool(redis.sentinel.SentinelConnectionPool):
         )
         return cls(address.service, sentinel, **address.node_kwargs(), **options)
 
+    def disconnect(self, inuse_connections: bool = True) -> None:
+        # The pool's own connections, and those it opened to the Sentinels to find the master.
+        super().disconnect(inuse_connections)
+        for client in self.sentinel_manager.sentinels:
+            client.connection_pool.disconnect()
+
 
 # --- the redis-py transport ----------------------------------------------------------------
 
