@@ -44,6 +44,26 @@ def _stamp(folder: Path) -> dict[str, float]:
     return {path.name: path.stat().st_mtime for path in folder.iterdir()}
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="run only the tests that use the database (the run on PostgreSQL)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--database-tests-only"):
+        return
+    database = {"db", "transactional_db", "django_db_setup"}
+    kept, dropped = [], []
+    for item in items:
+        uses = database.intersection(getattr(item, "fixturenames", ()))
+        (kept if uses or item.get_closest_marker("django_db") else dropped).append(item)
+    config.hook.pytest_deselected(items=dropped)
+    items[:] = kept
+
+
 def pytest_configure(config: pytest.Config) -> None:
     processes.adopt_orphans()
     config.stash[_var_stamp] = _stamp(REPO_VAR)

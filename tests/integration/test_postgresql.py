@@ -1,6 +1,7 @@
 """
-The database tests of accounts, limits, usage and batches again, on a real PostgreSQL server started
-for the occasion (see tests/postgresql.py), in a pytest run of their own with DATABASE_URL.
+The database tests of accounts, limits, usage and batches again (those that use the database, by
+their fixtures or marker: `--database-tests-only`), on a real PostgreSQL server started for the
+occasion (see tests/postgresql.py), in a pytest run of their own with DATABASE_URL.
 """
 
 import os
@@ -51,6 +52,7 @@ def test_database_tests_pass_on_postgresql(postgresql, tmp_path):
             "no:cacheprovider",
             "-q",
             "-rA",
+            "--database-tests-only",
             "tests/accounts",
             "tests/limits",
             "tests/usage",
