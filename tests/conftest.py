@@ -145,6 +145,36 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+_template: Path | None = None
+
+
+def migrated_database() -> Path:
+    """
+    A SQLite database with every migration applied, made once per test process: a gateway
+    started on a copy of it skips the migrations (tests/accounts/test_database.py migrates a
+    fresh file).
+    """
+    global _template
+    if _template is None:
+        path = RUN_DIR / "migrated.sqlite3"
+        env = {
+            **os.environ,
+            "ENV_FILE": "/dev/null",
+            "DATABASE__SQLITE_PATH": str(path),
+            "API_KEYS__PEPPER": "test-pepper",
+        }
+        env.pop("DATABASE_URL", None)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            timeout=120,
+        )
+        _template = path
+    return _template
+
+
 class GatewayPool:
     """Starts one gateway process per distinct configuration and reuses it."""
 
@@ -173,6 +203,10 @@ class GatewayPool:
             "API_KEYS__PEPPER": "test-pepper",
             **env,
         }
+        database = Path(full_env["DATABASE__SQLITE_PATH"])
+        if "DATABASE_URL" not in full_env and not database.exists():
+            database.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(migrated_database(), database)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "manage.py", "serve", "--port", str(port)],
