@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 def test_reload_models_records_who_reloaded_which_models(settings, tmp_path):
     # Stands in for the server: SIGHUP ends it (by default, even if this run ignores SIGHUP,
     # as under nohup: an ignored signal stays ignored across exec).
-    server = subprocess.Popen(["env", "--default-signal=HUP", "sleep", "60"])
+    server = subprocess.Popen(["/usr/bin/env", "--default-signal=HUP", "sleep", "60"])
     try:
         pid_file = tmp_path / "llmapi.pid"
         pid_file.write_text(f"{server.pid}\n")
