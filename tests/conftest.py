@@ -52,16 +52,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The folders whose files start servers and take long: their files go first (in their random
+# order), so that at the end of a run in two processes, short files fill the gaps.
+LONG_FOLDERS = {"integration", "security", "server"}
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-randomly's shuffle and pytest-django's grouping
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.getoption("--database-tests-only"):
-        return
-    database = {"db", "transactional_db", "django_db_setup"}
-    kept, dropped = [], []
-    for item in items:
-        uses = database.intersection(getattr(item, "fixturenames", ()))
-        (kept if uses or item.get_closest_marker("django_db") else dropped).append(item)
-    config.hook.pytest_deselected(items=dropped)
-    items[:] = kept
+    if config.getoption("--database-tests-only"):
+        database = {"db", "transactional_db", "django_db_setup"}
+        kept, dropped = [], []
+        for item in items:
+            uses = database.intersection(getattr(item, "fixturenames", ()))
+            (kept if uses or item.get_closest_marker("django_db") else dropped).append(item)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    items.sort(key=lambda item: item.path.parent.name not in LONG_FOLDERS)
 
 
 def pytest_configure(config: pytest.Config) -> None:
