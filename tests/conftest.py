@@ -181,15 +181,26 @@ def migrated_database() -> Path:
     return _template
 
 
+_pools: list[GatewayPool] = []
+
+
 class GatewayPool:
-    """Starts one gateway process per distinct configuration and reuses it."""
+    """
+    Starts one gateway process per distinct configuration and reuses it. When a test module
+    ends, its gateways stop (`stop_unshared`), but for the ones asked for with `shared=True`
+    (the `gateway` fixture's): an idle gateway still costs CPU and memory for the rest of a run.
+    """
 
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
         self.gateways: dict[tuple, Gateway] = {}
+        self.shared: set[tuple] = set()
+        _pools.append(self)
 
-    def get(self, **env: str) -> Gateway:
+    def get(self, *, shared: bool = False, **env: str) -> Gateway:
         key = tuple(sorted(env.items()))
+        if shared:
+            self.shared.add(key)
         gateway = self.gateways.get(key)
         if gateway is None or gateway.process.poll() is not None:
             gateway = self.gateways[key] = self._start(env)
@@ -230,14 +241,31 @@ class GatewayPool:
         return gateway
 
     def stop_all(self) -> None:
-        for gateway in self.gateways.values():
+        self._stop(list(self.gateways))
+        if self in _pools:
+            _pools.remove(self)
+
+    def stop_unshared(self) -> None:
+        self._stop([key for key in self.gateways if key not in self.shared])
+
+    def _stop(self, keys: list[tuple]) -> None:
+        stopping = [self.gateways.pop(key) for key in keys]
+        for gateway in stopping:
             if gateway.process.poll() is None:
                 gateway.process.send_signal(signal.SIGTERM)
-        for gateway in self.gateways.values():
+        for gateway in stopping:
             try:
                 gateway.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 processes.kill_tree(gateway.process)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gateways_end_with_their_module():
+    """Set up before, so torn down after, the module's own fixtures that hold its gateways."""
+    yield
+    for pool in list(_pools):
+        pool.stop_unshared()
 
 
 @pytest.fixture(scope="session")
@@ -251,6 +279,7 @@ def gateways(tmp_path_factory):
 def gateway(gateways: GatewayPool, upstream: FakeUpstream) -> Gateway:
     """A gateway whose text and image models are served by the fake upstream."""
     return gateways.get(
+        shared=True,
         TEXT_MODEL__BASE_URL=upstream.url,
         TEXT_MODEL__MODEL_NAME="fake-llm",
         TEXT_MODEL__API_KEY="upstream-secret-token",
