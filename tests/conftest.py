@@ -102,6 +102,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """A failed test that ran a server in its temporary folder reports the server's log."""
+    report = yield
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if report.failed and isinstance(tmp_path, Path):
+        for log in sorted(tmp_path.glob("*.log")):
+            report.sections.append(
+                (f"Server log {log.name}", log.read_text(errors="replace")[-20_000:])
+            )
+    return report
+
+
 @pytest.fixture(autouse=True)
 def runtime():
     """A fresh runtime for each test: the process's state, with nothing left by the test before."""

@@ -22,6 +22,7 @@ from limits.redis_transport import (
     new_transport,
     redis_py_client,
 )
+from tests.fake_upstream import _free_port
 from tests.limits.conftest import shared_limits_settings
 from tests.redis_server import RedisSentinel, RedisServer
 from tests.waiting import eventually, wait_until
@@ -134,7 +135,7 @@ async def test_error_replies_stay_in_their_place_as_the_pipelined_connection_giv
 
 
 async def test_nobody_listening_is_a_connection_error():
-    connection = transport(f"redis://127.0.0.1:{RedisServer().port}/0")
+    connection = transport(f"redis://127.0.0.1:{_free_port()}/0")  # nobody listens there
     with pytest.raises(ConnectionError):
         await connection.execute([("PING",)])
     await connection.aclose()

@@ -108,3 +108,15 @@ def test_the_private_attributes_the_server_uses_still_exist():
     assert "self.vocab" in inspect.getsource(LlamaModel.__init__), (
         "inference/backends/embedded.py uses llama-cpp-python's LlamaModel.vocab"
     )
+
+
+def test_uvicorn_still_dispatches_sighup_to_handle_hup_and_keeps_its_process():
+    """`DrainingMultiprocess.handle_hup` is found by name and uses each worker's `.process`."""
+    from uvicorn.supervisors.multiprocess import Process
+
+    assert 'getattr(self, f"handle_{sig_name.lower()}"' in inspect.getsource(
+        Multiprocess.handle_signals
+    ), "server/management/commands/serve.py DrainingMultiprocess.handle_hup"
+    assert "self.process = get_subprocess(" in inspect.getsource(Process.__init__), (
+        "server/management/commands/serve.py DrainingMultiprocess.handle_hup (Process.process)"
+    )

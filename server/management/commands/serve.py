@@ -72,8 +72,11 @@ class DrainingMultiprocess(Multiprocess):
         """SIGHUP reloads the model catalog in every worker; uvicorn's own would restart them."""
         logger.info("Received SIGHUP: reloading the model catalog in every worker.")
         for process in self.processes:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signal.SIGHUP)
+            # Whether the process exists, not uvicorn's `is_alive()`: that waits up to 5 s for
+            # a health-check answer, and a worker busy past it would silently miss the reload.
+            if process.pid is not None and process.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):  # it ended in between
+                    os.kill(process.pid, signal.SIGHUP)
 
 
 class Command(BaseCommand):
