@@ -47,6 +47,7 @@ def batch_caller(principal: Principal, request_id: str) -> Caller:
         request_id=request_id,
         priority=PRIORITY,
         hide_models=True,
+        preemptible=True,  # the runner runs a cut line again (`BatchRunner._call`)
     )
 
 

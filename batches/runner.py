@@ -57,6 +57,7 @@ from infra.database import close_connections
 from infra.request_ids import request_id_var
 from infra.runtime import get_runtime
 from limits.quotas import QuotaExceeded, format_reset
+from limits.slots import is_preemption
 from observability import metrics
 
 logger = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ class BatchRunner:
         started = time.monotonic()
         status, body = 200, None
         try:
-            body = await ENDPOINTS[line.url].run(caller, line.body)
+            body = await self._call(line, caller)
         except QuotaExceeded as exc:
             await self._over_quota(line, exc)
             return
@@ -296,6 +297,23 @@ class BatchRunner:
             key_id=None if principal.key_id is None else str(principal.key_id),
             operation="embeddings" if line.url == "/v1/embeddings" else "chat",
         )
+
+    async def _call(self, line: leases.ClaimedLine, caller: Any) -> dict[str, Any]:
+        """
+        The line's call; if interactive work takes its model slot midway (`limits.slots`
+        preemption), the call is made again, waiting for a slot like any batch line (not an
+        attempt: the line did nothing wrong).
+        """
+        while True:
+            try:
+                return await ENDPOINTS[line.url].run(caller, line.body)
+            except asyncio.CancelledError as exc:
+                if not is_preemption(exc):
+                    raise
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    task.uncancel()
+                metrics.record_batch_line("preempted")
 
     async def _over_quota(self, line: leases.ClaimedLine, exc: QuotaExceeded) -> None:
         if exc.oversized:  # this one line can never fit: its error-file entry

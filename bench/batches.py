@@ -10,7 +10,8 @@ times:
 1. alone, for the interactive p50 (and p95) without a batch;
 2. while a 2,000-line batch runs through `/v1/batches`, for the interactive p50 with it, and
    the share of the free slot time the batch used: the model server's busy slot-seconds for
-   batch lines, over the slot-seconds the interactive load left free (4 x the window minus the
+   batch lines that answered a line (a call cut short by preemption is counted as lost, not
+   used), over the slot-seconds the interactive load left free (4 x the window minus the
    interactive requests' slot-seconds), both counted at the model server over the window in
    which the batch ran;
 3. alone again, after the batch: on a shared host the load of other work drifts, so the
@@ -281,6 +282,11 @@ async def measure(lines: int, rate: float, alone_seconds: float, concurrency: in
     cpu_per_interactive = cpu_alone / max(1, len(alone))
     cpu_per_line = (cpu_batch_phase - interactive_in_phase * cpu_per_interactive) / max(1, batch_n)
     free_slot_seconds = SLOTS * window - interactive_n * DELAY
+    # Only the calls that answered a line count as used: a line preempted by an interactive
+    # request (LIMITS__BATCH_PREEMPT) reached the model server once more, and that call's
+    # time (at most DELAY) was lost.
+    completed = batch.request_counts.completed if batch.request_counts else batch_n
+    useful_n = min(batch_n, completed)
     without = [latency for latency, _ in alone + after]
     together = [latency for latency, _ in together_timed]
     p50_alone = statistics.median(without)
@@ -319,8 +325,10 @@ async def measure(lines: int, rate: float, alone_seconds: float, concurrency: in
         "p50_ratio": round(p50_together / p50_alone, 2),
         "batch_lines_at_model_server": batch_n,
         "interactive_requests_in_window": interactive_n,
-        "batch_lines_per_s": round(batch_n / window, 1),
-        "free_slot_share_used": round(batch_n * DELAY / free_slot_seconds, 3),
+        "batch_lines_per_s": round(useful_n / window, 1),
+        "preempted_calls": batch_n - useful_n,
+        "free_slot_share_used": round(useful_n * DELAY / free_slot_seconds, 3),
+        "free_slot_share_lost_at_most": round((batch_n - useful_n) * DELAY / free_slot_seconds, 3),
         "gateway_cpu_ms_per_interactive_request": round(1000 * cpu_per_interactive, 2),
         "gateway_cpu_ms_per_batch_line": round(1000 * cpu_per_line, 2),
     }
@@ -372,10 +380,14 @@ def report(result: dict) -> str:
         f"- Interactive requests' wait for a model slot (the gateway's `x-llmapi-queue-ms`, "
         f"median): {alone['slot_wait_p50_ms']} ms without the batch, "
         f"{result['interactive_with_batch']['slot_wait_p50_ms']} ms with it ({why_wait}).",
-        f"- The batch ran {result['batch_lines_at_model_server']} lines in "
-        f"{result['window_s']} s ({result['batch_lines_per_s']} lines/s) and used "
+        f"- The batch answered {result['batch_lines_at_model_server'] - result['preempted_calls']} "
+        f"lines in {result['window_s']} s ({result['batch_lines_per_s']} lines/s) and used "
         f"**{100 * result['free_slot_share_used']:.0f}%** of the slot time the interactive load "
         f"left free (goal: at least 80%): {'met' if share_ok else 'missed'}.",
+        f"- Interactive requests preempted {result['preempted_calls']} batch calls "
+        "(`LIMITS__BATCH_PREEMPT`), each run again: at most "
+        f"{100 * result['free_slot_share_lost_at_most']:.0f}% of the free slot time was lost "
+        "to work cut short (counted above as unused).",
         f"- The gateway's CPU: {result['gateway_cpu_ms_per_interactive_request']} ms per "
         f"interactive request, {result['gateway_cpu_ms_per_batch_line']} ms per batch line "
         "(claiming, the call, the result and the ledger row; the batch's creation included).",

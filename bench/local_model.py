@@ -69,7 +69,16 @@ def direct_tokens_per_second() -> list[float]:
 
 def gateway_tokens_per_second() -> list[float]:
     port = 18777
-    env = {**os.environ, "ENV_FILE": "/dev/null", "API_KEY": "bench", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "ENV_FILE": "/dev/null",
+        "API_KEY": "bench",
+        "LOG_LEVEL": "WARNING",
+        # The same llama.cpp setup as the direct calls: one context of THREADS threads (the
+        # gateway's default is one context of one thread per core, for answers written at once).
+        "LOCAL_MODEL__CONTEXTS": "1",
+        "LOCAL_MODEL__THREADS": str(THREADS),
+    }
     env.pop("TEXT_MODEL__BASE_URL", None)
     server = subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--port", str(port)],

@@ -51,6 +51,7 @@ from infra.request_ids import request_id_var
 from limits.admission import PendingReservation
 from limits.flows import flow_for
 from limits.quotas import Reservation
+from limits.slots import is_preemption
 from limits.stores import get_quota_store
 from usage import ledger
 
@@ -84,6 +85,9 @@ class Caller:
     priority: str = "interactive"
     # /v1 hides a model outside the key's scope behind the 404 of a model that does not exist.
     hide_models: bool = False
+    # Whether an interactive request may cut this call to take its model slot (batch lines,
+    # which run again; never a client's request).
+    preemptible: bool = False
 
     @classmethod
     def from_request(cls, request: Any, *, endpoint: str) -> Caller:
@@ -280,7 +284,11 @@ class _Account:
             admitted=pending.confirm if pending is not None else None,
             requires=requires,
             priority=self.caller.priority,
-            flow=flow_for(self.caller.principal, priority=self.caller.priority),
+            flow=flow_for(
+                self.caller.principal,
+                priority=self.caller.priority,
+                preemptible=self.caller.preemptible,
+            ),
         )
 
     async def reserved(self) -> None:
@@ -442,7 +450,10 @@ async def accounted(
         finally:
             await account.reserved()  # a refused quota is the answer, whatever the call did
     except BaseException as exc:
-        await account.close(status=status_of_failure(exc))
+        # A batch line cut for an interactive request runs again: the cut call is on the
+        # ledger, but charges nothing (the reservation is given back).
+        cut = {"total_tokens": 0} if is_preemption(exc) else None
+        await account.close(status=status_of_failure(exc), usage=cut)
         raise
     if isinstance(answer, services.ChatStream):
         stream: services.ChatStream = answer

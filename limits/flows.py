@@ -46,6 +46,9 @@ class Flow:
     key: str = ""
     weight: float = 1.0
     priority: str = INTERACTIVE
+    # Work that may be cut and run again (batch lines): an interactive request may take its
+    # slot (`limits.slots` preemption). A client's request never is.
+    preemptible: bool = False
 
     def __post_init__(self) -> None:
         if not self.weight > 0:
@@ -62,7 +65,7 @@ class Flow:
 ANONYMOUS = Flow()
 
 
-def flow_for(principal: Any, *, priority: str = INTERACTIVE) -> Flow:
+def flow_for(principal: Any, *, priority: str = INTERACTIVE, preemptible: bool = False) -> Flow:
     """
     The flow of a request from `principal` (an `accounts.principals.Principal`, or anything
     with its attributes) at `priority` (the caller's, already lowered by the request's header
@@ -74,6 +77,7 @@ def flow_for(principal: Any, *, priority: str = INTERACTIVE) -> Flow:
         key=str(key_id) if key_id is not None else getattr(principal, "prefix", "") or "",
         weight=float(getattr(principal, "team_weight", 1.0) or 1.0),
         priority=priority if priority in PRIORITIES else INTERACTIVE,
+        preemptible=preemptible,
     )
 
 

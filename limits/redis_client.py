@@ -65,6 +65,9 @@ class RedisConfig:
     client: str = "pipelined"  # the transport of scripts and commands (`limits.redis_transport`)
     batch_headroom: int = 1  # slots batch work leaves free while interactive work is present
     batch_headroom_seconds: float = 2.0  # interactive work is present this long after it ended
+    batch_preempt: bool = (
+        True  # in-process slots only (`limits.slots`); shared ones keep the headroom
+    )
 
     @classmethod
     def from_settings(cls) -> RedisConfig:

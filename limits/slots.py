@@ -30,6 +30,9 @@ RETRY_AFTER_MAX = 3600
 # last interactive request ended it is still present (LIMITS__BATCH_HEADROOM[_SECONDS]).
 BATCH_HEADROOM = 1
 BATCH_HEADROOM_SECONDS = 2.0
+# The message a batch line's task is cancelled with when interactive work takes its slot
+# (LIMITS__BATCH_PREEMPT); the batch runner runs such a line again.
+PREEMPTED = "llmapi: preempted by interactive work"
 
 
 def headroom_settings() -> tuple[int, float]:
@@ -39,6 +42,16 @@ def headroom_settings() -> tuple[int, float]:
         int(shared.get("batch_headroom", BATCH_HEADROOM)),
         float(shared.get("batch_headroom_seconds", BATCH_HEADROOM_SECONDS)),
     )
+
+
+def preempt_setting() -> bool:
+    """Whether interactive work preempts batch lines in this process (LIMITS__BATCH_PREEMPT)."""
+    return bool(getattr(settings, "SHARED_LIMITS", {}).get("batch_preempt", True))
+
+
+def is_preemption(exc: BaseException) -> bool:
+    """Whether `exc` is the cancellation of a batch line whose slot interactive work took."""
+    return isinstance(exc, asyncio.CancelledError) and PREEMPTED in exc.args
 
 
 class SlotTimeout(Exception):
@@ -74,6 +87,15 @@ class HoldTimes:
         )
 
 
+@dataclass(eq=False)
+class _Holder:
+    """A slot held: since when, and for batch work the task to cancel to take the slot back."""
+
+    started: float
+    task: asyncio.Task | None = None  # batch work only
+    preempted: bool = False
+
+
 @dataclass
 class _LoopSlots:
     held: int = 0
@@ -81,6 +103,8 @@ class _LoopSlots:
     batch_held: int = 0  # of `held`, by batch work
     interactive_ended: float = float("-inf")  # monotonic time the last interactive one ended
     recheck: asyncio.TimerHandle | None = None  # grants held-back batch work when the window ends
+    holders: list[_Holder] = field(default_factory=list)  # every slot held, oldest first
+    preempt_check: asyncio.TimerHandle | None = None  # weighs preemption again (see `_preempt`)
 
 
 class LocalSlots:
@@ -88,6 +112,16 @@ class LocalSlots:
     `capacity` slots shared by the requests of this process. A slot that frees is handed
     straight to the waiter chosen by the fair queue. The state is bound to an event loop
     (tests run several loops in one process), so there is one per loop.
+
+    Batch work and interactive work share the slots in one of two ways:
+
+    * **preemption** (`preempt`, the default): batch lines take every slot nobody else
+      wants, and an interactive request that finds every slot held while batch lines
+      (`Flow.preemptible`) hold some cancels the youngest of them (the least work lost), which gives its slot back at
+      once, unless a slot is expected to free sooner than that line has run (`_preempt`);
+      the batch runner runs a cancelled line again later. The headroom is then off.
+    * **headroom**: while interactive work is present, batch work leaves `headroom` slots
+      free (see `_holds_back`), so interactive requests rarely wait, and no work is lost.
     """
 
     def __init__(
@@ -96,12 +130,15 @@ class LocalSlots:
         *,
         headroom: int | None = None,
         headroom_seconds: float | None = None,
+        preempt: bool | None = None,
     ) -> None:
         self.capacity = capacity
+        self.preempt = preempt_setting() if preempt is None else preempt
         configured, window = headroom_settings()
         headroom = configured if headroom is None else headroom
-        # Never on a model with a single slot (or as few slots as the headroom).
-        self.headroom = headroom if 0 < headroom < capacity else 0
+        # Never on a model with a single slot (or as few slots as the headroom), nor with
+        # preemption: batch work then takes every free slot.
+        self.headroom = headroom if 0 < headroom < capacity and not self.preempt else 0
         self.headroom_seconds = window if headroom_seconds is None else headroom_seconds
         self.hold_times = HoldTimes()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots] = (
@@ -147,11 +184,15 @@ class LocalSlots:
         else:
             await self._wait(state, flow, queue_timeout, batch)
         started = time.monotonic()
+        # Only work that may be cut is ever cut: batch lines, not a client's batch-class request.
+        holder = _Holder(started, asyncio.current_task() if batch and flow.preemptible else None)
+        state.holders.append(holder)
         try:
             yield
         finally:
             ended = time.monotonic()
             self.hold_times.add(ended - started)
+            state.holders.remove(holder)
             if batch:
                 state.batch_held -= 1
             else:
@@ -174,6 +215,8 @@ class LocalSlots:
         self._fill(state)  # a slot held back from batch work goes to interactive work at once
         if granted.done():
             return
+        if not batch and queue_timeout > 0:
+            self._preempt(state)
         if queue_timeout <= 0:
             state.line.remove(handle)
             raise SlotTimeout(self._retry_after(state))
@@ -190,6 +233,55 @@ class LocalSlots:
             if isinstance(exc, TimeoutError):
                 raise SlotTimeout(self._retry_after(state)) from None
             raise
+
+    def _preempt(self, state: _LoopSlots) -> None:
+        """
+        For each interactive request waiting (beyond the batch lines already cancelled for
+        them), cancel the youngest batch line holding a slot: its slot comes back as it
+        unwinds, and the fair queue hands it to the interactive request. Whichever loses less:
+        if some slot is expected to free sooner than that line has been running (from the mean
+        hold time), the request waits for it instead of throwing that work away, and the
+        choice is weighed again when that time has passed.
+        """
+        if not self.preempt:
+            return
+        if state.preempt_check is not None:
+            state.preempt_check.cancel()
+            state.preempt_check = None
+        owed = state.line.interactive_waiting - sum(h.preempted for h in state.holders)
+        now, mean = time.monotonic(), self.hold_times.mean
+        for holder in reversed(state.holders):
+            if owed <= 0:
+                return
+            if holder.task is None or holder.preempted or holder.task.done():
+                continue
+            soonest = self._soonest_end(state, now, mean)
+            if soonest is not None and soonest < now - holder.started:
+                self._weigh_again(state, soonest)
+                return
+            holder.preempted = True
+            holder.task.cancel(PREEMPTED)
+            owed -= 1
+
+    @staticmethod
+    def _soonest_end(state: _LoopSlots, now: float, mean: float | None) -> float | None:
+        """
+        Seconds until the first slot is expected to free, or None for no time soon: a holder
+        is expected to end at the mean hold time, and one that has run past it is no longer
+        expected to (so a waiting request never waits much longer than a mean hold).
+        """
+        if mean is None:
+            return None
+        left = [mean - (now - h.started) for h in state.holders if not h.preempted]
+        return min((seconds for seconds in left if seconds > 0), default=None)
+
+    def _weigh_again(self, state: _LoopSlots, seconds: float) -> None:
+        def check() -> None:
+            state.preempt_check = None
+            if state.line.interactive_waiting:
+                self._preempt(state)
+
+        state.preempt_check = asyncio.get_running_loop().call_later(max(seconds, 0.001), check)
 
     def _retry_after(self, state: _LoopSlots) -> int | None:
         return retry_estimate(

@@ -510,6 +510,10 @@ SHARED_LIMITS = {
     # BATCH_HEADROOM_SECONDS ago, batch work leaves this many of its slots free (0: off).
     "batch_headroom": _setting("int", "LIMITS__BATCH_HEADROOM", 1),
     "batch_headroom_seconds": _setting("float", "LIMITS__BATCH_HEADROOM_SECONDS", 2.0),
+    # An interactive request that finds a model's slots all held cancels the youngest batch
+    # line holding one in its process (run again later), and batch work takes every free slot
+    # (the headroom is then off for the in-process slots; slots shared on Redis keep it).
+    "batch_preempt": _setting("bool", "LIMITS__BATCH_PREEMPT", True),
 }
 
 # Where browser sessions are kept: in Redis when REDIS_URL is set (shared by every worker and

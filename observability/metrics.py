@@ -194,7 +194,8 @@ EMBEDDED_TOKENS_PER_SECOND = Gauge(
 BATCH_LINES = Counter(
     "llmapi_batch_lines",
     "Batch lines by outcome: completed, failed, retried (a model server failure, or the model "
-    "or the key's tokens per minute busy) or lost (its lease passed to another process).",
+    "or the key's tokens per minute busy), preempted (its model slot taken by interactive work; "
+    "it runs again) or lost (its lease passed to another process).",
     ("outcome",),
     registry=REGISTRY,
 )
@@ -214,7 +215,7 @@ BATCHES_ENDED = Counter(
 RATE_LIMIT_CAUSES = frozenset({"model_slots", "key_quota", "team_quota"})
 PRIORITIES = frozenset({"interactive", "batch"})
 STRUCTURED_OUTCOMES = frozenset({"valid", "repaired", "failed"})
-BATCH_LINE_OUTCOMES = frozenset({"completed", "failed", "retried", "lost"})
+BATCH_LINE_OUTCOMES = frozenset({"completed", "failed", "retried", "preempted", "lost"})
 BATCH_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 _STATUS_CLASSES = {100: "1xx", 200: "2xx", 300: "3xx", 400: "4xx", 500: "5xx"}
 
@@ -563,7 +564,7 @@ def record_embedded_tokens_per_second(model: str | None, value: float) -> None:
 
 
 def record_batch_line(outcome: str) -> None:
-    """`outcome` is completed, failed, retried or lost."""
+    """`outcome` is completed, failed, retried, preempted or lost."""
     if _state().enabled:
         _child(BATCH_LINES, outcome if outcome in BATCH_LINE_OUTCOMES else OTHER).inc()
 

@@ -14,11 +14,15 @@ import pytest
 
 from batches import runner, services, storage
 from batches.models import Batch
+from batches.owners import load_owner_principal
 from inference import services as inference
 from infra.database import in_database_thread
 from limits import quotas, stores
+from limits.flows import Flow
+from limits.slots import LocalSlots
 from tests.batches.test_leases import Upload, chat_line
 from tests.models import text_spec
+from tests.waiting import eventually
 from usage import ledger
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -206,3 +210,46 @@ async def test_a_model_server_failure_is_tried_again_then_kept(isolated, monkeyp
     assert "503" in entry["response"]["body"]["error"]["message"]
     line = await in_thread(ended.lines.get)
     assert line.attempts == 2
+
+
+async def test_a_line_whose_slot_interactive_work_takes_runs_again_and_ends_once(
+    isolated, monkeypatch, make_key
+):
+    writer, calls = isolated
+    key = await in_thread(make_key, tokens_per_day=1000)
+    owner = f"key:{key.api_key.pk}"
+    slots = LocalSlots(1, preempt=True)
+    finish = asyncio.Event()
+
+    async def answer(*, spec, body, context=None):
+        async with slots.hold(queue_timeout=30, flow=context.flow):  # the batch priority
+            calls.append(body)
+            await finish.wait()
+        usage = {"prompt_tokens": 5, "completion_tokens": 10, "total_tokens": 15}
+        raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}]}
+        return inference.ChatResult(
+            "ok", spec.name, "stop", usage, answered_by=spec.name, replica="r1", raw=raw
+        )
+
+    monkeypatch.setattr(inference, "openai_chat_completion", answer)
+    batch = await in_thread(batch_for, owner, 1)
+    running = asyncio.create_task(run_until_ended(batch.id))
+    await eventually(lambda: len(calls) == 1)
+
+    # An interactive request finds the only slot held by the line: the line gives it up.
+    async with slots.hold(queue_timeout=DEADLINE, flow=Flow(team="people", key="i")):
+        assert slots.in_use == 1
+    await eventually(lambda: len(calls) == 2)  # the line runs again, at the batch priority
+    finish.set()
+    ended = await running
+
+    assert ended.status == "completed"
+    assert [e["custom_id"] for e in entries(ended.output_file_id)] == ["c0"]
+    assert entries(ended.error_file_id) == []
+    rows = [dict(zip(ledger.FIELDS, row, strict=True)) for row in writer.queue]
+    assert [row["status"] for row in rows] == [499, 200]  # the cut call is on the ledger too
+    assert rows[0]["prompt_tokens"] + rows[0]["completion_tokens"] == 0
+    # ... and charges nothing: the day's count is the answer's 15 tokens alone.
+    principal = await in_thread(load_owner_principal, owner)
+    snapshot = await stores.get_quota_store().snapshot(principal.quota)
+    assert snapshot["key"]["tokens_per_day"]["used"] == 15

@@ -203,7 +203,7 @@ def headroom_slots(request, monkeypatch):
     fake = FakeClock()
     monkeypatch.setattr(slots_module, "time", fake)
     return (
-        lambda capacity: LocalSlots(capacity, headroom=1, headroom_seconds=WINDOW),
+        lambda capacity: LocalSlots(capacity, headroom=1, headroom_seconds=WINDOW, preempt=False),
         fake.advance,
     )
 
@@ -300,3 +300,197 @@ async def test_headroom_zero_is_off():
     batch.start(4, BATCH_FLOW)
     await eventually(lambda: batch.admitted == 4)
     await batch.finish()
+
+
+# --- Preemption --------------------------------------------------------------------------------
+
+
+LINE_FLOW = Flow(team="offline", key="b", priority=BATCH, preemptible=True)
+
+
+class BatchLines:
+    """Batch lines that hold their slot until `done` is set; each records how it ended."""
+
+    def __init__(self, slots, flow: Flow = LINE_FLOW) -> None:
+        self.slots = slots
+        self.flow = flow
+        self.done = asyncio.Event()
+        self.admitted: list[int] = []
+        self.ended: dict[int, str] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self, number: int) -> None:
+        """Start line `number` and wait until it holds a slot (so the order of grants is known)."""
+        self.tasks[number] = asyncio.create_task(self._one(number))
+        await eventually(lambda: number in self.admitted)
+
+    async def _one(self, number: int) -> None:
+        try:
+            async with self.slots.hold(queue_timeout=60, flow=self.flow):
+                self.admitted.append(number)
+                await self.done.wait()
+        except asyncio.CancelledError as exc:
+            self.ended[number] = "preempted" if slots_module.is_preemption(exc) else "cancelled"
+            raise
+        self.ended[number] = "finished"
+
+    async def finish(self) -> None:
+        self.done.set()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+async def test_an_interactive_request_preempts_the_youngest_batch_line():
+    slots = LocalSlots(3, preempt=True, headroom=1)
+    assert slots.headroom == 0  # batch work takes every free slot
+    lines = BatchLines(slots)
+    for number in range(3):
+        await lines.start(number)
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        # Granted: the line that started last gave its slot back; the older two hold theirs.
+        assert lines.ended == {2: "preempted"}
+        assert slots.in_use == 3
+    await lines.finish()
+    assert lines.ended == {0: "finished", 1: "finished", 2: "preempted"}
+
+
+async def test_one_batch_line_is_preempted_per_interactive_request_waiting():
+    slots = LocalSlots(4, preempt=True)
+    lines = BatchLines(slots)
+    for number in range(3):
+        await lines.start(number)
+    person = Holders(slots)
+    person.start(1, Flow(team="people", key="i"))  # the free slot: nobody is preempted
+    await eventually_equal(lambda: person.admitted, 1)
+    assert lines.ended == {}
+    person.start(2, Flow(team="people", key="j"))  # two more: the two youngest lines
+    await eventually_equal(lambda: person.admitted, 3)
+    assert lines.ended == {2: "preempted", 1: "preempted"}
+    await person.finish()
+    await lines.finish()
+    assert lines.ended[0] == "finished"
+
+
+async def test_batch_work_waiting_preempts_nobody():
+    slots = LocalSlots(2, preempt=True)
+    lines = BatchLines(slots)
+    for number in range(2):
+        await lines.start(number)
+    later = asyncio.create_task(lines._one(2))
+    await until_waiting(slots, 1)
+    assert lines.ended == {}
+    await lines.finish()
+    await later
+    assert lines.ended == {0: "finished", 1: "finished", 2: "finished"}
+
+
+async def test_a_request_that_may_not_wait_preempts_nobody():
+    slots = LocalSlots(1, preempt=True)
+    lines = BatchLines(slots)
+    await lines.start(0)
+    with pytest.raises(SlotTimeout):
+        async with slots.hold(queue_timeout=0, flow=Flow(team="people", key="i")):
+            pass
+    assert lines.ended == {}
+    await lines.finish()
+
+
+async def test_without_preemption_interactive_work_waits_for_a_batch_line_to_end():
+    slots = LocalSlots(1, preempt=False)
+    lines = BatchLines(slots)
+    await lines.start(0)
+    person = Holders(slots)
+    person.start(1, Flow(team="people", key="i"))
+    await until_waiting(slots, 1)
+    assert person.admitted == 0 and lines.ended == {}
+    lines.done.set()
+    await eventually_equal(lambda: person.admitted, 1)
+    await person.finish()
+    await lines.finish()
+    assert lines.ended == {0: "finished"}
+
+
+def test_preemption_follows_the_setting(settings):
+    settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "batch_preempt": False}
+    assert LocalSlots(4).preempt is False
+    assert LocalSlots(4).headroom == 1
+    settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "batch_preempt": True}
+    assert LocalSlots(4).preempt is True
+    assert LocalSlots(4).headroom == 0
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(slots_module, "time", fake)
+    return fake
+
+
+async def _batch_lines_started_at(slots, clock, *offsets: float) -> BatchLines:
+    lines = BatchLines(slots)
+    for number, offset in enumerate(offsets):
+        clock.advance(offset)
+        await lines.start(number)
+    return lines
+
+
+async def _a_request_waiting_beside_two_lines(clock) -> tuple[BatchLines, Holders]:
+    """
+    Two slots held a second each, as a rule; line 0 from 0 s, line 1 from 0.5 s; an
+    interactive request at 0.9 s: line 0 should end in 0.1 s, sooner than the 0.4 s line 1 has
+    run, so the request waits and nothing is cut (yet).
+    """
+    slots = LocalSlots(2, preempt=True)
+    slots.hold_times.add(1.0)
+    lines = await _batch_lines_started_at(slots, clock, 0.0, 0.5)
+    clock.advance(0.4)
+    person = Holders(slots)
+    person.start(1, Flow(team="people", key="i"))
+    await until_waiting(slots, 1)
+    assert lines.ended == {}
+    return lines, person
+
+
+async def test_an_interactive_request_waits_for_a_slot_about_to_free_rather_than_cut_work(clock):
+    lines, person = await _a_request_waiting_beside_two_lines(clock)
+    lines.done.set()
+    await eventually_equal(lambda: person.admitted, 1)
+    await person.finish()
+    await lines.finish()
+    assert lines.ended == {0: "finished", 1: "finished"}
+
+
+async def test_when_no_slot_frees_as_expected_the_youngest_line_is_cut(clock):
+    lines, person = await _a_request_waiting_beside_two_lines(clock)
+    # Both lines have now run past the usual hold: neither is expected to end soon.
+    clock.advance(0.7)
+    await eventually_equal(lambda: person.admitted, 1)
+    assert lines.ended == {1: "preempted"}
+    await person.finish()
+    await lines.finish()
+    assert lines.ended == {0: "finished", 1: "preempted"}
+
+
+async def test_a_young_line_is_cut_at_once_when_no_slot_is_about_to_free(clock):
+    slots = LocalSlots(2, preempt=True)
+    slots.hold_times.add(1.0)
+    # Line 1 has run 0.1 s; line 0 ends in 0.6 s at best: cutting line 1 loses less.
+    lines = await _batch_lines_started_at(slots, clock, 0.0, 0.3)
+    clock.advance(0.1)
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        assert lines.ended == {1: "preempted"}
+    await lines.finish()
+
+
+async def test_a_clients_batch_class_request_is_never_cut():
+    slots = LocalSlots(1, preempt=True)
+    requests = BatchLines(slots, flow=BATCH_FLOW)  # X-LLMAPI-Priority: batch, not a line
+    await requests.start(0)
+    person = Holders(slots)
+    person.start(1, Flow(team="people", key="i"))
+    await until_waiting(slots, 1)
+    assert requests.ended == {}
+    requests.done.set()
+    await eventually_equal(lambda: person.admitted, 1)
+    await person.finish()
+    await requests.finish()
+    assert requests.ended == {0: "finished"}
