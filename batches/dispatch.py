@@ -98,7 +98,10 @@ async def _run_response(caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
     serializer = ResponsesRequestSerializer(data=body)
     serializer.is_valid(raise_exception=True)
     answer = await create_response(
-        _LineRequest(caller), data={**body, **serializer.validated_data}, sent=body
+        _LineRequest(caller),
+        data={**body, **serializer.validated_data},
+        sent=body,
+        preemptible=caller.preemptible,
     )
     if not isinstance(answer, ResponseAnswer):  # refused when the batch started
         raise CapabilityMissing("A batch line is answered whole.")

@@ -308,9 +308,11 @@ class BatchRunner:
             try:
                 return await ENDPOINTS[line.url].run(caller, line.body)
             except asyncio.CancelledError as exc:
-                if not is_preemption(exc):
-                    raise
                 task = asyncio.current_task()
+                # Cut, and nothing else asked to stop it (the runner's stop, in the same turn
+                # of the loop, would be a second request; the first one's message is kept).
+                if not is_preemption(exc) or (task is not None and task.cancelling() > 1):
+                    raise
                 if task is not None and task.cancelling():
                     task.uncancel()
                 metrics.record_batch_line("preempted")

@@ -99,7 +99,7 @@ class _Holder:
 @dataclass
 class _LoopSlots:
     held: int = 0
-    line: FairQueue[tuple[asyncio.Future[None], bool]] = field(default_factory=FairQueue)
+    line: FairQueue[tuple[asyncio.Future[bool], bool]] = field(default_factory=FairQueue)
     batch_held: int = 0  # of `held`, by batch work
     interactive_ended: float = float("-inf")  # monotonic time the last interactive one ended
     recheck: asyncio.TimerHandle | None = None  # grants held-back batch work when the window ends
@@ -181,17 +181,22 @@ class LocalSlots:
             state.held += 1  # a free slot and nobody waiting: no timer needed
             if batch:
                 state.batch_held += 1
+            its_turn = False
         else:
-            await self._wait(state, flow, queue_timeout, batch)
+            its_turn = await self._wait(state, flow, queue_timeout, batch)
         started = time.monotonic()
-        # Only work that may be cut is ever cut: batch lines, not a client's batch-class request.
-        holder = _Holder(started, asyncio.current_task() if batch and flow.preemptible else None)
+        # Only work that may be cut is ever cut: batch lines, not a client's batch-class request,
+        # nor a line granted its turn while interactive work waited (the anti-starvation rule:
+        # cut at once, batch work would never get one).
+        cut = batch and flow.preemptible and not its_turn
+        holder = _Holder(started, asyncio.current_task() if cut else None)
         state.holders.append(holder)
         try:
             yield
         finally:
             ended = time.monotonic()
-            self.hold_times.add(ended - started)
+            if not holder.preempted:  # a cut hold says nothing of how long calls take
+                self.hold_times.add(ended - started)
             state.holders.remove(holder)
             if batch:
                 state.batch_held -= 1
@@ -209,12 +214,16 @@ class LocalSlots:
             or time.monotonic() < state.interactive_ended + self.headroom_seconds
         )
 
-    async def _wait(self, state: _LoopSlots, flow: Flow, queue_timeout: float, batch: bool) -> None:
-        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def _wait(self, state: _LoopSlots, flow: Flow, queue_timeout: float, batch: bool) -> bool:
+        """
+        Wait for a slot in the line. True when batch work was granted it while interactive work
+        waited (its anti-starvation turn).
+        """
+        granted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         handle = state.line.push(flow, (granted, batch))
         self._fill(state)  # a slot held back from batch work goes to interactive work at once
         if granted.done():
-            return
+            return granted.result()
         if not batch and queue_timeout > 0:
             self._preempt(state)
         if queue_timeout <= 0:
@@ -222,7 +231,7 @@ class LocalSlots:
             raise SlotTimeout(self._retry_after(state))
         try:
             async with asyncio.timeout(queue_timeout):
-                await granted
+                return await granted
         except BaseException as exc:
             if granted.done() and not granted.cancelled():
                 if batch:  # granted as it gave up: pass the slot on
@@ -291,6 +300,8 @@ class LocalSlots:
     def _release(self, state: _LoopSlots) -> None:
         state.held -= 1
         self._fill(state)
+        if state.line.interactive_waiting:  # the slot went to batch work's turn: cut another
+            self._preempt(state)
 
     def _fill(self, state: _LoopSlots) -> None:
         """Hand the free slots to the waiters the fair queue chooses (within the headroom)."""
@@ -303,7 +314,7 @@ class LocalSlots:
                 state.held += 1
                 if batch:
                     state.batch_held += 1
-                future.set_result(None)
+                future.set_result(batch and state.line.interactive_waiting > 0)
         if state.held < self.capacity and state.line and state.recheck is None:
             self._recheck_later(state)
 

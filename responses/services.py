@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -72,14 +72,19 @@ class _Turn:
 
 
 async def create_response(
-    request, *, data: dict[str, Any], sent: dict[str, Any] | None = None
+    request,
+    *,
+    data: dict[str, Any],
+    sent: dict[str, Any] | None = None,
+    preemptible: bool = False,
 ) -> ResponseAnswer | ResponseStream:
     """
     Answer a Responses request (see the module docstring): `data` as validated, `sent` as the
     client sent it (passed through as it is to a model whose servers speak the Responses API).
+    `preemptible`: a batch line's call, which interactive work may cut (see `Caller`).
     """
     principal = request.user
-    caller = Caller.from_request(request, endpoint=ENDPOINT)
+    caller = replace(Caller.from_request(request, endpoint=ENDPOINT), preemptible=preemptible)
     asked = calls.resolve_model(caller, data["model"], capability="chat", require=False)
     if asked.has("responses"):
         sent = dict(sent or data)

@@ -494,3 +494,39 @@ async def test_a_clients_batch_class_request_is_never_cut():
     await person.finish()
     await requests.finish()
     assert requests.ended == {0: "finished"}
+
+
+async def test_a_line_granted_its_anti_starvation_turn_is_not_cut():
+    slots = LocalSlots(1, preempt=True)
+    slots._state().line.batch_every = 0  # batch's turn comes at once when both wait
+    first = Holders(slots)
+    first.start(1, Flow(team="people", key="x"))
+    await eventually_equal(lambda: first.admitted, 1)
+    lines = BatchLines(slots)
+    waiting_line = asyncio.create_task(lines._one(0))
+    await until_waiting(slots, 1)
+    person = Holders(slots)
+    person.start(1, Flow(team="people", key="i"))
+    await until_waiting(slots, 2)
+    # The slot frees while both wait: it is the line's turn, and no request may take it back,
+    # neither the one waiting nor one arriving after.
+    await first.finish()
+    await eventually(lambda: lines.admitted == [0])
+    person.start(1, Flow(team="people", key="j"))
+    await until_waiting(slots, 2)
+    assert lines.ended == {} and person.admitted == 0
+    lines.done.set()
+    await waiting_line
+    await eventually_equal(lambda: person.admitted, 1)
+    await person.finish()
+    assert lines.ended == {0: "finished"}
+
+
+async def test_a_cut_hold_is_not_counted_in_the_mean_hold_time():
+    slots = LocalSlots(1, preempt=True)
+    lines = BatchLines(slots)
+    await lines.start(0)
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        assert lines.ended == {0: "preempted"}
+        assert slots.hold_times.mean is None
+    await lines.finish()
