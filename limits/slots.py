@@ -119,7 +119,8 @@ class LocalSlots:
       wants, and an interactive request that finds every slot held while batch lines
       (`Flow.preemptible`) hold some cancels the youngest of them (the least work lost), which gives its slot back at
       once, unless a slot is expected to free sooner than that line has run (`_preempt`);
-      the batch runner runs a cancelled line again later. The headroom is then off.
+      the batch runner runs a cancelled line again later. The headroom still holds back batch
+      work that cannot be cut, counting the slots of lines that can as free.
     * **headroom**: while interactive work is present, batch work leaves `headroom` slots
       free (see `_holds_back`), so interactive requests rarely wait, and no work is lost.
     """
@@ -136,9 +137,8 @@ class LocalSlots:
         self.preempt = preempt_setting() if preempt is None else preempt
         configured, window = headroom_settings()
         headroom = configured if headroom is None else headroom
-        # Never on a model with a single slot (or as few slots as the headroom), nor with
-        # preemption: batch work then takes every free slot.
-        self.headroom = headroom if 0 < headroom < capacity and not self.preempt else 0
+        # Never on a model with a single slot (or as few slots as the headroom).
+        self.headroom = headroom if 0 < headroom < capacity else 0
         self.headroom_seconds = window if headroom_seconds is None else headroom_seconds
         self.hold_times = HoldTimes()
         self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSlots] = (
@@ -205,8 +205,18 @@ class LocalSlots:
             self._release(state)
 
     def _holds_back(self, state: _LoopSlots) -> bool:
-        """Whether a batch grant now would break the headroom interactive work is owed."""
-        if not self.headroom or self.capacity - state.held - 1 >= self.headroom:
+        """
+        Whether a batch grant now would break the headroom interactive work is owed. With
+        preemption, a slot held by a batch line that can be cut counts as free for it: so
+        lines take every slot, and only work that cannot be cut (a client's batch-class
+        request) is held back.
+        """
+        reclaimable = (
+            sum(1 for h in state.holders if h.task is not None and not h.preempted)
+            if self.preempt
+            else 0
+        )
+        if not self.headroom or self.capacity - state.held - 1 + reclaimable >= self.headroom:
             return False
         return (
             state.held > state.batch_held

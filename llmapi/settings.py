@@ -511,8 +511,8 @@ SHARED_LIMITS = {
     "batch_headroom": _setting("int", "LIMITS__BATCH_HEADROOM", 1),
     "batch_headroom_seconds": _setting("float", "LIMITS__BATCH_HEADROOM_SECONDS", 2.0),
     # An interactive request that finds a model's slots all held cancels the youngest batch
-    # line holding one in its process (run again later), and batch work takes every free slot
-    # (the headroom is then off for the in-process slots; slots shared on Redis keep it).
+    # line holding one in its process (run again later), and batch lines take every free slot
+    # (the headroom counts their slots as free; slots shared on Redis cannot be cut).
     "batch_preempt": _setting("bool", "LIMITS__BATCH_PREEMPT", True),
 }
 

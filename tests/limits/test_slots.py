@@ -341,7 +341,6 @@ class BatchLines:
 
 async def test_an_interactive_request_preempts_the_youngest_batch_line():
     slots = LocalSlots(3, preempt=True, headroom=1)
-    assert slots.headroom == 0  # batch work takes every free slot
     lines = BatchLines(slots)
     for number in range(3):
         await lines.start(number)
@@ -412,10 +411,8 @@ async def test_without_preemption_interactive_work_waits_for_a_batch_line_to_end
 def test_preemption_follows_the_setting(settings):
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "batch_preempt": False}
     assert LocalSlots(4).preempt is False
-    assert LocalSlots(4).headroom == 1
     settings.SHARED_LIMITS = {**settings.SHARED_LIMITS, "batch_preempt": True}
     assert LocalSlots(4).preempt is True
-    assert LocalSlots(4).headroom == 0
 
 
 @pytest.fixture
@@ -530,3 +527,23 @@ async def test_a_cut_hold_is_not_counted_in_the_mean_hold_time():
         assert lines.ended == {0: "preempted"}
         assert slots.hold_times.mean is None
     await lines.finish()
+
+
+async def test_with_preemption_lines_fill_every_slot_and_other_batch_work_keeps_the_headroom(
+    clock,
+):
+    slots = LocalSlots(4, headroom=1, headroom_seconds=WINDOW, preempt=True)
+    async with slots.hold(queue_timeout=5, flow=Flow(team="people", key="i")):
+        # Batch lines, which an interactive request can cut: they take every slot left.
+        lines = Holders(slots)
+        lines.start(3, LINE_FLOW)
+        await eventually_equal(lambda: lines.admitted, 3)
+        await lines.finish()
+        # A client's batch-class requests, which nobody may cut: one slot stays free.
+        requests = Holders(slots)
+        requests.start(3, BATCH_FLOW)
+        await until_waiting(slots, 1)
+        await eventually_equal(lambda: requests.admitted, 2)
+    clock.advance(WINDOW + 0.01)
+    await requests.finish()
+    assert requests.admitted == 3
