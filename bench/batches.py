@@ -23,7 +23,11 @@ average during each phase, are reported beside the figures.
 The goals (issue: interactive p50 within 1.2x of its value without the batch; the batch uses at
 least 80% of the free slots) are reported as met or missed, with the figures. Batch lines take
 the model slots at the `batch` priority: with a scheduler that serves `interactive` first the
-p50 holds; with first-come first-served slots it cannot, and the report says which it saw.
+p50 holds; with first-come first-served slots it cannot.
+
+How batch work shares the slots follows the gateway's settings, taken from this environment:
+by default interactive requests preempt batch lines; `LIMITS__BATCH_PREEMPT=false` measures
+the headroom rule instead, into `bench/results/batches-headroom.*`.
 
     .venv/bin/python bench/batches.py            # 2,000 lines, about 2 minutes
     .venv/bin/python bench/batches.py --quick    # 300 lines
@@ -301,6 +305,7 @@ async def measure(lines: int, rate: float, alone_seconds: float, concurrency: in
         "interactive_rate": rate,
         "slots": SLOTS,
         "batch_concurrency": concurrency,
+        "preempt": preempting(),
         "model_delay_s": DELAY,
         "window_s": round(window, 2),
         "load_average_1min": {
@@ -334,25 +339,40 @@ async def measure(lines: int, rate: float, alone_seconds: float, concurrency: in
     }
 
 
+def preempting() -> bool:
+    """Whether the gateway started from this environment preempts batch lines."""
+    value = os.environ.get("LIMITS__BATCH_PREEMPT", "").strip().lower()
+    return value not in ("false", "off", "no", "0")
+
+
 def report(result: dict) -> str:
     p50_ok = result["p50_ratio"] <= 1.2
     share_ok = result["free_slot_share_used"] >= 0.8
     loads, alone = result["load_average_1min"], result["interactive_alone"]
-    why_wait = (
-        "every slot busy: the first to free is theirs"
-        if result["batch_concurrency"] >= result["slots"]
-        else f"the batch holds at most {result['batch_concurrency']} of the {result['slots']} "
-        "slots: one is left for them"
+    if result["batch_concurrency"] < result["slots"]:
+        why_wait = (
+            f"the batch holds at most {result['batch_concurrency']} of the {result['slots']} "
+            "slots: one is left for them"
+        )
+    elif result["preempt"]:
+        why_wait = "every slot busy: a batch line gives one back, or the first to free is theirs"
+    else:
+        why_wait = "the headroom keeps a slot free for them while they are present"
+    rule = (
+        "interactive requests preempt batch lines (`LIMITS__BATCH_PREEMPT`)"
+        if result["preempt"]
+        else "the headroom rule (`LIMITS__BATCH_PREEMPT=false`)"
     )
     lines = [
-        "# Batches on idle capacity",
+        "# Batches on idle capacity"
+        + ("" if result["preempt"] else " (LIMITS__BATCH_PREEMPT=false: the headroom rule)"),
         "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `bench/batches.py` on "
         f"{platform.machine()} ({os.cpu_count()} cores, shared), Python {platform.python_version()}.",
         "",
         f"A fake model server answering each request in {int(DELAY * 1000)} ms behind a gateway "
         f"with {result['slots']} model slots, {result['batch_concurrency']} batch lines in flight "
-        f"(`BATCHES__CONCURRENCY`); an open-loop interactive load of "
+        f"(`BATCHES__CONCURRENCY`), {rule}; an open-loop interactive load of "
         f"{result['interactive_rate']:g} chat requests/s (about "
         f"{result['interactive_rate'] * DELAY:.1f} slots' worth); a {result['lines']}-line batch "
         f"({result['batch_status']}, {result['request_counts']}). The host's load average "
@@ -384,10 +404,17 @@ def report(result: dict) -> str:
         f"lines in {result['window_s']} s ({result['batch_lines_per_s']} lines/s) and used "
         f"**{100 * result['free_slot_share_used']:.0f}%** of the slot time the interactive load "
         f"left free (goal: at least 80%): {'met' if share_ok else 'missed'}.",
-        f"- Interactive requests preempted {result['preempted_calls']} batch calls "
-        "(`LIMITS__BATCH_PREEMPT`), each run again: at most "
-        f"{100 * result['free_slot_share_lost_at_most']:.0f}% of the free slot time was lost "
-        "to work cut short (counted above as unused).",
+        *(
+            []
+            if not result["preempt"]
+            else [
+                f"- Interactive requests preempted at least {result['preempted_calls']} batch calls "
+                "that reached the model server (`LIMITS__BATCH_PREEMPT`; "
+                '`llmapi_batch_lines_total{outcome="preempted"}` counts every one), each run again: '
+                f"at most {100 * result['free_slot_share_lost_at_most']:.0f}% of the free slot time was "
+                "lost to work cut short (counted above as unused).",
+            ]
+        ),
         f"- The gateway's CPU: {result['gateway_cpu_ms_per_interactive_request']} ms per "
         f"interactive request, {result['gateway_cpu_ms_per_batch_line']} ms per batch line "
         "(claiming, the call, the result and the ledger row; the batch's creation included).",
@@ -403,7 +430,14 @@ def report(result: dict) -> str:
             "any batch line waiting for it: `tests/integration/test_batches_sdk.py`), and the "
             "gateway's CPU is shared with the batch's lines (more so on a crowded host).",
         ]
-    if not share_ok:
+    if not share_ok and not result["preempt"]:
+        lines += [
+            "",
+            "Why the batch used less of the free slot time: while interactive work is present "
+            "the headroom keeps a slot free for it, so under a steady interactive load the "
+            "batch gets the slots minus the interactive ones minus one.",
+        ]
+    elif not share_ok:
         lines += [
             "",
             "Why the batch used less of the free slot time: with more lines in flight than "
@@ -434,6 +468,8 @@ def main() -> int:
     )
     RESULTS.mkdir(exist_ok=True)
     name = "batches" if args.concurrency == 4 * SLOTS else f"batches-concurrency-{args.concurrency}"
+    if not result["preempt"]:
+        name += "-headroom"
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     text = report(result)
     (RESULTS / f"{name}.md").write_text(text)

@@ -208,8 +208,8 @@ class LocalSlots:
         """
         Whether a batch grant now would break the headroom interactive work is owed. With
         preemption, a slot held by a batch line that can be cut counts as free for it: so
-        lines take every slot, and only work that cannot be cut (a client's batch-class
-        request) is held back.
+        batch lines fill the slots interactive work leaves (but for the last free one while
+        every other is held by work that cannot be cut).
         """
         reclaimable = (
             sum(1 for h in state.holders if h.task is not None and not h.preempted)
