@@ -103,7 +103,8 @@ class _LoopSlots:
     batch_held: int = 0  # of `held`, by batch work
     interactive_ended: float = float("-inf")  # monotonic time the last interactive one ended
     recheck: asyncio.TimerHandle | None = None  # grants held-back batch work when the window ends
-    holders: list[_Holder] = field(default_factory=list)  # every slot held, oldest first
+    # Every slot held, oldest first (a dict for its order and its O(1) removal).
+    holders: dict[_Holder, None] = field(default_factory=dict)
     preempt_check: asyncio.TimerHandle | None = None  # weighs preemption again (see `_preempt`)
 
 
@@ -184,20 +185,19 @@ class LocalSlots:
             its_turn = False
         else:
             its_turn = await self._wait(state, flow, queue_timeout, batch)
-        started = time.monotonic()
         # Only work that may be cut is ever cut: batch lines, not a client's batch-class request,
         # nor a line granted its turn while interactive work waited (the anti-starvation rule:
         # cut at once, batch work would never get one).
         cut = batch and flow.preemptible and not its_turn
-        holder = _Holder(started, asyncio.current_task() if cut else None)
-        state.holders.append(holder)
+        holder = _Holder(time.monotonic(), asyncio.current_task() if cut else None)
+        state.holders[holder] = None
         try:
             yield
         finally:
             ended = time.monotonic()
             if not holder.preempted:  # a cut hold says nothing of how long calls take
-                self.hold_times.add(ended - started)
-            state.holders.remove(holder)
+                self.hold_times.add(ended - holder.started)
+            del state.holders[holder]
             if batch:
                 state.batch_held -= 1
             else:
@@ -211,12 +211,12 @@ class LocalSlots:
         batch lines fill the slots interactive work leaves (but for the last free one while
         every other is held by work that cannot be cut).
         """
-        reclaimable = (
-            sum(1 for h in state.holders if h.task is not None and not h.preempted)
-            if self.preempt
-            else 0
-        )
-        if not self.headroom or self.capacity - state.held - 1 + reclaimable >= self.headroom:
+        if not self.headroom:
+            return False
+        free_after = self.capacity - state.held - 1
+        if free_after < self.headroom and self.preempt and state.batch_held:
+            free_after += sum(1 for h in state.holders if h.task is not None and not h.preempted)
+        if free_after >= self.headroom:
             return False
         return (
             state.held > state.batch_held
@@ -262,7 +262,7 @@ class LocalSlots:
         hold time), the request waits for it instead of throwing that work away, and the
         choice is weighed again when that time has passed.
         """
-        if not self.preempt:
+        if not self.preempt or not state.batch_held:  # no batch work holds a slot to cut
             return
         if state.preempt_check is not None:
             state.preempt_check.cancel()
