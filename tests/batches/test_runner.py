@@ -82,7 +82,10 @@ async def run_until_ended(batch_id: str) -> Batch:
     try:
         deadline = time.monotonic() + DEADLINE
         while time.monotonic() < deadline:
-            batch = await in_thread(Batch.objects.get, pk=batch_id)
+            # Read on the runner's own database thread: the test database is SQLite's shared
+            # cache in memory, where a read from another thread makes the runner's write fail at
+            # once ("table is locked") instead of waiting, which leaves the batch finalizing.
+            batch = await work._db.run(Batch.objects.get, pk=batch_id)
             if batch.status in ("completed", "failed", "cancelled", "expired"):
                 return batch
             await asyncio.sleep(0.05)
