@@ -170,8 +170,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         "timeout": _setting("float", "DATABASE__POOL_TIMEOUT", 10.0),
     }
 else:
-    # SQLite: wait for the writer's lock instead of failing at once.
+    # SQLite: wait for the writer's lock instead of failing at once. A transaction takes that
+    # lock when it begins (IMMEDIATE): one that read first and wrote later would otherwise fail
+    # at once ("database is locked") when another process wrote in between, which it cannot
+    # wait out (a failed login counted by axes is such a transaction).
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("timeout", 20)
+    DATABASES["default"]["OPTIONS"].setdefault("transaction_mode", "IMMEDIATE")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Teams, API keys and usage ---------------------------------------------------------------

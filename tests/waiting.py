@@ -8,6 +8,9 @@ where time is the behaviour.
 - `FakeClock`: stands in for the `time` module of one production module
   (`monkeypatch.setattr(module, "time", clock)`); `monotonic()`, `perf_counter()` and `time()`
   move only when the test says `advance(seconds)`. Everything else is the real `time`.
+- `room_in_the_minute()`: for a server in another process, whose clock cannot be faked: wait
+  until the clock minute has time left, so that a few requests counted per minute fall in one
+  window.
 """
 
 from __future__ import annotations
@@ -87,3 +90,12 @@ class FakeClock:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(time, name)
+
+
+def room_in_the_minute(seconds: float = 10.0) -> None:
+    """
+    Return once at least `seconds` are left in the current clock minute (at most `seconds` of
+    waiting): the requests a test sends next fall in one requests-per-minute window, as long as
+    they take less than that.
+    """
+    wait_until(lambda: time.time() % 60 <= 60 - seconds, within=seconds + GENEROUS)

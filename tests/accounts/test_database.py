@@ -41,3 +41,50 @@ def test_the_configured_database_is_used():
     if expected == "postgresql":
         # The pool is on: a bounded number of connections per worker.
         assert connection.settings_dict["OPTIONS"]["pool"]["max_size"] >= 1
+
+
+SQLITE_WRITE_AFTER_READ = """
+import sqlite3
+from django.conf import settings
+from django.db import transaction
+from accounts.database import ensure_database
+from accounts.models import Team
+
+ensure_database()
+other = sqlite3.connect(settings.DATABASES["default"]["NAME"], timeout=0, isolation_level=None)
+other.execute("CREATE TABLE probe (x)")
+with transaction.atomic():
+    Team.objects.filter(name="readers").exists()  # reads first ...
+    try:  # ... while another process writes ...
+        other.execute("INSERT INTO probe VALUES (1)")
+        print("the other process wrote")
+    except sqlite3.OperationalError as exc:
+        print("the other process waits:", exc)
+    Team.objects.create(name="readers")  # ... then writes
+print("committed")
+"""
+
+
+def test_a_sqlite_transaction_that_reads_then_writes_is_not_failed_by_another_writer(tmp_path):
+    # Deferred transactions (SQLite's default) take the write lock only at their first write:
+    # had another process written since their read, that write fails at once, without waiting.
+    env = {
+        **os.environ,
+        "ENV_FILE": "/dev/null",
+        "DATABASE__SQLITE_PATH": str(tmp_path / "llmapi.sqlite3"),
+        "API_KEYS__PEPPER_FILE": str(tmp_path / "pepper"),
+    }
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", SQLITE_WRITE_AFTER_READ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == [
+        "the other process waits: database is locked",
+        "committed",
+    ]

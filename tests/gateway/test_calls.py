@@ -14,11 +14,14 @@ from inference.exceptions import ModelNotFound, UpstreamTimeout
 from limits import quotas, stores
 from limits.quotas import Limits, QuotaExceeded, QuotaSubject
 from tests.models import text_spec
+from tests.waiting import FakeClock
 from usage import ledger
 
 
 @pytest.fixture(autouse=True)
-def fresh_store_and_ledger(runtime):
+def fresh_store_and_ledger(runtime, monkeypatch):
+    # The quota clock stands still: the requests of a test count in one minute.
+    monkeypatch.setattr(quotas, "time", FakeClock())
     runtime.replace(stores.QuotaStoreState, stores.QuotaStoreState(quotas.InProcessQuotaStore()))
     writer = ledger.LedgerWriter(
         max_queue=100, batch_size=100, flush_interval=60, rollup_interval=600
