@@ -66,6 +66,10 @@ class FakeUpstream:
         self.disconnects: list[float] = []
         self.open_streams = 0
         self.active = 0  # requests being answered right now
+        # Requests received and not answered yet: each holds a gateway's concurrency slot, as
+        # the gateway frees it only once it has the answer (`active` counts a request until
+        # its last byte is sent, which the gateway may have read before then).
+        self.unanswered = 0
         self.faults: dict[str, int] = {}
         self._random = random.Random(1)
         self.port = port or _free_port()
@@ -156,7 +160,11 @@ class FakeUpstream:
             answer = behaviour.contents[min(index, len(behaviour.contents) - 1)]
 
         if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)
+            self.unanswered += 1
+            try:
+                await asyncio.sleep(behaviour.delay)
+            finally:
+                self.unanswered -= 1
         if scope["path"] in ("/tokenize", "/apply-template"):
             await self._tokenize(scope["path"], payload, behaviour, send)
             return

@@ -64,7 +64,7 @@ def test_one_max_concurrency_across_both_gateways(pair, upstream):
     def watch() -> None:
         nonlocal peak
         while watching:
-            peak = max(peak, upstream.active)
+            peak = max(peak, upstream.unanswered)
             time.sleep(0.002)
 
     watcher = threading.Thread(target=watch)
