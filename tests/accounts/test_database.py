@@ -10,23 +10,30 @@ from django.db import connection
 from tests.conftest import ROOT
 
 
-def test_ensure_database_creates_and_migrates_a_fresh_sqlite_file(tmp_path):
-    database = tmp_path / "var" / "llmapi.sqlite3"
+def sqlite_shell(folder, script: str) -> subprocess.CompletedProcess:
+    """Run `script` in `manage.py shell` on a SQLite file (and key pepper) in `folder`."""
     env = {
         **os.environ,
         "ENV_FILE": "/dev/null",
-        "DATABASE__SQLITE_PATH": str(database),
-        "API_KEYS__PEPPER_FILE": str(tmp_path / "var" / "pepper"),
+        "DATABASE__SQLITE_PATH": str(folder / "llmapi.sqlite3"),
+        "API_KEYS__PEPPER_FILE": str(folder / "pepper"),
     }
     env.pop("DATABASE_URL", None)
-    script = "from accounts.database import ensure_database; ensure_database(); ensure_database()"
-    subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", script],
+    return subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v", "0", "-c", script],
         cwd=ROOT,
         env=env,
-        check=True,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
+
+
+def test_ensure_database_creates_and_migrates_a_fresh_sqlite_file(tmp_path):
+    database = tmp_path / "var" / "llmapi.sqlite3"
+    script = "from accounts.database import ensure_database; ensure_database(); ensure_database()"
+    result = sqlite_shell(tmp_path / "var", script)
+    assert result.returncode == 0, result.stderr[-3000:]
     tables = {row[0] for row in sqlite3.connect(database).execute("SELECT name FROM sqlite_master")}
     assert {"accounts_apikey", "accounts_team", "usage_usagerecord", "usage_usagehourly"} <= tables
     assert stat.S_IMODE((tmp_path / "var" / "pepper").stat().st_mode) == 0o600
@@ -68,21 +75,7 @@ print("committed")
 def test_a_sqlite_transaction_that_reads_then_writes_is_not_failed_by_another_writer(tmp_path):
     # Deferred transactions (SQLite's default) take the write lock only at their first write:
     # had another process written since their read, that write fails at once, without waiting.
-    env = {
-        **os.environ,
-        "ENV_FILE": "/dev/null",
-        "DATABASE__SQLITE_PATH": str(tmp_path / "llmapi.sqlite3"),
-        "API_KEYS__PEPPER_FILE": str(tmp_path / "pepper"),
-    }
-    env.pop("DATABASE_URL", None)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-v", "0", "-c", SQLITE_WRITE_AFTER_READ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = sqlite_shell(tmp_path, SQLITE_WRITE_AFTER_READ)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == [
         "the other process waits: database is locked",
