@@ -10,6 +10,7 @@ the checkout's var/ (a database, a key pepper).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -72,6 +73,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_configure(config: pytest.Config) -> None:
     processes.adopt_orphans()
+    # No implicit event loop in this process. Until an event loop is set, Python 3.11's
+    # asyncio.get_event_loop() makes one in the main thread and keeps it, never closed (some
+    # client libraries call it from synchronous code). The next asyncio.run() replaced it, and
+    # the collector later reported it (an unclosed loop and its two sockets) in whichever
+    # test it ran during: a red run that depended on the order. Python 3.14 makes none either.
+    asyncio.set_event_loop(None)
     config.stash[_var_stamp] = _stamp(REPO_VAR)
 
 
@@ -113,6 +120,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 (f"Server log {log.name}", log.read_text(errors="replace")[-20_000:])
             )
     return report
+
+
+@pytest.fixture(autouse=True)
+def no_event_loop_left_set():
+    """A loop a test (or a library it called) set and left open is closed with the test."""
+    yield
+    try:
+        loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:  # none set: the usual case
+        return
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)
 
 
 @pytest.fixture(autouse=True)
@@ -247,10 +267,10 @@ class GatewayPool:
             )
         gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path)
         try:
-            wait_for_http(f"{gateway.url}/healthz", process=process)
-        except RuntimeError as exc:
+            wait_for_http(f"{gateway.url}/healthz", process=process, log=log_path)
+        except RuntimeError:
             processes.kill_tree(process)
-            raise RuntimeError(f"{exc}:\n{gateway.log()}") from None
+            raise
         return gateway
 
     def stop_all(self) -> None:

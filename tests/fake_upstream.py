@@ -16,6 +16,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -443,19 +444,32 @@ async def _send_json(send, status: int, data: Any, headers: dict | None = None) 
     await send({"type": "http.response.body", "body": json.dumps(data).encode()})
 
 
-def wait_for_http(url: str, *, timeout: float = 120, process=None) -> None:
-    """Wait until `url` answers HTTP at all; fail early if `process` (a Popen) has exited."""
+def wait_for_http(url: str, *, timeout: float = 120, process=None, log=None) -> None:
+    """
+    Wait until `url` answers HTTP at all; fail early if `process` (a Popen) has exited. A
+    failure carries the end of `log` (the server's output: a path, or the file it was opened as).
+    """
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
+            raise RuntimeError(_with_log(f"server exited with {process.returncode}", log))
         try:
             httpx.get(url, timeout=1)
             return
         except httpx.TransportError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout} s") from None
+                raise RuntimeError(
+                    _with_log(f"{url} did not answer within {timeout} s", log)
+                ) from None
             time.sleep(0.05)
+
+
+def _with_log(reason: str, log) -> str:
+    if log is None:
+        return reason
+    path = Path(getattr(log, "name", log))
+    output = path.read_text(errors="replace")[-20_000:] if path.exists() else "(no log)"
+    return f"{reason}; its log {path.name}:\n{output}"
 
 
 def _free_port() -> int:

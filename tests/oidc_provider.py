@@ -92,8 +92,8 @@ def start_provider(*, accounts: dict, log_path: Path) -> OidcProvider:
     issuer = f"http://127.0.0.1:{port}"
     provider = OidcProvider(issuer, process, log_path)
     try:
-        wait_for_http(f"{issuer}/.well-known/openid-configuration", process=process)
-    except RuntimeError as exc:
+        wait_for_http(f"{issuer}/.well-known/openid-configuration", process=process, log=log_path)
+    except RuntimeError:
         provider.stop()
-        raise RuntimeError(f"{exc}:\n{provider.log()}") from None
+        raise
     return provider

@@ -200,7 +200,7 @@ def test_reload_moves_a_model_without_a_restart_and_keeps_requests_in_flight(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", process=process)
+        wait_for_http(f"{url}/healthz", process=process, log=log)
         upstream.behave(chunks=[f"w{i} " for i in range(10)], chunk_interval=0.1)
         moved = FakeUpstream()
         moved.start()

@@ -53,7 +53,7 @@ def start(tmp: Path, upstream: FakeUpstream, port: int, flush_rows: int):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
+    wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process, log=log)
     return process
 
 

@@ -53,7 +53,7 @@ def two_worker_server(tmp_path):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/metrics", process=process)
+        wait_for_http(f"{url}/metrics", process=process, log=log)
         yield url
     finally:
         stop(process)
@@ -79,7 +79,7 @@ def start_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen, str
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/-/ready", process=process)
+    wait_for_http(f"{url}/-/ready", process=process, log=log)
     return process, url
 
 

@@ -214,7 +214,7 @@ def two_worker_gateway(tmp_path, upstream):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", process=process)
+        wait_for_http(f"{url}/healthz", process=process, log=log_path)
         (metrics_dir,) = temp.glob("llmapi-metrics-*")
         yield url, metrics_dir
     finally:
@@ -245,7 +245,7 @@ def start_prometheus(tmp_path: Path, target: str) -> tuple[subprocess.Popen, str
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/-/ready", process=process)
+    wait_for_http(f"{url}/-/ready", process=process, log=log)
     return process, url
 
 

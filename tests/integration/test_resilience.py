@@ -182,7 +182,7 @@ def test_sigterm_drains_a_stream_in_flight_then_exits(tmp_path, upstream):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", process=process)
+        wait_for_http(f"{url}/healthz", process=process, log=log)
         upstream.behave(chunks=[f"w{i} " for i in range(60)], chunk_interval=0.1)
         with httpx.Client(base_url=url, headers={"X-API-Key": API_KEY}, timeout=30) as client:
             with client.stream("POST", "/text_model/chat/stream", json=QUESTION) as response:
@@ -274,7 +274,7 @@ def test_generated_key_is_printed_once_and_works_in_every_worker(tmp_path, upstr
             stderr=log,
         )
     try:
-        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process=process, log=log_path)
         output = log_path.read_text()
         assert output.count("X-API-Key: ") == 1
         key = output.split("X-API-Key: ")[1].split()[0]

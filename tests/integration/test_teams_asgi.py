@@ -68,7 +68,7 @@ def server(tmp_path_factory):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/v1/me", process=process)
+        wait_for_http(f"{url}/v1/me", process=process, log=log_path)
         yield url, key
     finally:
         process.terminate()

@@ -66,7 +66,7 @@ def start_serve(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subpro
     log.close()
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/healthz", process=process)
+        wait_for_http(f"{url}/healthz", process=process, log=log)
     except RuntimeError:
         kill_tree(process)  # its workers too, or they outlive it
         raise

@@ -116,7 +116,7 @@ def test_serve_answers_to_the_address_it_binds(tmp_path):
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_for_http(f"http://127.0.0.2:{port}/healthz", process=process)
+        wait_for_http(f"http://127.0.0.2:{port}/healthz", process=process, log=log)
         assert httpx.get(f"http://127.0.0.2:{port}/openapi.json").status_code == HTTPStatus.OK
         other = httpx.get(f"http://127.0.0.2:{port}/openapi.json", headers={"Host": "evil.com"})
         assert other.status_code == HTTPStatus.BAD_REQUEST
