@@ -18,6 +18,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 from types import FrameType
 
 import uvicorn
@@ -43,16 +44,38 @@ from server.runtime import start_up_runtime
 logger = logging.getLogger(__name__)
 
 
+class StopRequested(threading.Event):
+    """
+    uvicorn's `should_exit`, which reads as set the moment a stop signal arrives. uvicorn sets
+    it only when it handles its signal queue, and a dead worker found before that is replaced:
+    its check of a worker waits for an answer (up to `SERVER__WORKER_HEALTHCHECK_TIMEOUT`), and
+    a SIGTERM arriving meanwhile had closed the listening socket the replacement was handed. The
+    replacement failed to start, the supervisor died of it, and its exit then waited for ever
+    on the workers it had never stopped.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signalled = False
+
+    def is_set(self) -> bool:
+        return self.signalled or super().is_set()
+
+
 class DrainingMultiprocess(Multiprocess):
     """uvicorn's worker supervisor, refusing new connections as soon as the drain starts."""
 
+    should_exit: StopRequested
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        self.should_exit = StopRequested()
         # uvicorn queues signals and handles them every half second; stop listening at once.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_stop_signal)
 
     def _on_stop_signal(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit.signalled = True  # an assignment: safe in a signal handler
         self.stop_listening()
         self.signal_queue.append(sig)
 
@@ -72,8 +95,8 @@ class DrainingMultiprocess(Multiprocess):
         """SIGHUP reloads the model catalog in every worker; uvicorn's own would restart them."""
         logger.info("Received SIGHUP: reloading the model catalog in every worker.")
         for process in self.processes:
-            # Whether the process exists, not uvicorn's `is_alive()`: that waits up to 5 s for
-            # a health-check answer, and a worker busy past it would silently miss the reload.
+            # Whether the process exists, not uvicorn's `is_alive()`: that waits for a
+            # health-check answer, and a worker busy past it would silently miss the reload.
             if process.pid is not None and process.process.is_alive():
                 with contextlib.suppress(ProcessLookupError):  # it ended in between
                     os.kill(process.pid, signal.SIGHUP)
@@ -174,6 +197,7 @@ class Command(BaseCommand):
             log_level="info",
             log_config=uvicorn_log_config(),
             timeout_graceful_shutdown=settings.SERVER_GRACEFUL_TIMEOUT,
+            timeout_worker_healthcheck=settings.SERVER_WORKER_HEALTHCHECK_TIMEOUT,
         )
         if workers > 1:
             DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
