@@ -334,7 +334,7 @@ SERVER_PID_FILE = env.str("SERVER__PID_FILE", default="") or str(BASE_DIR / "var
 SERVER_GRACEFUL_TIMEOUT = _setting("float", "SERVER__GRACEFUL_TIMEOUT", 30.0)
 # With several workers: seconds a worker has to answer the supervisor's health check before it
 # is killed and replaced. uvicorn's own 5 s also counts a new worker's start, before it can
-# answer: on a busy machine every replacement was killed in turn and the server never served.
+# answer: on a busy machine, starting workers were killed and replaced before they could serve.
 SERVER_WORKER_HEALTHCHECK_TIMEOUT = _setting("int", "SERVER__WORKER_HEALTHCHECK_TIMEOUT", 30)
 # The cycle collector's thresholds (gc.set_threshold) once start-up is done. Python's own
 # (700, 10, 10): each collection pauses the process for well under a millisecond. Rarer
